@@ -1,0 +1,217 @@
+"""The ``perphedge`` command line (typer)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+
+from perphedge import __version__
+from perphedge.errors import PerphedgeError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="perphedge",
+    help="Hedge a crypto portfolio with short perpetual futures: size, margin, liquidation, funding, scenarios.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Fmt(str, Enum):
+    table = "table"
+    json = "json"
+
+
+FormatOpt = Annotated[Fmt, typer.Option("--format", "-f", help="Output: table (human) or json (stable schema).")]
+SpecsOpt = Annotated[
+    str | None,
+    typer.Option("--specs", help="Extra instrument spec file (YAML/JSON) that adds or replaces bundled specs."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"perphedge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """perphedge: protect spot crypto with short perpetuals, with numbers you can check against the exchange."""
+
+
+def _emit(doc: dict[str, Any], fmt: Fmt, render: Any) -> None:
+    if fmt is Fmt.json:
+        sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    else:
+        from rich.console import Console
+
+        render(doc, Console(highlight=False))
+
+
+@app.command(
+    help=(
+        "Size the hedge of a portfolio file and show margin, liquidation, funding and scenarios.\n\n"
+        "Example:\n\n"
+        "  perphedge plan examples/altcoins.yaml\n\n"
+        "  perphedge plan examples/altcoins.yaml --ratio 0.5 --instrument bybit:BTCUSD --leverage 2\n\n"
+        "  perphedge plan examples/alts-40pct.yaml --scenario 'btc-15/alts-20:BTC=-15%,*=-20%' --format json\n\n"
+        "  perphedge plan examples/btc-eth-60pct.yaml --drift BTC=+20% --compare"
+    ),
+    no_args_is_help=True,
+)
+def plan(
+    file: Annotated[str, typer.Argument(help="Portfolio YAML file (format in the README).")],
+    ratio: Annotated[float | None, typer.Option(help="Fraction of the in-scope exposure to offset, 0-2.")] = None,
+    instrument: Annotated[str | None, typer.Option(
+        help="exchange:SYMBOL (binance:BTCUSD_PERP), or direct:<exchange>:<linear|inverse>.")] = None,
+    proxy: Annotated[str | None, typer.Option(help="Proxy instrument in direct mode (default: the exchange's BTC perp).")] = None,
+    leverage: Annotated[float | None, typer.Option(help="Leverage of each leg (>= 1, <= the instrument's max).")] = None,
+    collateral: Annotated[str | None, typer.Option(help="buy | holdings | stable.")] = None,
+    method: Annotated[str | None, typer.Option(help="notional | beta | min_variance.")] = None,
+    scope: Annotated[str | None, typer.Option(help="all, or a holdings group name.")] = None,
+    funding_rate_8h: Annotated[float | None, typer.Option(
+        "--funding-rate-8h", help="Assumed funding rate per 8h (positive: longs pay shorts; the hedge earns).")] = None,
+    scenario: Annotated[list[str] | None, typer.Option(
+        help="Extra shock NAME:ASSET=RET,...,*=RET (repeatable), e.g. 'crash:BTC=-15%,*=-20%'.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Also size inverse vs linear and proxy vs direct.")] = False,
+    drift: Annotated[str | None, typer.Option(
+        help="Hold the legs through a move (e.g. BTC=+20%) and show the trade that restores the ratio.")] = None,
+    specs: SpecsOpt = None,
+    fmt: FormatOpt = Fmt.table,
+) -> None:
+    from perphedge.cli.render import render_plan
+    from perphedge.report import plan_document
+    from perphedge.service import HedgeOverrides, plan_from_file
+    from perphedge.specs import default_registry
+
+    overrides = HedgeOverrides(ratio=ratio, scope=scope, method=method, instrument=instrument, proxy=proxy,
+                               leverage=leverage, collateral=collateral, funding_rate_8h=funding_rate_8h)
+    outcome = plan_from_file(file, registry=default_registry(specs), overrides=overrides,
+                             scenarios=scenario or (), compare=compare, drift_moves=drift)
+    _emit(plan_document(outcome), fmt, render_plan)
+
+
+class MarginMode(str, Enum):
+    isolated = "isolated"
+    cross = "cross"
+
+
+class SideOpt(str, Enum):
+    long = "long"
+    short = "short"
+
+
+@app.command(
+    help=(
+        "Futures calculator for one position on a named instrument: value, margin, liquidation and "
+        "bankruptcy price, PnL and ROE at --exit, funding, fees.\n\n"
+        "Contracts are in the exchange's own unit (100 USD for binance:BTCUSD_PERP, 1 BTC for binance:BTCUSDT).\n\n"
+        "Example:\n\n"
+        "  perphedge calc --instrument binance:BTCUSD_PERP --side short --contracts 100 --entry 60000 --leverage 2\n\n"
+        "  perphedge calc --instrument bybit:BTCUSD --side short --contracts 60000 --entry 50000 --leverage 10 "
+        "--mmr 0.005 --method mm_on_entry_value --exit 45000"
+    ),
+    no_args_is_help=True,
+)
+def calc(
+    instrument: Annotated[str, typer.Option(help="exchange:SYMBOL, e.g. binance:BTCUSD_PERP.")],
+    side: Annotated[SideOpt, typer.Option(help="long or short.")],
+    contracts: Annotated[float, typer.Option(help="Number of contracts (exchange's unit).")],
+    entry: Annotated[float, typer.Option(help="Average entry price.")],
+    exit: Annotated[float | None, typer.Option(help="Exit price for PnL and ROE.")] = None,
+    leverage: Annotated[float, typer.Option(help="Leverage (isolated margin = value / leverage).")] = 1.0,
+    margin_mode: Annotated[MarginMode, typer.Option(help="isolated or cross.")] = MarginMode.isolated,
+    wallet_balance: Annotated[float | None, typer.Option(help="Cross mode: wallet balance in the settle asset.")] = None,
+    funding_rate: Annotated[float, typer.Option(help="Funding rate per settlement (+: longs pay shorts).")] = 0.0001,
+    mark: Annotated[float | None, typer.Option(help="Mark price for maintenance margin and funding (default: entry).")] = None,
+    mmr: Annotated[float | None, typer.Option(help="Override: maintenance-margin rate (one tier).")] = None,
+    maintenance_amount: Annotated[float | None, typer.Option(
+        help="Override: maintenance amount (cum) in the settle asset, with --mmr.")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="Override: mm_on_entry_value | mm_at_liquidation_price | binance_usdm | bybit_linear.")] = None,
+    face_value: Annotated[float | None, typer.Option(
+        help="Override: contract size (USD for inverse, coin for linear).")] = None,
+    fee_rate: Annotated[float | None, typer.Option(help="Fee rate (default: the instrument's taker fee).")] = None,
+    specs: SpecsOpt = None,
+    fmt: FormatOpt = Fmt.table,
+) -> None:
+    from perphedge.cli.render import render_calc
+    from perphedge.core.contracts import Side
+    from perphedge.report import calc_document
+    from perphedge.service import CalcInput, calc_instrument
+    from perphedge.service import calc as run_calc
+    from perphedge.specs import default_registry
+
+    inst = calc_instrument(default_registry(specs), instrument, mmr=mmr, maintenance_amount=maintenance_amount,
+                           method=method, face_value=face_value)
+    ci = CalcInput(instrument=inst, side=Side(side.value), contracts=contracts, entry=entry, exit=exit,
+                   leverage=leverage, margin_mode=margin_mode.value, wallet_balance=wallet_balance,
+                   funding_rate=funding_rate, mark=mark, fee_rate=fee_rate)
+    _emit(calc_document(run_calc(ci)), fmt, render_calc)
+
+
+@app.command(help="List the instrument specs (bundled, plus --specs FILE).\n\nExample:\n\n  perphedge instruments --format json")
+def instruments(specs: SpecsOpt = None, fmt: FormatOpt = Fmt.table) -> None:
+    from perphedge.cli.render import render_instruments
+    from perphedge.specs import default_registry
+
+    rows = []
+    for inst in sorted(default_registry(specs).instruments, key=lambda i: i.id):
+        rows.append({
+            "id": inst.id, "exchange": inst.exchange, "symbol": inst.symbol, "ccxt_symbol": inst.ccxt_symbol,
+            "kind": inst.kind.value, "base": inst.base, "quote": inst.quote, "settle": inst.settle,
+            "contract_size": inst.contract_size, "contract_size_unit": inst.contract_size_unit,
+            "lot_size": inst.lot_size, "tick_size": inst.tick_size, "max_leverage": inst.max_leverage,
+            "tier_style": inst.margin.style.value, "slope": inst.margin.slope,
+            "tiers": [{"floor": t.floor, "mmr": t.mmr, "max_leverage": t.max_leverage,
+                       "maintenance_amount": t.maintenance_amount} for t in inst.margin.tiers],
+            "tier_unit": inst.settle if inst.is_inverse else inst.quote,
+            "liquidation_method": inst.liquidation_method.value,
+            "funding_interval_hours": inst.funding_interval_hours, "maker_fee": inst.maker_fee,
+            "taker_fee": inst.taker_fee, "source": inst.source, "as_of": inst.as_of,
+        })
+    if fmt is Fmt.json:
+        _emit({"schema": "perphedge.instruments/1", "instruments": rows}, fmt, None)
+    else:
+        from rich.console import Console
+
+        render_instruments(rows, Console(highlight=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; a PerphedgeError is one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="perphedge", standalone_mode=False)
+    except PerphedgeError as exc:
+        print(f"perphedge: error: {exc}", file=sys.stderr)
+        return 2
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except KeyboardInterrupt:
+        print("perphedge: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return 2
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Results → plain dicts (the stable JSON documents) and table rows.
+
+``perphedge.plan/1`` and ``perphedge.calc/1`` are stable: fields may be added, never renamed.
+Amounts carry their unit in the name (``_usd``) or in a sibling ``*_asset`` field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from perphedge import __version__
+from perphedge.core.hedge import HedgeLeg, HedgePlan
+from perphedge.core.scenarios import DriftLeg, ScenarioResult
+from perphedge.service import CalcResult, CompareRow, PlanOutcome
+
+__all__ = ["calc_document", "plan_document"]
+
+PLAN_SCHEMA = "perphedge.plan/1"
+CALC_SCHEMA = "perphedge.calc/1"
+
+
+def _r(x: float | None, nd: int = 10) -> float | None:
+    """Round for display in JSON (None stays None); 10 significant decimals keep satoshis."""
+    if x is None:
+        return None
+    return round(float(x), nd)
+
+
+def _leg(leg: HedgeLeg) -> dict[str, Any]:
+    inst = leg.instrument
+    settle_usd = leg.collateral_usd / leg.collateral_amount if leg.collateral_amount else 0.0
+    per_day = leg.funding_usd_per_day
+    fee_open = leg.size * inst.taker_fee / leg.entry_price if inst.is_inverse else leg.size * leg.entry_price * inst.taker_fee
+    return {
+        "instrument": inst.id,
+        "exchange": inst.exchange,
+        "symbol": inst.symbol,
+        "ccxt_symbol": inst.ccxt_symbol,
+        "kind": inst.kind.value,
+        "side": leg.side.value,
+        "contracts": leg.contracts,
+        "contracts_exact": _r(leg.contracts_exact, 6),
+        "contract_size": inst.contract_size,
+        "contract_size_unit": inst.contract_size_unit,
+        "lot_size": inst.lot_size,
+        "size": _r(leg.size),
+        "size_unit": inst.contract_size_unit,
+        "notional_usd": _r(leg.notional_usd, 2),
+        "entry_price": leg.entry_price,
+        "leverage": leg.leverage,
+        "collateral_asset": leg.collateral_asset,
+        "collateral_amount": _r(leg.collateral_amount),
+        "collateral_usd": _r(leg.collateral_usd, 2),
+        "collateral_source": leg.collateral_source.value,
+        "initial_margin": _r(leg.initial_margin),
+        "maintenance_margin": _r(leg.maintenance_margin),
+        "margin_asset": leg.collateral_asset,
+        "maintenance_margin_rate": leg.liquidation.mmr,
+        "maintenance_amount": _r(leg.liquidation.maintenance_amount),
+        "margin_tier": leg.liquidation.tier_index + 1,
+        "liquidation_method": inst.liquidation_method.value,
+        "liquidation_price": _r(leg.liquidation_price, 4),
+        "liquidation_distance": _r(leg.liquidation_distance, 6),
+        "bankruptcy_price": _r(leg.bankruptcy_price, 4),
+        "covers_usd": {k: _r(v, 2) for k, v in leg.covers.items()},
+        "target_delta_usd": _r(leg.target_delta_usd, 2),
+        "delta_usd": _r(leg.delta_usd, 2),
+        "residual_usd": _r(leg.residual_usd, 2),
+        "naive_notional_usd": _r(leg.naive_notional_usd, 2),
+        "naive_net_delta_usd": _r(leg.target_delta_usd + leg.naive_delta_usd, 2),
+        "funding_rate_8h": leg.funding_rate_8h,
+        "funding_interval_hours": inst.funding_interval_hours,
+        "funding_rate_per_settlement": leg.funding_rate_per_settlement,
+        "funding_per_settlement": _r(leg.funding_per_settlement),
+        "funding_per_day": _r(leg.funding_coin_per_day),
+        "funding_asset": leg.collateral_asset,
+        "funding_usd_per_day": _r(per_day, 4),
+        "funding_usd_per_30d": _r(per_day * 30, 2),
+        "funding_usd_per_year": _r(per_day * 365, 2),
+        "funding_annual_rate": _r(per_day * 365 / leg.notional_usd, 6) if leg.notional_usd else None,
+        "taker_fee_open": _r(fee_open),
+        "taker_fee_open_usd": _r(fee_open * (settle_usd if inst.is_inverse else 1.0), 4),
+        "spec_source": inst.source,
+        "spec_as_of": inst.as_of,
+    }
+
+
+def _scenario(s: ScenarioResult) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "proxy_return": _r(s.proxy_return, 6),
+        "returns": {k: _r(v, 6) for k, v in s.returns.items()},
+        "spot_pnl_usd": _r(s.spot_pnl_usd, 2),
+        "hedge_pnl_usd": _r(s.hedge_pnl_usd, 2),
+        "net_pnl_usd": _r(s.net_pnl_usd, 2),
+        "offset_fraction": _r(s.offset_fraction, 6),
+        "liquidated": s.liquidated,
+        "legs": [
+            {"instrument": o.instrument, "price": _r(o.price, 6), "pnl": _r(o.pnl_settle), "pnl_asset": o.settle_asset,
+             "pnl_usd": _r(o.pnl_usd, 2), "liquidated": o.liquidated}
+            for o in s.legs
+        ],
+    }
+
+
+def _plan_summary(plan: HedgePlan) -> dict[str, Any]:
+    pf = plan.portfolio
+    req = plan.request
+    per_day = plan.funding_usd_per_day
+    return {
+        "ratio": req.ratio,
+        "method": req.method.value,
+        "scope": req.scope,
+        "proxy": req.proxy_asset,
+        "leverage": req.leverage,
+        "collateral_source": req.collateral.value,
+        "betas": {k: _r(v, 6) for k, v in plan.betas_used.items()},
+        "scope_exposure_usd": _r(plan.scope_exposure_usd, 2),
+        "target_usd": _r(plan.target_usd, 2),
+        "hedged_usd": _r(-plan.hedge_delta_usd, 2),
+        "achieved_ratio": _r(plan.achieved_ratio, 6),
+        "residual_usd": _r(plan.residual_usd, 2),
+        "net_delta_usd": _r(plan.net_delta_usd, 2),
+        "net_delta_by_asset_usd": {k: _r(v, 2) for k, v in plan.net_delta_by_asset.items()},
+        "notional_usd": _r(sum(leg.notional_usd for leg in plan.legs), 2),
+        "collateral_usd": _r(sum(leg.collateral_usd for leg in plan.legs), 2),
+        "funding_rate_8h": req.funding_rate_8h,
+        "funding_usd_per_day": _r(per_day, 4),
+        "funding_usd_per_30d": _r(per_day * 30, 2),
+        "funding_usd_per_year": _r(per_day * 365, 2),
+        "funding_assumed": True,
+        "legs": [_leg(leg) for leg in plan.legs],
+    }
+
+
+def _drift(moves: dict[str, float], legs: tuple[DriftLeg, ...]) -> dict[str, Any]:
+    return {
+        "moves": {k: _r(v, 6) for k, v in moves.items()},
+        "legs": [
+            {"instrument": d.instrument, "price": _r(d.price, 6), "delta_usd": _r(d.delta_usd, 2),
+             "target_delta_usd": _r(d.target_delta_usd, 2), "hedge_ratio_now": _r(d.hedge_ratio_now, 6),
+             "contracts_to_trade": d.contracts_to_trade, "unrealised_pnl": _r(d.unrealised_pnl_settle),
+             "equity": _r(d.equity_settle), "liquidation_distance_now": _r(d.liquidation_distance_now, 6),
+             "liquidated": d.liquidated}
+            for d in legs
+        ],
+    }
+
+
+def _compare_row(row: CompareRow) -> dict[str, Any]:
+    out: dict[str, Any] = {"variant": row.variant, "instrument": row.instrument, "error": row.error}
+    if row.plan is not None:
+        out.update({k: v for k, v in _plan_summary(row.plan).items() if k != "legs"})
+        out["legs"] = [leg.instrument.id for leg in row.plan.legs]
+        dists = [leg.liquidation_distance for leg in row.plan.legs if leg.liquidation_distance is not None]
+        out["min_liquidation_distance"] = _r(min(dists), 6) if dists else None
+        out["scenarios"] = [
+            {"name": s.name, "net_pnl_usd": _r(s.net_pnl_usd, 2), "liquidated": s.liquidated} for s in row.scenarios
+        ]
+    return out
+
+
+def plan_document(outcome: PlanOutcome) -> dict[str, Any]:
+    """The ``perphedge.plan/1`` document."""
+    plan = outcome.plan
+    pf = plan.portfolio
+    total = pf.value_usd
+    holdings = []
+    for h in pf.holdings:
+        value = pf.value_of(h)
+        holdings.append({
+            "asset": h.asset, "quantity": _r(h.quantity), "price_usd": pf.price(h.asset), "value_usd": _r(value, 2),
+            "weight": _r(value / total, 6) if total else None, "group": h.group, "stable": h.is_stable,
+        })
+    doc: dict[str, Any] = {
+        "schema": PLAN_SCHEMA,
+        "perphedge_version": __version__,
+        "source": outcome.source,
+        "instrument_spec": outcome.instrument_spec,
+        "portfolio": {
+            "name": pf.name,
+            "value_usd": _r(total, 2),
+            "value_btc": _r(pf.value_in("BTC")),
+            "value_eth": _r(pf.value_in("ETH")),
+            "exposure_usd": _r(pf.exposure_usd, 2),
+            "cash_usd": _r(pf.cash_usd, 2),
+            "exposure_by_group_usd": {k: _r(v, 2) for k, v in pf.exposure_by_group().items()},
+            "prices_usd": dict(pf.prices),
+            "holdings": holdings,
+        },
+        "hedge": _plan_summary(plan),
+        "scenarios": [_scenario(s) for s in outcome.scenarios],
+        "warnings": [{"code": w.code, "message": w.message} for w in plan.warnings],
+        "notes": list(plan.notes),
+    }
+    if outcome.compare:
+        doc["compare"] = [_compare_row(row) for row in outcome.compare]
+    if outcome.drift:
+        doc["drift"] = _drift(outcome.drift_moves, outcome.drift)
+    return doc
+
+
+def _amount(value: float | None, unit: str) -> dict[str, Any]:
+    return {"value": _r(value), "unit": unit}
+
+
+def calc_document(res: CalcResult) -> dict[str, Any]:
+    """The ``perphedge.calc/1`` document: every amount as ``{value, unit}``."""
+    ci = res.input
+    inst = ci.instrument
+    s = res.settle
+    quote = "USD" if inst.is_inverse else inst.quote
+    return {
+        "schema": CALC_SCHEMA,
+        "perphedge_version": __version__,
+        "instrument": inst.id,
+        "kind": inst.kind.value,
+        "side": ci.side.value,
+        "contracts": ci.contracts,
+        "contract_size": _amount(inst.contract_size, inst.contract_size_unit),
+        "size": _amount(res.size, res.size_unit),
+        "notional": _amount(res.notional_usd, quote),
+        "position_value": _amount(res.position_value, res.position_value_unit),
+        "entry_price": _amount(ci.entry, quote),
+        "exit_price": _amount(ci.exit, quote) if ci.exit is not None else None,
+        "mark_price": _amount(ci.mark if ci.mark is not None else ci.entry, quote),
+        "leverage": ci.leverage,
+        "margin_mode": ci.margin_mode,
+        "margin": _amount(res.margin, s),
+        "initial_margin": _amount(res.initial_margin, s),
+        "maintenance_margin": _amount(res.maintenance_margin, s),
+        "maintenance_margin_rate": res.maintenance_margin_rate,
+        "maintenance_amount": _amount(res.maintenance_amount, s),
+        "margin_tier": res.tier_index + 1,
+        "liquidation_method": inst.liquidation_method.value,
+        "liquidation_price": _amount(res.liquidation.price, quote),
+        "liquidation_mmr": res.liquidation.mmr,
+        "liquidation_maintenance_amount": _amount(res.liquidation.maintenance_amount, s),
+        "liquidation_tier": res.liquidation.tier_index + 1,
+        "liquidation_mm_basis": res.liquidation.value_basis,
+        "bankruptcy_price": _amount(res.bankruptcy_price, quote),
+        "pnl": _amount(res.pnl, s) if res.pnl is not None else None,
+        "pnl_usd": _amount(res.pnl_usd, "USD" if inst.is_inverse else inst.quote) if res.pnl_usd is not None else None,
+        "roe": _r(res.roe, 8),
+        "fee_rate": res.fee_rate,
+        "fee_open": _amount(res.fee_open, s),
+        "fee_close": _amount(res.fee_close, s) if res.fee_close is not None else None,
+        "net_pnl": _amount(res.net_pnl, s) if res.net_pnl is not None else None,
+        "funding_rate": ci.funding_rate,
+        "funding_interval_hours": inst.funding_interval_hours,
+        "funding": _amount(res.funding, s),
+        "funding_usd": _amount(res.funding_usd, "USD" if inst.is_inverse else inst.quote),
+        "funding_per_day": _amount(res.funding_per_day, s),
+        "funding_sign": "positive = received; a positive rate means longs pay shorts",
+    }

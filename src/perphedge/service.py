@@ -1,0 +1,418 @@
+"""Use cases shared by every edge: ``plan`` and ``calc``.
+
+Parse → call → render lives in the edges (``cli``); this module turns validated input into
+core objects, calls the core, and returns result objects. Errors raised here name the file or
+flag they come from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from perphedge.core.contracts import (
+    LiquidationResult,
+    Side,
+    bankruptcy_price,
+    fee,
+    funding_received,
+    liquidation_price,
+    pnl,
+)
+from perphedge.core.hedge import (
+    CollateralSource,
+    HedgePlan,
+    HedgeRequest,
+    LegRequest,
+    SizingMethod,
+    plan_hedge,
+)
+from perphedge.core.instruments import ContractKind, Instrument, LiquidationMethod, MarginSchedule
+from perphedge.core.portfolio import Holding, Portfolio
+from perphedge.core.scenarios import (
+    DriftLeg,
+    ScenarioResult,
+    default_scenarios,
+    drift,
+    evaluate,
+    parse_moves,
+    parse_scenario,
+)
+from perphedge.core.units import normalise_asset
+from perphedge.errors import ConfigError, InfeasibleHedgeError, PerphedgeError
+
+if TYPE_CHECKING:
+    from perphedge.config import PortfolioFile
+    from perphedge.specs import InstrumentRegistry
+
+__all__ = [
+    "CalcInput",
+    "CalcResult",
+    "CompareRow",
+    "HedgeOverrides",
+    "PlanOutcome",
+    "build_portfolio",
+    "calc",
+    "plan_from_file",
+    "plan_portfolio",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HedgeOverrides:
+    """Command-line values that replace the file's ``hedge:`` block (None = keep the file's)."""
+
+    ratio: float | None = None
+    scope: str | None = None
+    method: str | None = None
+    instrument: str | None = None
+    proxy: str | None = None
+    leverage: float | None = None
+    collateral: str | None = None
+    funding_rate_8h: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompareRow:
+    """One alternative of ``plan --compare``."""
+
+    variant: str
+    instrument: str
+    plan: HedgePlan | None
+    scenarios: tuple[ScenarioResult, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanOutcome:
+    """A plan and everything shown with it."""
+
+    source: str
+    instrument_spec: str
+    plan: HedgePlan
+    scenarios: tuple[ScenarioResult, ...]
+    compare: tuple[CompareRow, ...] = ()
+    drift_moves: dict[str, float] = field(default_factory=dict)
+    drift: tuple[DriftLeg, ...] = ()
+
+
+def _prefixed(source: str, exc: PerphedgeError) -> PerphedgeError:
+    msg = str(exc)
+    if msg.startswith(source):
+        return exc
+    return type(exc)(f"{source}: {msg}")
+
+
+def build_portfolio(pfile: PortfolioFile, source: str) -> Portfolio:
+    """Core portfolio from a validated file: ``value_usd`` holdings become quantities."""
+    prices = {normalise_asset(k): float(v) for k, v in pfile.prices.items()}
+    holdings = []
+    for i, h in enumerate(pfile.holdings):
+        try:
+            asset = normalise_asset(h.asset)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: field `holdings[{i}].asset`: {exc}") from None
+        if h.quantity is not None:
+            qty = h.quantity
+        else:
+            assert h.value_usd is not None
+            price = prices.get(asset, 1.0 if asset in _stables() else None)
+            if price is None:
+                raise ConfigError(
+                    f"{source}: field `holdings[{i}]`: no price for {asset}: add it under `prices:` "
+                    f"(USD per {asset}) to value {h.value_usd:g} USD of it"
+                )
+            qty = h.value_usd / price
+        holdings.append(Holding(asset=asset, quantity=qty, group=h.group))
+    try:
+        return Portfolio(name=pfile.name, holdings=tuple(holdings), prices=prices)
+    except PerphedgeError as exc:
+        raise _prefixed(source, exc) from None
+
+
+def _stables() -> frozenset[str]:
+    from perphedge.core.units import STABLECOINS
+
+    return STABLECOINS
+
+
+def _resolve_legs(spec: str | None, legs: Sequence[Any] | None, proxy: str | None, portfolio: Portfolio,
+                  registry: InstrumentRegistry) -> tuple[tuple[LegRequest, ...], dict[str, Instrument], str]:
+    """Proxy legs, direct instruments and a display label from the hedge settings."""
+    if legs:
+        reqs = tuple(LegRequest(instrument=registry.get(leg.instrument), weight=leg.weight) for leg in legs)
+        return reqs, {}, " + ".join(f"{leg.weight:g}x{registry.get(leg.instrument).id}" for leg in legs)
+    if not spec:
+        raise ConfigError("field `hedge.instrument`: is required (e.g. binance:BTCUSD_PERP, or "
+                          "direct:binance:linear); or give `hedge.legs`")
+    if spec.lower().startswith("direct:"):
+        parts = spec.split(":")
+        if len(parts) != 3 or parts[2].lower() not in ("linear", "inverse"):
+            raise ConfigError(f"invalid instrument {spec!r}: direct mode is direct:<exchange>:<linear|inverse>")
+        exchange, kind = parts[1].lower(), ContractKind(parts[2].lower())
+        if exchange not in registry.exchanges():
+            raise ConfigError(f"invalid instrument {spec!r}: unknown exchange {exchange!r}; known: "
+                              + ", ".join(registry.exchanges()))
+        if proxy:
+            proxy_inst = registry.get(proxy)
+        else:
+            found = registry.find(exchange, kind, "BTC")
+            if found is None:
+                raise ConfigError(f"invalid instrument {spec!r}: {exchange} has no {kind.value} BTC perpetual "
+                                  "to carry assets without their own; set `hedge.proxy`")
+            proxy_inst = found
+        direct: dict[str, Instrument] = {}
+        for h in portfolio.holdings:
+            if h.is_stable:
+                continue
+            own = registry.find(exchange, kind, h.asset)
+            if own is not None:
+                direct[h.asset] = own
+        return (LegRequest(instrument=proxy_inst),), direct, f"direct:{exchange}:{kind.value} (proxy {proxy_inst.id})"
+    inst = registry.get(spec)
+    return (LegRequest(instrument=inst),), {}, inst.id
+
+
+def plan_portfolio(
+    pfile: PortfolioFile,
+    *,
+    source: str,
+    registry: InstrumentRegistry,
+    overrides: HedgeOverrides = HedgeOverrides(),
+    scenarios: Sequence[str] = (),
+    compare: bool = False,
+    drift_moves: str | None = None,
+) -> PlanOutcome:
+    """Size, price and stress the hedge of a portfolio file."""
+    portfolio = build_portfolio(pfile, source)
+    hb = pfile.hedge
+    try:
+        instrument_spec = overrides.instrument or hb.instrument
+        legs = None if overrides.instrument else hb.legs
+        proxy_legs, direct, label = _resolve_legs(instrument_spec, legs, overrides.proxy or hb.proxy, portfolio,
+                                                  registry)
+        req = _request(pfile, overrides, proxy_legs, direct)
+        plan = plan_hedge(portfolio, req)
+        proxy = req.proxy_asset
+        results = [evaluate(plan, s) for s in default_scenarios(proxy)]
+        results += [evaluate(plan, parse_scenario(text, proxy)) for text in scenarios]
+        rows = _compare(pfile, overrides, portfolio, registry, proxy_legs[0].instrument) if compare else ()
+        moves = parse_moves(drift_moves, "drift") if drift_moves else {}
+        drifted = drift(plan, moves) if moves else ()
+    except PerphedgeError as exc:
+        raise _prefixed(source, exc) from None
+    return PlanOutcome(source=source, instrument_spec=label, plan=plan, scenarios=tuple(results),
+                       compare=rows, drift_moves=moves, drift=drifted)
+
+
+def _request(pfile: PortfolioFile, ov: HedgeOverrides, proxy_legs: tuple[LegRequest, ...],
+             direct: dict[str, Instrument]) -> HedgeRequest:
+    hb = pfile.hedge
+    collateral = ov.collateral or hb.collateral
+    if collateral is None:
+        collateral = "buy" if proxy_legs[0].instrument.is_inverse else "stable"
+    try:
+        source = CollateralSource(collateral)
+    except ValueError:
+        raise ConfigError(f"invalid `collateral`: must be buy, holdings or stable, was {collateral!r}") from None
+    method_text = ov.method or hb.method
+    try:
+        method = SizingMethod(method_text)
+    except ValueError:
+        raise ConfigError(f"invalid `method`: must be notional, beta or min_variance, was {method_text!r}") from None
+    return HedgeRequest(
+        ratio=hb.ratio if ov.ratio is None else ov.ratio,
+        scope=ov.scope or hb.scope,
+        method=method,
+        proxy_legs=proxy_legs,
+        direct=direct,
+        leverage=hb.leverage if ov.leverage is None else ov.leverage,
+        collateral=source,
+        funding_rate_8h=hb.funding_rate_8h if ov.funding_rate_8h is None else ov.funding_rate_8h,
+        betas={normalise_asset(k): float(v) for k, v in pfile.betas.items()},
+    )
+
+
+def _compare(pfile: PortfolioFile, ov: HedgeOverrides, portfolio: Portfolio, registry: InstrumentRegistry,
+             proxy: Instrument) -> tuple[CompareRow, ...]:
+    """The same hedge as inverse vs linear and proxy vs direct on the proxy's exchange."""
+    rows: list[CompareRow] = []
+    chosen = ov.collateral or pfile.hedge.collateral
+    inverse_collateral = chosen if chosen in ("buy", "holdings") else "buy"
+    for kind in (ContractKind.INVERSE, ContractKind.LINEAR):
+        inst = registry.find(proxy.exchange, kind, proxy.base)
+        for mode in ("proxy", "direct"):
+            spec = f"direct:{proxy.exchange}:{kind.value}" if mode == "direct" else (inst.id if inst else "")
+            variant = f"{mode} {kind.value}"
+            if not spec:
+                rows.append(CompareRow(variant=variant, instrument="-", plan=None,
+                                       error=f"{proxy.exchange} lists no {kind.value} {proxy.base} perpetual"))
+                continue
+            collateral = inverse_collateral if kind is ContractKind.INVERSE else "stable"
+            o = HedgeOverrides(ratio=ov.ratio, scope=ov.scope, method=ov.method, instrument=spec,
+                               proxy=inst.id if inst else None, leverage=ov.leverage, collateral=collateral,
+                               funding_rate_8h=ov.funding_rate_8h)
+            try:
+                legs, direct, label = _resolve_legs(spec, None, o.proxy, portfolio, registry)
+                plan = plan_hedge(portfolio, _request(pfile, o, legs, direct))
+                res = tuple(evaluate(plan, s) for s in default_scenarios(legs[0].instrument.base))
+                rows.append(CompareRow(variant=f"{variant} ({collateral})", instrument=label, plan=plan,
+                                       scenarios=res))
+            except (ConfigError, InfeasibleHedgeError) as exc:
+                rows.append(CompareRow(variant=f"{variant} ({collateral})", instrument=spec, plan=None,
+                                       error=str(exc)))
+    return tuple(rows)
+
+
+def plan_from_file(path: str, *, registry: InstrumentRegistry, **kwargs: Any) -> PlanOutcome:
+    """Load a portfolio file and plan its hedge."""
+    from perphedge.config import load_portfolio_file
+
+    return plan_portfolio(load_portfolio_file(path), source=str(path), registry=registry, **kwargs)
+
+
+# --------------------------------------------------------------------------- calc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalcInput:
+    """One position for the futures calculator (contracts in the exchange's own unit)."""
+
+    instrument: Instrument
+    side: Side
+    contracts: float
+    entry: float
+    exit: float | None = None
+    leverage: float = 1.0
+    margin_mode: str = "isolated"
+    wallet_balance: float | None = None
+    funding_rate: float = 0.0001
+    mark: float | None = None
+    fee_rate: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalcResult:
+    """The calculator's numbers; amounts are in ``settle`` unless named ``_usd``."""
+
+    input: CalcInput
+    size: float
+    size_unit: str
+    notional_usd: float
+    position_value: float
+    position_value_unit: str
+    margin: float
+    initial_margin: float
+    maintenance_margin: float
+    maintenance_margin_rate: float
+    maintenance_amount: float
+    tier_index: int
+    liquidation: LiquidationResult
+    bankruptcy_price: float | None
+    pnl: float | None
+    pnl_usd: float | None
+    roe: float | None
+    funding: float
+    funding_usd: float
+    funding_per_day: float
+    fee_rate: float
+    fee_open: float
+    fee_close: float | None
+    net_pnl: float | None
+
+    @property
+    def settle(self) -> str:
+        """Settle asset of every margin, PnL, fee and funding amount."""
+        return self.input.instrument.settle
+
+
+def calc_instrument(registry: InstrumentRegistry, ident: str, *, mmr: float | None = None,
+                    maintenance_amount: float | None = None, method: str | None = None,
+                    face_value: float | None = None) -> Instrument:
+    """Resolve an instrument and apply the calculator's overrides."""
+    inst = registry.get(ident)
+    schedule = None
+    if maintenance_amount is not None and mmr is None:
+        raise ConfigError("invalid `--maintenance-amount`: give `--mmr` with it (the amount belongs to a rate)")
+    if mmr is not None:
+        if not (math.isfinite(mmr) and 0 < mmr < 1):
+            raise ConfigError(f"invalid `--mmr`: must be in (0, 1), was {mmr!r}")
+        ma = 0.0 if maintenance_amount is None else maintenance_amount
+        if not math.isfinite(ma) or ma < 0:
+            raise ConfigError(f"invalid `--maintenance-amount`: must be >= 0, was {maintenance_amount!r}")
+        schedule = MarginSchedule.single(mmr, ma, max_leverage=inst.max_leverage)
+    lm = None
+    if method is not None:
+        try:
+            lm = LiquidationMethod(method.lower())
+        except ValueError:
+            names = ", ".join(m.value for m in LiquidationMethod)
+            raise ConfigError(f"invalid `--method`: must be one of {names}, was {method!r}") from None
+        lm.check_kind(inst.kind)
+    if face_value is not None and (not math.isfinite(face_value) or face_value <= 0):
+        raise ConfigError(f"invalid `--face-value`: must be > 0, was {face_value!r}")
+    return inst.with_overrides(margin=schedule, liquidation_method=lm, contract_size=face_value)
+
+
+def calc(ci: CalcInput) -> CalcResult:
+    """Value, margin, liquidation, PnL, funding and fees of one position."""
+    inst = ci.instrument
+    for name, value in (("contracts", ci.contracts), ("entry", ci.entry)):
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"invalid `--{name}`: must be > 0, was {value!r}")
+    if ci.exit is not None and (not math.isfinite(ci.exit) or ci.exit <= 0):
+        raise ConfigError(f"invalid `--exit`: must be > 0, was {ci.exit!r}")
+    if ci.mark is not None and (not math.isfinite(ci.mark) or ci.mark <= 0):
+        raise ConfigError(f"invalid `--mark`: must be > 0, was {ci.mark!r}")
+    if not math.isfinite(ci.leverage) or ci.leverage < 1:
+        raise ConfigError(f"invalid `--leverage`: must be >= 1, was {ci.leverage!r}")
+    if ci.leverage > inst.max_leverage:
+        raise ConfigError(f"invalid `--leverage`: {ci.leverage:g}x is above the {inst.max_leverage:g}x maximum "
+                          f"of {inst.id}")
+    if not math.isfinite(ci.funding_rate) or abs(ci.funding_rate) > 0.05:
+        raise ConfigError(f"invalid `--funding-rate`: must be within ±0.05 per settlement, was {ci.funding_rate!r}")
+    size = inst.size_of(ci.contracts)
+    value = inst.position_value(ci.contracts, ci.entry)
+    im = value / ci.leverage
+    if ci.margin_mode == "isolated":
+        if ci.wallet_balance is not None:
+            raise ConfigError("invalid `--wallet-balance`: it is for `--margin-mode cross`; isolated margin "
+                              "comes from `--leverage`")
+        margin = im
+    elif ci.margin_mode == "cross":
+        if ci.wallet_balance is None:
+            raise ConfigError(f"invalid `--margin-mode cross`: give `--wallet-balance` (in {inst.settle})")
+        if not math.isfinite(ci.wallet_balance) or ci.wallet_balance < 0:
+            raise ConfigError(f"invalid `--wallet-balance`: must be >= 0, was {ci.wallet_balance!r}")
+        margin = ci.wallet_balance
+    else:
+        raise ConfigError(f"invalid `--margin-mode`: must be isolated or cross, was {ci.margin_mode!r}")
+    mark = ci.mark if ci.mark is not None else ci.entry
+    mark_value = inst.position_value(ci.contracts, mark)
+    liq = liquidation_price(kind=inst.kind, method=inst.liquidation_method, side=ci.side, size=size,
+                            entry=ci.entry, margin=margin, schedule=inst.margin)
+    bp = bankruptcy_price(inst.kind, ci.side, size, ci.entry, margin)
+    fee_rate = inst.taker_fee if ci.fee_rate is None else ci.fee_rate
+    fee_open = fee(inst.kind, size, ci.entry, fee_rate)
+    pnl_settle = pnl_usd = roe = fee_close = net = None
+    if ci.exit is not None:
+        pnl_settle = pnl(inst.kind, ci.side, size, ci.entry, ci.exit)
+        pnl_usd = pnl_settle * ci.exit if inst.is_inverse else pnl_settle
+        roe = pnl_settle / im
+        fee_close = fee(inst.kind, size, ci.exit, fee_rate)
+        net = pnl_settle - fee_open - fee_close
+    funding = funding_received(inst.kind, ci.side, size, mark, ci.funding_rate)
+    return CalcResult(
+        input=ci, size=size, size_unit=inst.contract_size_unit, notional_usd=inst.notional_usd(ci.contracts, ci.entry),
+        position_value=value, position_value_unit=inst.settle, margin=margin, initial_margin=im,
+        maintenance_margin=inst.margin.maintenance_margin(mark_value),
+        maintenance_margin_rate=inst.margin.rate(mark_value),
+        maintenance_amount=inst.margin.maintenance_amount(mark_value),
+        tier_index=inst.margin.tier_index(mark_value), liquidation=liq, bankruptcy_price=bp,
+        pnl=pnl_settle, pnl_usd=pnl_usd, roe=roe, funding=funding,
+        funding_usd=funding * mark if inst.is_inverse else funding,
+        funding_per_day=funding * 24.0 / inst.funding_interval_hours,
+        fee_rate=fee_rate, fee_open=fee_open, fee_close=fee_close, net_pnl=net,
+    )

@@ -1,0 +1,56 @@
+"""Shared fixtures: where the shared reference and sample data live, and how tests use them.
+
+Tests that need ``../shared`` skip with a reason when it is absent (a user's own clone) but
+fail under ``CI=true``, where it is always present.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perphedge.specs import InstrumentRegistry, bundled_instruments
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def _shared_dir(env: str, default: Path) -> Path:
+    return Path(os.environ.get(env, str(default)))
+
+
+def require_path(path: Path, what: str) -> Path:
+    """Return ``path`` if it exists; skip (or fail under CI=true) otherwise."""
+    if path.exists():
+        return path
+    msg = f"{what} not found at {path}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{msg}: CI must have ../shared beside the clone")
+    pytest.skip(f"{msg} (set its environment variable to run these tests)")
+
+
+def reference_dir() -> Path:
+    return _shared_dir("PERPHEDGE_REFERENCE", SHARED / "reference")
+
+
+def load_vectors() -> list[dict[str, Any]]:
+    path = reference_dir() / "contract_vectors.json"
+    if not path.exists():
+        return []
+    return list(json.loads(path.read_text())["vectors"])
+
+
+@pytest.fixture(scope="session")
+def registry() -> InstrumentRegistry:
+    return InstrumentRegistry(bundled_instruments())
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never read the developer's ~/.perphedge during tests."""
+    monkeypatch.setenv("PERPHEDGE_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.delenv("PERPHEDGE_SPECS", raising=False)
