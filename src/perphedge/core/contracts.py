@@ -44,6 +44,11 @@ __all__ = [
 ]
 
 
+#: Relative tolerance under which a margin exactly covering the position counts as covering it
+#: (a 1x inverse short has ``WB − Q/E`` = 0 up to float rounding).
+_EPS = 1e-9
+
+
 class Side(str, Enum):
     """Position side; ``sign`` is +1 for long, −1 for short."""
 
@@ -188,11 +193,11 @@ def bankruptcy_price(kind: ContractKind | str, side: Side | str, size: float, en
     margin = check_finite("margin", margin)
     if k is ContractKind.INVERSE:
         denom = size / entry + s * margin  # long: Q/E + WB; short: Q/E − WB
-        if denom <= 0:
+        if denom <= _EPS * size / entry:
             return None
         return size / denom
     price = entry - s * margin / size
-    return price if price > 0 else None
+    return price if price > _EPS * entry else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,13 +219,13 @@ def _lp_formula(k: ContractKind, s: int, size: float, entry: float, margin: floa
         if at_entry:
             # margin + s·Q(1/E − 1/P) = MM  →  P = Q / (Q/E + s·(margin − MM))
             denom = size / entry + s * (margin - mm_entry)
-            if denom <= 0:
+            if denom <= _EPS * size / entry:
                 return None
             price = size / denom
         else:
             # margin + s·Q(1/E − 1/P) = (Q/P)·MMR − cum  →  P = (Q·MMR + s·Q)/(margin + cum + s·Q/E)
             denom = margin + cum + s * size / entry
-            if denom == 0:
+            if abs(denom) <= _EPS * size / entry:
                 return None
             price = (size * mmr + s * size) / denom
     else:
@@ -229,8 +234,11 @@ def _lp_formula(k: ContractKind, s: int, size: float, entry: float, margin: floa
         else:
             # margin + s·q(P − E) = q·P·MMR − cum  →  P = (margin + cum − s·q·E)/(q·MMR − s·q)
             denom = size * mmr - s * size
-            price = (margin + cum - s * size * entry) / denom
-    if not math.isfinite(price) or price <= 0:
+            num = margin + cum - s * size * entry
+            if s > 0 and num >= -_EPS * size * entry:
+                return None
+            price = num / denom
+    if not math.isfinite(price) or price <= _EPS * entry:
         return None
     return price
 
