@@ -96,7 +96,8 @@ def test_full_hedge_has_zero_net_delta(alts: list[float], major: float, inst_id:
     if source is CollateralSource.STABLE:
         assume(not inst.is_inverse)
     if source is CollateralSource.HOLDINGS:
-        lev = max(lev, 4.0)  # majors are 2/5 of the exposure or more: margin fits in holdings
+        assume(sum(alts) <= major)
+        lev = max(lev, 4.0)  # margin <= 3·major/4 fits in the BTC, ETH or USDT held
     pf = portfolio(alts, major)
     plan = plan_hedge(pf, HedgeRequest(ratio=1.0, proxy_legs=(LegRequest(instrument=inst),), leverage=lev,
                                        collateral=source))
