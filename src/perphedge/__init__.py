@@ -63,6 +63,6 @@ __all__ = [
     "initial_margin",
     "inverse_avg_entry",
     "liquidation_price",
-    "pnl",
     "plan_hedge",
+    "pnl",
 ]

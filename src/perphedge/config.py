@@ -107,7 +107,7 @@ def _message(err: Any) -> str:
     kind = err.get("type", "")
     msg = str(err.get("msg", "invalid"))
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     if kind == "extra_forbidden":
         return "unknown key (check the spelling; see the portfolio format in the README)"
     if kind == "missing":

@@ -19,10 +19,12 @@ PLAN_SCHEMA = "perphedge.plan/1"
 CALC_SCHEMA = "perphedge.calc/1"
 
 
-def _r(x: float | None, nd: int = 10) -> float | None:
-    """Round for display in JSON (None stays None); 10 significant decimals keep satoshis."""
+def _r(x: float | None, nd: int | None = None) -> float | None:
+    """Trim float noise for JSON: ``nd`` decimals (USD amounts), else 12 significant digits."""
     if x is None:
         return None
+    if nd is None:
+        return float(f"{float(x):.12g}")
     return round(float(x), nd)
 
 
@@ -30,7 +32,9 @@ def _leg(leg: HedgeLeg) -> dict[str, Any]:
     inst = leg.instrument
     settle_usd = leg.collateral_usd / leg.collateral_amount if leg.collateral_amount else 0.0
     per_day = leg.funding_usd_per_day
-    fee_open = leg.size * inst.taker_fee / leg.entry_price if inst.is_inverse else leg.size * leg.entry_price * inst.taker_fee
+    fee_open = (
+        leg.size * inst.taker_fee / leg.entry_price if inst.is_inverse else leg.size * leg.entry_price * inst.taker_fee
+    )
     return {
         "instrument": inst.id,
         "exchange": inst.exchange,
@@ -96,15 +100,20 @@ def _scenario(s: ScenarioResult) -> dict[str, Any]:
         "offset_fraction": _r(s.offset_fraction, 6),
         "liquidated": s.liquidated,
         "legs": [
-            {"instrument": o.instrument, "price": _r(o.price, 6), "pnl": _r(o.pnl_settle), "pnl_asset": o.settle_asset,
-             "pnl_usd": _r(o.pnl_usd, 2), "liquidated": o.liquidated}
+            {
+                "instrument": o.instrument,
+                "price": _r(o.price, 6),
+                "pnl": _r(o.pnl_settle),
+                "pnl_asset": o.settle_asset,
+                "pnl_usd": _r(o.pnl_usd, 2),
+                "liquidated": o.liquidated,
+            }
             for o in s.legs
         ],
     }
 
 
 def _plan_summary(plan: HedgePlan) -> dict[str, Any]:
-    pf = plan.portfolio
     req = plan.request
     per_day = plan.funding_usd_per_day
     return {
@@ -137,11 +146,18 @@ def _drift(moves: dict[str, float], legs: tuple[DriftLeg, ...]) -> dict[str, Any
     return {
         "moves": {k: _r(v, 6) for k, v in moves.items()},
         "legs": [
-            {"instrument": d.instrument, "price": _r(d.price, 6), "delta_usd": _r(d.delta_usd, 2),
-             "target_delta_usd": _r(d.target_delta_usd, 2), "hedge_ratio_now": _r(d.hedge_ratio_now, 6),
-             "contracts_to_trade": d.contracts_to_trade, "unrealised_pnl": _r(d.unrealised_pnl_settle),
-             "equity": _r(d.equity_settle), "liquidation_distance_now": _r(d.liquidation_distance_now, 6),
-             "liquidated": d.liquidated}
+            {
+                "instrument": d.instrument,
+                "price": _r(d.price, 6),
+                "delta_usd": _r(d.delta_usd, 2),
+                "target_delta_usd": _r(d.target_delta_usd, 2),
+                "hedge_ratio_now": _r(d.hedge_ratio_now, 6),
+                "contracts_to_trade": d.contracts_to_trade,
+                "unrealised_pnl": _r(d.unrealised_pnl_settle),
+                "equity": _r(d.equity_settle),
+                "liquidation_distance_now": _r(d.liquidation_distance_now, 6),
+                "liquidated": d.liquidated,
+            }
             for d in legs
         ],
     }
@@ -168,10 +184,17 @@ def plan_document(outcome: PlanOutcome) -> dict[str, Any]:
     holdings = []
     for h in pf.holdings:
         value = pf.value_of(h)
-        holdings.append({
-            "asset": h.asset, "quantity": _r(h.quantity), "price_usd": pf.price(h.asset), "value_usd": _r(value, 2),
-            "weight": _r(value / total, 6) if total else None, "group": h.group, "stable": h.is_stable,
-        })
+        holdings.append(
+            {
+                "asset": h.asset,
+                "quantity": _r(h.quantity),
+                "price_usd": pf.price(h.asset),
+                "value_usd": _r(value, 2),
+                "weight": _r(value / total, 6) if total else None,
+                "group": h.group,
+                "stable": h.is_stable,
+            }
+        )
     doc: dict[str, Any] = {
         "schema": PLAN_SCHEMA,
         "perphedge_version": __version__,

@@ -138,30 +138,36 @@ def _stables() -> frozenset[str]:
     return STABLECOINS
 
 
-def _resolve_legs(spec: str | None, legs: Sequence[Any] | None, proxy: str | None, portfolio: Portfolio,
-                  registry: InstrumentRegistry) -> tuple[tuple[LegRequest, ...], dict[str, Instrument], str]:
+def _resolve_legs(
+    spec: str | None, legs: Sequence[Any] | None, proxy: str | None, portfolio: Portfolio, registry: InstrumentRegistry
+) -> tuple[tuple[LegRequest, ...], dict[str, Instrument], str]:
     """Proxy legs, direct instruments and a display label from the hedge settings."""
     if legs:
         reqs = tuple(LegRequest(instrument=registry.get(leg.instrument), weight=leg.weight) for leg in legs)
         return reqs, {}, " + ".join(f"{leg.weight:g}x{registry.get(leg.instrument).id}" for leg in legs)
     if not spec:
-        raise ConfigError("field `hedge.instrument`: is required (e.g. binance:BTCUSD_PERP, or "
-                          "direct:binance:linear); or give `hedge.legs`")
+        raise ConfigError(
+            "field `hedge.instrument`: is required (e.g. binance:BTCUSD_PERP, or "
+            "direct:binance:linear); or give `hedge.legs`"
+        )
     if spec.lower().startswith("direct:"):
         parts = spec.split(":")
         if len(parts) != 3 or parts[2].lower() not in ("linear", "inverse"):
             raise ConfigError(f"invalid instrument {spec!r}: direct mode is direct:<exchange>:<linear|inverse>")
         exchange, kind = parts[1].lower(), ContractKind(parts[2].lower())
         if exchange not in registry.exchanges():
-            raise ConfigError(f"invalid instrument {spec!r}: unknown exchange {exchange!r}; known: "
-                              + ", ".join(registry.exchanges()))
+            raise ConfigError(
+                f"invalid instrument {spec!r}: unknown exchange {exchange!r}; known: " + ", ".join(registry.exchanges())
+            )
         if proxy:
             proxy_inst = registry.get(proxy)
         else:
             found = registry.find(exchange, kind, "BTC")
             if found is None:
-                raise ConfigError(f"invalid instrument {spec!r}: {exchange} has no {kind.value} BTC perpetual "
-                                  "to carry assets without their own; set `hedge.proxy`")
+                raise ConfigError(
+                    f"invalid instrument {spec!r}: {exchange} has no {kind.value} BTC perpetual "
+                    "to carry assets without their own; set `hedge.proxy`"
+                )
             proxy_inst = found
         direct: dict[str, Instrument] = {}
         for h in portfolio.holdings:
@@ -191,8 +197,9 @@ def plan_portfolio(
     try:
         instrument_spec = overrides.instrument or hb.instrument
         legs = None if overrides.instrument else hb.legs
-        proxy_legs, direct, label = _resolve_legs(instrument_spec, legs, overrides.proxy or hb.proxy, portfolio,
-                                                  registry)
+        proxy_legs, direct, label = _resolve_legs(
+            instrument_spec, legs, overrides.proxy or hb.proxy, portfolio, registry
+        )
         req = _request(pfile, overrides, proxy_legs, direct)
         plan = plan_hedge(portfolio, req)
         proxy = req.proxy_asset
@@ -203,12 +210,20 @@ def plan_portfolio(
         drifted = drift(plan, moves) if moves else ()
     except PerphedgeError as exc:
         raise _prefixed(source, exc) from None
-    return PlanOutcome(source=source, instrument_spec=label, plan=plan, scenarios=tuple(results),
-                       compare=rows, drift_moves=moves, drift=drifted)
+    return PlanOutcome(
+        source=source,
+        instrument_spec=label,
+        plan=plan,
+        scenarios=tuple(results),
+        compare=rows,
+        drift_moves=moves,
+        drift=drifted,
+    )
 
 
-def _request(pfile: PortfolioFile, ov: HedgeOverrides, proxy_legs: tuple[LegRequest, ...],
-             direct: dict[str, Instrument]) -> HedgeRequest:
+def _request(
+    pfile: PortfolioFile, ov: HedgeOverrides, proxy_legs: tuple[LegRequest, ...], direct: dict[str, Instrument]
+) -> HedgeRequest:
     hb = pfile.hedge
     collateral = ov.collateral or hb.collateral
     if collateral is None:
@@ -235,8 +250,9 @@ def _request(pfile: PortfolioFile, ov: HedgeOverrides, proxy_legs: tuple[LegRequ
     )
 
 
-def _compare(pfile: PortfolioFile, ov: HedgeOverrides, portfolio: Portfolio, registry: InstrumentRegistry,
-             proxy: Instrument) -> tuple[CompareRow, ...]:
+def _compare(
+    pfile: PortfolioFile, ov: HedgeOverrides, portfolio: Portfolio, registry: InstrumentRegistry, proxy: Instrument
+) -> tuple[CompareRow, ...]:
     """The same hedge as inverse vs linear and proxy vs direct on the proxy's exchange."""
     rows: list[CompareRow] = []
     chosen = ov.collateral or pfile.hedge.collateral
@@ -247,22 +263,33 @@ def _compare(pfile: PortfolioFile, ov: HedgeOverrides, portfolio: Portfolio, reg
             spec = f"direct:{proxy.exchange}:{kind.value}" if mode == "direct" else (inst.id if inst else "")
             variant = f"{mode} {kind.value}"
             if not spec:
-                rows.append(CompareRow(variant=variant, instrument="-", plan=None,
-                                       error=f"{proxy.exchange} lists no {kind.value} {proxy.base} perpetual"))
+                rows.append(
+                    CompareRow(
+                        variant=variant,
+                        instrument="-",
+                        plan=None,
+                        error=f"{proxy.exchange} lists no {kind.value} {proxy.base} perpetual",
+                    )
+                )
                 continue
             collateral = inverse_collateral if kind is ContractKind.INVERSE else "stable"
-            o = HedgeOverrides(ratio=ov.ratio, scope=ov.scope, method=ov.method, instrument=spec,
-                               proxy=inst.id if inst else None, leverage=ov.leverage, collateral=collateral,
-                               funding_rate_8h=ov.funding_rate_8h)
+            o = HedgeOverrides(
+                ratio=ov.ratio,
+                scope=ov.scope,
+                method=ov.method,
+                instrument=spec,
+                proxy=inst.id if inst else None,
+                leverage=ov.leverage,
+                collateral=collateral,
+                funding_rate_8h=ov.funding_rate_8h,
+            )
             try:
                 legs, direct, label = _resolve_legs(spec, None, o.proxy, portfolio, registry)
                 plan = plan_hedge(portfolio, _request(pfile, o, legs, direct))
                 res = tuple(evaluate(plan, s) for s in default_scenarios(legs[0].instrument.base))
-                rows.append(CompareRow(variant=f"{variant} ({collateral})", instrument=label, plan=plan,
-                                       scenarios=res))
+                rows.append(CompareRow(variant=f"{variant} ({collateral})", instrument=label, plan=plan, scenarios=res))
             except (ConfigError, InfeasibleHedgeError) as exc:
-                rows.append(CompareRow(variant=f"{variant} ({collateral})", instrument=spec, plan=None,
-                                       error=str(exc)))
+                rows.append(CompareRow(variant=f"{variant} ({collateral})", instrument=spec, plan=None, error=str(exc)))
     return tuple(rows)
 
 
@@ -328,9 +355,15 @@ class CalcResult:
         return self.input.instrument.settle
 
 
-def calc_instrument(registry: InstrumentRegistry, ident: str, *, mmr: float | None = None,
-                    maintenance_amount: float | None = None, method: str | None = None,
-                    face_value: float | None = None) -> Instrument:
+def calc_instrument(
+    registry: InstrumentRegistry,
+    ident: str,
+    *,
+    mmr: float | None = None,
+    maintenance_amount: float | None = None,
+    method: str | None = None,
+    face_value: float | None = None,
+) -> Instrument:
     """Resolve an instrument and apply the calculator's overrides."""
     inst = registry.get(ident)
     schedule = None
@@ -369,8 +402,9 @@ def calc(ci: CalcInput) -> CalcResult:
     if not math.isfinite(ci.leverage) or ci.leverage < 1:
         raise ConfigError(f"invalid `--leverage`: must be >= 1, was {ci.leverage!r}")
     if ci.leverage > inst.max_leverage:
-        raise ConfigError(f"invalid `--leverage`: {ci.leverage:g}x is above the {inst.max_leverage:g}x maximum "
-                          f"of {inst.id}")
+        raise ConfigError(
+            f"invalid `--leverage`: {ci.leverage:g}x is above the {inst.max_leverage:g}x maximum of {inst.id}"
+        )
     if not math.isfinite(ci.funding_rate) or abs(ci.funding_rate) > 0.05:
         raise ConfigError(f"invalid `--funding-rate`: must be within ±0.05 per settlement, was {ci.funding_rate!r}")
     size = inst.size_of(ci.contracts)
@@ -378,8 +412,9 @@ def calc(ci: CalcInput) -> CalcResult:
     im = value / ci.leverage
     if ci.margin_mode == "isolated":
         if ci.wallet_balance is not None:
-            raise ConfigError("invalid `--wallet-balance`: it is for `--margin-mode cross`; isolated margin "
-                              "comes from `--leverage`")
+            raise ConfigError(
+                "invalid `--wallet-balance`: it is for `--margin-mode cross`; isolated margin comes from `--leverage`"
+            )
         margin = im
     elif ci.margin_mode == "cross":
         if ci.wallet_balance is None:
@@ -391,8 +426,15 @@ def calc(ci: CalcInput) -> CalcResult:
         raise ConfigError(f"invalid `--margin-mode`: must be isolated or cross, was {ci.margin_mode!r}")
     mark = ci.mark if ci.mark is not None else ci.entry
     mark_value = inst.position_value(ci.contracts, mark)
-    liq = liquidation_price(kind=inst.kind, method=inst.liquidation_method, side=ci.side, size=size,
-                            entry=ci.entry, margin=margin, schedule=inst.margin)
+    liq = liquidation_price(
+        kind=inst.kind,
+        method=inst.liquidation_method,
+        side=ci.side,
+        size=size,
+        entry=ci.entry,
+        margin=margin,
+        schedule=inst.margin,
+    )
     bp = bankruptcy_price(inst.kind, ci.side, size, ci.entry, margin)
     fee_rate = inst.taker_fee if ci.fee_rate is None else ci.fee_rate
     fee_open = fee(inst.kind, size, ci.entry, fee_rate)
@@ -405,14 +447,28 @@ def calc(ci: CalcInput) -> CalcResult:
         net = pnl_settle - fee_open - fee_close
     funding = funding_received(inst.kind, ci.side, size, mark, ci.funding_rate)
     return CalcResult(
-        input=ci, size=size, size_unit=inst.contract_size_unit, notional_usd=inst.notional_usd(ci.contracts, ci.entry),
-        position_value=value, position_value_unit=inst.settle, margin=margin, initial_margin=im,
+        input=ci,
+        size=size,
+        size_unit=inst.contract_size_unit,
+        notional_usd=inst.notional_usd(ci.contracts, ci.entry),
+        position_value=value,
+        position_value_unit=inst.settle,
+        margin=margin,
+        initial_margin=im,
         maintenance_margin=inst.margin.maintenance_margin(mark_value),
         maintenance_margin_rate=inst.margin.rate(mark_value),
         maintenance_amount=inst.margin.maintenance_amount(mark_value),
-        tier_index=inst.margin.tier_index(mark_value), liquidation=liq, bankruptcy_price=bp,
-        pnl=pnl_settle, pnl_usd=pnl_usd, roe=roe, funding=funding,
+        tier_index=inst.margin.tier_index(mark_value),
+        liquidation=liq,
+        bankruptcy_price=bp,
+        pnl=pnl_settle,
+        pnl_usd=pnl_usd,
+        roe=roe,
+        funding=funding,
         funding_usd=funding * mark if inst.is_inverse else funding,
         funding_per_day=funding * 24.0 / inst.funding_interval_hours,
-        fee_rate=fee_rate, fee_open=fee_open, fee_close=fee_close, net_pnl=net,
+        fee_rate=fee_rate,
+        fee_open=fee_open,
+        fee_close=fee_close,
+        net_pnl=net,
     )

@@ -24,7 +24,9 @@ def test_reference_file_present() -> None:
 
 
 def _schedule_from(inputs: dict[str, Any]) -> MarginSchedule:
-    return MarginSchedule.single(inputs["mmr"], inputs.get("maintenance_amount_coin", inputs.get("maintenance_amount", 0.0)))
+    return MarginSchedule.single(
+        inputs["mmr"], inputs.get("maintenance_amount_coin", inputs.get("maintenance_amount", 0.0))
+    )
 
 
 def _run(op: str, i: dict[str, Any]) -> dict[str, Any]:
@@ -55,15 +57,17 @@ def _run(op: str, i: dict[str, Any]) -> dict[str, Any]:
         venue = i.get("venue")
         if venue == "deribit":
             assert i["mm_rate_formula"] == "0.01 + size_btc*0.00005"
-            sched = MarginSchedule(style=TierStyle.SIZE_LINEAR,
-                                   tiers=(MarginTier(floor=0, mmr=0.01, max_leverage=50),), slope=0.00005)
+            sched = MarginSchedule(
+                style=TierStyle.SIZE_LINEAR, tiers=(MarginTier(floor=0, mmr=0.01, max_leverage=50),), slope=0.00005
+            )
             return {"mm_coin": sched.maintenance_margin(i["position_size_coin"])}
         if venue == "bitmex":
             base, step = i["risk_limit_base"], i["step"]
             rows = [(0.0, i["base_mmr"], 100.0)]
             rows += [(base + k * step, i["base_mmr"] + (k + 1) * i["step_mmr"], 100.0) for k in range(10)]
-            sched = MarginSchedule(style=TierStyle.STEPPED,
-                                   tiers=tuple(MarginTier(floor=f, mmr=m, max_leverage=lv) for f, m, lv in rows))
+            sched = MarginSchedule(
+                style=TierStyle.STEPPED, tiers=tuple(MarginTier(floor=f, mmr=m, max_leverage=lv) for f, m, lv in rows)
+            )
             return {"mm_coin": sched.maintenance_margin(i["position_value_coin"])}
         notional_coin = C.position_value("inverse", i["contracts"] * i["face_value_usd"], i["mark"])
         sched = MarginSchedule.single(i["mmr"], i["maintenance_amount_coin"])
@@ -75,9 +79,20 @@ def _run(op: str, i: dict[str, Any]) -> dict[str, Any]:
             margin = C.initial_margin("inverse", size, i["entry"], i["leverage"])
         else:
             size = i.get("quantity", 1.0)
-            margin = i["wallet_balance"] if "wallet_balance" in i else C.initial_margin("linear", size, i["entry"], i["leverage"])
-        res = C.liquidation_price(kind=kind, method=i["method"], side=i["side"], size=size, entry=i["entry"],
-                                  margin=margin, schedule=_schedule_from(i))
+            margin = (
+                i["wallet_balance"]
+                if "wallet_balance" in i
+                else C.initial_margin("linear", size, i["entry"], i["leverage"])
+            )
+        res = C.liquidation_price(
+            kind=kind,
+            method=i["method"],
+            side=i["side"],
+            size=size,
+            entry=i["entry"],
+            margin=margin,
+            schedule=_schedule_from(i),
+        )
         return {"liquidation_price": res.price}
     if op == "bankruptcy_price":
         size = 1.0

@@ -46,8 +46,9 @@ def test_a_naive_figure_and_the_linear_alternative(registry: InstrumentRegistry)
     naive = plan(registry, "altcoins-50pct.yaml", overrides=HedgeOverrides(ratio=0.5))
     assert naive["hedge"]["legs"][0]["notional_usd"] == 10_000  # = the guide's 100 contracts
     assert scen(naive, "BTC -20%")["net_pnl_usd"] == pytest.approx(-1_000)  # "net ≈ −$1,000"
-    linear = plan(registry, "altcoins.yaml",
-                  overrides=HedgeOverrides(instrument="binance:BTCUSDT", collateral="stable"))
+    linear = plan(
+        registry, "altcoins.yaml", overrides=HedgeOverrides(instrument="binance:BTCUSDT", collateral="stable")
+    )
     leg = linear["hedge"]["legs"][0]
     assert leg["collateral_asset"] == "USDT"
     assert leg["notional_usd"] == pytest.approx(10_020)  # 0.167 BTC: the guide's $10k holds
@@ -93,8 +94,12 @@ def test_c_btc_eth_60pct_direct_legs_and_drift(registry: InstrumentRegistry) -> 
 def test_c_drift_when_btc_rallies_alone(registry: InstrumentRegistry) -> None:
     # one BTC inverse proxy leg for BTC and ETH, bought collateral at 2x: BTC +20% with ETH flat
     # over-hedges (the leg's USD delta grows with BTC, the ETH it covers does not)
-    doc = plan(registry, "btc-eth-60pct.yaml", drift_moves="BTC=+20%,ETH=0%",
-               overrides=HedgeOverrides(instrument="binance:BTCUSD_PERP", collateral="buy", leverage=2))
+    doc = plan(
+        registry,
+        "btc-eth-60pct.yaml",
+        drift_moves="BTC=+20%,ETH=0%",
+        overrides=HedgeOverrides(instrument="binance:BTCUSD_PERP", collateral="buy", leverage=2),
+    )
     d = doc["drift"]["legs"][0]
     assert d["target_delta_usd"] == pytest.approx(150_000 * 1.2 + 90_000)
     assert d["delta_usd"] == pytest.approx(-288_000)
@@ -104,8 +109,12 @@ def test_c_drift_when_btc_rallies_alone(registry: InstrumentRegistry) -> None:
 
 def test_c_uniform_rally_keeps_an_inverse_hedge_on_target(registry: InstrumentRegistry) -> None:
     # the USD value of an inverse short's PnL is Q(1 − P/E), linear in P: no drift in a uniform move
-    doc = plan(registry, "btc-eth-60pct.yaml", drift_moves="*=+20%",
-               overrides=HedgeOverrides(instrument="binance:BTCUSD_PERP", collateral="buy", leverage=2))
+    doc = plan(
+        registry,
+        "btc-eth-60pct.yaml",
+        drift_moves="*=+20%",
+        overrides=HedgeOverrides(instrument="binance:BTCUSD_PERP", collateral="buy", leverage=2),
+    )
     d = doc["drift"]["legs"][0]
     assert d["hedge_ratio_now"] == pytest.approx(0.6)
     assert d["contracts_to_trade"] == 0
@@ -146,8 +155,12 @@ def test_g_beta_two_means_double_not_half(registry: InstrumentRegistry) -> None:
 def test_compare_lists_inverse_linear_proxy_direct(registry: InstrumentRegistry) -> None:
     doc = plan(registry, "altcoins.yaml", compare=True)
     variants = {row["variant"]: row for row in doc["compare"]}
-    assert set(variants) == {"proxy inverse (buy)", "direct inverse (buy)", "proxy linear (stable)",
-                             "direct linear (stable)"}
+    assert set(variants) == {
+        "proxy inverse (buy)",
+        "direct inverse (buy)",
+        "proxy linear (stable)",
+        "direct linear (stable)",
+    }
     assert variants["proxy linear (stable)"]["notional_usd"] == pytest.approx(10_020)
     assert "binance:SOLUSDT" in variants["direct linear (stable)"]["legs"]
     for row in variants.values():

@@ -30,17 +30,24 @@ def test_pnl_antisymmetry(kind: str, size: float, entry: float, exit: float) -> 
     assert C.pnl(kind, "long", size, entry, exit) == pytest.approx(-C.pnl(kind, "short", size, entry, exit))
 
 
-@given(kinds, sides, sizes, prices, st.floats(min_value=1.01, max_value=100.0), mmrs,
-       st.sampled_from(["entry", "at_lp"]))
-def test_equity_at_liquidation_equals_maintenance_margin(kind: str, side: str, size: float, entry: float,
-                                                         lev: float, mmr: float, family: str) -> None:
+@given(
+    kinds, sides, sizes, prices, st.floats(min_value=1.01, max_value=100.0), mmrs, st.sampled_from(["entry", "at_lp"])
+)
+def test_equity_at_liquidation_equals_maintenance_margin(
+    kind: str, side: str, size: float, entry: float, lev: float, mmr: float, family: str
+) -> None:
     assume(1.0 / lev > mmr * 1.05)  # opening margin above maintenance
-    method = {("inverse", "entry"): "mm_on_entry_value", ("inverse", "at_lp"): "mm_at_liquidation_price",
-              ("linear", "entry"): "bybit_linear", ("linear", "at_lp"): "binance_usdm"}[(kind, family)]
+    method = {
+        ("inverse", "entry"): "mm_on_entry_value",
+        ("inverse", "at_lp"): "mm_at_liquidation_price",
+        ("linear", "entry"): "bybit_linear",
+        ("linear", "at_lp"): "binance_usdm",
+    }[(kind, family)]
     sched = MarginSchedule.single(mmr)
     margin = C.initial_margin(kind, size, entry, lev)
-    res = C.liquidation_price(kind=kind, method=method, side=side, size=size, entry=entry, margin=margin,
-                              schedule=sched)
+    res = C.liquidation_price(
+        kind=kind, method=method, side=side, size=size, entry=entry, margin=margin, schedule=sched
+    )
     assert res.price is not None
     value_basis = entry if family == "entry" else res.price
     mm = sched.maintenance_margin(C.position_value(kind, size, value_basis))
@@ -55,8 +62,9 @@ def test_equity_at_liquidation_equals_maintenance_margin(kind: str, side: str, s
 @given(sides, st.floats(min_value=1e3, max_value=1e9), prices, st.floats(min_value=1.01, max_value=20.0))
 def test_tiered_lp_lands_in_its_own_tier(side: str, q: float, entry: float, lev: float) -> None:
     margin = C.initial_margin("inverse", q, entry, lev)
-    res = C.liquidation_price(kind="inverse", method="mm_at_liquidation_price", side=side, size=q, entry=entry,
-                              margin=margin, schedule=TIERS)
+    res = C.liquidation_price(
+        kind="inverse", method="mm_at_liquidation_price", side=side, size=q, entry=entry, margin=margin, schedule=TIERS
+    )
     assume(res.price is not None)
     assert res.price is not None
     eq = C.equity("inverse", side, q, entry, margin, res.price)
@@ -68,8 +76,15 @@ def test_one_x_inverse_short_on_own_coin_keeps_usd_value(coins: float, entry: fl
     q = coins * entry
     equity_usd = (coins + C.inverse_pnl_coin("short", q, entry, later)) * later
     assert equity_usd == pytest.approx(q, rel=1e-9)
-    res = C.liquidation_price(kind="inverse", method="mm_at_liquidation_price", side="short", size=q, entry=entry,
-                              margin=coins, schedule=MarginSchedule.single(0.005))
+    res = C.liquidation_price(
+        kind="inverse",
+        method="mm_at_liquidation_price",
+        side="short",
+        size=q,
+        entry=entry,
+        margin=coins,
+        schedule=MarginSchedule.single(0.005),
+    )
     assert res.price is None
 
 
@@ -77,10 +92,15 @@ PF_PRICES = {"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0, "AVAX": 30.0, "DOT":
 
 
 def portfolio(alt_values: list[float], major: float) -> Portfolio:
-    holdings = [Holding(asset="BTC", quantity=major / 60_000), Holding(asset="ETH", quantity=major / 3_000),
-                Holding(asset="USDT", quantity=2 * major)]
-    holdings += [Holding(asset=a, quantity=v / PF_PRICES[a]) for a, v in zip(("SOL", "AVAX", "DOT", "LINK"),
-                                                                             alt_values, strict=False)]
+    holdings = [
+        Holding(asset="BTC", quantity=major / 60_000),
+        Holding(asset="ETH", quantity=major / 3_000),
+        Holding(asset="USDT", quantity=2 * major),
+    ]
+    holdings += [
+        Holding(asset=a, quantity=v / PF_PRICES[a])
+        for a, v in zip(("SOL", "AVAX", "DOT", "LINK"), alt_values, strict=False)
+    ]
     return Portfolio(name="p", prices=PF_PRICES, holdings=tuple(holdings))
 
 
@@ -88,10 +108,16 @@ alt_lists = st.lists(st.floats(min_value=1_000, max_value=200_000), min_size=1, 
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(alt_lists, st.floats(min_value=50_000, max_value=1_000_000), st.sampled_from(REGISTRY.ids()),
-       st.floats(min_value=1.5, max_value=5.0), st.sampled_from(list(CollateralSource)))
-def test_full_hedge_has_zero_net_delta(alts: list[float], major: float, inst_id: str, lev: float,
-                                       source: CollateralSource) -> None:
+@given(
+    alt_lists,
+    st.floats(min_value=50_000, max_value=1_000_000),
+    st.sampled_from(REGISTRY.ids()),
+    st.floats(min_value=1.5, max_value=5.0),
+    st.sampled_from(list(CollateralSource)),
+)
+def test_full_hedge_has_zero_net_delta(
+    alts: list[float], major: float, inst_id: str, lev: float, source: CollateralSource
+) -> None:
     inst = REGISTRY.get(inst_id)
     if source is CollateralSource.STABLE:
         assume(not inst.is_inverse)
@@ -99,8 +125,9 @@ def test_full_hedge_has_zero_net_delta(alts: list[float], major: float, inst_id:
         assume(sum(alts) <= major)
         lev = max(lev, 4.0)  # margin <= 3·major/4 fits in the BTC, ETH or USDT held
     pf = portfolio(alts, major)
-    plan = plan_hedge(pf, HedgeRequest(ratio=1.0, proxy_legs=(LegRequest(instrument=inst),), leverage=lev,
-                                       collateral=source))
+    plan = plan_hedge(
+        pf, HedgeRequest(ratio=1.0, proxy_legs=(LegRequest(instrument=inst),), leverage=lev, collateral=source)
+    )
     leg = plan.legs[0]
     lot_usd = inst.lot_size * inst.contract_size * (1.0 if inst.is_inverse else leg.entry_price)
     assert abs(plan.net_delta_usd) <= 0.5 * lot_usd + 1e-6 * pf.exposure_usd
@@ -108,10 +135,16 @@ def test_full_hedge_has_zero_net_delta(alts: list[float], major: float, inst_id:
 
 
 @settings(max_examples=200)
-@given(alt_lists, st.floats(min_value=50_000, max_value=500_000), st.floats(min_value=0.1, max_value=10.0),
-       st.sampled_from(["binance:BTCUSD_PERP", "bybit:BTCUSD", "binance:BTCUSDT"]), st.floats(0.1, 2.0))
-def test_scaling_the_portfolio_scales_the_hedge(alts: list[float], major: float, k: float, inst_id: str,
-                                                ratio: float) -> None:
+@given(
+    alt_lists,
+    st.floats(min_value=50_000, max_value=500_000),
+    st.floats(min_value=0.1, max_value=10.0),
+    st.sampled_from(["binance:BTCUSD_PERP", "bybit:BTCUSD", "binance:BTCUSDT"]),
+    st.floats(0.1, 2.0),
+)
+def test_scaling_the_portfolio_scales_the_hedge(
+    alts: list[float], major: float, k: float, inst_id: str, ratio: float
+) -> None:
     inst = REGISTRY.get(inst_id)
     source = CollateralSource.BUY if inst.is_inverse else CollateralSource.STABLE
     req = HedgeRequest(ratio=ratio, proxy_legs=(LegRequest(instrument=inst),), leverage=2.0, collateral=source)
@@ -120,4 +153,5 @@ def test_scaling_the_portfolio_scales_the_hedge(alts: list[float], major: float,
     assert b.target_usd == pytest.approx(k * a.target_usd, rel=1e-9)
     assert b.legs[0].contracts_exact == pytest.approx(k * a.legs[0].contracts_exact, rel=1e-9)
     assert b.legs[0].collateral_amount == pytest.approx(
-        b.legs[0].contracts * a.legs[0].collateral_amount / a.legs[0].contracts, rel=1e-9)
+        b.legs[0].contracts * a.legs[0].collateral_amount / a.legs[0].contracts, rel=1e-9
+    )

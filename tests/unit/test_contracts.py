@@ -40,8 +40,15 @@ def test_tier_chosen_at_liquidation_price_binance_coinm() -> None:
     # the LP must sit in a tier consistent with the value there.
     q, e = 60_000_000.0, 60_000.0
     wb = C.initial_margin("inverse", q, e, 5)
-    res = C.liquidation_price(kind="inverse", method="mm_at_liquidation_price", side="short", size=q, entry=e,
-                              margin=wb, schedule=BINANCE_COINM_BTC)
+    res = C.liquidation_price(
+        kind="inverse",
+        method="mm_at_liquidation_price",
+        side="short",
+        size=q,
+        entry=e,
+        margin=wb,
+        schedule=BINANCE_COINM_BTC,
+    )
     assert res.price is not None
     value_at_lp = q / res.price
     tier = BINANCE_COINM_BTC.tiers[res.tier_index]
@@ -55,30 +62,48 @@ def test_tier_lookup_changes_lp_for_a_large_long() -> None:
     # a long whose value at LP is larger than at entry (inverse long: value Q/P grows as P falls)
     q, e = 2_000_000.0, 50_000.0  # 40 BTC at entry
     wb = C.initial_margin("inverse", q, e, 10)
-    tiered = C.liquidation_price(kind="inverse", method="mm_at_liquidation_price", side="long", size=q, entry=e,
-                                 margin=wb, schedule=BINANCE_COINM_BTC)
-    flat = C.liquidation_price(kind="inverse", method="mm_at_liquidation_price", side="long", size=q, entry=e,
-                               margin=wb, schedule=MarginSchedule.single(0.004))
+    tiered = C.liquidation_price(
+        kind="inverse",
+        method="mm_at_liquidation_price",
+        side="long",
+        size=q,
+        entry=e,
+        margin=wb,
+        schedule=BINANCE_COINM_BTC,
+    )
+    flat = C.liquidation_price(
+        kind="inverse",
+        method="mm_at_liquidation_price",
+        side="long",
+        size=q,
+        entry=e,
+        margin=wb,
+        schedule=MarginSchedule.single(0.004),
+    )
     assert tiered.price is not None and flat.price is not None
     assert tiered.tier_index >= 3  # 40+ BTC at LP → the 20–50 or higher tier
     assert tiered.price > flat.price  # more maintenance margin liquidates earlier
 
 
 def test_size_linear_schedule_solver_matches_equation() -> None:
-    sched = MarginSchedule(style=TierStyle.SIZE_LINEAR, tiers=(MarginTier(floor=0, mmr=0.01, max_leverage=50),),
-                           slope=0.00005)
+    sched = MarginSchedule(
+        style=TierStyle.SIZE_LINEAR, tiers=(MarginTier(floor=0, mmr=0.01, max_leverage=50),), slope=0.00005
+    )
     q, e = 3_000_000.0, 60_000.0
     wb = C.initial_margin("inverse", q, e, 3)
-    res = C.liquidation_price(kind="inverse", method="mm_at_liquidation_price", side="short", size=q, entry=e,
-                              margin=wb, schedule=sched)
+    res = C.liquidation_price(
+        kind="inverse", method="mm_at_liquidation_price", side="short", size=q, entry=e, margin=wb, schedule=sched
+    )
     assert res.price is not None
     eq = C.equity("inverse", "short", q, e, wb, res.price)
     assert eq == pytest.approx(sched.maintenance_margin(q / res.price), rel=1e-8)
 
 
 def test_stepped_schedule_applies_rate_to_whole_position() -> None:
-    sched = MarginSchedule(style=TierStyle.STEPPED, tiers=(MarginTier(floor=0, mmr=0.005, max_leverage=100),
-                                                          MarginTier(floor=200, mmr=0.01, max_leverage=66)))
+    sched = MarginSchedule(
+        style=TierStyle.STEPPED,
+        tiers=(MarginTier(floor=0, mmr=0.005, max_leverage=100), MarginTier(floor=200, mmr=0.01, max_leverage=66)),
+    )
     assert sched.maintenance_margin(180) == pytest.approx(0.9)
     assert sched.maintenance_margin(230) == pytest.approx(2.3)
 
@@ -94,41 +119,90 @@ def test_one_x_inverse_short_has_no_liquidation_or_bankruptcy() -> None:
     q, e = 50_000.0, 50_000.0
     wb = C.initial_margin("inverse", q, e, 1)
     assert C.bankruptcy_price("inverse", "short", q, e, wb) is None
-    res = C.liquidation_price(kind="inverse", method="mm_at_liquidation_price", side="short", size=q, entry=e,
-                              margin=wb, schedule=MarginSchedule.single(0.005))
+    res = C.liquidation_price(
+        kind="inverse",
+        method="mm_at_liquidation_price",
+        side="short",
+        size=q,
+        entry=e,
+        margin=wb,
+        schedule=MarginSchedule.single(0.005),
+    )
     assert res.price is None
 
 
 def test_entry_family_one_x_short_is_far_but_finite() -> None:
     # with MM fixed on entry value, equity tends to WB − Q/E = 0 as P → ∞, so LP = E/MMR
-    res = C.liquidation_price(kind="inverse", method="mm_on_entry_value", side="short", size=50_000, entry=50_000,
-                              margin=1.0, schedule=MarginSchedule.single(0.005))
+    res = C.liquidation_price(
+        kind="inverse",
+        method="mm_on_entry_value",
+        side="short",
+        size=50_000,
+        entry=50_000,
+        margin=1.0,
+        schedule=MarginSchedule.single(0.005),
+    )
     assert res.price == pytest.approx(50_000 / 0.005)
 
 
 def test_linear_long_fully_collateralised_cannot_liquidate() -> None:
-    res = C.liquidation_price(kind="linear", method="binance_usdm", side="long", size=1, entry=100, margin=100,
-                              schedule=MarginSchedule.single(0.01))
+    res = C.liquidation_price(
+        kind="linear",
+        method="binance_usdm",
+        side="long",
+        size=1,
+        entry=100,
+        margin=100,
+        schedule=MarginSchedule.single(0.01),
+    )
     assert res.price is None
     assert C.bankruptcy_price("linear", "long", 1, 100, 100) is None
 
 
 def test_cross_mode_uses_wallet_balance() -> None:
-    iso = C.liquidation_price(kind="linear", method="binance_usdm", side="short", size=1, entry=60_000, margin=30_000,
-                              schedule=MarginSchedule.single(0.005))
-    cross = C.liquidation_price(kind="linear", method="binance_usdm", side="short", size=1, entry=60_000,
-                                margin=45_000, schedule=MarginSchedule.single(0.005))
+    iso = C.liquidation_price(
+        kind="linear",
+        method="binance_usdm",
+        side="short",
+        size=1,
+        entry=60_000,
+        margin=30_000,
+        schedule=MarginSchedule.single(0.005),
+    )
+    cross = C.liquidation_price(
+        kind="linear",
+        method="binance_usdm",
+        side="short",
+        size=1,
+        entry=60_000,
+        margin=45_000,
+        schedule=MarginSchedule.single(0.005),
+    )
     assert iso.price is not None and cross.price is not None
     assert cross.price > iso.price
 
 
 def test_method_kind_mismatch_is_an_error() -> None:
     with pytest.raises(ConfigError, match="for linear contracts"):
-        C.liquidation_price(kind="inverse", method=LiquidationMethod.BINANCE_USDM, side="short", size=1000,
-                            entry=100, margin=5, schedule=MarginSchedule.single(0.01))
+        C.liquidation_price(
+            kind="inverse",
+            method=LiquidationMethod.BINANCE_USDM,
+            side="short",
+            size=1000,
+            entry=100,
+            margin=5,
+            schedule=MarginSchedule.single(0.01),
+        )
     with pytest.raises(ConfigError, match="must be one of"):
-        C.liquidation_price(kind="inverse", method="magic", side="short", size=1000, entry=100, margin=5,
-                            schedule=MarginSchedule.single(0.01))
+        C.liquidation_price(
+            kind="inverse",
+            method="magic",
+            side="short",
+            size=1000,
+            entry=100,
+            margin=5,
+            schedule=MarginSchedule.single(0.01),
+        )
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])

@@ -13,16 +13,24 @@ PRICES = {"BTC": 60_000, "ETH": 3_000, "SOL": 150, "AVAX": 30, "DOT": 6.5}
 
 
 def alts(scale: float = 1.0) -> Portfolio:
-    return Portfolio(name="alts", prices=PRICES, holdings=(
-        Holding(asset="SOL", quantity=5000 / 150 * scale),
-        Holding(asset="AVAX", quantity=3000 / 30 * scale),
-        Holding(asset="DOT", quantity=2000 / 6.5 * scale),
-    ))
+    return Portfolio(
+        name="alts",
+        prices=PRICES,
+        holdings=(
+            Holding(asset="SOL", quantity=5000 / 150 * scale),
+            Holding(asset="AVAX", quantity=3000 / 30 * scale),
+            Holding(asset="DOT", quantity=2000 / 6.5 * scale),
+        ),
+    )
 
 
 def req(registry: InstrumentRegistry, inst: str = "binance:BTCUSD_PERP", **kw: object) -> HedgeRequest:
-    base: dict[str, object] = {"ratio": 1.0, "proxy_legs": (LegRequest(instrument=registry.get(inst)),),
-                               "leverage": 2.0, "collateral": CollateralSource.BUY}
+    base: dict[str, object] = {
+        "ratio": 1.0,
+        "proxy_legs": (LegRequest(instrument=registry.get(inst)),),
+        "leverage": 2.0,
+        "collateral": CollateralSource.BUY,
+    }
     base.update(kw)
     return HedgeRequest(**base)  # type: ignore[arg-type]
 
@@ -53,12 +61,15 @@ def test_holdings_collateral_must_be_held(registry: InstrumentRegistry) -> None:
         plan_hedge(alts(), req(registry, collateral=CollateralSource.HOLDINGS))
     pf = Portfolio(name="eth", prices=PRICES, holdings=(Holding(asset="ETH", quantity=10),))
     with pytest.raises(InfeasibleHedgeError, match="needs 20 ETH"):
-        plan_hedge(pf, req(registry, "binance:ETHUSD_PERP", ratio=2.0, leverage=1.0,
-                           collateral=CollateralSource.HOLDINGS))
+        plan_hedge(
+            pf, req(registry, "binance:ETHUSD_PERP", ratio=2.0, leverage=1.0, collateral=CollateralSource.HOLDINGS)
+        )
 
 
 def test_rounds_to_zero_is_refused(registry: InstrumentRegistry) -> None:
-    tiny = Portfolio(name="tiny", prices=PRICES, holdings=(Holding(asset="SOL", quantity=0.1),))  # $15 -> $30 notional at 2x
+    tiny = Portfolio(
+        name="tiny", prices=PRICES, holdings=(Holding(asset="SOL", quantity=0.1),)
+    )  # $15 -> $30 notional at 2x
     with pytest.raises(InfeasibleHedgeError, match="rounds to 0 contracts"):
         plan_hedge(tiny, req(registry, leverage=2.0))
 
@@ -102,14 +113,24 @@ def test_min_variance_points_to_analytics(registry: InstrumentRegistry) -> None:
 def test_beta_method_needs_betas_and_uses_them(registry: InstrumentRegistry) -> None:
     with pytest.raises(ConfigError, match="no beta for"):
         plan_hedge(alts(), req(registry, method=SizingMethod.BETA, betas={"SOL": 1.4}))
-    plan = plan_hedge(alts(), req(registry, "binance:BTCUSDT", collateral=CollateralSource.STABLE,
-                                  method=SizingMethod.BETA, betas={"SOL": 1.4, "AVAX": 1.5, "DOT": 1.2}))
+    plan = plan_hedge(
+        alts(),
+        req(
+            registry,
+            "binance:BTCUSDT",
+            collateral=CollateralSource.STABLE,
+            method=SizingMethod.BETA,
+            betas={"SOL": 1.4, "AVAX": 1.5, "DOT": 1.2},
+        ),
+    )
     assert plan.target_usd == pytest.approx(5000 * 1.4 + 3000 * 1.5 + 2000 * 1.2)
 
 
 def test_weighted_legs_split_the_target(registry: InstrumentRegistry) -> None:
-    legs = (LegRequest(instrument=registry.get("binance:BTCUSDT"), weight=0.7),
-            LegRequest(instrument=registry.get("binance:ETHUSDT"), weight=0.3))
+    legs = (
+        LegRequest(instrument=registry.get("binance:BTCUSDT"), weight=0.7),
+        LegRequest(instrument=registry.get("binance:ETHUSDT"), weight=0.3),
+    )
     plan = plan_hedge(alts(10), req(registry, proxy_legs=legs, collateral=CollateralSource.STABLE))
     by = {leg.instrument.id: leg.target_delta_usd for leg in plan.legs}
     assert by == pytest.approx({"binance:BTCUSDT": 70_000, "binance:ETHUSDT": 30_000})
@@ -127,9 +148,15 @@ def test_direct_mode_uses_own_perps_and_proxies_the_rest(registry: InstrumentReg
 
 
 def test_scope_group(registry: InstrumentRegistry) -> None:
-    pf = Portfolio(name="cs", prices=PRICES, holdings=(
-        Holding(asset="BTC", quantity=1, group="core"), Holding(asset="SOL", quantity=100, group="sat"),
-        Holding(asset="USDT", quantity=1000)))
+    pf = Portfolio(
+        name="cs",
+        prices=PRICES,
+        holdings=(
+            Holding(asset="BTC", quantity=1, group="core"),
+            Holding(asset="SOL", quantity=100, group="sat"),
+            Holding(asset="USDT", quantity=1000),
+        ),
+    )
     plan = plan_hedge(pf, req(registry, "binance:BTCUSDT", scope="sat", ratio=0.5, collateral=CollateralSource.STABLE))
     assert plan.target_usd == pytest.approx(7_500)
     assert plan.net_delta_usd == pytest.approx(60_000 + 15_000 - 0.125 * 60_000)
@@ -152,7 +179,10 @@ def test_portfolio_validation() -> None:
         Holding(asset="SOL", quantity=-1)
     with pytest.raises(ConfigError, match="finite"):
         Holding(asset="SOL", quantity=float("nan"))
-    pf = Portfolio(name="x", prices={"PEPE": 0.00001}, holdings=(Holding(asset="PEPE", quantity=1e9),
-                                                                 Holding(asset="USDC", quantity=10)))
+    pf = Portfolio(
+        name="x",
+        prices={"PEPE": 0.00001},
+        holdings=(Holding(asset="PEPE", quantity=1e9), Holding(asset="USDC", quantity=10)),
+    )
     assert pf.value_usd == pytest.approx(10_010)
     assert pf.exposure_usd == pytest.approx(10_000)

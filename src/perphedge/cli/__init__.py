@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 
-class Fmt(str, Enum):
+class Fmt(StrEnum):
     table = "table"
     json = "json"
 
@@ -44,8 +44,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """perphedge: protect spot crypto with short perpetuals, with numbers you can check against the exchange."""
 
@@ -73,20 +74,35 @@ def _emit(doc: dict[str, Any], fmt: Fmt, render: Any) -> None:
 def plan(
     file: Annotated[str, typer.Argument(help="Portfolio YAML file (format in the README).")],
     ratio: Annotated[float | None, typer.Option(help="Fraction of the in-scope exposure to offset, 0-2.")] = None,
-    instrument: Annotated[str | None, typer.Option(
-        help="exchange:SYMBOL (binance:BTCUSD_PERP), or direct:<exchange>:<linear|inverse>.")] = None,
-    proxy: Annotated[str | None, typer.Option(help="Proxy instrument in direct mode (default: the exchange's BTC perp).")] = None,
-    leverage: Annotated[float | None, typer.Option(help="Leverage of each leg (>= 1, <= the instrument's max).")] = None,
+    instrument: Annotated[
+        str | None, typer.Option(help="exchange:SYMBOL (binance:BTCUSD_PERP), or direct:<exchange>:<linear|inverse>.")
+    ] = None,
+    proxy: Annotated[
+        str | None, typer.Option(help="Proxy instrument in direct mode (default: the exchange's BTC perp).")
+    ] = None,
+    leverage: Annotated[
+        float | None, typer.Option(help="Leverage of each leg (>= 1, <= the instrument's max).")
+    ] = None,
     collateral: Annotated[str | None, typer.Option(help="buy | holdings | stable.")] = None,
     method: Annotated[str | None, typer.Option(help="notional | beta | min_variance.")] = None,
     scope: Annotated[str | None, typer.Option(help="all, or a holdings group name.")] = None,
-    funding_rate_8h: Annotated[float | None, typer.Option(
-        "--funding-rate-8h", help="Assumed funding rate per 8h (positive: longs pay shorts; the hedge earns).")] = None,
-    scenario: Annotated[list[str] | None, typer.Option(
-        help="Extra shock NAME:ASSET=RET,...,*=RET (repeatable), e.g. 'crash:BTC=-15%,*=-20%'.")] = None,
-    compare: Annotated[bool, typer.Option("--compare", help="Also size inverse vs linear and proxy vs direct.")] = False,
-    drift: Annotated[str | None, typer.Option(
-        help="Hold the legs through a move (e.g. BTC=+20%) and show the trade that restores the ratio.")] = None,
+    funding_rate_8h: Annotated[
+        float | None,
+        typer.Option(
+            "--funding-rate-8h", help="Assumed funding rate per 8h (positive: longs pay shorts; the hedge earns)."
+        ),
+    ] = None,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra shock NAME:ASSET=RET,...,*=RET (repeatable), e.g. 'crash:BTC=-15%,*=-20%'."),
+    ] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Also size inverse vs linear and proxy vs direct.")
+    ] = False,
+    drift: Annotated[
+        str | None,
+        typer.Option(help="Hold the legs through a move (e.g. BTC=+20%) and show the trade that restores the ratio."),
+    ] = None,
     specs: SpecsOpt = None,
     fmt: FormatOpt = Fmt.table,
 ) -> None:
@@ -95,19 +111,33 @@ def plan(
     from perphedge.service import HedgeOverrides, plan_from_file
     from perphedge.specs import default_registry
 
-    overrides = HedgeOverrides(ratio=ratio, scope=scope, method=method, instrument=instrument, proxy=proxy,
-                               leverage=leverage, collateral=collateral, funding_rate_8h=funding_rate_8h)
-    outcome = plan_from_file(file, registry=default_registry(specs), overrides=overrides,
-                             scenarios=scenario or (), compare=compare, drift_moves=drift)
+    overrides = HedgeOverrides(
+        ratio=ratio,
+        scope=scope,
+        method=method,
+        instrument=instrument,
+        proxy=proxy,
+        leverage=leverage,
+        collateral=collateral,
+        funding_rate_8h=funding_rate_8h,
+    )
+    outcome = plan_from_file(
+        file,
+        registry=default_registry(specs),
+        overrides=overrides,
+        scenarios=scenario or (),
+        compare=compare,
+        drift_moves=drift,
+    )
     _emit(plan_document(outcome), fmt, render_plan)
 
 
-class MarginMode(str, Enum):
+class MarginMode(StrEnum):
     isolated = "isolated"
     cross = "cross"
 
 
-class SideOpt(str, Enum):
+class SideOpt(StrEnum):
     long = "long"
     short = "short"
 
@@ -132,16 +162,24 @@ def calc(
     exit: Annotated[float | None, typer.Option(help="Exit price for PnL and ROE.")] = None,
     leverage: Annotated[float, typer.Option(help="Leverage (isolated margin = value / leverage).")] = 1.0,
     margin_mode: Annotated[MarginMode, typer.Option(help="isolated or cross.")] = MarginMode.isolated,
-    wallet_balance: Annotated[float | None, typer.Option(help="Cross mode: wallet balance in the settle asset.")] = None,
+    wallet_balance: Annotated[
+        float | None, typer.Option(help="Cross mode: wallet balance in the settle asset.")
+    ] = None,
     funding_rate: Annotated[float, typer.Option(help="Funding rate per settlement (+: longs pay shorts).")] = 0.0001,
-    mark: Annotated[float | None, typer.Option(help="Mark price for maintenance margin and funding (default: entry).")] = None,
+    mark: Annotated[
+        float | None, typer.Option(help="Mark price for maintenance margin and funding (default: entry).")
+    ] = None,
     mmr: Annotated[float | None, typer.Option(help="Override: maintenance-margin rate (one tier).")] = None,
-    maintenance_amount: Annotated[float | None, typer.Option(
-        help="Override: maintenance amount (cum) in the settle asset, with --mmr.")] = None,
-    method: Annotated[str | None, typer.Option(
-        help="Override: mm_on_entry_value | mm_at_liquidation_price | binance_usdm | bybit_linear.")] = None,
-    face_value: Annotated[float | None, typer.Option(
-        help="Override: contract size (USD for inverse, coin for linear).")] = None,
+    maintenance_amount: Annotated[
+        float | None, typer.Option(help="Override: maintenance amount (cum) in the settle asset, with --mmr.")
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="Override: mm_on_entry_value | mm_at_liquidation_price | binance_usdm | bybit_linear."),
+    ] = None,
+    face_value: Annotated[
+        float | None, typer.Option(help="Override: contract size (USD for inverse, coin for linear).")
+    ] = None,
     fee_rate: Annotated[float | None, typer.Option(help="Fee rate (default: the instrument's taker fee).")] = None,
     specs: SpecsOpt = None,
     fmt: FormatOpt = Fmt.table,
@@ -153,34 +191,74 @@ def calc(
     from perphedge.service import calc as run_calc
     from perphedge.specs import default_registry
 
-    inst = calc_instrument(default_registry(specs), instrument, mmr=mmr, maintenance_amount=maintenance_amount,
-                           method=method, face_value=face_value)
-    ci = CalcInput(instrument=inst, side=Side(side.value), contracts=contracts, entry=entry, exit=exit,
-                   leverage=leverage, margin_mode=margin_mode.value, wallet_balance=wallet_balance,
-                   funding_rate=funding_rate, mark=mark, fee_rate=fee_rate)
+    inst = calc_instrument(
+        default_registry(specs),
+        instrument,
+        mmr=mmr,
+        maintenance_amount=maintenance_amount,
+        method=method,
+        face_value=face_value,
+    )
+    ci = CalcInput(
+        instrument=inst,
+        side=Side(side.value),
+        contracts=contracts,
+        entry=entry,
+        exit=exit,
+        leverage=leverage,
+        margin_mode=margin_mode.value,
+        wallet_balance=wallet_balance,
+        funding_rate=funding_rate,
+        mark=mark,
+        fee_rate=fee_rate,
+    )
     _emit(calc_document(run_calc(ci)), fmt, render_calc)
 
 
-@app.command(help="List the instrument specs (bundled, plus --specs FILE).\n\nExample:\n\n  perphedge instruments --format json")
+@app.command(
+    help="List the instrument specs (bundled, plus --specs FILE).\n\nExample:\n\n  perphedge instruments --format json"
+)
 def instruments(specs: SpecsOpt = None, fmt: FormatOpt = Fmt.table) -> None:
     from perphedge.cli.render import render_instruments
     from perphedge.specs import default_registry
 
     rows = []
     for inst in sorted(default_registry(specs).instruments, key=lambda i: i.id):
-        rows.append({
-            "id": inst.id, "exchange": inst.exchange, "symbol": inst.symbol, "ccxt_symbol": inst.ccxt_symbol,
-            "kind": inst.kind.value, "base": inst.base, "quote": inst.quote, "settle": inst.settle,
-            "contract_size": inst.contract_size, "contract_size_unit": inst.contract_size_unit,
-            "lot_size": inst.lot_size, "tick_size": inst.tick_size, "max_leverage": inst.max_leverage,
-            "tier_style": inst.margin.style.value, "slope": inst.margin.slope,
-            "tiers": [{"floor": t.floor, "mmr": t.mmr, "max_leverage": t.max_leverage,
-                       "maintenance_amount": t.maintenance_amount} for t in inst.margin.tiers],
-            "tier_unit": inst.settle if inst.is_inverse else inst.quote,
-            "liquidation_method": inst.liquidation_method.value,
-            "funding_interval_hours": inst.funding_interval_hours, "maker_fee": inst.maker_fee,
-            "taker_fee": inst.taker_fee, "source": inst.source, "as_of": inst.as_of,
-        })
+        rows.append(
+            {
+                "id": inst.id,
+                "exchange": inst.exchange,
+                "symbol": inst.symbol,
+                "ccxt_symbol": inst.ccxt_symbol,
+                "kind": inst.kind.value,
+                "base": inst.base,
+                "quote": inst.quote,
+                "settle": inst.settle,
+                "contract_size": inst.contract_size,
+                "contract_size_unit": inst.contract_size_unit,
+                "lot_size": inst.lot_size,
+                "tick_size": inst.tick_size,
+                "max_leverage": inst.max_leverage,
+                "tier_style": inst.margin.style.value,
+                "slope": inst.margin.slope,
+                "tiers": [
+                    {
+                        "floor": t.floor,
+                        "mmr": t.mmr,
+                        "max_leverage": t.max_leverage,
+                        "maintenance_amount": t.maintenance_amount,
+                    }
+                    for t in inst.margin.tiers
+                ],
+                "tier_unit": inst.settle if inst.is_inverse else inst.quote,
+                "liquidation_method": inst.liquidation_method.value,
+                "funding_interval_hours": inst.funding_interval_hours,
+                "maker_fee": inst.maker_fee,
+                "taker_fee": inst.taker_fee,
+                "source": inst.source,
+                "as_of": inst.as_of,
+            }
+        )
     if fmt is Fmt.json:
         _emit({"schema": "perphedge.instruments/1", "instruments": rows}, fmt, None)
     else:
@@ -201,13 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("perphedge: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return 2
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:
+        # usage errors of the (vendored) click inside typer: print its message, exit with its code (2)
+        show = getattr(exc, "show", None)
+        code = getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
+        if type(exc).__name__ == "Abort":
             return 130
         raise
     return 0

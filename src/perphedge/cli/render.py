@@ -17,7 +17,7 @@ def _usd(x: float | None, nd: int = 2) -> str:
 def _signed(x: float | None, nd: int = 2) -> str:
     if x is None:
         return "-"
-    if abs(x) < 0.5 * 10 ** -nd:
+    if abs(x) < 0.5 * 10**-nd:
         x = 0.0
     return f"{x:+,.{nd}f}"
 
@@ -37,17 +37,30 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]perphedge plan[/bold] — {pf['name']}  ({doc['source']})")
 
     t = Table(title="Portfolio", title_justify="left")
-    for col, just in (("asset", "left"), ("group", "left"), ("quantity", "right"), ("price USD", "right"),
-                      ("value USD", "right"), ("weight", "right")):
+    for col, just in (
+        ("asset", "left"),
+        ("group", "left"),
+        ("quantity", "right"),
+        ("price USD", "right"),
+        ("value USD", "right"),
+        ("weight", "right"),
+    ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
     for h in pf["holdings"]:
-        t.add_row(h["asset"] + (" (cash)" if h["stable"] else ""), h["group"] or "", _coin(h["quantity"]),
-                  _usd(h["price_usd"], 4 if h["price_usd"] < 10 else 2), _usd(h["value_usd"]),
-                  f"{h['weight'] * 100:.1f}%")
+        t.add_row(
+            h["asset"] + (" (cash)" if h["stable"] else ""),
+            h["group"] or "",
+            _coin(h["quantity"]),
+            _usd(h["price_usd"], 4 if h["price_usd"] < 10 else 2),
+            _usd(h["value_usd"]),
+            f"{h['weight'] * 100:.1f}%",
+        )
     console.print(t)
     btc = f"  = {_coin(pf['value_btc'])} BTC" if pf["value_btc"] is not None else ""
-    console.print(f"value {_usd(pf['value_usd'])} USD{btc}   exposure {_usd(pf['exposure_usd'])} USD   "
-                  f"cash {_usd(pf['cash_usd'])} USD")
+    console.print(
+        f"value {_usd(pf['value_usd'])} USD{btc}   exposure {_usd(pf['exposure_usd'])} USD   "
+        f"cash {_usd(pf['cash_usd'])} USD"
+    )
 
     console.print(
         f"\n[bold]Hedge[/bold]: {hedge['ratio'] * 100:g}% of scope '{hedge['scope']}' "
@@ -60,78 +73,138 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
         " (whole book, +100% proxy move)"
     )
     for n, leg in enumerate(hedge["legs"], 1):
-        lt = Table(title=f"Leg {n}: {leg['instrument']} — {leg['kind']} {leg['side']}", title_justify="left",
-                   show_header=False)
+        lt = Table(
+            title=f"Leg {n}: {leg['instrument']} — {leg['kind']} {leg['side']}", title_justify="left", show_header=False
+        )
         lt.add_column("field")
         lt.add_column("value", justify="right")
         a = leg["collateral_asset"]
         covers = ", ".join(f"{k} {_usd(v, 0)}" for k, v in leg["covers_usd"].items())
-        liq = ("none (cannot be liquidated)" if leg["liquidation_price"] is None
-               else f"{_usd(leg['liquidation_price'])} ({_pct(leg['liquidation_distance'])} from entry)")
+        liq = (
+            "none (cannot be liquidated)"
+            if leg["liquidation_price"] is None
+            else f"{_usd(leg['liquidation_price'])} ({_pct(leg['liquidation_distance'])} from entry)"
+        )
         rows = [
-            ("contracts", f"{leg['contracts']:g} × {leg['contract_size']:g} {leg['contract_size_unit']}"
-                          f" (exact {leg['contracts_exact']:g})"),
+            (
+                "contracts",
+                f"{leg['contracts']:g} × {leg['contract_size']:g} {leg['contract_size_unit']}"
+                f" (exact {leg['contracts_exact']:g})",
+            ),
             ("notional", f"{_usd(leg['notional_usd'])} USD"),
             ("entry price (spot)", f"{_usd(leg['entry_price'])} USD"),
             ("offsets (USD delta)", f"{_usd(leg['target_delta_usd'])}: {covers}"),
             ("leverage", f"{leg['leverage']:g}x isolated"),
-            ("collateral", f"{_coin(leg['collateral_amount'])} {a} = {_usd(leg['collateral_usd'])} USD "
-                           f"({leg['collateral_source']})"),
+            (
+                "collateral",
+                f"{_coin(leg['collateral_amount'])} {a} = {_usd(leg['collateral_usd'])} USD "
+                f"({leg['collateral_source']})",
+            ),
             ("initial margin", f"{_coin(leg['initial_margin'])} {a}"),
-            ("maintenance margin", f"{_coin(leg['maintenance_margin'])} {a} "
-                                   f"(MMR {leg['maintenance_margin_rate'] * 100:.3f}%, tier {leg['margin_tier']})"),
+            (
+                "maintenance margin",
+                f"{_coin(leg['maintenance_margin'])} {a} "
+                f"(MMR {leg['maintenance_margin_rate'] * 100:.3f}%, tier {leg['margin_tier']})",
+            ),
             ("liquidation price (mark)", liq),
             ("  method", leg["liquidation_method"]),
             ("bankruptcy price", "none" if leg["bankruptcy_price"] is None else f"{_usd(leg['bankruptcy_price'])}"),
-            ("funding per settlement", f"{_coin(leg['funding_per_settlement'])} {leg['funding_asset']} "
-                                       f"every {leg['funding_interval_hours']:g}h"),
-            ("funding per day / 30d / year", f"{_signed(leg['funding_usd_per_day'])} / "
-                                             f"{_signed(leg['funding_usd_per_30d'])} / "
-                                             f"{_signed(leg['funding_usd_per_year'])} USD "
-                                             f"({_pct(leg['funding_annual_rate'], 2)} a year)"),
+            (
+                "funding per settlement",
+                f"{_coin(leg['funding_per_settlement'])} {leg['funding_asset']} "
+                f"every {leg['funding_interval_hours']:g}h",
+            ),
+            (
+                "funding per day / 30d / year",
+                f"{_signed(leg['funding_usd_per_day'])} / "
+                f"{_signed(leg['funding_usd_per_30d'])} / "
+                f"{_signed(leg['funding_usd_per_year'])} USD "
+                f"({_pct(leg['funding_annual_rate'], 2)} a year)",
+            ),
             ("taker fee to open", f"{_coin(leg['taker_fee_open'])} {a}"),
         ]
         for k, v in rows:
             lt.add_row(k, v)
         console.print(lt)
-    console.print(f"funding assumed at {hedge['funding_rate_8h'] * 100:.4f}% per 8h: positive means longs pay "
-                  "shorts, so the short hedge receives it")
+    console.print(
+        f"funding assumed at {hedge['funding_rate_8h'] * 100:.4f}% per 8h: positive means longs pay "
+        "shorts, so the short hedge receives it"
+    )
 
     st = Table(title="Scenarios (instant move; altcoins move beta × proxy unless named)", title_justify="left")
     for col in ("scenario", "proxy", "spot PnL USD", "hedge PnL USD", "net PnL USD", "offset", "liq."):
         st.add_column(col, justify="left" if col == "scenario" else "right")
     for s in doc["scenarios"]:
-        st.add_row(s["name"], _pct(s["proxy_return"], 0), _signed(s["spot_pnl_usd"]), _signed(s["hedge_pnl_usd"]),
-                   _signed(s["net_pnl_usd"]),
-                   "-" if s["offset_fraction"] is None else f"{s['offset_fraction'] * 100:.0f}%",
-                   "YES" if s["liquidated"] else "")
+        st.add_row(
+            s["name"],
+            _pct(s["proxy_return"], 0),
+            _signed(s["spot_pnl_usd"]),
+            _signed(s["hedge_pnl_usd"]),
+            _signed(s["net_pnl_usd"]),
+            "-" if s["offset_fraction"] is None else f"{s['offset_fraction'] * 100:.0f}%",
+            "YES" if s["liquidated"] else "",
+        )
     console.print(st)
 
     if "compare" in doc:
         ct = Table(title="Compare", title_justify="left")
-        for col in ("variant", "legs", "notional USD", "collateral USD", "min liq. dist.", "funding USD/day",
-                    "net delta USD", "net at -20%", "net at +20%"):
+        for col in (
+            "variant",
+            "legs",
+            "notional USD",
+            "collateral USD",
+            "min liq. dist.",
+            "funding USD/day",
+            "net delta USD",
+            "net at -20%",
+            "net at +20%",
+        ):
             ct.add_column(col, justify="left" if col in ("variant", "legs") else "right")
         for row in doc["compare"]:
             if row["error"]:
                 ct.add_row(row["variant"], row["instrument"], f"[dim]{row['error']}[/dim]", "", "", "", "", "", "")
                 continue
             sc = {s["name"].split()[-1]: s["net_pnl_usd"] for s in row["scenarios"]}
-            ct.add_row(row["variant"], ", ".join(row["legs"]), _usd(row["notional_usd"]), _usd(row["collateral_usd"]),
-                       _pct(row["min_liquidation_distance"]), _signed(row["funding_usd_per_day"]),
-                       _signed(row["net_delta_usd"]), _signed(sc.get("-20%")), _signed(sc.get("+20%")))
+            ct.add_row(
+                row["variant"],
+                ", ".join(row["legs"]),
+                _usd(row["notional_usd"]),
+                _usd(row["collateral_usd"]),
+                _pct(row["min_liquidation_distance"]),
+                _signed(row["funding_usd_per_day"]),
+                _signed(row["net_delta_usd"]),
+                _signed(sc.get("-20%")),
+                _signed(sc.get("+20%")),
+            )
         console.print(ct)
 
     if "drift" in doc:
-        dt = Table(title="Drift: legs held through " + ", ".join(f"{k} {_pct(v)}" for k, v in doc["drift"]["moves"].items()),
-                   title_justify="left")
-        for col in ("instrument", "price", "hedge delta USD", "target USD", "ratio now", "contracts to short",
-                    "unrealised PnL", "liq. dist. now"):
+        dt = Table(
+            title="Drift: legs held through " + ", ".join(f"{k} {_pct(v)}" for k, v in doc["drift"]["moves"].items()),
+            title_justify="left",
+        )
+        for col in (
+            "instrument",
+            "price",
+            "hedge delta USD",
+            "target USD",
+            "ratio now",
+            "contracts to short",
+            "unrealised PnL",
+            "liq. dist. now",
+        ):
             dt.add_column(col, justify="left" if col == "instrument" else "right")
         for d in doc["drift"]["legs"]:
-            dt.add_row(d["instrument"], _usd(d["price"]), _signed(d["delta_usd"]), _usd(d["target_delta_usd"]),
-                       f"{d['hedge_ratio_now'] * 100:.1f}%", f"{d['contracts_to_trade']:+g}",
-                       _coin(d["unrealised_pnl"]), "LIQUIDATED" if d["liquidated"] else _pct(d["liquidation_distance_now"]))
+            dt.add_row(
+                d["instrument"],
+                _usd(d["price"]),
+                _signed(d["delta_usd"]),
+                _usd(d["target_delta_usd"]),
+                f"{d['hedge_ratio_now'] * 100:.1f}%",
+                f"{d['contracts_to_trade']:+g}",
+                _coin(d["unrealised_pnl"]),
+                "LIQUIDATED" if d["liquidated"] else _pct(d["liquidation_distance_now"]),
+            )
         console.print(dt)
 
     for note in doc["notes"]:
@@ -142,8 +215,11 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
 
 def render_calc(doc: dict[str, Any], console: Console) -> None:
     """Print a calc document as a two-column table."""
-    t = Table(title=f"perphedge calc — {doc['instrument']} {doc['kind']} {doc['side']} {doc['contracts']:g} contracts",
-              title_justify="left", show_header=False)
+    t = Table(
+        title=f"perphedge calc — {doc['instrument']} {doc['kind']} {doc['side']} {doc['contracts']:g} contracts",
+        title_justify="left",
+        show_header=False,
+    )
     t.add_column("field")
     t.add_column("value", justify="right")
 
@@ -153,12 +229,19 @@ def render_calc(doc: dict[str, Any], console: Console) -> None:
             return "-"
         if v["value"] is None:
             return "none"
+        if key.endswith("_price"):
+            x = v["value"]
+            return f"{x:,.2f} {v['unit']}" if abs(x) >= 100 else f"{x:,.6g} {v['unit']}"
         return f"{_coin(v['value'])} {v['unit']}"
 
     rows = [
-        ("contract size", amt("contract_size")), ("size", amt("size")), ("notional", amt("notional")),
-        ("position value at entry", amt("position_value")), ("entry price", amt("entry_price")),
-        ("leverage / mode", f"{doc['leverage']:g}x {doc['margin_mode']}"), ("margin backing the position", amt("margin")),
+        ("contract size", amt("contract_size")),
+        ("size", amt("size")),
+        ("notional", amt("notional")),
+        ("position value at entry", amt("position_value")),
+        ("entry price", amt("entry_price")),
+        ("leverage / mode", f"{doc['leverage']:g}x {doc['margin_mode']}"),
+        ("margin backing the position", amt("margin")),
         ("initial margin", amt("initial_margin")),
         ("maintenance margin (at mark)", amt("maintenance_margin")),
         ("maintenance rate / tier", f"{doc['maintenance_margin_rate'] * 100:.3f}% / tier {doc['margin_tier']}"),
@@ -168,9 +251,14 @@ def render_calc(doc: dict[str, Any], console: Console) -> None:
         ("bankruptcy price", amt("bankruptcy_price")),
     ]
     if doc["exit_price"] is not None:
-        rows += [("exit price", amt("exit_price")), ("PnL", amt("pnl")), ("PnL in USD at exit", amt("pnl_usd")),
-                 ("ROE (PnL / initial margin)", _pct(doc["roe"], 2)), ("fees open + close", f"{amt('fee_open')} + {amt('fee_close')}"),
-                 ("net PnL after fees", amt("net_pnl"))]
+        rows += [
+            ("exit price", amt("exit_price")),
+            ("PnL", amt("pnl")),
+            ("PnL in USD at exit", amt("pnl_usd")),
+            ("ROE (PnL / initial margin)", _pct(doc["roe"], 2)),
+            ("fees open + close", f"{amt('fee_open')} + {amt('fee_close')}"),
+            ("net PnL after fees", amt("net_pnl")),
+        ]
     else:
         rows += [("fee to open", amt("fee_open"))]
     rows += [
@@ -187,12 +275,32 @@ def render_calc(doc: dict[str, Any], console: Console) -> None:
 def render_instruments(rows: list[dict[str, Any]], console: Console) -> None:
     """Print the instrument registry."""
     t = Table(title="Instruments (bundled specs; override with --specs FILE)", title_justify="left")
-    for col in ("id", "kind", "contract", "lot", "tick", "max lev.", "MMR tier 1", "tiers", "liquidation method",
-                "funding", "maker/taker"):
+    for col in (
+        "id",
+        "kind",
+        "contract",
+        "lot",
+        "tick",
+        "max lev.",
+        "MMR tier 1",
+        "tiers",
+        "liquidation method",
+        "funding",
+        "maker/taker",
+    ):
         t.add_column(col)
     for r in rows:
-        t.add_row(r["id"], r["kind"], f"{r['contract_size']:g} {r['contract_size_unit']}", f"{r['lot_size']:g}",
-                  f"{r['tick_size']:g}", f"{r['max_leverage']:g}x", f"{r['tiers'][0]['mmr'] * 100:.2f}%",
-                  str(len(r["tiers"])), r["liquidation_method"], f"{r['funding_interval_hours']:g}h",
-                  f"{r['maker_fee'] * 100:.3f}/{r['taker_fee'] * 100:.3f}%")
+        t.add_row(
+            r["id"],
+            r["kind"],
+            f"{r['contract_size']:g} {r['contract_size_unit']}",
+            f"{r['lot_size']:g}",
+            f"{r['tick_size']:g}",
+            f"{r['max_leverage']:g}x",
+            f"{r['tiers'][0]['mmr'] * 100:.2f}%",
+            str(len(r["tiers"])),
+            r["liquidation_method"],
+            f"{r['funding_interval_hours']:g}h",
+            f"{r['maker_fee'] * 100:.3f}/{r['taker_fee'] * 100:.3f}%",
+        )
     console.print(t)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from perphedge.core.instruments import ContractKind, LiquidationMethod, MarginSchedule, TierStyle
 from perphedge.core.units import check_finite, check_positive
@@ -49,7 +49,7 @@ __all__ = [
 _EPS = 1e-9
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     """Position side; ``sign`` is +1 for long, −1 for short."""
 
     LONG = "long"
@@ -108,9 +108,7 @@ def inverse_pnl_coin(side: Side | str, notional_usd: float, entry: float, exit: 
 def linear_pnl_quote(side: Side | str, quantity: float, entry: float, exit: float) -> float:
     """Linear PnL in the quote asset: ``s·q·(P − E)``."""
     s = Side.parse(side).sign
-    return s * check_finite("quantity", quantity) * (
-        check_positive("exit", exit) - check_positive("entry", entry)
-    )
+    return s * check_finite("quantity", quantity) * (check_positive("exit", exit) - check_positive("entry", entry))
 
 
 def position_value(kind: ContractKind | str, size: float, price: float) -> float:
@@ -172,14 +170,14 @@ def maintenance_amount_chain(tiers: Sequence[tuple[float, float]], tier_index: i
 # --------------------------------------------------------------------------- equity, BP, LP
 
 
-def equity(kind: ContractKind | str, side: Side | str, size: float, entry: float, margin: float,
-           price: float) -> float:
+def equity(kind: ContractKind | str, side: Side | str, size: float, entry: float, margin: float, price: float) -> float:
     """Position equity in the settle asset at ``price``: ``margin + PnL``."""
     return margin + pnl(kind, side, size, entry, price)
 
 
-def bankruptcy_price(kind: ContractKind | str, side: Side | str, size: float, entry: float,
-                     margin: float) -> float | None:
+def bankruptcy_price(
+    kind: ContractKind | str, side: Side | str, size: float, entry: float, margin: float
+) -> float | None:
     """Price at which the position's equity is zero; ``None`` when it cannot be reached.
 
     Inverse: ``P = s·Q / (s·Q/E + WB)``; with ``WB = Q/(E·L)`` this is ``E/(1 ± 1/L)``.
@@ -212,8 +210,17 @@ class LiquidationResult:
     value_basis: str  # "entry" or "liquidation_price"
 
 
-def _lp_formula(k: ContractKind, s: int, size: float, entry: float, margin: float, mmr: float,
-                cum: float, at_entry: bool, mm_entry: float) -> float | None:
+def _lp_formula(
+    k: ContractKind,
+    s: int,
+    size: float,
+    entry: float,
+    margin: float,
+    mmr: float,
+    cum: float,
+    at_entry: bool,
+    mm_entry: float,
+) -> float | None:
     """Closed form of the LP for one tier (``mm_entry`` used when ``at_entry``)."""
     if k is ContractKind.INVERSE:
         if at_entry:
@@ -228,16 +235,15 @@ def _lp_formula(k: ContractKind, s: int, size: float, entry: float, margin: floa
             if abs(denom) <= _EPS * size / entry:
                 return None
             price = (size * mmr + s * size) / denom
+    elif at_entry:
+        price = entry - s * (margin - mm_entry) / size
     else:
-        if at_entry:
-            price = entry - s * (margin - mm_entry) / size
-        else:
-            # margin + s·q(P − E) = q·P·MMR − cum  →  P = (margin + cum − s·q·E)/(q·MMR − s·q)
-            denom = size * mmr - s * size
-            num = margin + cum - s * size * entry
-            if s > 0 and num >= -_EPS * size * entry:
-                return None
-            price = num / denom
+        # margin + s·q(P − E) = q·P·MMR − cum  →  P = (margin + cum − s·q·E)/(q·MMR − s·q)
+        denom = size * mmr - s * size
+        num = margin + cum - s * size * entry
+        if s > 0 and num >= -_EPS * size * entry:
+            return None
+        price = num / denom
     if not math.isfinite(price) or price <= _EPS * entry:
         return None
     return price
@@ -296,8 +302,12 @@ def liquidation_price(
         idx = schedule.tier_index(value)
         price = _lp_formula(k, s, size, entry, margin, 0.0, 0.0, True, mm)
         return LiquidationResult(
-            price=price, mmr=schedule.rate(value), maintenance_amount=schedule.maintenance_amount(value),
-            tier_index=idx, maintenance_margin=mm, value_basis="entry",
+            price=price,
+            mmr=schedule.rate(value),
+            maintenance_amount=schedule.maintenance_amount(value),
+            tier_index=idx,
+            maintenance_margin=mm,
+            value_basis="entry",
         )
 
     if schedule.style is TierStyle.MARGINAL:
@@ -310,28 +320,47 @@ def liquidation_price(
             value = position_value(k, size, price)
             if tier.floor <= value < schedule.cap(idx) or math.isclose(value, tier.floor, rel_tol=1e-12):
                 return LiquidationResult(
-                    price=price, mmr=tier.mmr, maintenance_amount=tier.maintenance_amount,
-                    tier_index=idx, maintenance_margin=value * tier.mmr - tier.maintenance_amount,
+                    price=price,
+                    mmr=tier.mmr,
+                    maintenance_amount=tier.maintenance_amount,
+                    tier_index=idx,
+                    maintenance_margin=value * tier.mmr - tier.maintenance_amount,
                     value_basis="liquidation_price",
                 )
         if _lp_formula(k, s, size, entry, margin, schedule.tiers[0].mmr, 0.0, False, 0.0) is None:
-            return LiquidationResult(price=None, mmr=schedule.tiers[0].mmr, maintenance_amount=0.0,
-                                     tier_index=0, maintenance_margin=0.0, value_basis="liquidation_price")
+            return LiquidationResult(
+                price=None,
+                mmr=schedule.tiers[0].mmr,
+                maintenance_amount=0.0,
+                tier_index=0,
+                maintenance_margin=0.0,
+                value_basis="liquidation_price",
+            )
     # Stepped or size-linear schedules (or no consistent tier): solve equity(P) = MM(value(P)).
     price = _solve_lp(k, s, size, entry, margin, schedule)
     if price is None:
-        return LiquidationResult(price=None, mmr=schedule.tiers[0].mmr, maintenance_amount=0.0,
-                                 tier_index=0, maintenance_margin=0.0, value_basis="liquidation_price")
+        return LiquidationResult(
+            price=None,
+            mmr=schedule.tiers[0].mmr,
+            maintenance_amount=0.0,
+            tier_index=0,
+            maintenance_margin=0.0,
+            value_basis="liquidation_price",
+        )
     value = position_value(k, size, price)
     return LiquidationResult(
-        price=price, mmr=schedule.rate(value), maintenance_amount=schedule.maintenance_amount(value),
-        tier_index=schedule.tier_index(value), maintenance_margin=schedule.maintenance_margin(value),
+        price=price,
+        mmr=schedule.rate(value),
+        maintenance_amount=schedule.maintenance_amount(value),
+        tier_index=schedule.tier_index(value),
+        maintenance_margin=schedule.maintenance_margin(value),
         value_basis="liquidation_price",
     )
 
 
-def _solve_lp(k: ContractKind, s: int, size: float, entry: float, margin: float,
-              schedule: MarginSchedule) -> float | None:
+def _solve_lp(
+    k: ContractKind, s: int, size: float, entry: float, margin: float, schedule: MarginSchedule
+) -> float | None:
     """Bisection for ``equity(P) − MM(P) = 0`` on the adverse side of entry."""
 
     def gap(p: float) -> float:
@@ -365,8 +394,7 @@ def _solve_lp(k: ContractKind, s: int, size: float, entry: float, margin: float,
 # --------------------------------------------------------------------------- funding and fees
 
 
-def funding_received(kind: ContractKind | str, side: Side | str, size: float, mark: float,
-                     rate: float) -> float:
+def funding_received(kind: ContractKind | str, side: Side | str, size: float, mark: float, rate: float) -> float:
     """Funding of one settlement in the settle asset; positive = received.
 
     A positive rate means longs pay shorts. Inverse: ``−s·(Q/mark)·rate`` coin; linear:

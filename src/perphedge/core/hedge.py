@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from perphedge.core.contracts import (
     LiquidationResult,
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-class SizingMethod(str, Enum):
+class SizingMethod(StrEnum):
     """How the exposure to offset is measured."""
 
     NOTIONAL = "notional"
@@ -52,7 +52,7 @@ class SizingMethod(str, Enum):
     MIN_VARIANCE = "min_variance"
 
 
-class CollateralSource(str, Enum):
+class CollateralSource(StrEnum):
     """Where a leg's margin comes from."""
 
     BUY = "buy"  # bought with cash for the hedge: its delta is hedged too
@@ -246,8 +246,15 @@ class HedgePlan:
         return sum(leg.residual_usd for leg in self.legs)
 
 
-def leg_delta_usd(instrument: Instrument, size: float, price: float, collateral_coin: float,
-                  source: CollateralSource, *, at_price: float | None = None) -> float:
+def leg_delta_usd(
+    instrument: Instrument,
+    size: float,
+    price: float,
+    collateral_coin: float,
+    source: CollateralSource,
+    *,
+    at_price: float | None = None,
+) -> float:
     """Linearised USD delta of a short leg (and its bought collateral) for a +100% move.
 
     Inverse short: the USD value of its PnL is ``Q·(1 − x/E)``, so its delta at ``x`` is
@@ -329,12 +336,14 @@ def plan_hedge(portfolio: Portfolio, req: HedgeRequest) -> HedgePlan:
         direct_assets = sorted(a for a in scope_values if a in req.direct)
         proxied = sorted(a for a in scope_values if a not in req.direct)
         if proxied:
-            warnings.append(PlanWarning(
-                code="AssumptionWarning",
-                message=f"no own perpetual listed for {', '.join(proxied)} in this mode: hedged on "
-                + ", ".join(leg.instrument.id for leg in req.proxy_legs)
-                + (f" (direct: {', '.join(direct_assets)})" if direct_assets else ""),
-            ))
+            warnings.append(
+                PlanWarning(
+                    code="AssumptionWarning",
+                    message=f"no own perpetual listed for {', '.join(proxied)} in this mode: hedged on "
+                    + ", ".join(leg.instrument.id for leg in req.proxy_legs)
+                    + (f" (direct: {', '.join(direct_assets)})" if direct_assets else ""),
+                )
+            )
 
     legs: list[HedgeLeg] = []
     holdings_collateral_use: dict[str, float] = {}
@@ -343,11 +352,13 @@ def plan_hedge(portfolio: Portfolio, req: HedgeRequest) -> HedgePlan:
         target = sum(covers.values())
         if target <= 0:
             if target < 0:
-                warnings.append(PlanWarning(
-                    code="AssumptionWarning",
-                    message=f"{inst_id}: the assets it covers have a negative beta in total; "
-                    "a short would add risk, so no leg is opened",
-                ))
+                warnings.append(
+                    PlanWarning(
+                        code="AssumptionWarning",
+                        message=f"{inst_id}: the assets it covers have a negative beta in total; "
+                        "a short would add risk, so no leg is opened",
+                    )
+                )
             continue
         legs.append(_size_leg(portfolio, req, inst, covers, target, warnings))
         if req.collateral is CollateralSource.HOLDINGS:
@@ -368,16 +379,19 @@ def plan_hedge(portfolio: Portfolio, req: HedgeRequest) -> HedgePlan:
     for h in portfolio.holdings:
         if not h.is_stable:
             by_asset[h.asset] = by_asset.get(h.asset, 0.0) + portfolio.value_of(h) * betas[h.asset]
-    for leg in legs:
-        key = leg.instrument.base
-        by_asset[key] = by_asset.get(key, 0.0) + leg.delta_usd
+    for sized in legs:
+        key = sized.instrument.base
+        by_asset[key] = by_asset.get(key, 0.0) + sized.delta_usd
     net = sum(by_asset.values())
     scope_exposure = sum(scope_values.values())
     target_usd = req.ratio * sum(v * betas[a] for a, v in scope_values.items())
 
     _leverage_warnings(req, legs, warnings)
-    notes = tuple(_collateral_note(leg) for leg in legs
-                  if leg.instrument.is_inverse and leg.collateral_source is CollateralSource.BUY)
+    notes = tuple(
+        _collateral_note(leg)
+        for leg in legs
+        if leg.instrument.is_inverse and leg.collateral_source is CollateralSource.BUY
+    )
     return HedgePlan(
         portfolio=portfolio,
         request=req,
@@ -401,17 +415,19 @@ def _collateral_note(leg: HedgeLeg) -> str:
     )
 
 
-def _size_leg(portfolio: Portfolio, req: HedgeRequest, inst: Instrument, covers: dict[str, float],
-              target: float, warnings: list[PlanWarning]) -> HedgeLeg:
+def _size_leg(
+    portfolio: Portfolio,
+    req: HedgeRequest,
+    inst: Instrument,
+    covers: dict[str, float],
+    target: float,
+    warnings: list[PlanWarning],
+) -> HedgeLeg:
     lev = float(req.leverage)
     if lev > inst.max_leverage:
-        raise ConfigError(
-            f"invalid `leverage`: {lev:g}x is above the {inst.max_leverage:g}x maximum of {inst.id}"
-        )
+        raise ConfigError(f"invalid `leverage`: {lev:g}x is above the {inst.max_leverage:g}x maximum of {inst.id}")
     if not portfolio.has_price(inst.base):
-        raise ConfigError(
-            f"no price for {inst.base}: add it under `prices:`; hedge leg {inst.id} needs it"
-        )
+        raise ConfigError(f"no price for {inst.base}: add it under `prices:`; hedge leg {inst.id} needs it")
     price = portfolio.price(inst.base)
     source = req.collateral
     if inst.is_inverse and source is CollateralSource.STABLE:
@@ -451,8 +467,15 @@ def _size_leg(portfolio: Portfolio, req: HedgeRequest, inst: Instrument, covers:
         )
     im = value / lev
     mm = inst.margin.maintenance_margin(value)
-    liq = liquidation_price(kind=inst.kind, method=inst.liquidation_method, side=Side.SHORT,
-                            size=size, entry=price, margin=im, schedule=inst.margin)
+    liq = liquidation_price(
+        kind=inst.kind,
+        method=inst.liquidation_method,
+        side=Side.SHORT,
+        size=size,
+        entry=price,
+        margin=im,
+        schedule=inst.margin,
+    )
     bp = bankruptcy_price(inst.kind, Side.SHORT, size, price, im)
     settle_price = price if inst.is_inverse else portfolio.price(inst.settle)
     delta = leg_delta_usd(inst, size, price, im if inst.is_inverse else 0.0, source)
@@ -467,37 +490,58 @@ def _size_leg(portfolio: Portfolio, req: HedgeRequest, inst: Instrument, covers:
 
     residual = target + delta
     if abs(residual) > 0.02 * target:
-        warnings.append(PlanWarning(
-            code="RoundingWarning",
-            message=f"{inst.id}: rounding to {contracts:g} contracts leaves {residual:,.2f} USD of the "
-            f"{target:,.2f} USD target unhedged ({residual / target:+.1%})",
-        ))
+        warnings.append(
+            PlanWarning(
+                code="RoundingWarning",
+                message=f"{inst.id}: rounding to {contracts:g} contracts leaves {residual:,.2f} USD of the "
+                f"{target:,.2f} USD target unhedged ({residual / target:+.1%})",
+            )
+        )
     return HedgeLeg(
-        instrument=inst, side=Side.SHORT, covers=dict(covers), target_delta_usd=target,
-        contracts_exact=exact, contracts=contracts, size=size, notional_usd=notional_usd,
-        entry_price=price, leverage=lev, collateral_source=source, collateral_asset=inst.settle,
-        collateral_amount=im, collateral_usd=im * settle_price, initial_margin=im,
-        maintenance_margin=mm, liquidation=liq, bankruptcy_price=bp, delta_usd=delta,
-        funding_rate_8h=req.funding_rate_8h, funding_rate_per_settlement=rate_settle,
-        funding_per_settlement=funding, funding_usd_per_day=per_day,
-        naive_notional_usd=naive_notional, naive_delta_usd=naive_delta,
+        instrument=inst,
+        side=Side.SHORT,
+        covers=dict(covers),
+        target_delta_usd=target,
+        contracts_exact=exact,
+        contracts=contracts,
+        size=size,
+        notional_usd=notional_usd,
+        entry_price=price,
+        leverage=lev,
+        collateral_source=source,
+        collateral_asset=inst.settle,
+        collateral_amount=im,
+        collateral_usd=im * settle_price,
+        initial_margin=im,
+        maintenance_margin=mm,
+        liquidation=liq,
+        bankruptcy_price=bp,
+        delta_usd=delta,
+        funding_rate_8h=req.funding_rate_8h,
+        funding_rate_per_settlement=rate_settle,
+        funding_per_settlement=funding,
+        funding_usd_per_day=per_day,
+        naive_notional_usd=naive_notional,
+        naive_delta_usd=naive_delta,
     )
 
 
 def _leverage_warnings(req: HedgeRequest, legs: list[HedgeLeg], warnings: list[PlanWarning]) -> None:
     if req.leverage > req.prudent_leverage:
-        warnings.append(PlanWarning(
-            code="LeverageWarning",
-            message=f"leverage {req.leverage:g}x is above {req.prudent_leverage:g}x: a rally can liquidate "
-            "the hedge while the spot it protects has gained; keep a hedge at 1-3x or plan margin top-ups",
-        ))
+        warnings.append(
+            PlanWarning(
+                code="LeverageWarning",
+                message=f"leverage {req.leverage:g}x is above {req.prudent_leverage:g}x: a rally can liquidate "
+                "the hedge while the spot it protects has gained; keep a hedge at 1-3x or plan margin top-ups",
+            )
+        )
     for leg in legs:
         dist = leg.liquidation_distance
         if dist is not None and dist < req.liquidation_warning_distance:
-            warnings.append(PlanWarning(
-                code="LiquidationRiskWarning",
-                message=f"{leg.instrument.id}: liquidation at {leg.liquidation_price:,.2f} is only "
-                f"{dist:+.1%} from entry {leg.entry_price:,.2f}",
-            ))
-
-
+            warnings.append(
+                PlanWarning(
+                    code="LiquidationRiskWarning",
+                    message=f"{leg.instrument.id}: liquidation at {leg.liquidation_price:,.2f} is only "
+                    f"{dist:+.1%} from entry {leg.entry_price:,.2f}",
+                )
+            )

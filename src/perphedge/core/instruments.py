@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
+from itertools import pairwise
 
 from perphedge.errors import ConfigError
 
@@ -29,14 +30,14 @@ __all__ = [
 ]
 
 
-class ContractKind(str, Enum):
+class ContractKind(StrEnum):
     """Inverse (coin-margined, USD face value) or linear (stablecoin-margined, coin size)."""
 
     INVERSE = "inverse"
     LINEAR = "linear"
 
 
-class LiquidationMethod(str, Enum):
+class LiquidationMethod(StrEnum):
     """How an exchange computes the liquidation price of an isolated position.
 
     ``mm_on_entry_value``
@@ -69,7 +70,7 @@ class LiquidationMethod(str, Enum):
             )
 
 
-class TierStyle(str, Enum):
+class TierStyle(StrEnum):
     """How a tier table turns a position value into maintenance margin.
 
     ``marginal``: ``MM = value·MMR_tier − cum`` with the cumulative maintenance amount
@@ -102,13 +103,9 @@ class MarginTier:
         if not (math.isfinite(self.mmr) and 0 < self.mmr < 1):
             raise ConfigError(f"invalid tier `mmr`: must be in (0, 1), was {self.mmr!r}")
         if not (math.isfinite(self.max_leverage) and self.max_leverage >= 1):
-            raise ConfigError(
-                f"invalid tier `max_leverage`: must be >= 1, was {self.max_leverage!r}"
-            )
+            raise ConfigError(f"invalid tier `max_leverage`: must be >= 1, was {self.max_leverage!r}")
         if not math.isfinite(self.maintenance_amount):
-            raise ConfigError(
-                f"invalid tier `maintenance_amount`: must be finite, was {self.maintenance_amount!r}"
-            )
+            raise ConfigError(f"invalid tier `maintenance_amount`: must be finite, was {self.maintenance_amount!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,7 +122,7 @@ class MarginSchedule:
         if self.tiers[0].floor != 0:
             raise ConfigError(f"invalid `tiers`: the first floor must be 0, was {self.tiers[0].floor}")
         floors = [t.floor for t in self.tiers]
-        if any(b <= a for a, b in zip(floors, floors[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(floors)):
             raise ConfigError(f"invalid `tiers`: floors must increase strictly, were {floors}")
         if self.style is TierStyle.SIZE_LINEAR and len(self.tiers) != 1:
             raise ConfigError("invalid `tiers`: a size_linear schedule has exactly one base tier")
@@ -144,8 +141,7 @@ class MarginSchedule:
             if i > 0:
                 cum = floor * (mmr - prev_mmr) + cum
             tiers.append(
-                MarginTier(floor=float(floor), mmr=float(mmr), max_leverage=float(max_lev),
-                           maintenance_amount=cum)
+                MarginTier(floor=float(floor), mmr=float(mmr), max_leverage=float(max_lev), maintenance_amount=cum)
             )
             prev_mmr = mmr
         return cls(style=TierStyle.MARGINAL, tiers=tuple(tiers))
@@ -155,8 +151,7 @@ class MarginSchedule:
         """One tier with a fixed rate and deduction (``--mmr``/``--maintenance-amount``)."""
         return cls(
             style=TierStyle.MARGINAL,
-            tiers=(MarginTier(floor=0.0, mmr=mmr, max_leverage=max_leverage,
-                              maintenance_amount=maintenance_amount),),
+            tiers=(MarginTier(floor=0.0, mmr=mmr, max_leverage=max_leverage, maintenance_amount=maintenance_amount),),
         )
 
     def tier_index(self, value: float) -> int:

@@ -70,9 +70,7 @@ class Portfolio:
                 if h.is_stable:
                     prices[h.asset] = 1.0
                 else:
-                    raise ConfigError(
-                        f"no price for {h.asset}: add it under `prices:` (USD per {h.asset})"
-                    )
+                    raise ConfigError(f"no price for {h.asset}: add it under `prices:` (USD per {h.asset})")
         object.__setattr__(self, "prices", prices)
 
     # ------------------------------------------------------------------ prices

@@ -168,8 +168,14 @@ def _leg_outcome(leg: HedgeLeg, new_price: float, settle_price_new: float) -> Le
             usd = pnl_settle * new_price
     else:
         usd = pnl_settle * settle_price_new
-    return LegOutcome(instrument=inst.id, price=new_price, pnl_settle=pnl_settle,
-                      settle_asset=inst.settle, pnl_usd=usd, liquidated=liquidated)
+    return LegOutcome(
+        instrument=inst.id,
+        price=new_price,
+        pnl_settle=pnl_settle,
+        settle_asset=inst.settle,
+        pnl_usd=usd,
+        liquidated=liquidated,
+    )
 
 
 def evaluate(plan: HedgePlan, scenario: Scenario) -> ScenarioResult:
@@ -185,8 +191,15 @@ def evaluate(plan: HedgePlan, scenario: Scenario) -> ScenarioResult:
         settle_new = pf.price(settle) * (1.0 + rets.get(settle, 0.0))
         outcomes.append(_leg_outcome(leg, new_price, settle_new))
     hedge = sum(o.pnl_usd for o in outcomes)
-    return ScenarioResult(name=scenario.name, proxy_return=proxy_ret, returns=rets, spot_pnl_usd=spot,
-                          hedge_pnl_usd=hedge, net_pnl_usd=spot + hedge, legs=tuple(outcomes))
+    return ScenarioResult(
+        name=scenario.name,
+        proxy_return=proxy_ret,
+        returns=rets,
+        spot_pnl_usd=spot,
+        hedge_pnl_usd=hedge,
+        net_pnl_usd=spot + hedge,
+        legs=tuple(outcomes),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,15 +224,20 @@ def drift(plan: HedgePlan, moves: Mapping[str, float]) -> tuple[DriftLeg, ...]:
     The target is the plan's ratio of the covered assets' new β-weighted value; a positive
     ``contracts_to_trade`` means short more.
     """
-    scenario = Scenario(name="drift", shocks={k: v for k, v in moves.items() if k != "*"},
-                        default=moves.get("*"))
+    scenario = Scenario(name="drift", shocks={k: v for k, v in moves.items() if k != "*"}, default=moves.get("*"))
     _, rets = _returns(plan, scenario)
     out = []
     for leg in plan.legs:
         inst = leg.instrument
         x = leg.entry_price * (1.0 + rets[inst.base])
-        held = leg_delta_usd(inst, leg.size, leg.entry_price, leg.collateral_amount if inst.is_inverse else 0.0,
-                             leg.collateral_source, at_price=x)
+        held = leg_delta_usd(
+            inst,
+            leg.size,
+            leg.entry_price,
+            leg.collateral_amount if inst.is_inverse else 0.0,
+            leg.collateral_source,
+            at_price=x,
+        )
         target = 0.0
         for asset, usd in leg.covers.items():
             target += usd * (1.0 + rets.get(asset, 0.0))
@@ -234,11 +252,18 @@ def drift(plan: HedgePlan, moves: Mapping[str, float]) -> tuple[DriftLeg, ...]:
             trade = extra_notional / inst.contract_size
         else:
             trade = gap_usd / x / inst.contract_size
-        out.append(DriftLeg(
-            instrument=inst.id, price=x, delta_usd=held, target_delta_usd=target,
-            hedge_ratio_now=plan.request.ratio * (-held / target) if target else 0.0,
-            contracts_to_trade=inst.round_contracts(trade) if trade >= 0 else -inst.round_contracts(-trade),
-            unrealised_pnl_settle=upnl, equity_settle=leg.initial_margin + upnl,
-            liquidation_distance_now=None if lp is None else lp / x - 1.0, liquidated=liquidated,
-        ))
+        out.append(
+            DriftLeg(
+                instrument=inst.id,
+                price=x,
+                delta_usd=held,
+                target_delta_usd=target,
+                hedge_ratio_now=plan.request.ratio * (-held / target) if target else 0.0,
+                contracts_to_trade=inst.round_contracts(trade) if trade >= 0 else -inst.round_contracts(-trade),
+                unrealised_pnl_settle=upnl,
+                equity_settle=leg.initial_margin + upnl,
+                liquidation_distance_now=None if lp is None else lp / x - 1.0,
+                liquidated=liquidated,
+            )
+        )
     return tuple(out)

@@ -150,6 +150,4 @@ class Price:
             return Money(amount=money.amount * self.value, asset=self.quote)
         if money.asset == self.quote:
             return Money(amount=money.amount / self.value, asset=self.base)
-        raise UnitMismatchError(
-            f"price {self.base}/{self.quote} cannot convert an amount in {money.asset}"
-        )
+        raise UnitMismatchError(f"price {self.base}/{self.quote} cannot convert an amount in {money.asset}")

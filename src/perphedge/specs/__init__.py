@@ -29,12 +29,29 @@ from perphedge.errors import ConfigError
 __all__ = ["InstrumentRegistry", "default_registry", "instrument_from_mapping", "user_specs_path"]
 
 _REQUIRED = (
-    "exchange", "symbol", "kind", "base", "quote", "settle", "contract_size", "lot_size",
-    "tick_size", "max_leverage", "tiers", "liquidation_method",
+    "exchange",
+    "symbol",
+    "kind",
+    "base",
+    "quote",
+    "settle",
+    "contract_size",
+    "lot_size",
+    "tick_size",
+    "max_leverage",
+    "tiers",
+    "liquidation_method",
 )
 _OPTIONAL = (
-    "ccxt_symbol", "tier_style", "slope", "funding_interval_hours", "maker_fee", "taker_fee",
-    "source", "as_of", "notes",
+    "ccxt_symbol",
+    "tier_style",
+    "slope",
+    "funding_interval_hours",
+    "maker_fee",
+    "taker_fee",
+    "source",
+    "as_of",
+    "notes",
 )
 
 
@@ -125,9 +142,7 @@ class InstrumentRegistry:
         text = str(ident).strip()
         exchange, sep, symbol = text.partition(":")
         if not sep or not exchange or not symbol:
-            raise ConfigError(
-                f"invalid instrument {ident!r}: must be exchange:SYMBOL, e.g. binance:BTCUSD_PERP"
-            )
+            raise ConfigError(f"invalid instrument {ident!r}: must be exchange:SYMBOL, e.g. binance:BTCUSD_PERP")
         exchange = exchange.lower()
         sym = symbol.upper()
         for inst in self.instruments:
