@@ -51,13 +51,21 @@ def _root(
     """perphedge: protect spot crypto with short perpetuals, with numbers you can check against the exchange."""
 
 
+def _console(piped_width: int = 120) -> Any:
+    """A rich console; piped output (no terminal, no COLUMNS) gets ``piped_width`` columns, not 80."""
+    import os
+
+    from rich.console import Console
+
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else piped_width
+    return Console(highlight=False, width=width)
+
+
 def _emit(doc: dict[str, Any], fmt: Fmt, render: Any) -> None:
     if fmt is Fmt.json:
         sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     else:
-        from rich.console import Console
-
-        render(doc, Console(highlight=False))
+        render(doc, _console())
 
 
 @app.command(
@@ -262,9 +270,7 @@ def instruments(specs: SpecsOpt = None, fmt: FormatOpt = Fmt.table) -> None:
     if fmt is Fmt.json:
         _emit({"schema": "perphedge.instruments/1", "instruments": rows}, fmt, None)
     else:
-        from rich.console import Console
-
-        render_instruments(rows, Console(highlight=False))
+        render_instruments(rows, _console(140))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,7 +159,7 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
             "net at -20%",
             "net at +20%",
         ):
-            ct.add_column(col, justify="left" if col in ("variant", "legs") else "right")
+            ct.add_column(col, justify="left" if col in ("variant", "legs") else "right", no_wrap=col == "legs")
         for row in doc["compare"]:
             if row["error"]:
                 ct.add_row(row["variant"], row["instrument"], f"[dim]{row['error']}[/dim]", "", "", "", "", "", "")
@@ -167,7 +167,7 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
             sc = {s["name"].split()[-1]: s["net_pnl_usd"] for s in row["scenarios"]}
             ct.add_row(
                 row["variant"],
-                ", ".join(row["legs"]),
+                "\n".join(row["legs"]),
                 _usd(row["notional_usd"]),
                 _usd(row["collateral_usd"]),
                 _pct(row["min_liquidation_distance"]),
@@ -274,21 +274,27 @@ def render_calc(doc: dict[str, Any], console: Console) -> None:
 
 def render_instruments(rows: list[dict[str, Any]], console: Console) -> None:
     """Print the instrument registry."""
-    t = Table(title="Instruments (bundled specs; override with --specs FILE)", title_justify="left")
+    from rich import box
+
+    t = Table(
+        title="Instruments (bundled specs; override with --specs FILE)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for col in (
         "id",
         "kind",
         "contract",
         "lot",
         "tick",
-        "max lev.",
-        "MMR tier 1",
-        "tiers",
+        "max lev",
+        "MMR t1 (tiers)",
         "liquidation method",
-        "funding",
-        "maker/taker",
+        "fund",
+        "fees % m/t",
     ):
-        t.add_column(col)
+        t.add_column(col, no_wrap=True)
     for r in rows:
         t.add_row(
             r["id"],
@@ -297,10 +303,9 @@ def render_instruments(rows: list[dict[str, Any]], console: Console) -> None:
             f"{r['lot_size']:g}",
             f"{r['tick_size']:g}",
             f"{r['max_leverage']:g}x",
-            f"{r['tiers'][0]['mmr'] * 100:.2f}%",
-            str(len(r["tiers"])),
+            f"{r['tiers'][0]['mmr'] * 100:.2f}% ({len(r['tiers'])})",
             r["liquidation_method"],
             f"{r['funding_interval_hours']:g}h",
-            f"{r['maker_fee'] * 100:.3f}/{r['taker_fee'] * 100:.3f}%",
+            f"{r['maker_fee'] * 100:.3g}/{r['taker_fee'] * 100:.3g}",
         )
     console.print(t)
