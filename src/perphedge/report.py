@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from perphedge import __version__
+from perphedge.core.contracts import fee
 from perphedge.core.hedge import HedgeLeg, HedgePlan
 from perphedge.core.scenarios import DriftLeg, ScenarioResult
 from perphedge.service import CalcResult, CompareRow, PlanOutcome
@@ -32,9 +33,7 @@ def _leg(leg: HedgeLeg) -> dict[str, Any]:
     inst = leg.instrument
     settle_usd = leg.collateral_usd / leg.collateral_amount if leg.collateral_amount else 0.0
     per_day = leg.funding_usd_per_day
-    fee_open = (
-        leg.size * inst.taker_fee / leg.entry_price if inst.is_inverse else leg.size * leg.entry_price * inst.taker_fee
-    )
+    fee_open = fee(inst.kind, leg.size, leg.entry_price, inst.taker_fee)
     return {
         "instrument": inst.id,
         "exchange": inst.exchange,

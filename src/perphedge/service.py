@@ -40,7 +40,7 @@ from perphedge.core.scenarios import (
     parse_moves,
     parse_scenario,
 )
-from perphedge.core.units import normalise_asset
+from perphedge.core.units import is_stablecoin, normalise_asset
 from perphedge.errors import ConfigError, InfeasibleHedgeError, PerphedgeError
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def build_portfolio(pfile: PortfolioFile, source: str) -> Portfolio:
             qty = h.quantity
         else:
             assert h.value_usd is not None
-            price = prices.get(asset, 1.0 if asset in _stables() else None)
+            price = prices.get(asset, 1.0 if is_stablecoin(asset) else None)
             if price is None:
                 raise ConfigError(
                     f"{source}: field `holdings[{i}]`: no price for {asset}: add it under `prices:` "
@@ -130,12 +130,6 @@ def build_portfolio(pfile: PortfolioFile, source: str) -> Portfolio:
         return Portfolio(name=pfile.name, holdings=tuple(holdings), prices=prices)
     except PerphedgeError as exc:
         raise _prefixed(source, exc) from None
-
-
-def _stables() -> frozenset[str]:
-    from perphedge.core.units import STABLECOINS
-
-    return STABLECOINS
 
 
 def _resolve_legs(

@@ -310,24 +310,8 @@ def liquidation_price(
             value_basis="entry",
         )
 
-    if schedule.style is TierStyle.MARGINAL:
-        for idx, tier in enumerate(schedule.tiers):
-            price = _lp_formula(k, s, size, entry, margin, tier.mmr, tier.maintenance_amount, False, 0.0)
-            if price is None:
-                # no liquidation in this tier's formula; with a continuous MM no other tier
-                # can give one either when the first tier does not (checked below)
-                continue
-            value = position_value(k, size, price)
-            if tier.floor <= value < schedule.cap(idx) or math.isclose(value, tier.floor, rel_tol=1e-12):
-                return LiquidationResult(
-                    price=price,
-                    mmr=tier.mmr,
-                    maintenance_amount=tier.maintenance_amount,
-                    tier_index=idx,
-                    maintenance_margin=value * tier.mmr - tier.maintenance_amount,
-                    value_basis="liquidation_price",
-                )
-        if _lp_formula(k, s, size, entry, margin, schedule.tiers[0].mmr, 0.0, False, 0.0) is None:
+    def at_lp(price: float | None) -> LiquidationResult:
+        if price is None:
             return LiquidationResult(
                 price=None,
                 mmr=schedule.tiers[0].mmr,
@@ -336,26 +320,30 @@ def liquidation_price(
                 maintenance_margin=0.0,
                 value_basis="liquidation_price",
             )
-    # Stepped or size-linear schedules (or no consistent tier): solve equity(P) = MM(value(P)).
-    price = _solve_lp(k, s, size, entry, margin, schedule)
-    if price is None:
+        value = position_value(k, size, price)
         return LiquidationResult(
-            price=None,
-            mmr=schedule.tiers[0].mmr,
-            maintenance_amount=0.0,
-            tier_index=0,
-            maintenance_margin=0.0,
+            price=price,
+            mmr=schedule.rate(value),
+            maintenance_amount=schedule.maintenance_amount(value),
+            tier_index=schedule.tier_index(value),
+            maintenance_margin=schedule.maintenance_margin(value),
             value_basis="liquidation_price",
         )
-    value = position_value(k, size, price)
-    return LiquidationResult(
-        price=price,
-        mmr=schedule.rate(value),
-        maintenance_amount=schedule.maintenance_amount(value),
-        tier_index=schedule.tier_index(value),
-        maintenance_margin=schedule.maintenance_margin(value),
-        value_basis="liquidation_price",
-    )
+
+    if schedule.style is TierStyle.MARGINAL:
+        # closed form per tier; keep the one whose range holds the value at its own LP (the
+        # marginal MM is continuous and monotone, so exactly one tier is consistent)
+        for idx, tier in enumerate(schedule.tiers):
+            price = _lp_formula(k, s, size, entry, margin, tier.mmr, tier.maintenance_amount, False, 0.0)
+            if price is None:
+                continue
+            value = position_value(k, size, price)
+            if tier.floor <= value < schedule.cap(idx) or math.isclose(value, tier.floor, rel_tol=1e-12):
+                return at_lp(price)
+        if _lp_formula(k, s, size, entry, margin, schedule.tiers[0].mmr, 0.0, False, 0.0) is None:
+            return at_lp(None)
+    # Stepped or size-linear schedules (or no consistent tier): solve equity(P) = MM(value(P)).
+    return at_lp(_solve_lp(k, s, size, entry, margin, schedule))
 
 
 def _solve_lp(
