@@ -7,6 +7,7 @@ flag they come from.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class PlanOutcome:
     compare: tuple[CompareRow, ...] = ()
     drift_moves: dict[str, float] = field(default_factory=dict)
     drift: tuple[DriftLeg, ...] = ()
+    price_sources: dict[str, str] = field(default_factory=dict)
 
 
 def _prefixed(source: str, exc: PerphedgeError) -> PerphedgeError:
@@ -184,8 +186,21 @@ def plan_portfolio(
     scenarios: Sequence[str] = (),
     compare: bool = False,
     drift_moves: str | None = None,
+    as_of: str | None = None,
+    store_path: str | None = None,
 ) -> PlanOutcome:
-    """Size, price and stress the hedge of a portfolio file."""
+    """Size, price and stress the hedge of a portfolio file.
+
+    With ``as_of`` (a date or ``latest``), prices the file does not give are the stored daily
+    closes (Binance spot, ``<ASSET>/USDT``) of that UTC day or the last one before it.
+    """
+    sources = {normalise_asset(k): "file" for k in pfile.prices}
+    if as_of:
+        try:
+            pfile, stored = _prices_from_store(pfile, registry, overrides, as_of, store_path, source)
+        except PerphedgeError as exc:
+            raise _prefixed(source, exc) from None
+        sources.update(stored)
     portfolio = build_portfolio(pfile, source)
     hb = pfile.hedge
     try:
@@ -212,7 +227,54 @@ def plan_portfolio(
         compare=rows,
         drift_moves=moves,
         drift=drifted,
+        price_sources={a: sources.get(a, "default (stablecoin)") for a in portfolio.prices},
     )
+
+
+def _prices_from_store(
+    pfile: PortfolioFile,
+    registry: InstrumentRegistry,
+    ov: HedgeOverrides,
+    as_of: str,
+    store_path: str | None,
+    source: str,
+) -> tuple[PortfolioFile, dict[str, str]]:
+    """Fill the prices the file lacks from the market store."""
+    from perphedge.data.reader import prices_as_of
+    from perphedge.data.store import MarketStore
+
+    have = {normalise_asset(k) for k in pfile.prices}
+    wanted = {normalise_asset(h.asset) for h in pfile.holdings} - have
+    spec = ov.instrument or pfile.hedge.instrument or ""
+    ids = [leg.instrument for leg in pfile.hedge.legs or []]
+    if spec and not spec.lower().startswith("direct:"):
+        ids.append(spec)
+    if ov.proxy or pfile.hedge.proxy:
+        ids.append(ov.proxy or pfile.hedge.proxy or "")
+    for ident in ids:
+        with contextlib.suppress(ConfigError):  # an unknown id is reported when the plan resolves its legs
+            wanted.add(registry.get(ident).base)
+    if spec.lower().startswith("direct:"):
+        wanted.add("BTC")
+    wanted = {a for a in wanted - have if not is_stablecoin(a)}
+    if not wanted:
+        return pfile, {}
+    when = None if as_of == "latest" else as_of
+    try:
+        with MarketStore(store_path, read_only=True) as store:
+            found = prices_as_of(store, sorted(wanted), when)
+    except PerphedgeError as exc:
+        raise ConfigError(f"--as-of {as_of}: {exc}") from None
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise ConfigError(
+            f"no stored price for {', '.join(missing)} on or before {as_of}: add them under `prices:` "
+            "or import/fetch their history (`perphedge data`)"
+        )
+    prices = dict(pfile.prices)
+    prices.update({a: p for a, (p, _) in found.items()})
+    stamped = {a: f"store: binance {a}/USDT 1d close {ts:%Y-%m-%d}" for a, (_, ts) in found.items()}
+    return pfile.model_copy(update={"prices": prices}), stamped
 
 
 def _request(

@@ -111,6 +111,13 @@ def plan(
         str | None,
         typer.Option(help="Hold the legs through a move (e.g. BTC=+20%) and show the trade that restores the ratio."),
     ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="Price what the file does not from the market store: a date (UTC close) or 'latest'."
+        ),
+    ] = None,
+    store: Annotated[str | None, typer.Option("--store", help="Market store file for --as-of.")] = None,
     specs: SpecsOpt = None,
     fmt: FormatOpt = Fmt.table,
 ) -> None:
@@ -136,6 +143,8 @@ def plan(
         scenarios=scenario or (),
         compare=compare,
         drift_moves=drift,
+        as_of=as_of,
+        store_path=store,
     )
     _emit(plan_document(outcome), fmt, render_plan)
 
@@ -271,6 +280,15 @@ def instruments(specs: SpecsOpt = None, fmt: FormatOpt = Fmt.table) -> None:
         _emit({"schema": "perphedge.instruments/1", "instruments": rows}, fmt, None)
     else:
         render_instruments(rows, _console(140))
+
+
+def _register_data() -> None:
+    from perphedge.cli.data import data_app
+
+    app.add_typer(data_app, name="data")
+
+
+_register_data()
 
 
 def main(argv: list[str] | None = None) -> int:

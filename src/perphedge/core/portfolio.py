@@ -70,7 +70,10 @@ class Portfolio:
                 if h.is_stable:
                     prices[h.asset] = 1.0
                 else:
-                    raise ConfigError(f"no price for {h.asset}: add it under `prices:` (USD per {h.asset})")
+                    raise ConfigError(
+                        f"no price for {h.asset}: add it under `prices:` (USD per {h.asset}), or pass "
+                        "--as-of DATE|latest to use stored closes"
+                    )
         object.__setattr__(self, "prices", prices)
 
     # ------------------------------------------------------------------ prices

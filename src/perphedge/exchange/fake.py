@@ -1,0 +1,458 @@
+"""A fake exchange for tests and benchmarks: Binance (spot, USDⓈ-M, COIN-M) and Bybit public endpoints.
+
+It serves the sample history (``PERPHEDGE_SAMPLE_DATA``) on 127.0.0.1 with the exchanges' real
+page limits, answering the calls ccxt makes (``load_markets``, ``fetch_ohlcv``,
+``fetch_funding_rate_history``), and injects faults on demand: 429 with ``Retry-After``, 500, a
+dropped connection, a slow answer, a page that overlaps the previous one. Only loopback is used.
+
+Perpetual candles are the spot candles of the same coin (the sample has no perpetual OHLCV);
+funding comes from the sample's funding files of that contract.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["FakeExchange", "Fault"]
+
+DAY_MS = 86_400_000
+BINANCE_LIMITS = {"spot": (500, 1000), "fapi": (500, 1500), "dapi": (500, 1500)}  # klines (default, max)
+BINANCE_FUNDING_LIMITS = (100, 1000)
+BYBIT_KLINE_LIMITS = (200, 1000)
+BYBIT_FUNDING_LIMITS = (200, 200)
+
+
+@dataclass(slots=True)
+class Fault:
+    """One injected fault for the next request whose path contains ``path``.
+
+    ``kind``: ``429`` (with ``Retry-After: retry_after``), ``500``, ``drop`` (close the socket with no
+    answer), ``slow`` (sleep ``delay`` seconds first), ``overlap`` (start the page ``rows`` rows early).
+    """
+
+    kind: str
+    path: str = ""
+    retry_after: float = 0.2
+    delay: float = 3.0
+    rows: int = 3
+
+
+def _ms(text: str) -> int:
+    if "T" in text:
+        dt = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    else:
+        dt = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+@dataclass
+class _Data:
+    candles: dict[str, list[tuple[int, str, str, str, str, str]]] = field(default_factory=dict)  # asset -> rows
+    funding: dict[tuple[str, str], list[tuple[int, str]]] = field(default_factory=dict)  # (exchange, native) -> rows
+
+
+def _load(root: Path) -> _Data:
+    data = _Data()
+    for path in sorted((root / "prices").glob("*.csv")):
+        with path.open() as fh:
+            rows = [
+                (_ms(r["timestamp"]), r["open"], r["high"], r["low"], r["close"], r["volume"])
+                for r in csv.DictReader(fh)
+            ]
+        data.candles[path.stem.upper()] = rows
+    for path in sorted((root / "funding").glob("*.csv")):
+        stem = path.stem
+        if stem.endswith(("_1h", "_dailymean")):
+            continue
+        exchange, native = stem.split("_", 1)
+        with path.open() as fh:
+            data.funding[(exchange.lower(), native.upper())] = [
+                (_ms(r["timestamp"]), r["funding_rate"]) for r in csv.DictReader(fh)
+            ]
+    return data
+
+
+class FakeExchange:
+    """Start with ``with FakeExchange(root) as fx:``; ``fx.url`` is the base to route ccxt to."""
+
+    def __init__(self, root: str | Path, *, latency: float = 0.0, host: str = "127.0.0.1") -> None:
+        self.root = Path(root)
+        self.data = _load(self.root)
+        self.latency = latency
+        self.faults: deque[Fault] = deque()
+        self.log: list[tuple[str, int]] = []  # (path?query, status)
+        self._lock = threading.Lock()
+        handler = self._handler()
+        self.server = ThreadingHTTPServer((host, 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-exchange", daemon=True)
+
+    @property
+    def url(self) -> str:
+        addr = self.server.server_address
+        return f"http://{addr[0]!s}:{addr[1]}"
+
+    def __enter__(self) -> FakeExchange:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def inject(self, *faults: Fault) -> None:
+        """Queue faults; each is used once, in order, by the next matching request."""
+        with self._lock:
+            self.faults.extend(faults)
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            for i, fault in enumerate(self.faults):
+                if fault.path in path:
+                    del self.faults[i]
+                    return fault
+        return None
+
+    # ------------------------------------------------------------------ markets
+
+    def _spot_assets(self) -> list[str]:
+        return sorted(self.data.candles)
+
+    def binance_spot_info(self) -> dict[str, Any]:
+        symbols = [
+            {
+                "symbol": f"{a}USDT",
+                "status": "TRADING",
+                "baseAsset": a,
+                "baseAssetPrecision": 8,
+                "quoteAsset": "USDT",
+                "quotePrecision": 8,
+                "quoteAssetPrecision": 8,
+                "orderTypes": ["LIMIT", "MARKET"],
+                "isSpotTradingAllowed": True,
+                "isMarginTradingAllowed": False,
+                "permissions": ["SPOT"],
+                "permissionSets": [["SPOT"]],
+                "filters": [
+                    {
+                        "filterType": "PRICE_FILTER",
+                        "minPrice": "0.00000100",
+                        "maxPrice": "1000000.00",
+                        "tickSize": "0.00000100",
+                    },
+                    {
+                        "filterType": "LOT_SIZE",
+                        "minQty": "0.00001000",
+                        "maxQty": "9000000.00",
+                        "stepSize": "0.00001000",
+                    },
+                ],
+            }
+            for a in self._spot_assets()
+        ]
+        return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [], "symbols": symbols}
+
+    def binance_futures_info(self, inverse: bool) -> dict[str, Any]:
+        symbols = []
+        for a in self._spot_assets():
+            base = {
+                "symbol": f"{a}USD_PERP" if inverse else f"{a}USDT",
+                "pair": f"{a}USD" if inverse else f"{a}USDT",
+                "contractType": "PERPETUAL",
+                "deliveryDate": 4133404800000,
+                "onboardDate": 1569398400000,
+                "baseAsset": a,
+                "quoteAsset": "USD" if inverse else "USDT",
+                "marginAsset": a if inverse else "USDT",
+                "pricePrecision": 2,
+                "quantityPrecision": 0 if inverse else 3,
+                "baseAssetPrecision": 8,
+                "quotePrecision": 8,
+                "underlyingType": "COIN",
+                "triggerProtect": "0.0500",
+                "maintMarginPercent": "2.5000",
+                "requiredMarginPercent": "5.0000",
+                "orderTypes": ["LIMIT", "MARKET"],
+                "timeInForce": ["GTC"],
+                "filters": [
+                    {
+                        "filterType": "PRICE_FILTER",
+                        "minPrice": "0.01",
+                        "maxPrice": "4529764",
+                        "tickSize": "0.10" if a == "BTC" else "0.01",
+                    },
+                    {
+                        "filterType": "LOT_SIZE",
+                        "minQty": "1" if inverse else "0.001",
+                        "maxQty": "1000000",
+                        "stepSize": "1" if inverse else "0.001",
+                    },
+                    {"filterType": "MIN_NOTIONAL", "notional": "5"},
+                ],
+            }
+            if inverse:
+                base.update(
+                    {"contractStatus": "TRADING", "contractSize": 100 if a == "BTC" else 10, "equalQtyPrecision": 4}
+                )
+            else:
+                base.update({"status": "TRADING"})
+            symbols.append(base)
+        return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [], "symbols": symbols}
+
+    def bybit_instruments(self, category: str) -> dict[str, Any]:
+        items: list[dict[str, Any]] = []
+        for a in self._spot_assets():
+            if category == "spot":
+                items.append(
+                    {
+                        "symbol": f"{a}USDT",
+                        "baseCoin": a,
+                        "quoteCoin": "USDT",
+                        "status": "Trading",
+                        "innovation": "0",
+                        "marginTrading": "none",
+                        "lotSizeFilter": {
+                            "basePrecision": "0.000001",
+                            "quotePrecision": "0.00000001",
+                            "minOrderQty": "0.000048",
+                            "maxOrderQty": "71.73956243",
+                            "minOrderAmt": "1",
+                            "maxOrderAmt": "2000000",
+                        },
+                        "priceFilter": {"tickSize": "0.01"},
+                    }
+                )
+            else:
+                inverse = category == "inverse"
+                items.append(
+                    {
+                        "symbol": f"{a}USD" if inverse else f"{a}USDT",
+                        "contractType": "InversePerpetual" if inverse else "LinearPerpetual",
+                        "status": "Trading",
+                        "baseCoin": a,
+                        "quoteCoin": "USD" if inverse else "USDT",
+                        "settleCoin": a if inverse else "USDT",
+                        "launchTime": "1585526400000",
+                        "deliveryTime": "0",
+                        "deliveryFeeRate": "",
+                        "priceScale": "2",
+                        "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+                        "priceFilter": {"minPrice": "0.50", "maxPrice": "999999.00", "tickSize": "0.50"},
+                        "lotSizeFilter": {
+                            "maxOrderQty": "100.000",
+                            "minOrderQty": "1" if inverse else "0.001",
+                            "qtyStep": "1" if inverse else "0.001",
+                            "postOnlyMaxOrderQty": "1000.000",
+                        },
+                        "unifiedMarginTrade": True,
+                        "fundingInterval": 480,
+                        "settleCoinType": "",
+                    }
+                )
+        return {
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {"category": category, "list": items, "nextPageCursor": ""},
+            "retExtInfo": {},
+            "time": int(time.time() * 1000),
+        }
+
+    # ------------------------------------------------------------------ history
+
+    @staticmethod
+    def _limit(q: dict[str, str], default: int, maximum: int) -> int:
+        try:
+            value = int(q.get("limit", default))
+        except ValueError:
+            value = default
+        return max(1, min(value, maximum))
+
+    def _asset_of(self, native: str) -> str:
+        for suffix in ("USD_PERP", "USDT", "USD"):
+            if native.endswith(suffix):
+                return native[: -len(suffix)]
+        return native
+
+    def _window(self, rows: list[Any], start: int | None, end: int | None, limit: int, overlap: int) -> list[Any]:
+        lo = 0
+        if start is not None:
+            while lo < len(rows) and rows[lo][0] < start:
+                lo += 1
+        lo = max(0, lo - overlap)
+        out = []
+        for row in rows[lo:]:
+            if end is not None and row[0] > end:
+                break
+            out.append(row)
+            if len(out) >= limit:
+                break
+        return out
+
+    def binance_klines(self, prefix: str, q: dict[str, str], overlap: int) -> tuple[int, Any]:
+        asset = self._asset_of(q.get("symbol", ""))
+        rows = self.data.candles.get(asset)
+        if rows is None:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        if q.get("interval") != "1d":
+            return 200, []
+        start = int(q["startTime"]) if "startTime" in q else None
+        end = int(q["endTime"]) if "endTime" in q else None
+        limit = self._limit(q, *BINANCE_LIMITS[prefix])
+        page = self._window(rows, start, end, limit, overlap)
+        return 200, [[r[0], r[1], r[2], r[3], r[4], r[5], r[0] + DAY_MS - 1, "0", 0, "0", "0", "0"] for r in page]
+
+    def binance_funding(self, inverse: bool, q: dict[str, str], overlap: int) -> tuple[int, Any]:
+        native = q.get("symbol", "")
+        rows = self.data.funding.get(("binance", native))
+        if rows is None:
+            return 200, []
+        start = int(q["startTime"]) if "startTime" in q else None
+        end = int(q["endTime"]) if "endTime" in q else None
+        limit = self._limit(q, *BINANCE_FUNDING_LIMITS)
+        page = self._window(rows, start, end, limit, overlap)
+        return 200, [{"symbol": native, "fundingTime": r[0], "fundingRate": r[1], "markPrice": ""} for r in page]
+
+    def bybit_kline(self, q: dict[str, str], overlap: int) -> tuple[int, Any]:
+        asset = self._asset_of(q.get("symbol", ""))
+        rows = self.data.candles.get(asset)
+        if rows is None:
+            return 200, {"retCode": 10001, "retMsg": "Not supported symbols", "result": {}, "time": 0}
+        if q.get("interval") != "D":
+            return 200, {"retCode": 0, "retMsg": "OK", "result": {"list": []}, "time": 0}
+        start = int(q["start"]) if "start" in q else None
+        end = int(q["end"]) if "end" in q else None
+        limit = self._limit(q, *BYBIT_KLINE_LIMITS)
+        if end is None:
+            page = self._window(rows, start, None, limit, overlap)
+        else:  # Bybit answers the newest `limit` candles of [start, end]
+            window = [r for r in rows if (start is None or r[0] >= start) and r[0] <= end]
+            page = window[-limit:]
+            if overlap and page:
+                first = rows.index(page[0])
+                page = rows[max(0, first - overlap) : first] + page
+        lst = [[str(r[0]), r[1], r[2], r[3], r[4], r[5], "0"] for r in reversed(page)]  # Bybit: newest first
+        return 200, {
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {"category": q.get("category"), "symbol": q.get("symbol"), "list": lst},
+            "retExtInfo": {},
+            "time": 0,
+        }
+
+    def bybit_funding(self, q: dict[str, str], overlap: int) -> tuple[int, Any]:
+        native = q.get("symbol", "")
+        rows = self.data.funding.get(("bybit", native), [])
+        start = int(q["startTime"]) if "startTime" in q else None
+        end = int(q["endTime"]) if "endTime" in q else None
+        limit = self._limit(q, *BYBIT_FUNDING_LIMITS)
+        if start is not None and end is None:
+            end = start + limit * 8 * 3_600_000
+        # Bybit returns the newest `limit` rows at or before endTime, newest first
+        window = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end)]
+        page = window[-limit:]
+        if overlap and page:
+            first = rows.index(page[0])
+            page = rows[max(0, first - overlap) : first] + page
+        lst = [{"symbol": native, "fundingRate": r[1], "fundingRateTimestamp": str(r[0])} for r in reversed(page)]
+        return 200, {
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {"category": q.get("category"), "list": lst},
+            "retExtInfo": {},
+            "time": 0,
+        }
+
+    def route(self, path: str, q: dict[str, str], overlap: int) -> tuple[int, Any]:
+        if path == "/api/v3/exchangeInfo":
+            return 200, self.binance_spot_info()
+        if path == "/fapi/v1/exchangeInfo":
+            return 200, self.binance_futures_info(inverse=False)
+        if path == "/dapi/v1/exchangeInfo":
+            return 200, self.binance_futures_info(inverse=True)
+        if path == "/api/v3/klines":
+            return self.binance_klines("spot", q, overlap)
+        if path == "/fapi/v1/klines":
+            return self.binance_klines("fapi", q, overlap)
+        if path == "/dapi/v1/klines":
+            return self.binance_klines("dapi", q, overlap)
+        if path == "/fapi/v1/fundingRate":
+            return self.binance_funding(False, q, overlap)
+        if path == "/dapi/v1/fundingRate":
+            return self.binance_funding(True, q, overlap)
+        if path == "/v5/market/instruments-info":
+            return 200, self.bybit_instruments(q.get("category", "spot"))
+        if path == "/v5/market/kline":
+            return self.bybit_kline(q, overlap)
+        if path == "/v5/market/funding/history":
+            return self.bybit_funding(q, overlap)
+        if path in ("/api/v3/time", "/fapi/v1/time", "/dapi/v1/time", "/v5/market/time"):
+            now = int(time.time() * 1000)
+            return 200, {"serverTime": now, "result": {"timeSecond": str(now // 1000)}, "retCode": 0}
+        return 404, {"code": -1, "msg": f"fake exchange: no route {path}"}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt: str, *args: Any) -> None:  # keep test output quiet
+                return
+
+            def setup(self) -> None:
+                super().setup()
+                # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms a request
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                if fake.latency:
+                    time.sleep(fake.latency)
+                fault = fake._take_fault(self.path)
+                overlap = 0
+                if fault is not None:
+                    if fault.kind == "429":
+                        return self._send(
+                            429, {"code": -1003, "msg": "Too many requests"}, {"Retry-After": f"{fault.retry_after:g}"}
+                        )
+                    if fault.kind == "500":
+                        return self._send(500, {"code": -1000, "msg": "Internal error"})
+                    if fault.kind == "drop":
+                        fake.log.append((self.path, 0))
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return None
+                    if fault.kind == "slow":
+                        time.sleep(fault.delay)
+                    if fault.kind == "overlap":
+                        overlap = fault.rows
+                status, body = fake.route(parts.path, q, overlap)
+                return self._send(status, body)
+
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                payload = json.dumps(body).encode()
+                fake.log.append((self.path, status))
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler
