@@ -54,3 +54,21 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """Never read the developer's ~/.perphedge during tests."""
     monkeypatch.setenv("PERPHEDGE_HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.delenv("PERPHEDGE_SPECS", raising=False)
+
+
+def sample_dir() -> Path:
+    """The sample history (``PERPHEDGE_SAMPLE_DATA``, default ``../shared/data``); skip or fail if absent."""
+    return require_path(_shared_dir("PERPHEDGE_SAMPLE_DATA", SHARED / "data"), "sample data")
+
+
+@pytest.fixture(scope="session")
+def sample_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with the whole sample imported once (read it with read_only=True)."""
+    from perphedge.data.importer import import_sample
+    from perphedge.data.store import MarketStore
+
+    root = sample_dir()
+    path = tmp_path_factory.mktemp("store") / "sample.duckdb"
+    with MarketStore(path) as store:
+        import_sample(store, root)
+    return path

@@ -294,7 +294,9 @@ _register_data()
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; a PerphedgeError is one line on stderr and exit code 2."""
     try:
-        app(args=argv, prog_name="perphedge", standalone_mode=False)
+        code = app(args=argv, prog_name="perphedge", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code  # a typer.Exit(code) inside a command comes back as its code
     except PerphedgeError as exc:
         print(f"perphedge: error: {exc}", file=sys.stderr)
         return 2

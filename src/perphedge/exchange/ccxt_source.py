@@ -157,7 +157,7 @@ def _call(
                 raise ExchangeError(
                     f"{client.id}: {what} failed after {attempt + 1} attempts: {type(exc).__name__}: {str(exc)[:200]}"
                 ) from exc
-            retry_after = _retry_after(client) if isinstance(exc, ccxt.DDoSProtection) else None
+            retry_after = _retry_after(client)  # 429 and 503 may say how long to wait
             wait = policy.delay(attempt, rng, retry_after)
             log.warning(
                 "%s: %s: %s (%s); retry %d/%d in %.2f s",
