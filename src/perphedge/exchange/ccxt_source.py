@@ -365,7 +365,7 @@ def _fetch_funding_series(
             mark_f = float(mark) if mark not in (None, "") else math.nan
             out.append(
                 {
-                    "ts": pd.to_datetime(ms, unit="ms"),
+                    "ms": ms,
                     "rate": float(r["fundingRate"]),
                     "interval_hours": interval if interval > 0 else default_interval,
                     "mark_price": mark_f if mark_f > 0 else math.nan,
@@ -373,6 +373,7 @@ def _fetch_funding_series(
             )
             prev_ms = ms
         frame = pd.DataFrame(out).assign(source=client.id, symbol=symbol)
+        frame["ts"] = pd.to_datetime(frame.pop("ms"), unit="ms")
         store.upsert("funding", frame)
         res.rows += len(frame)
         res.pages += 1
