@@ -480,9 +480,10 @@ def fetch(
                 limits[mtype][0],
                 policy,
                 rng,
-                task(f"{sym} {timeframe}", periods),
+                (tick := task(f"{sym} {timeframe}", periods)),
             )
         )
+        tick(0, until_ms)  # the series is complete up to `until`, even where the exchange had nothing
     if funding:
         for inst, sym in zip(instruments, perps, strict=True):
             mtype = "inverse" if markets[sym].get("inverse") else "linear"
@@ -510,7 +511,8 @@ def fetch(
                     inst.funding_interval_hours,
                     policy,
                     rng,
-                    funding_task(f"{sym} funding"),
+                    (ftick := funding_task(f"{sym} funding")),
                 )
             )
+            ftick(0, until_ms)
     return result
