@@ -41,8 +41,10 @@ def main() -> None:
                 frame = reader.ohlc(store, ASSETS, "2018-01-01", "2025-12-31")["close"]
                 reads.append(time.perf_counter() - t0)
         print(f"{'case':48} {'value':>12} {'goal':>10}")
-        print(f"{'import sample (' + str(len(reports)) + ' files, ' + format(rows, ',') + ' rows)':48} "
-              f"{t_import:10.2f} s {'< 5 s':>10}")
+        print(
+            f"{'import sample (' + str(len(reports)) + ' files, ' + format(rows, ',') + ' rows)':48} "
+            f"{t_import:10.2f} s {'< 5 s':>10}"
+        )
         print(f"{'aligned close frame ' + str(frame.shape) + ' min':48} {min(reads) * 1000:9.1f} ms {'< 50 ms':>10}")
         print(f"{'aligned close frame median':48} {statistics.median(reads) * 1000:9.1f} ms")
 
@@ -52,9 +54,16 @@ def main() -> None:
                 client.rateLimit = 1
                 t0 = time.perf_counter()
                 with MarketStore(Path(tmp) / f"fetch-{latency}.duckdb") as store:
-                    res = fetch(store, "binance", spot=[f"{a}/USDT" for a in ASSETS[:6]],
-                                perps=["BTC/USDT:USDT", "BTC/USD:BTC", "ETH/USDT:USDT"], since="2017-01-01",
-                                until="2025-12-31", client=client, policy=RetryPolicy())
+                    res = fetch(
+                        store,
+                        "binance",
+                        spot=[f"{a}/USDT" for a in ASSETS[:6]],
+                        perps=["BTC/USDT:USDT", "BTC/USD:BTC", "ETH/USDT:USDT"],
+                        since="2017-01-01",
+                        until="2025-12-31",
+                        client=client,
+                        policy=RetryPolicy(),
+                    )
                 t_fetch = time.perf_counter() - t0
                 log = list(fx.log)
                 t0 = time.perf_counter()
@@ -63,10 +72,14 @@ def main() -> None:
                         resp.read()
                 t_server = time.perf_counter() - t0
             n = sum(s.rows for s in res.series)
-            print(f"{'fetch, server latency ' + format(latency * 1000, '.0f') + ' ms: ' + str(len(log)) + ' requests':48} "
-                  f"{t_fetch:10.2f} s   ({n:,} rows, {n / t_fetch:,.0f} rows/s)")
-            print(f"{'  same requests replayed with urllib (server)':48} {t_server:10.2f} s   "
-                  f"ratio fetch/server {t_fetch / t_server:.2f}")
+            print(
+                f"{'fetch, server latency ' + format(latency * 1000, '.0f') + ' ms: ' + str(len(log)) + ' requests':48} "
+                f"{t_fetch:10.2f} s   ({n:,} rows, {n / t_fetch:,.0f} rows/s)"
+            )
+            print(
+                f"{'  same requests replayed with urllib (server)':48} {t_server:10.2f} s   "
+                f"ratio fetch/server {t_fetch / t_server:.2f}"
+            )
 
 
 if __name__ == "__main__":

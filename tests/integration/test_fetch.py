@@ -229,8 +229,16 @@ def test_killed_and_resumed_fetch_ends_identical(tmp_path: Path) -> None:
     rng = random.Random(20261122)
     with FakeExchange(sample_dir(), latency=0.05) as fx:
         with MarketStore(tmp_path / "reference.duckdb") as store:
-            fetch(store, "binance", spot=SPOT, perps=PERPS, since="2017-01-01", until="2025-12-31",
-                  client=client(fx), policy=FAST)
+            fetch(
+                store,
+                "binance",
+                spot=SPOT,
+                perps=PERPS,
+                since="2017-01-01",
+                until="2025-12-31",
+                client=client(fx),
+                policy=FAST,
+            )
         reference = dump(tmp_path / "reference.duckdb")
         t0 = time.monotonic()
         clean = _cli_fetch(fx, tmp_path / "clean-cli.duckdb")

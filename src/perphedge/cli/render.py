@@ -64,8 +64,10 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
 
     stored = {a: src for a, src in pf.get("price_sources", {}).items() if src.startswith("store")}
     if stored:
-        console.print("prices from the market store: " + "; ".join(f"{a} {src[len('store: '):]}" for a, src in
-                                                                    sorted(stored.items())))
+        console.print(
+            "prices from the market store: "
+            + "; ".join(f"{a} {src[len('store: ') :]}" for a, src in sorted(stored.items()))
+        )
     console.print(
         f"\n[bold]Hedge[/bold]: {hedge['ratio'] * 100:g}% of scope '{hedge['scope']}' "
         f"({_usd(hedge['scope_exposure_usd'])} USD), method {hedge['method']}, proxy {hedge['proxy']}, "
