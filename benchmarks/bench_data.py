@@ -72,10 +72,8 @@ def main() -> None:
                         resp.read()
                 t_server = time.perf_counter() - t0
             n = sum(s.rows for s in res.series)
-            print(
-                f"{'fetch, server latency ' + format(latency * 1000, '.0f') + ' ms: ' + str(len(log)) + ' requests':48} "
-                f"{t_fetch:10.2f} s   ({n:,} rows, {n / t_fetch:,.0f} rows/s)"
-            )
+            label = f"fetch, server latency {latency * 1000:.0f} ms: {len(log)} requests"
+            print(f"{label:48} {t_fetch:10.2f} s   ({n:,} rows, {n / t_fetch:,.0f} rows/s)")
             print(
                 f"{'  same requests replayed with urllib (server)':48} {t_server:10.2f} s   "
                 f"ratio fetch/server {t_fetch / t_server:.2f}"
