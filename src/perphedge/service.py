@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from perphedge.core.contracts import (
@@ -42,7 +42,7 @@ from perphedge.core.scenarios import (
     parse_scenario,
 )
 from perphedge.core.units import is_stablecoin, normalise_asset
-from perphedge.errors import ConfigError, InfeasibleHedgeError, PerphedgeError
+from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError, PerphedgeError
 
 if TYPE_CHECKING:
     from perphedge.config import PortfolioFile
@@ -73,6 +73,7 @@ class HedgeOverrides:
     leverage: float | None = None
     collateral: str | None = None
     funding_rate_8h: float | None = None
+    window_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +99,7 @@ class PlanOutcome:
     drift_moves: dict[str, float] = field(default_factory=dict)
     drift: tuple[DriftLeg, ...] = ()
     price_sources: dict[str, str] = field(default_factory=dict)
+    beta_estimation: dict[str, Any] | None = None
 
 
 def _prefixed(source: str, exc: PerphedgeError) -> PerphedgeError:
@@ -210,11 +212,12 @@ def plan_portfolio(
             instrument_spec, legs, overrides.proxy or hb.proxy, portfolio, registry
         )
         req = _request(pfile, overrides, proxy_legs, direct)
+        req, estimation = _estimate_missing_betas(req, portfolio, overrides, as_of, store_path)
         plan = plan_hedge(portfolio, req)
         proxy = req.proxy_asset
         results = [evaluate(plan, s) for s in default_scenarios(proxy)]
         results += [evaluate(plan, parse_scenario(text, proxy)) for text in scenarios]
-        rows = _compare(pfile, overrides, portfolio, registry, proxy_legs[0].instrument) if compare else ()
+        rows = _compare(pfile, overrides, portfolio, registry, proxy_legs[0].instrument, req.betas) if compare else ()
         moves = parse_moves(drift_moves, "drift") if drift_moves else {}
         drifted = drift(plan, moves) if moves else ()
     except PerphedgeError as exc:
@@ -228,7 +231,57 @@ def plan_portfolio(
         drift_moves=moves,
         drift=drifted,
         price_sources={a: sources.get(a, "default (stablecoin)") for a in portfolio.prices},
+        beta_estimation=estimation,
     )
+
+
+def _estimate_missing_betas(
+    req: HedgeRequest, portfolio: Portfolio, ov: HedgeOverrides, as_of: str | None, store_path: str | None
+) -> tuple[HedgeRequest, dict[str, Any] | None]:
+    """``beta``: estimate the betas the file lacks; ``min_variance``: estimate every hedge ratio (OLS on daily
+    simple returns against the proxy over the trailing window) from the market store."""
+    if req.method is SizingMethod.NOTIONAL:
+        return req, None
+    proxy_bases = {leg.instrument.base for leg in req.proxy_legs}
+    hedged = {h.asset for h in portfolio.in_scope(req.scope)} - set(req.direct) - proxy_bases
+    if req.method is SizingMethod.BETA:
+        hedged -= set(req.betas)
+    if not hedged:
+        return req, None
+    from perphedge.analyze import estimate_betas
+    from perphedge.data.store import MarketStore, default_store_path
+
+    window = ov.window_days or 180
+    path = store_path or default_store_path()
+    try:
+        with MarketStore(path, read_only=True) as store:
+            est = estimate_betas(
+                store,
+                sorted(hedged),
+                req.proxy_asset,
+                window_days=window,
+                end=None if as_of in (None, "latest") else as_of,
+                method=req.method.value,
+            )
+    except DataError as exc:
+        raise ConfigError(
+            f"method `{req.method.value}` estimates hedge ratios of {', '.join(sorted(hedged))} from stored history, "
+            f"which failed: {exc}"
+        ) from None
+    betas = dict(req.betas)
+    betas.update(est.betas)
+    info = {
+        "method": req.method.value,
+        "proxy": est.proxy,
+        "window_days": est.window_days,
+        "start": est.start,
+        "end": est.end,
+        "returns": "daily simple returns of Binance spot closes",
+        "betas": est.betas,
+        "n_days": est.n_days,
+        "store": str(path),
+    }
+    return replace(req, betas=betas), info
 
 
 def _prices_from_store(
@@ -307,9 +360,15 @@ def _request(
 
 
 def _compare(
-    pfile: PortfolioFile, ov: HedgeOverrides, portfolio: Portfolio, registry: InstrumentRegistry, proxy: Instrument
+    pfile: PortfolioFile,
+    ov: HedgeOverrides,
+    portfolio: Portfolio,
+    registry: InstrumentRegistry,
+    proxy: Instrument,
+    betas: Mapping[str, float] | None = None,
 ) -> tuple[CompareRow, ...]:
     """The same hedge as inverse vs linear and proxy vs direct on the proxy's exchange."""
+    betas = dict(betas or {})
     rows: list[CompareRow] = []
     chosen = ov.collateral or pfile.hedge.collateral
     inverse_collateral = chosen if chosen in ("buy", "holdings") else "buy"
@@ -341,7 +400,8 @@ def _compare(
             )
             try:
                 legs, direct, label = _resolve_legs(spec, None, o.proxy, portfolio, registry)
-                plan = plan_hedge(portfolio, _request(pfile, o, legs, direct))
+                variant_req = _request(pfile, o, legs, direct)
+                plan = plan_hedge(portfolio, replace(variant_req, betas={**variant_req.betas, **betas}))
                 res = tuple(evaluate(plan, s) for s in default_scenarios(legs[0].instrument.base))
                 rows.append(CompareRow(variant=f"{variant} ({collateral})", instrument=label, plan=plan, scenarios=res))
             except (ConfigError, InfeasibleHedgeError) as exc:

@@ -269,7 +269,7 @@ BAD_CASES = {
     "min_variance": (
         "prices: {SOL: 100, BTC: 60000}\nholdings:\n  - {asset: SOL, quantity: 100}\n"
         "hedge: {instrument: binance:BTCUSD_PERP, method: min_variance}\n",
-        "perphedge analyze",
+        "no market store",
     ),
     "not_mapping": ("- just\n- a list\n", "must be a YAML mapping"),
 }

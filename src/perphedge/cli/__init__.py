@@ -117,10 +117,19 @@ def plan(
             "--as-of", help="Price what the file does not from the market store: a date (UTC close) or 'latest'."
         ),
     ] = None,
-    store: Annotated[str | None, typer.Option("--store", help="Market store file for --as-of.")] = None,
+    store: Annotated[
+        str | None, typer.Option("--store", help="Market store file for --as-of and estimated betas.")
+    ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            help="Estimation window of betas / hedge ratios from the store (method beta or min_variance), e.g. 180d."
+        ),
+    ] = None,
     specs: SpecsOpt = None,
     fmt: FormatOpt = Fmt.table,
 ) -> None:
+    from perphedge.analyze import parse_days
     from perphedge.cli.render import render_plan
     from perphedge.report import plan_document
     from perphedge.service import HedgeOverrides, plan_from_file
@@ -135,6 +144,7 @@ def plan(
         leverage=leverage,
         collateral=collateral,
         funding_rate_8h=funding_rate_8h,
+        window_days=parse_days(window, "--window") if window else None,
     )
     outcome = plan_from_file(
         file,
@@ -283,9 +293,19 @@ def instruments(specs: SpecsOpt = None, fmt: FormatOpt = Fmt.table) -> None:
 
 
 def _register_data() -> None:
+    from perphedge.cli.analyze import analyze_cmd
     from perphedge.cli.data import data_app
 
     app.add_typer(data_app, name="data")
+    app.command(
+        "analyze",
+        help=(
+            "Betas, correlations, minimum-variance and dynamic hedge ratios, hedge effectiveness in and out of "
+            "sample (walk-forward), calm vs stress, funding carry and basis, from the market store.\n\n"
+            "Example:\n\n  perphedge analyze --assets SOL,AVAX,DOT,LINK --proxy BTC --since 2021-01-01 --plot plots/"
+        ),
+        no_args_is_help=True,
+    )(analyze_cmd)
 
 
 _register_data()

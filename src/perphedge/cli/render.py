@@ -62,6 +62,13 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
         f"cash {_usd(pf['cash_usd'])} USD"
     )
 
+    est = hedge.get("beta_estimation")
+    if est:
+        console.print(
+            f"hedge ratios estimated from the store ({est['method']}, daily returns against {est['proxy']}, "
+            f"{est['window_days']} days {est['start']} → {est['end']}): "
+            + ", ".join(f"{a} {b:.2f}" for a, b in sorted(est["betas"].items()))
+        )
     stored = {a: src for a, src in pf.get("price_sources", {}).items() if src.startswith("store")}
     if stored:
         console.print(

@@ -271,12 +271,6 @@ def leg_delta_usd(
 
 def _model_betas(portfolio: Portfolio, req: HedgeRequest) -> dict[str, float]:
     """β of every non-stable asset under the sizing method."""
-    if req.method is SizingMethod.MIN_VARIANCE:
-        raise ConfigError(
-            "invalid `method`: min_variance needs estimated hedge ratios from market history "
-            "(the `perphedge analyze` feature, not built yet); use method notional, or beta with "
-            "`betas:` in the file"
-        )
     proxy_bases = {leg.instrument.base for leg in req.proxy_legs}
     betas: dict[str, float] = {}
     for h in portfolio.holdings:
@@ -309,8 +303,9 @@ def plan_hedge(portfolio: Portfolio, req: HedgeRequest) -> HedgePlan:
     for asset in scope_values:
         if math.isnan(betas[asset]):
             raise ConfigError(
-                f"no beta for {asset}: method `beta` needs `betas: {{{asset}: ...}}` (β against "
-                f"{req.proxy_asset}) for every hedged asset, or use method notional"
+                f"no beta for {asset}: method `{req.method.value}` needs a hedge ratio against "
+                f"{req.proxy_asset} for every hedged asset: give `betas: {{{asset}: ...}}`, or let the plan "
+                "estimate them from stored history (`perphedge data import`), or use method notional"
             )
     # assets outside the scope without a β move with the proxy (β = 1) in the net delta
     for asset, beta in list(betas.items()):

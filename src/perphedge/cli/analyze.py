@@ -1,0 +1,246 @@
+"""``perphedge analyze`` command: tables, JSON and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from perphedge.errors import ConfigError
+
+
+def _clean_json(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _clean_json(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, list | tuple):
+        return [_clean_json(v) for v in obj]
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else round(obj, 10)
+    if hasattr(obj, "item"):  # numpy scalars
+        return _clean_json(obj.item())
+    return obj
+
+
+def _f(x: float | None, nd: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def render(doc: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    est = doc["estimators"]
+    t = Table(
+        title=f"Hedging each asset with {doc['proxy']} (daily, {doc['since'] or 'start'} → {doc['until'] or 'end'};"
+        f" walk-forward window {doc['window_days']}d)",
+        title_justify="left",
+    )
+    for col in (
+        "asset",
+        "days",
+        "beta",
+        "corr",
+        "R²",
+        "HE in",
+        "down β",
+        "stress β",
+        "1-R² best",
+        *[f"OOS {e}" for e in est],
+    ):
+        t.add_column(col, justify="left" if col == "asset" else "right")
+    for a in doc["assets"]:
+        oos = a["oos_hedge_effectiveness"]
+        best = max(oos, key=lambda k: oos[k]) if oos else None
+        t.add_row(
+            a["asset"],
+            str(a["n_days"]),
+            _f(a["beta"]),
+            _f(a["correlation"]),
+            _f(a["r2"]),
+            _f(a["hedge_effectiveness"]),
+            _f(a["downside_beta"]),
+            _f(a["stress_beta"]),
+            _f(a["unhedgeable_variance"]),
+            *[(f"[bold]{_f(oos.get(e))}[/bold]" if e == best else _f(oos.get(e))) for e in est],
+        )
+    console.print(t)
+    if any("7d" in a["horizons"] for a in doc["assets"]):
+        w = Table(title="Weekly (7d, non-overlapping) hedge effectiveness out of sample", title_justify="left")
+        for col in ("asset", "HE in", *est):
+            w.add_column(col, justify="left" if col == "asset" else "right")
+        for a in doc["assets"]:
+            h = a["horizons"].get("7d")
+            if h:
+                w.add_row(
+                    a["asset"],
+                    _f(h["in_sample_hedge_effectiveness"]),
+                    *[_f(h["estimators"][e]["oos_hedge_effectiveness"]) for e in est],
+                )
+        console.print(w)
+    b = doc.get("basket")
+    if b:
+        console.print(
+            f"equal-weight basket of {', '.join(b['assets'])}: beta {_f(b['beta'])}, R² {_f(b['r2'])}, "
+            f"OOS HE " + ", ".join(f"{k} {_f(v)}" for k, v in b["oos_hedge_effectiveness"].items())
+        )
+    r = Table(title="Calm vs stress (beta / correlation)", title_justify="left")
+    for col in ("asset", "calm (drawdown)", "stress (drawdown)", "calm (vol)", "stress (vol)", "crash windows"):
+        r.add_column(col)
+
+    def bc(x: dict[str, Any] | None) -> str:
+        return "-" if not x else f"{x['beta']:.2f} / {x['correlation']:.2f} (n={x['n']})"
+
+    for a in doc["assets"]:
+        g = a["regimes"]
+        crashes = "\n".join(
+            f"{c['name']}: β {c['beta']:.2f}, {c['asset_return']:+.0%} vs {c['proxy_return']:+.0%}"
+            for c in g["crash_windows"]
+        )
+        r.add_row(
+            a["asset"],
+            bc(g["drawdown"]["calm"]),
+            bc(g["drawdown"]["stress"]),
+            bc(g["volatility"]["calm"]),
+            bc(g["volatility"]["stress"]),
+            crashes or "-",
+        )
+    console.print(r)
+    if doc.get("funding"):
+        ft = Table(title="Funding for a short (positive = received)", title_justify="left")
+        for col in ("source", "contract", "settlements", "interval h", "share > 0", "carry/yr", "by year", "worst 30d"):
+            ft.add_column(col, justify="left" if col in ("source", "contract", "by year") else "right")
+        for row in doc["funding"]:
+            years = ", ".join(f"{y}: {v:+.1%}" for y, v in row["short_carry_by_year"].items())
+            ft.add_row(
+                row["source"],
+                row["symbol"],
+                f"{row['settlements']:,}",
+                "/".join(f"{x:g}" for x in row["interval_hours"]),
+                f"{row['share_positive']:.1%}",
+                f"{row['short_carry_annual']:+.1%}",
+                years,
+                "-" if row["worst_30d_carry"] is None else f"{row['worst_30d_carry']:+.2%} ({row['worst_30d_end']})",
+            )
+        console.print(ft)
+    if doc.get("basis"):
+        bt = Table(title="Perp–spot basis (bp) and daily HE of spot hedged with each perpetual", title_justify="left")
+        for col in ("source", "asset", "linear mean [p1, p99]", "inverse mean [p1, p99]", "HE linear", "HE inverse"):
+            bt.add_column(col)
+        for row in doc["basis"]:
+            lb, ib = row["linear_basis_bp"], row["inverse_basis_bp"]
+            bt.add_row(
+                row["source"],
+                row["asset"],
+                f"{lb['mean']:+.1f} [{lb['p1']:+.1f}, {lb['p99']:+.1f}]",
+                f"{ib['mean']:+.1f} [{ib['p1']:+.1f}, {ib['p99']:+.1f}]",
+                f"{row['linear_daily_hedge']['hedge_effectiveness']:.4f}",
+                f"{row['inverse_daily_hedge']['hedge_effectiveness']:.4f}",
+            )
+        console.print(bt)
+    for p in doc.get("plots", []):
+        console.print(f"plot: {p}")
+
+
+def plot(doc: dict[str, Any], out_dir: Path) -> list[str]:
+    """Rolling beta and OOS HE by estimator, as PNG (matplotlib) and self-contained HTML (plotly)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: list[str] = []
+    fig, ax = plt.subplots(figsize=(11, 5))
+    pfig = go.Figure()
+    for a in doc["assets"]:
+        idx, ratios = a["_rolling"]
+        ax.plot(idx, ratios, label=a["asset"], linewidth=1)
+        pfig.add_trace(
+            go.Scatter(
+                x=list(idx), y=[None if not math.isfinite(v) else v for v in ratios], name=a["asset"], mode="lines"
+            )
+        )
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_title(f"Rolling {doc['window_days']}-day beta to {doc['proxy']} (the hedge ratio known each day)")
+    ax.set_ylabel("beta")
+    ax.legend(ncol=4)
+    fig.tight_layout()
+    png = out_dir / "rolling_beta.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    pfig.update_layout(title=f"Rolling {doc['window_days']}-day beta to {doc['proxy']}", yaxis_title="beta")
+    html = out_dir / "rolling_beta.html"
+    pfig.write_html(html, include_plotlyjs=True, full_html=True)
+    files += [str(png), str(html)]
+
+    est = doc["estimators"]
+    fig, ax = plt.subplots(figsize=(11, 5))
+    n = len(doc["assets"])
+    width = 0.8 / max(len(est), 1)
+    bfig = go.Figure()
+    for i, e in enumerate(est):
+        vals = [a["oos_hedge_effectiveness"].get(e, float("nan")) for a in doc["assets"]]
+        ax.bar([j + i * width for j in range(n)], vals, width=width, label=e)
+        bfig.add_trace(go.Bar(x=[a["asset"] for a in doc["assets"]], y=vals, name=e))
+    ax.set_xticks([j + width * (len(est) - 1) / 2 for j in range(n)])
+    ax.set_xticklabels([a["asset"] for a in doc["assets"]])
+    ax.set_ylabel("out-of-sample hedge effectiveness (daily)")
+    ax.set_title(f"Hedge effectiveness by estimator, walk-forward, hedged with {doc['proxy']}")
+    ax.legend(ncol=3)
+    fig.tight_layout()
+    png = out_dir / "hedge_effectiveness.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    bfig.update_layout(
+        barmode="group", title="Out-of-sample hedge effectiveness by estimator", yaxis_title="HE (daily)"
+    )
+    html = out_dir / "hedge_effectiveness.html"
+    bfig.write_html(html, include_plotlyjs=True, full_html=True)
+    files += [str(png), str(html)]
+    return files
+
+
+def analyze_cmd(
+    assets: Annotated[str, typer.Option(help="Assets, comma-separated: SOL,AVAX,DOT,LINK.")],
+    proxy: Annotated[str, typer.Option(help="Hedge instrument's coin.")] = "BTC",
+    since: Annotated[str | None, typer.Option(help="First date (UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Last date (UTC).")] = None,
+    window: Annotated[str, typer.Option(help="Trailing estimation window, e.g. 180d.")] = "180d",
+    horizon: Annotated[str, typer.Option(help="Horizons, comma-separated: 1d,7d.")] = "1d,7d",
+    factors: Annotated[str, typer.Option(help="Factors of the multi-factor fit.")] = "BTC,ETH",
+    nonneg: Annotated[bool, typer.Option("--nonneg", help="Non-negative multi-factor weights.")] = False,
+    plot_dir: Annotated[str | None, typer.Option("--plot", help="Write PNG and HTML plots to this directory.")] = None,
+    no_funding: Annotated[bool, typer.Option("--no-funding", help="Skip the funding and basis statistics.")] = False,
+    store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    from perphedge.analyze import AnalyzeRequest, analyze, parse_days
+    from perphedge.data.store import MarketStore
+
+    if fmt not in ("table", "json"):
+        raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
+    req = AnalyzeRequest(
+        assets=tuple(a.strip() for a in assets.split(",") if a.strip()),
+        proxy=proxy,
+        since=since,
+        until=until,
+        window_days=parse_days(window, "--window"),
+        horizons=tuple(parse_days(h, "--horizon") for h in horizon.split(",") if h.strip()),
+        factors=tuple(x.strip() for x in factors.split(",") if x.strip()),
+        nonneg=nonneg,
+        funding=not no_funding,
+    )
+    with MarketStore(store, read_only=True) as st:
+        doc = analyze(st, req)
+    if plot_dir:
+        doc["plots"] = plot(doc, Path(plot_dir))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(_clean_json(doc), indent=2, allow_nan=False) + "\n")
+    else:
+        from perphedge.cli import _console
+
+        render(doc, _console(150))
