@@ -160,6 +160,8 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
         "beta": fit.beta,
         "correlation": fit.correlation,
         "r2": fit.r2,
+        # the same fit on log returns: less swayed by one extreme day (DOGE +392% on 2021-01-28)
+        "log_returns": _fit(A.ols(np.log1p(s), np.log1p(f))),
         "hedge_effectiveness": A.hedge_effectiveness(s, f, fit.beta),
         "tracking_error": A.tracking_error(s, f, fit.beta),
         "unhedged_volatility": float(np.std(s, ddof=1) * math.sqrt(365)),
@@ -236,6 +238,8 @@ def _basket(rets: pd.DataFrame, req: AnalyzeRequest) -> dict[str, Any] | None:
         "beta": fit.beta,
         "correlation": fit.correlation,
         "r2": fit.r2,
+        # the same fit on log returns: less swayed by one extreme day (DOGE +392% on 2021-01-28)
+        "log_returns": _fit(A.ols(np.log1p(s), np.log1p(f))),
         "hedge_effectiveness": A.hedge_effectiveness(s, f, fit.beta),
         "oos_hedge_effectiveness": oos,
     }

@@ -108,8 +108,16 @@ def test_ratio_zero_opens_nothing(registry: InstrumentRegistry) -> None:
 def test_min_variance_needs_estimated_ratios(registry: InstrumentRegistry) -> None:
     with pytest.raises(ConfigError, match="method `min_variance` needs a hedge ratio"):
         plan_hedge(alts(), req(registry, method=SizingMethod.MIN_VARIANCE))
-    plan = plan_hedge(alts(), req(registry, "binance:BTCUSDT", collateral=CollateralSource.STABLE,
-                                  method=SizingMethod.MIN_VARIANCE, betas={"SOL": 2.0, "AVAX": 1.0, "DOT": 1.0}))
+    plan = plan_hedge(
+        alts(),
+        req(
+            registry,
+            "binance:BTCUSDT",
+            collateral=CollateralSource.STABLE,
+            method=SizingMethod.MIN_VARIANCE,
+            betas={"SOL": 2.0, "AVAX": 1.0, "DOT": 1.0},
+        ),
+    )
     assert plan.target_usd == pytest.approx(15_000)
 
 

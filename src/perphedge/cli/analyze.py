@@ -44,11 +44,12 @@ def render(doc: dict[str, Any], console: Any) -> None:
         "beta",
         "corr",
         "R²",
+        "R² log",
         "HE in",
         "down β",
         "stress β",
         "1-R² best",
-        *[f"OOS {e}" for e in est],
+        *[f"OOS {e.replace('_ols', '')}" for e in est],
     ):
         t.add_column(col, justify="left" if col == "asset" else "right")
     for a in doc["assets"]:
@@ -60,6 +61,7 @@ def render(doc: dict[str, Any], console: Any) -> None:
             _f(a["beta"]),
             _f(a["correlation"]),
             _f(a["r2"]),
+            _f(a["log_returns"]["r2"]),
             _f(a["hedge_effectiveness"]),
             _f(a["downside_beta"]),
             _f(a["stress_beta"]),
