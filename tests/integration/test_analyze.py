@@ -62,7 +62,7 @@ def test_missing_asset_and_short_history(sample_store_path: Path) -> None:
     with MarketStore(sample_store_path, read_only=True) as store:
         with pytest.raises(DataError, match="no daily binance history of PEPE"):
             analyze(store, AnalyzeRequest(assets=("SOL", "PEPE")))
-        with pytest.raises(DataError, match="only .* days"):
+        with pytest.raises(DataError, match=r"only .* days"):
             analyze(store, AnalyzeRequest(assets=("SOL",), since="2025-10-01", funding=False))
 
 
