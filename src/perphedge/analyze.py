@@ -216,6 +216,40 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
     return out
 
 
+def _proxy_perp_returns(store: MarketStore, source: str, proxy: str) -> pd.DataFrame | None:
+    """Daily returns of the proxy's perpetuals from the basis table (linear; inverse in USD accounting)."""
+    import pandas as pd
+
+    g = store.query(
+        "SELECT ts, spot_close, perp_linear_close, perp_inverse_close FROM basis "
+        "WHERE source = ? AND asset = ? AND hour(ts) = 16 ORDER BY ts",
+        [source, proxy],
+    )
+    if len(g) < 40:
+        return None
+    # the 8h candle opening at 16:00 closes at 24:00 UTC: that day's daily close
+    idx = pd.DatetimeIndex(g["ts"].dt.floor("D")).tz_localize("UTC")[1:]
+    spot, lin, inv = (g[c].to_numpy() for c in ("spot_close", "perp_linear_close", "perp_inverse_close"))
+    return pd.DataFrame({"linear": lin[1:] / lin[:-1] - 1, "inverse": A.inverse_usd_returns(spot, inv)}, index=idx)
+
+
+def _instrument_hedge(asset: pd.Series, proxy_spot: pd.Series, perp: pd.DataFrame) -> dict[str, Any] | None:
+    """Minimum-variance ratio and HE of the asset on the proxy's own perpetuals, where their prices exist."""
+    joined = perp.join(asset.rename("s")).join(proxy_spot.rename("spot")).dropna()
+    if len(joined) < 30:
+        return None
+    s = joined["s"].to_numpy()
+    out: dict[str, Any] = {
+        "first": str(joined.index[0].date()),
+        "last": str(joined.index[-1].date()),
+        "n_days": len(joined),
+    }
+    for name in ("linear", "inverse", "spot"):
+        fit = A.ols(s, joined[name].to_numpy())
+        out[name if name != "spot" else "proxy_spot"] = {"min_variance_ratio": fit.beta, "hedge_effectiveness": fit.r2}
+    return out
+
+
 def _basket(rets: pd.DataFrame, req: AnalyzeRequest) -> dict[str, Any] | None:
     assets = [a for a in req.assets if a != req.proxy]
     if len(assets) < 2:
@@ -355,6 +389,9 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
     closes = ohlc(store, wanted, req.since, req.until, source=req.source)["close"]
     rets = simple_returns(store, wanted, req.since, req.until, source=req.source)
     results = [_asset(rets, closes, a, req) for a in assets]
+    perp = _proxy_perp_returns(store, req.source, proxy)
+    for res in results:
+        res["instrument_hedge"] = _instrument_hedge(rets[res["asset"]], rets[proxy], perp) if perp is not None else None
     doc: dict[str, Any] = {
         "schema": ANALYZE_SCHEMA,
         "proxy": proxy,

@@ -52,6 +52,10 @@ def test_analyze_on_the_sample(sample_store_path: Path) -> None:
     # BTC spot hedged with Binance's BTCUSDT perpetual, daily: anything below 0.99 is an alignment bug
     assert basis[("binance", "BTC")]["linear_daily_hedge"]["hedge_effectiveness"] >= 0.99
     assert basis[("binance", "BTC")]["inverse_daily_hedge"]["hedge_effectiveness"] >= 0.99
+    ih = by["SOL"]["instrument_hedge"]  # on the BTC perpetuals themselves, 2023-01 → 2024-06
+    assert ih["n_days"] > 500
+    assert ih["linear"]["min_variance_ratio"] == pytest.approx(ih["proxy_spot"]["min_variance_ratio"], rel=0.02)
+    assert ih["inverse"]["min_variance_ratio"] == pytest.approx(ih["linear"]["min_variance_ratio"], rel=0.02)
     funding = {(r["source"], r["symbol"]): r for r in doc["funding"]}
     btc = funding[("binance", "BTC/USDT:USDT")]
     assert btc["share_positive"] > 0.8 and btc["short_carry_annual"] > 0.05

@@ -110,6 +110,26 @@ def render(doc: dict[str, Any], console: Any) -> None:
             crashes or "-",
         )
     console.print(r)
+    rows = [a for a in doc["assets"] if a.get("instrument_hedge")]
+    if rows:
+        it = Table(
+            title=f"Hedging with {doc['proxy']}'s own perpetuals (Binance, where their prices exist): "
+            "minimum-variance ratio / HE",
+            title_justify="left",
+        )
+        for col in ("asset", "period", "linear perp", "inverse perp (USD acc.)", f"{doc['proxy']} spot"):
+            it.add_column(col)
+        for a in rows:
+            ih = a["instrument_hedge"]
+            it.add_row(
+                a["asset"],
+                f"{ih['first']} → {ih['last']} ({ih['n_days']} d)",
+                *[
+                    f"{ih[k]['min_variance_ratio']:.3f} / {ih[k]['hedge_effectiveness']:.3f}"
+                    for k in ("linear", "inverse", "proxy_spot")
+                ],
+            )
+        console.print(it)
     if doc.get("funding"):
         ft = Table(title="Funding for a short (positive = received)", title_justify="left")
         for col in ("source", "contract", "settlements", "interval h", "share > 0", "carry/yr", "by year", "worst 30d"):
