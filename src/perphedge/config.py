@@ -7,6 +7,7 @@ and the rule: ``examples/x.yaml: field `holdings[2].quantity`: must be > 0, was 
 from __future__ import annotations
 
 import math
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from perphedge.errors import ConfigError
 
-__all__ = ["HedgeModel", "HoldingModel", "LegModel", "PortfolioFile", "load_portfolio_file", "parse_portfolio"]
+__all__ = [
+    "HedgeModel",
+    "HoldingModel",
+    "LegModel",
+    "PolicyModel",
+    "PortfolioFile",
+    "RunFile",
+    "load_portfolio_file",
+    "parse_portfolio",
+    "parse_run",
+    "read_yaml",
+]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, str_strip_whitespace=True)
 
@@ -151,3 +163,197 @@ def load_portfolio_file(path: str | Path) -> PortfolioFile:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{p}: {where}malformed YAML: {problem}") from None
     return parse_portfolio(doc, str(p))
+
+
+# ---------------------------------------------------------------------------------------------- run files
+
+
+class ScheduleEntry(BaseModel):
+    """From ``from`` on, hedge ``ratio``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+    start: date = Field(alias="from")
+    ratio: float = Field(ge=0, le=2)
+
+
+class TableEntry(BaseModel):
+    """Up to index value ``max`` (inclusive), hedge ``ratio``."""
+
+    model_config = _STRICT
+    max: float
+    ratio: float = Field(ge=0, le=2)
+
+
+class VolBand(BaseModel):
+    """Up to annualised volatility ``max_vol``, hedge ``ratio``."""
+
+    model_config = _STRICT
+    max_vol: float = Field(gt=0)
+    ratio: float = Field(ge=0, le=2)
+
+
+class EventEntry(BaseModel):
+    """Around ``date`` (``before_days`` … ``after_days``), hedge ``ratio``."""
+
+    model_config = _STRICT
+    date: date
+    ratio: float = Field(ge=0, le=2)
+    before_days: int = Field(default=3, ge=0)
+    after_days: int = Field(default=7, ge=0)
+
+
+_POLICY_FIELDS: dict[str, set[str]] = {
+    "static": {"ratio", "band"},
+    "drift_band": {"ratio", "band"},
+    "calendar": {"ratio", "every_days"},
+    "schedule": {"ratio", "band", "schedule"},
+    "fear_greed": {"ratio", "band", "table"},
+    "volatility": {"ratio", "band", "bands", "vol_days"},
+    "funding_aware": {
+        "ratio",
+        "band",
+        "lookback_days",
+        "cost_threshold_8h",
+        "rich_threshold_8h",
+        "cut",
+        "boost",
+        "min_ratio",
+        "max_ratio",
+    },
+    "trend": {"band", "sma_days", "ratio_on", "ratio_off"},
+    "events": {"ratio", "band", "events"},
+    "beta": {"ratio", "band", "window_days"},
+}
+
+
+class PolicyModel(BaseModel):
+    """A hedge policy; which fields apply depends on ``kind`` (others are errors)."""
+
+    model_config = _STRICT
+    kind: Literal[
+        "static",
+        "drift_band",
+        "calendar",
+        "schedule",
+        "fear_greed",
+        "volatility",
+        "funding_aware",
+        "trend",
+        "events",
+        "beta",
+    ] = "static"
+    ratio: float = Field(default=0.5, ge=0, le=2)
+    band: float = Field(default=0.10, ge=0, lt=1)
+    every_days: int = Field(default=30, ge=1)
+    schedule: list[ScheduleEntry] | None = None
+    table: list[TableEntry] | None = None
+    bands: list[VolBand] | None = None
+    vol_days: int = Field(default=30, ge=5)
+    lookback_days: int = Field(default=7, ge=1)
+    cost_threshold_8h: float = Field(default=0.0001, ge=0)
+    rich_threshold_8h: float = Field(default=0.0005, ge=0)
+    cut: float = Field(default=0.7, ge=0, le=2)
+    boost: float = Field(default=1.2, ge=0, le=2)
+    min_ratio: float = Field(default=0.0, ge=0, le=2)
+    max_ratio: float = Field(default=1.5, ge=0, le=2)
+    sma_days: int = Field(default=50, ge=2)
+    ratio_on: float = Field(default=1.0, ge=0, le=2)
+    ratio_off: float = Field(default=0.0, ge=0, le=2)
+    events: list[EventEntry] | None = None
+    window_days: int = Field(default=180, ge=30)
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> PolicyModel:
+        allowed = _POLICY_FIELDS[self.kind] | {"kind"}
+        extra = sorted(set(self.model_fields_set) - allowed)
+        if extra:
+            raise ValueError(
+                f"`{extra[0]}` does not apply to policy kind {self.kind} (it takes "
+                f"{', '.join(sorted(allowed - {'kind'}))})"
+            )
+        needs = {"schedule": "schedule", "events": "events"}
+        if self.kind in needs and not getattr(self, needs[self.kind]):
+            raise ValueError(f"policy kind {self.kind} needs `{needs[self.kind]}`")
+        return self
+
+
+class CostsModel(BaseModel):
+    """Trading costs (taker fee defaults to the instrument's)."""
+
+    model_config = _STRICT
+    maker_fee: float = Field(default=0.0002, ge=-0.001, le=0.01)
+    taker_fee: float | None = Field(default=None, ge=-0.001, le=0.01)
+    slippage_bps: float = Field(default=2.0, ge=0, le=500)
+
+
+class MarginRunModel(BaseModel):
+    """Margin handling: top-ups from a reserve, and what happens after a liquidation."""
+
+    model_config = _STRICT
+    top_up: bool = False
+    top_up_level: float = Field(default=0.5, gt=0, lt=1)
+    reopen_after_days: int | None = Field(default=None, ge=1)
+
+
+class FundingRunModel(BaseModel):
+    """Funding: history of the hedge contract from the store, else the assumed constant rate."""
+
+    model_config = _STRICT
+    history: bool = True
+    assumed_rate_8h: float = Field(default=0.0001, ge=-0.05, le=0.05)
+    series: str | None = None  # `source:symbol` to use another contract's history, e.g. binance:BTC/USDT:USDT
+
+
+class RunFile(BaseModel):
+    """A backtest run: portfolio (path or inline), period, step, hedge overrides, policy, costs, margin, funding."""
+
+    model_config = _STRICT
+    name: str | None = None
+    portfolio: str | dict[str, Any]
+    start: date
+    end: date
+    step: Literal["1d", "8h"] = "1d"
+    hedge: dict[str, Any] = Field(default_factory=dict)
+    policy: PolicyModel = Field(default_factory=PolicyModel)
+    costs: CostsModel = Field(default_factory=CostsModel)
+    margin: MarginRunModel = Field(default_factory=MarginRunModel)
+    funding: FundingRunModel = Field(default_factory=FundingRunModel)
+
+    @model_validator(mode="after")
+    def _period(self) -> RunFile:
+        if self.end <= self.start:
+            raise ValueError(f"`end` ({self.end}) must be after `start` ({self.start})")
+        return self
+
+
+def parse_run(doc: Any, source: str) -> RunFile:
+    """Validate a parsed run document; ConfigError names ``source`` and the field."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: must be a YAML mapping with `portfolio:`, `start:` and `end:`")
+    try:
+        return RunFile.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = _loc(tuple(err.get("loc", ())))
+        where = f"field `{loc}`" if loc else "run"
+        raise ConfigError(f"{source}: {where}: {_message(err)}") from None
+
+
+def read_yaml(path: str | Path) -> tuple[Any, bytes]:
+    """Parse a YAML file; returns the document and the raw bytes (for hashing)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such file")
+    raw = p.read_bytes()
+    try:
+        doc = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: {where}malformed YAML: {problem}") from None
+    return doc, raw

@@ -306,6 +306,25 @@ def _register_data() -> None:
         ),
         no_args_is_help=True,
     )(analyze_cmd)
+    from perphedge.cli.backtest import backtest_cmd, sweep_cmd
+
+    app.command(
+        "backtest",
+        help=(
+            "Replay a portfolio and its hedge policy over stored history: hedged vs unhedged return, volatility, "
+            "drawdown, hedge effectiveness, funding, fees, rebalances, liquidations; writes report.html and "
+            "result.json.\n\nExample:\n\n  perphedge backtest runs/altcoins-50pct.yaml"
+        ),
+        no_args_is_help=True,
+    )(backtest_cmd)
+    app.command(
+        "sweep",
+        help=(
+            "Run every combination of a grid of run-file settings on all cores and rank them.\n\n"
+            "Example:\n\n  perphedge sweep runs/grid.yaml"
+        ),
+        no_args_is_help=True,
+    )(sweep_cmd)
 
 
 _register_data()

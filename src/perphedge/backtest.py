@@ -1,0 +1,682 @@
+"""Backtests: a spot portfolio and its short-perpetual hedge, replayed day by day over stored history.
+
+The spot portfolio is held as quantities (``value_usd`` holdings are converted at the start
+date's close; the file's ``prices:`` are not used). Each hedge leg runs through the numba kernel
+(:mod:`perphedge.core._kernels`) on its underlying's daily candles — perpetual prices are
+taken as the spot candles of the same coin (the sample has no perpetual OHLC before 2023) — with
+funding from the contract's stored history, or the stated constant where it is missing
+(reported). The hedged book is spot + cash + each leg's account; the unhedged book is spot +
+cash. Everything a step uses is known at that step's close.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from perphedge.core import _kernels as K
+from perphedge.core.hedge import CollateralSource, SizingMethod
+from perphedge.core.instruments import Instrument
+from perphedge.core.metrics import capture, equity_metrics
+from perphedge.core.policies import PolicySpec, policy_targets
+from perphedge.core.units import is_stablecoin
+from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from perphedge.config import PortfolioFile, RunFile
+    from perphedge.data.store import MarketStore
+    from perphedge.specs import InstrumentRegistry
+
+__all__ = ["BACKTEST_SCHEMA", "Prepared", "load_run", "prepare", "run", "write_png", "write_report"]
+
+BACKTEST_SCHEMA = "perphedge.backtest/1"
+
+
+def _epoch_day(d: Any) -> int:
+    import pandas as pd
+
+    return int(pd.Timestamp(d).value // 86_400_000_000_000)
+
+
+def load_run(path: str | Path) -> tuple[RunFile, PortfolioFile, str, str]:
+    """Read a run file and its portfolio; returns (run, portfolio, source label, config hash)."""
+    from perphedge.config import parse_portfolio, parse_run, read_yaml
+
+    p = Path(path)
+    doc, raw = read_yaml(p)
+    run_cfg = parse_run(doc, str(p))
+    pf_source = f"{p}: portfolio"
+    if isinstance(run_cfg.portfolio, str):
+        pf_path = (
+            (p.parent / run_cfg.portfolio).resolve()
+            if not Path(run_cfg.portfolio).is_absolute()
+            else Path(run_cfg.portfolio)
+        )
+        pdoc, praw = read_yaml(pf_path)
+        pfile = parse_portfolio(pdoc, str(pf_path))
+        raw += b"\n--portfolio--\n" + praw
+    else:
+        pfile = parse_portfolio(run_cfg.portfolio, pf_source)
+    return run_cfg, pfile, str(p), hashlib.sha256(raw).hexdigest()
+
+
+def config_hash(run_cfg: RunFile, pfile: PortfolioFile) -> str:
+    """Hash of a resolved configuration (for runs built in memory, e.g. sweeps)."""
+    blob = json.dumps(
+        {"run": run_cfg.model_dump(mode="json"), "portfolio": pfile.model_dump(mode="json")}, sort_keys=True
+    ).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(slots=True, kw_only=True)
+class LegData:
+    """One hedge leg with its aligned inputs."""
+
+    instrument: Instrument
+    weights: dict[str, float]  # asset -> share of that asset's exposure this leg offsets
+    o: np.ndarray
+    h: np.ndarray
+    lo: np.ndarray
+    c: np.ndarray
+    funding: np.ndarray
+    funding_assumed_days: int
+    funding_series: str
+
+
+@dataclass(slots=True, kw_only=True)
+class Prepared:
+    """Data a run needs, loaded once (a sweep reuses it across configurations)."""
+
+    dates: pd.DatetimeIndex
+    days: np.ndarray
+    closes: dict[str, np.ndarray]
+    quantities: dict[str, float]
+    cash0: float
+    legs: list[LegData]
+    proxy: str
+    btc_close: np.ndarray | None
+    fear_greed: np.ndarray | None
+    scope_assets: list[str]
+    collateral: CollateralSource
+    leverage: float
+    method: SizingMethod
+    betas: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _hedge_block(pfile: PortfolioFile, run_cfg: RunFile) -> Any:
+    from pydantic import ValidationError
+
+    from perphedge.config import HedgeModel
+
+    base = pfile.hedge.model_dump(exclude_unset=True)
+    if "instrument" in run_cfg.hedge:
+        base.pop("legs", None)
+    if "legs" in run_cfg.hedge:
+        base.pop("instrument", None)
+    merged = {**base, **run_cfg.hedge}
+    try:
+        return HedgeModel.model_validate(merged)
+    except ValidationError as exc:
+        from perphedge.config import _loc, _message
+
+        err = exc.errors()[0]
+        raise ConfigError(f"field `hedge.{_loc(tuple(err.get('loc', ())))}`: {_message(err)}") from None
+
+
+def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry: InstrumentRegistry) -> Prepared:
+    """Load and align everything the run needs from the store; validate the configuration against the data."""
+    from perphedge.core.portfolio import Holding, Portfolio
+    from perphedge.data.reader import funding_daily, ohlc, sentiment
+    from perphedge.service import _resolve_legs
+
+    if run_cfg.step != "1d":
+        raise DataError(
+            "step 8h needs 8h candles of every asset; the store holds daily candles (fetch 8h "
+            "history first, or use step: 1d)"
+        )
+    hb = _hedge_block(pfile, run_cfg)
+    start, end = str(run_cfg.start), str(run_cfg.end)
+    held = [h for h in pfile.holdings]
+    assets = sorted({h.asset.upper() for h in held if not is_stablecoin(h.asset)})
+    if not assets:
+        raise ConfigError("the portfolio holds only stablecoins: there is nothing to hedge")
+    # legs need prices; a provisional portfolio (start-date prices) lets the plan's leg resolver run
+    spans = store.query(
+        "SELECT split_part(symbol, '/', 1) AS a, min(ts) AS first, max(ts) AS last FROM candles "
+        "WHERE source = 'binance' AND timeframe = '1d' GROUP BY 1"
+    )
+    span = {r.a: (r.first, r.last) for r in spans.itertuples(index=False)}
+    late = [f"{a} (from {span[a][0].date()})" for a in assets if a in span and str(span[a][0].date()) > start]
+    absent = [a for a in assets if a not in span]
+    if absent:
+        raise DataError(f"no daily history of {', '.join(absent)} in the store (import or fetch it)")
+    if late:
+        raise DataError(f"the store has no {start} close for {', '.join(late)}: start on or after their listing")
+    probe = ohlc(store, sorted({*assets, "BTC"}), start, start)["close"]
+    first_prices = {a: float(probe[a].iloc[0]) for a in probe.columns if probe[a].notna().any()}
+    holdings = []
+    for hm in held:
+        code = hm.asset.upper()
+        if hm.quantity is not None:
+            qty = hm.quantity
+        else:
+            assert hm.value_usd is not None
+            qty = hm.value_usd / (1.0 if is_stablecoin(code) else first_prices[code])
+        holdings.append(Holding(asset=code, quantity=qty, group=hm.group))
+    portfolio = Portfolio(name=pfile.name, holdings=tuple(holdings), prices=first_prices)
+    proxy_legs, direct, _label = _resolve_legs(hb.instrument, hb.legs, hb.proxy, portfolio, registry)
+    scope = portfolio.in_scope(hb.scope)
+    scope_assets = sorted({h.asset for h in scope})
+    instruments: dict[str, Instrument] = {}
+    weights: dict[str, dict[str, float]] = {}
+    for a in scope_assets:
+        own = direct.get(a)
+        pairs = [(own, 1.0)] if own is not None else [(leg.instrument, leg.weight) for leg in proxy_legs]
+        for inst, w in pairs:
+            instruments[inst.id] = inst
+            weights.setdefault(inst.id, {})[a] = weights.get(inst.id, {}).get(a, 0.0) + w
+    wanted = sorted({*assets, *(i.base for i in instruments.values()), "BTC"})
+    frames = ohlc(store, wanted, start, end, fields=("open", "high", "low", "close"))
+    close = frames["close"]
+    for a in wanted:
+        col = close[a]
+        if (a in assets or any(i.base == a for i in instruments.values())) and col.isna().any():
+            gap = col[col.isna()].index
+            raise DataError(
+                f"{a} has no daily close on {gap[0].date()} (of {start} → {end}): the backtest "
+                "needs every held and hedged coin priced every day; change the period"
+            )
+    dates = close.index
+    days = np.array([_epoch_day(d) for d in dates.tz_localize(None)], dtype=np.int64)
+    collateral = CollateralSource(hb.collateral) if hb.collateral else None
+    legs: list[LegData] = []
+    warnings: list[str] = []
+    for inst_id, leg_weights in weights.items():
+        inst = instruments[inst_id]
+        coll = collateral or (CollateralSource.BUY if inst.is_inverse else CollateralSource.STABLE)
+        if inst.is_inverse and coll is CollateralSource.STABLE:
+            raise ConfigError(f"invalid `collateral`: stable needs a linear contract; {inst.id} is inverse")
+        if inst.is_inverse and coll is CollateralSource.BUY and hb.leverage <= 1:
+            raise InfeasibleHedgeError(
+                f"a 1x inverse short on bought {inst.settle} is a synthetic dollar and offsets "
+                "nothing else; use leverage > 1, collateral holdings, or a linear contract"
+            )
+        if hb.leverage > inst.max_leverage:
+            raise ConfigError(
+                f"invalid `leverage`: {hb.leverage:g}x is above the {inst.max_leverage:g}x maximum of {inst.id}"
+            )
+        series = run_cfg.funding.series or f"{inst.exchange}:{inst.ccxt_symbol}"
+        src, _, sym = series.partition(":")
+        fund = np.full(len(dates), np.nan)
+        if run_cfg.funding.history:
+            try:
+                daily = funding_daily(store, src, sym, start, f"{end} 23:59:59")
+                fund = daily.reindex(dates.floor("D")).to_numpy()
+            except DataError:
+                pass
+        assumed = int(np.isnan(fund).sum())
+        fund = np.where(np.isnan(fund), run_cfg.funding.assumed_rate_8h * 3.0, fund)
+        if assumed:
+            warnings.append(
+                f"{inst.id}: funding assumed at {run_cfg.funding.assumed_rate_8h:.4%} per 8h on {assumed} "
+                f"of {len(dates)} days (no stored history of {series} then)"
+            )
+        b = inst.base
+        legs.append(
+            LegData(
+                instrument=inst,
+                weights=leg_weights,
+                o=frames["open"][b].to_numpy(),
+                h=frames["high"][b].to_numpy(),
+                lo=frames["low"][b].to_numpy(),
+                c=close[b].to_numpy(),
+                funding=fund,
+                funding_assumed_days=assumed,
+                funding_series=series,
+            )
+        )
+    fg = None
+    try:
+        fg = sentiment(store).reindex(dates.floor("D")).to_numpy()
+    except DataError:
+        fg = None
+    quantities: dict[str, float] = {}
+    cash0 = 0.0
+    for h in portfolio.holdings:
+        if h.is_stable:
+            cash0 += h.quantity
+        else:
+            quantities[h.asset] = quantities.get(h.asset, 0.0) + h.quantity
+    method = SizingMethod(hb.method)
+    return Prepared(
+        dates=dates,
+        days=days,
+        closes={a: close[a].to_numpy() for a in wanted},
+        quantities=quantities,
+        cash0=cash0,
+        legs=legs,
+        proxy=proxy_legs[0].instrument.base,
+        btc_close=close["BTC"].to_numpy(),
+        fear_greed=fg,
+        scope_assets=scope_assets,
+        collateral=collateral or CollateralSource.BUY,
+        leverage=float(hb.leverage),
+        method=method,
+        betas={k.upper(): float(v) for k, v in pfile.betas.items()},
+        warnings=warnings,
+    )
+
+
+def _policy_spec(run_cfg: RunFile) -> PolicySpec:
+    p = run_cfg.policy
+    return PolicySpec(
+        kind=p.kind,
+        ratio=p.ratio,
+        band=p.band,
+        every_days=p.every_days,
+        schedule=tuple((_epoch_day(e.start), e.ratio) for e in (p.schedule or [])),
+        table=tuple((e.max, e.ratio) for e in p.table) if p.table else PolicySpec(kind="static").table,
+        vol_bands=tuple((b.max_vol, b.ratio) for b in p.bands) if p.bands else PolicySpec(kind="static").vol_bands,
+        vol_days=p.vol_days,
+        lookback_days=p.lookback_days,
+        cost_threshold_8h=p.cost_threshold_8h,
+        rich_threshold_8h=p.rich_threshold_8h,
+        cut=p.cut,
+        boost=p.boost,
+        min_ratio=p.min_ratio,
+        max_ratio=p.max_ratio,
+        sma_days=p.sma_days,
+        ratio_on=p.ratio_on,
+        ratio_off=p.ratio_off,
+        events=tuple((_epoch_day(e.date), e.ratio, e.before_days, e.after_days) for e in (p.events or [])),
+        beta_window=p.window_days,
+    )
+
+
+def _betas(prep: Prepared, run_cfg: RunFile) -> dict[str, np.ndarray]:
+    """β of each hedged asset per day: 1 (notional), the file's (beta), or rolling OLS known at t (beta policy,
+    min_variance)."""
+    from perphedge.core.analytics import _window_ratios
+
+    n = len(prep.dates)
+    out: dict[str, np.ndarray] = {}
+    rolling = run_cfg.policy.kind == "beta" or prep.method is SizingMethod.MIN_VARIANCE
+    proxy = prep.closes[prep.proxy]
+    for a in prep.scope_assets:
+        if a == prep.proxy or (prep.method is SizingMethod.NOTIONAL and not rolling):
+            out[a] = np.ones(n)
+        elif rolling:
+            c = prep.closes[a]
+            s = c[1:] / c[:-1] - 1
+            f = proxy[1:] / proxy[:-1] - 1
+            window = min(run_cfg.policy.window_days, n - 2)
+            known = _window_ratios(s, f, "rolling_ols", window, 0.94, 2.0)  # index i: from returns < i
+            beta = np.ones(n)
+            beta[2:] = np.where(np.isfinite(known[1:]), known[1:], 1.0)  # day t knows returns up to t
+            out[a] = beta
+        else:
+            if a not in prep.betas:
+                raise ConfigError(
+                    f"no beta for {a}: method `beta` needs `betas:` in the portfolio, or use policy "
+                    "kind beta (rolling estimate)"
+                )
+            out[a] = np.full(n, prep.betas[a])
+    return out
+
+
+def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "", full: bool = True) -> dict[str, Any]:
+    """Run the backtest; returns the ``perphedge.backtest/1`` document (plus ``_series`` for the report).
+
+    ``full=False`` leaves out the daily equity list and the report series (sweeps).
+    """
+    spec = _policy_spec(run_cfg)
+    warnings = list(prep.warnings)
+    n = len(prep.dates)
+    betas = _betas(prep, run_cfg)
+    spot = np.zeros(n)
+    for a, q in prep.quantities.items():
+        spot += q * prep.closes[a]
+    unhedged = spot + prep.cash0
+    hedged = unhedged.copy()
+    out_legs: list[dict[str, Any]] = []
+    total_exposure = np.zeros(n)
+    total_delta = np.zeros(n)
+    target_ratio = np.zeros(n)
+    cols = {name: i for i, name in enumerate(K.OUT_COLUMNS)}
+    for leg in prep.legs:
+        inst = leg.instrument
+        exposure = np.zeros(n)
+        for a, w in leg.weights.items():
+            exposure += w * betas[a] * prep.quantities[a] * prep.closes[a]
+        target, allowed, band = policy_targets(
+            spec,
+            days=prep.days,
+            proxy_close=prep.closes[prep.proxy],
+            fear_greed=prep.fear_greed,
+            funding_daily=leg.funding,
+        )
+        coll = prep.collateral
+        if not inst.is_inverse:
+            coll = CollateralSource.STABLE
+        value0 = float(target[0] * exposure[0])
+        notional0 = (
+            value0 * prep.leverage / (prep.leverage - 1)
+            if (inst.is_inverse and coll is CollateralSource.BUY)
+            else value0
+        )
+        tier_value = notional0 / leg.c[0] if inst.is_inverse else notional0
+        sched = inst.margin
+        params = np.array(
+            [
+                K.INVERSE if inst.is_inverse else K.LINEAR,
+                {CollateralSource.BUY: K.BUY, CollateralSource.HOLDINGS: K.HOLDINGS, CollateralSource.STABLE: K.STABLE}[
+                    coll
+                ],
+                prep.leverage,
+                inst.contract_size,
+                inst.lot_size,
+                sched.rate(tier_value),
+                sched.maintenance_amount(tier_value),
+                K.ENTRY_FAMILY if inst.liquidation_method.mm_at_entry else K.AT_LP_FAMILY,
+                run_cfg.costs.taker_fee if run_cfg.costs.taker_fee is not None else inst.taker_fee,
+                run_cfg.costs.slippage_bps / 1e4,
+                band,
+                -1.0 if run_cfg.margin.reopen_after_days is None else float(run_cfg.margin.reopen_after_days),
+                1.0 if run_cfg.margin.top_up else 0.0,
+                run_cfg.margin.top_up_level,
+            ],
+            dtype=np.float64,
+        )
+        out = np.zeros((n, len(K.OUT_COLUMNS)))
+        K.leg_path(leg.o, leg.h, leg.lo, leg.c, exposure, target, allowed, leg.funding, params, out)
+        base_close = prep.closes[inst.base]
+        coin_out = np.cumsum(out[:, cols["spot_coin_flow"]])
+        cash_out = np.cumsum(out[:, cols["cash_flow_usd"]])
+        hedged += out[:, cols["account_usd"]] - cash_out - coin_out * base_close
+        if coll is CollateralSource.HOLDINGS and inst.base in prep.quantities:
+            short = prep.quantities[inst.base] - coin_out
+            if (short < -1e-9).any():
+                i = int(np.argmax(short < -1e-9))
+                warnings.append(
+                    f"{inst.id}: collateral from holdings needed more {inst.base} than held on "
+                    f"{prep.dates[i].date()} (the excess counts as borrowed)"
+                )
+        total_exposure += exposure
+        total_delta += out[:, cols["delta_usd"]]
+        target_ratio = target
+        liq_idx = np.nonzero(out[:, cols["liquidated"]] > 0)[0]
+        out_legs.append(
+            {
+                "instrument": inst.id,
+                "kind": inst.kind.value,
+                "collateral_source": coll.value,
+                "weights": leg.weights,
+                "funding_series": leg.funding_series,
+                "funding_assumed_days": leg.funding_assumed_days,
+                "funding_received_usd": float(out[:, cols["funding_usd"]].sum()),
+                "fees_usd": float(out[:, cols["fee_usd"]].sum()),
+                "slippage_usd": float(out[:, cols["slippage_usd"]].sum()),
+                "rebalances": int(out[:, cols["rebalanced"]].sum()),
+                "top_ups_usd": float(out[:, cols["top_up_usd"]].sum()),
+                "days_hedged": int((out[:, cols["notional_usd"]] > 0).sum()),
+                "liquidations": [
+                    {
+                        "date": str(prep.dates[i].date()),
+                        "instrument": inst.id,
+                        "price": float(out[i, cols["liq_price"]]),
+                        "loss_usd": float(out[i, cols["liq_loss_usd"]]),
+                    }
+                    for i in liq_idx
+                ],
+                "_out": out,
+            }
+        )
+    if (hedged <= 0).any():
+        i = int(np.argmax(hedged <= 0))
+        raise InfeasibleHedgeError(
+            f"the hedged book is wiped out on {prep.dates[i].date()}: the hedge lost more than "
+            "the portfolio is worth (lower the leverage or ratio)"
+        )
+    hm, um = equity_metrics(hedged), equity_metrics(unhedged)
+    rh, ru = hedged[1:] / hedged[:-1] - 1, unhedged[1:] / unhedged[:-1] - 1
+    he = 1.0 - float(np.var(rh)) / float(np.var(ru)) if np.var(ru) > 0 else None
+    down_cap, up_cap = capture(hedged, unhedged)
+
+    def book(m: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "start_value_usd": m["start_value"],
+            "end_value_usd": m["end_value"],
+            "pnl_usd": m["pnl"],
+            "total_return": m["total_return"],
+            "annual_return": m["annual_return"],
+            "volatility": m["volatility"],
+            "max_drawdown": m["max_drawdown"],
+            "max_drawdown_peak": str(prep.dates[m["max_drawdown_peak"]].date()),
+            "max_drawdown_trough": str(prep.dates[m["max_drawdown_trough"]].date()),
+            "sharpe": m["sharpe"],
+            "sortino": m["sortino"],
+            "cvar_95": m["cvar_95"],
+        }
+
+    btc_terms = None
+    if prep.btc_close is not None:
+        hb_, ub_ = hedged / prep.btc_close, unhedged / prep.btc_close
+        btc_terms = {
+            "hedged": {k: v for k, v in book(equity_metrics(hb_)).items() if not k.endswith("_usd")}
+            | {"start_value_btc": float(hb_[0]), "end_value_btc": float(hb_[-1])},
+            "unhedged": {k: v for k, v in book(equity_metrics(ub_)).items() if not k.endswith("_usd")}
+            | {"start_value_btc": float(ub_[0]), "end_value_btc": float(ub_[-1])},
+        }
+    achieved = np.where(total_exposure > 0, -total_delta / np.where(total_exposure > 0, total_exposure, 1.0), 0.0)
+    liquidations = [x for leg in out_legs for x in leg["liquidations"]]
+    doc: dict[str, Any] = {
+        "schema": BACKTEST_SCHEMA,
+        "name": run_cfg.name,
+        "source": source,
+        "config_hash": config_hash,
+        "start": str(prep.dates[0].date()),
+        "end": str(prep.dates[-1].date()),
+        "days": n,
+        "step": run_cfg.step,
+        "policy": run_cfg.policy.model_dump(mode="json", exclude_unset=True) | {"kind": run_cfg.policy.kind},
+        "hedged": book(hm),
+        "unhedged": book(um),
+        "hedge_effectiveness": he,
+        "downside_capture": down_cap,
+        "upside_capture": up_cap,
+        "funding_received_usd": sum(leg["funding_received_usd"] for leg in out_legs),
+        "fees_usd": sum(leg["fees_usd"] for leg in out_legs),
+        "slippage_usd": sum(leg["slippage_usd"] for leg in out_legs),
+        "top_ups_usd": sum(leg["top_ups_usd"] for leg in out_legs),
+        "rebalances": sum(leg["rebalances"] for leg in out_legs),
+        "liquidations": liquidations,
+        "days_hedged": int((total_delta < 0).sum()),
+        "btc_terms": btc_terms,
+        "legs": [{k: v for k, v in leg.items() if not k.startswith("_")} for leg in out_legs],
+        "warnings": warnings,
+    }
+    if not full:
+        return doc
+    doc["equity"] = [
+        {"date": d, "hedged_usd": float(h), "unhedged_usd": float(u)}
+        for d, h, u in zip(prep.dates.strftime("%Y-%m-%d"), hedged, unhedged, strict=True)
+    ]
+    doc["_series"] = {
+        "dates": prep.dates,
+        "hedged": hedged,
+        "unhedged": unhedged,
+        "btc": prep.btc_close,
+        "achieved_ratio": achieved,
+        "target_ratio": target_ratio,
+        "funding_cum": np.cumsum(sum(leg["_out"][:, cols["funding_usd"]] for leg in out_legs)),
+        "rebalanced": sum(leg["_out"][:, cols["rebalanced"]] for leg in out_legs),
+        "liquidated": sum(leg["_out"][:, cols["liquidated"]] for leg in out_legs),
+    }
+    return doc
+
+
+def public(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document without private series, JSON-safe (NaN → null)."""
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if not str(k).startswith("_")}
+        if isinstance(x, list | tuple):
+            return [clean(v) for v in x]
+        if isinstance(x, float):
+            return x if math.isfinite(x) else None
+        if hasattr(x, "item"):
+            return clean(x.item())
+        return x
+
+    out = clean(doc)
+    assert isinstance(out, dict)
+    return out
+
+
+def write_report(doc: dict[str, Any], path: Path) -> Path:
+    """One self-contained HTML file (plotly inlined): equity in USD and BTC, drawdowns, hedge ratio, funding."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    s = doc["_series"]
+    x = list(s["dates"].tz_localize(None))
+    fig = make_subplots(
+        rows=5,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.03,
+        subplot_titles=(
+            "Equity (USD)",
+            "Equity (BTC)",
+            "Drawdown",
+            "Hedge ratio",
+            "Cumulative funding (USD, + = received)",
+        ),
+    )
+    fig.add_trace(go.Scatter(x=x, y=s["unhedged"], name="unhedged", line={"color": "#999"}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=x, y=s["hedged"], name="hedged", line={"color": "#1f77b4"}), row=1, col=1)
+    reb = np.nonzero(s["rebalanced"] > 0)[0]
+    fig.add_trace(
+        go.Scatter(
+            x=[x[i] for i in reb],
+            y=[s["hedged"][i] for i in reb],
+            mode="markers",
+            name="rebalance",
+            marker={"size": 4, "color": "#2ca02c"},
+        ),
+        row=1,
+        col=1,
+    )
+    liq = np.nonzero(s["liquidated"] > 0)[0]
+    fig.add_trace(
+        go.Scatter(
+            x=[x[i] for i in liq],
+            y=[s["hedged"][i] for i in liq],
+            mode="markers",
+            name="liquidation",
+            marker={"size": 11, "color": "#d62728", "symbol": "x"},
+        ),
+        row=1,
+        col=1,
+    )
+    if s["btc"] is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=s["unhedged"] / s["btc"], name="unhedged (BTC)", line={"color": "#999"}, showlegend=False
+            ),
+            row=2,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(x=x, y=s["hedged"] / s["btc"], name="hedged (BTC)", line={"color": "#1f77b4"}, showlegend=False),
+            row=2,
+            col=1,
+        )
+    for key, color in (("unhedged", "#999"), ("hedged", "#1f77b4")):
+        eq = s[key]
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=eq / np.maximum.accumulate(eq) - 1,
+                name=f"drawdown {key}",
+                line={"color": color},
+                showlegend=False,
+            ),
+            row=3,
+            col=1,
+        )
+    fig.add_trace(
+        go.Scatter(x=x, y=s["target_ratio"], name="target ratio", line={"color": "#ff7f0e", "dash": "dot"}),
+        row=4,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(x=x, y=s["achieved_ratio"], name="achieved ratio", line={"color": "#ff7f0e"}), row=4, col=1
+    )
+    fig.add_trace(go.Scatter(x=x, y=s["funding_cum"], name="funding", line={"color": "#9467bd"}), row=5, col=1)
+    h, u = doc["hedged"], doc["unhedged"]
+    title = (
+        f"{doc.get('name') or doc['source']}: {doc['start']} → {doc['end']}, policy {doc['policy']['kind']} — "
+        f"hedged {h['total_return']:+.1%} (max DD {h['max_drawdown']:.1%}) vs unhedged {u['total_return']:+.1%} "
+        f"(max DD {u['max_drawdown']:.1%}); HE {doc['hedge_effectiveness']:.2f}; "
+        f"funding {doc['funding_received_usd']:+,.0f} USD; {len(doc['liquidations'])} liquidations"
+    )
+    fig.update_layout(height=1400, title={"text": title, "font": {"size": 13}}, hovermode="x unified")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    return path
+
+
+def write_png(doc: dict[str, Any], path: Path) -> Path:
+    """A static PNG of the report's main panels (equity USD and BTC, drawdown, hedge ratio, funding)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = doc["_series"]
+    x = s["dates"].tz_localize(None)
+    fig, axes = plt.subplots(5, 1, figsize=(11, 13), sharex=True, gridspec_kw={"height_ratios": [3, 2, 2, 1.5, 1.5]})
+    ax = axes[0]
+    ax.plot(x, s["unhedged"], color="#999999", label="unhedged")
+    ax.plot(x, s["hedged"], color="#1f77b4", label="hedged")
+    liq = np.nonzero(s["liquidated"] > 0)[0]
+    ax.scatter(x[liq], s["hedged"][liq], color="#d62728", marker="x", s=80, zorder=5, label="liquidation")
+    ax.set_yscale("log")
+    ax.set_ylabel("USD (log)")
+    ax.legend(loc="upper left")
+    h, u = doc["hedged"], doc["unhedged"]
+    ax.set_title(
+        f"{doc.get('name') or doc['source']} — hedged {h['total_return']:+.0%} (max DD {h['max_drawdown']:.0%}), "
+        f"unhedged {u['total_return']:+.0%} (max DD {u['max_drawdown']:.0%}), HE {doc['hedge_effectiveness']:.2f}",
+        fontsize=10,
+    )
+    if s["btc"] is not None:
+        axes[1].plot(x, s["unhedged"] / s["btc"], color="#999999")
+        axes[1].plot(x, s["hedged"] / s["btc"], color="#1f77b4")
+        axes[1].set_ylabel("BTC")
+    for key, color in (("unhedged", "#999999"), ("hedged", "#1f77b4")):
+        eq = s[key]
+        axes[2].plot(x, eq / np.maximum.accumulate(eq) - 1, color=color)
+    axes[2].set_ylabel("drawdown")
+    axes[3].plot(x, s["target_ratio"], color="#ff7f0e", linestyle=":", label="target")
+    axes[3].plot(x, s["achieved_ratio"], color="#ff7f0e", label="achieved")
+    axes[3].set_ylabel("hedge ratio")
+    axes[3].legend(loc="upper left")
+    axes[4].plot(x, s["funding_cum"], color="#9467bd")
+    axes[4].set_ylabel("funding USD")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,186 @@
+"""Hedge policies: each turns signals known at a day's close into that day's target hedge ratio.
+
+Every policy is a small rule over arrays indexed by day; element ``t`` uses only data up to and
+including day ``t`` (the backtest acts at that close). The result is ``(target, allowed)``:
+the hedge ratio wanted at each close and whether rebalancing is allowed that day; the kernel
+rebalances when the hedge is off the target by more than the policy's ``band``.
+
+Kinds:
+
+* ``static`` — a constant ratio; ``drift_band`` — the same, rebalancing only outside ``band``.
+* ``calendar`` — a constant ratio, rebalanced every ``every_days`` days only.
+* ``schedule`` — dated outlooks → ratio (``[(day, ratio), ...]``, piecewise constant).
+* ``fear_greed`` — the Fear & Greed index of the day → ratio by a table of upper bounds.
+* ``volatility`` — the proxy's 30-day realised volatility (annualised, 365 days) → ratio by bands.
+* ``funding_aware`` — cut the ratio when the hedge's trailing funding *cost* (negative funding
+  for a short) exceeds a threshold; raise it when carry is strongly positive; capped.
+* ``trend`` — ``ratio_on`` while the proxy closes below its N-day average, else ``ratio_off``.
+* ``events`` — a base ratio, raised inside windows around listed days.
+* ``beta`` — a constant ratio of the β-weighted exposure, β re-estimated on a trailing window
+  (the exposure scaling is done by the caller; here it is a static ratio).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from perphedge.errors import ConfigError
+
+__all__ = ["KINDS", "PolicySpec", "policy_targets"]
+
+Array = NDArray[np.float64]
+KINDS = (
+    "static",
+    "drift_band",
+    "calendar",
+    "schedule",
+    "fear_greed",
+    "volatility",
+    "funding_aware",
+    "trend",
+    "events",
+    "beta",
+)
+
+DEFAULT_FEAR_GREED = ((20.0, 0.625), (39.0, 0.4), (60.0, 0.25), (79.0, 0.15), (100.0, 0.05))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySpec:
+    """A policy and its parameters (days are integer days since 1970-01-01, UTC)."""
+
+    kind: str
+    ratio: float = 0.5
+    band: float = 0.10
+    every_days: int = 30
+    schedule: tuple[tuple[int, float], ...] = ()
+    table: tuple[tuple[float, float], ...] = DEFAULT_FEAR_GREED
+    vol_bands: tuple[tuple[float, float], ...] = ((0.4, 0.25), (0.8, 0.5), (math.inf, 0.75))
+    vol_days: int = 30
+    lookback_days: int = 7
+    cost_threshold_8h: float = 0.0001
+    rich_threshold_8h: float = 0.0005
+    cut: float = 0.7
+    boost: float = 1.2
+    min_ratio: float = 0.0
+    max_ratio: float = 1.5
+    sma_days: int = 50
+    ratio_on: float = 1.0
+    ratio_off: float = 0.0
+    events: tuple[tuple[int, float, int, int], ...] = ()  # (day, ratio, days before, days after)
+    beta_window: int = 180
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"invalid `policy.kind`: must be one of {', '.join(KINDS)}, was {self.kind!r}")
+        for name in ("ratio", "ratio_on", "ratio_off", "min_ratio", "max_ratio"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0 <= v <= 2):
+                raise ConfigError(f"invalid `policy.{name}`: must be in [0, 2], was {v!r}")
+        if not (math.isfinite(self.band) and 0 <= self.band < 1):
+            raise ConfigError(f"invalid `policy.band`: must be in [0, 1), was {self.band!r}")
+        for name in ("every_days", "vol_days", "lookback_days", "sma_days", "beta_window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"invalid `policy.{name}`: must be >= 1, was {getattr(self, name)!r}")
+        for _, r in (*self.schedule, *self.table, *self.vol_bands):
+            if not (math.isfinite(r) and 0 <= r <= 2):
+                raise ConfigError(f"invalid ratio in `policy`: must be in [0, 2], was {r!r}")
+
+
+def _table(values: Array, table: Sequence[tuple[float, float]], default: float) -> Array:
+    bounds = sorted(table)
+    out = np.full(len(values), default)
+    for i, v in enumerate(values):
+        if math.isnan(v):
+            continue
+        for upper, ratio in bounds:
+            if v <= upper:
+                out[i] = ratio
+                break
+    return out
+
+
+def _ffill(values: Array) -> Array:
+    out = values.copy()
+    last = math.nan
+    for i, v in enumerate(out):
+        if math.isnan(v):
+            out[i] = last
+        else:
+            last = v
+    return out
+
+
+def policy_targets(
+    spec: PolicySpec,
+    *,
+    days: NDArray[np.int64],
+    proxy_close: Array,
+    fear_greed: Array | None = None,
+    funding_daily: Array | None = None,
+) -> tuple[Array, Array, float]:
+    """``(target ratio per day, rebalancing allowed per day, band)`` for ``spec``.
+
+    ``fear_greed`` (per day, NaN where unknown) and ``funding_daily`` (fraction of notional per day,
+    positive = a short receives) are needed by the policies that use them.
+    """
+    n = len(days)
+    allowed = np.ones(n)
+    band = spec.band
+    k = spec.kind
+    if k in ("static", "drift_band", "beta"):
+        target = np.full(n, spec.ratio)
+    elif k == "calendar":
+        target = np.full(n, spec.ratio)
+        allowed = np.where((np.arange(n) % spec.every_days) == 0, 1.0, 0.0)
+        band = 0.0
+    elif k == "schedule":
+        target = np.full(n, spec.ratio)
+        for day, ratio in sorted(spec.schedule):
+            target[days >= day] = ratio
+    elif k == "fear_greed":
+        if fear_greed is None:
+            raise ConfigError("policy fear_greed needs the Fear & Greed index in the store (`perphedge data import`)")
+        target = _table(_ffill(np.asarray(fear_greed, dtype=np.float64)), spec.table, spec.ratio)
+    elif k == "volatility":
+        r = np.full(n, np.nan)
+        r[1:] = np.diff(np.log(proxy_close))
+        vol = np.full(n, np.nan)
+        for t in range(spec.vol_days, n):
+            vol[t] = float(np.std(r[t - spec.vol_days + 1 : t + 1], ddof=1)) * math.sqrt(365.0)
+        bands = tuple((b if math.isfinite(b) else 1e9, ratio) for b, ratio in spec.vol_bands)
+        target = _table(vol, bands, spec.ratio)
+    elif k == "funding_aware":
+        if funding_daily is None:
+            raise ConfigError("policy funding_aware needs the hedge contract's funding (history or assumed rate)")
+        f = np.asarray(funding_daily, dtype=np.float64)
+        target = np.full(n, spec.ratio)
+        csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(f))])
+        for t in range(n):
+            lo = max(0, t - spec.lookback_days + 1)
+            per_8h = (csum[t + 1] - csum[lo]) / (t + 1 - lo) / 3.0  # daily funding → per 8h
+            if per_8h < -spec.cost_threshold_8h:  # the short pays: hedge less
+                target[t] = spec.ratio * spec.cut
+            elif per_8h > spec.rich_threshold_8h:  # the short is paid well: hedge more
+                target[t] = spec.ratio * spec.boost
+        target = np.clip(target, spec.min_ratio, spec.max_ratio)
+    elif k == "trend":
+        csum = np.concatenate([[0.0], np.cumsum(proxy_close)])
+        target = np.full(n, spec.ratio_off)
+        for t in range(n):
+            lo = max(0, t - spec.sma_days + 1)
+            sma = (csum[t + 1] - csum[lo]) / (t + 1 - lo)
+            target[t] = spec.ratio_on if proxy_close[t] < sma else spec.ratio_off
+    elif k == "events":
+        target = np.full(n, spec.ratio)
+        for day, ratio, before, after in spec.events:
+            target[(days >= day - before) & (days <= day + after)] = ratio
+    else:  # pragma: no cover - guarded in __post_init__
+        raise ConfigError(f"unknown policy {k!r}")
+    return np.asarray(target, dtype=np.float64), allowed, band

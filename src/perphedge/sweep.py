@@ -1,0 +1,184 @@
+"""Parameter sweeps: every combination of a grid applied to a base run, run on all cores, ranked.
+
+Grid file (YAML)::
+
+    base: altcoins-50pct.yaml          # a run file (relative to the grid file)
+    grid:                              # dotted keys of the run file → values to try
+      policy.ratio: [0.25, 0.5, 0.75, 1.0]
+      hedge.leverage: [1.5, 2, 3]
+    rank_by: hedged.sharpe             # any number in the backtest summary
+    descending: true
+    top: 20
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from perphedge.errors import ConfigError
+
+__all__ = ["expand", "load_grid", "run_sweep"]
+
+_STATE: dict[str, Any] = {}
+_GRID_KEYS = {"base", "grid", "rank_by", "descending", "top"}
+SUMMARY_KEYS = ("total_return", "annual_return", "volatility", "max_drawdown", "sharpe", "sortino", "cvar_95")
+
+
+def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = doc
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"invalid grid key `{dotted}`: `{p}` is not a mapping in the base run")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """The grid document and the base run document (raw), with the base file's path."""
+    from perphedge.config import read_yaml
+
+    p = Path(path)
+    doc, _ = read_yaml(p)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{p}: must be a mapping with `base:` and `grid:`")
+    unknown = sorted(set(doc) - _GRID_KEYS)
+    if unknown:
+        raise ConfigError(f"{p}: field `{unknown[0]}`: unknown key (use {', '.join(sorted(_GRID_KEYS))})")
+    if "base" not in doc or "grid" not in doc:
+        raise ConfigError(f"{p}: needs `base:` (a run file) and `grid:` (dotted keys → lists)")
+    grid = doc["grid"]
+    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError(f"{p}: field `grid`: must map dotted run-file keys to non-empty lists")
+    base_path = (p.parent / str(doc["base"])).resolve()
+    base_doc, _ = read_yaml(base_path)
+    if not isinstance(base_doc, dict):
+        raise ConfigError(f"{base_path}: must be a run file mapping")
+    if isinstance(base_doc.get("portfolio"), str):
+        base_doc["portfolio"] = str((base_path.parent / base_doc["portfolio"]).resolve())
+    return doc, base_doc, base_path
+
+
+def expand(grid: dict[str, list[Any]], base_doc: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every combination: ``(overrides, run document)``."""
+    keys = list(grid)
+    out = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        doc = copy.deepcopy(base_doc)
+        overrides = dict(zip(keys, values, strict=True))
+        for k, v in overrides.items():
+            _set(doc, k, v)
+        out.append((overrides, doc))
+    return out
+
+
+def _data_key(run_doc: dict[str, Any]) -> str:
+    keep = {k: run_doc.get(k) for k in ("portfolio", "start", "end", "step", "hedge", "funding")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _one(index: int) -> dict[str, Any]:
+    from perphedge.backtest import config_hash, prepare, run
+    from perphedge.config import parse_portfolio, parse_run, read_yaml
+    from perphedge.data.store import MarketStore
+    from perphedge.errors import PerphedgeError
+
+    overrides, run_doc = _STATE["configs"][index]
+    row: dict[str, Any] = {"index": index, "overrides": overrides}
+    try:
+        run_cfg = parse_run(run_doc, f"grid #{index}")
+        if isinstance(run_cfg.portfolio, str):
+            pdoc, _ = read_yaml(run_cfg.portfolio)
+            pfile = parse_portfolio(pdoc, run_cfg.portfolio)
+        else:
+            pfile = parse_portfolio(run_cfg.portfolio, f"grid #{index}: portfolio")
+        key = _data_key(run_doc)
+        cache = _STATE.setdefault("prepared", {})
+        if key not in cache:
+            with MarketStore(_STATE["store"], read_only=True) as store:
+                cache[key] = prepare(run_cfg, pfile, store, _STATE["registry"])
+        prep = cache[key]
+        doc = run(prep, run_cfg, config_hash=config_hash(run_cfg, pfile), full=False)
+        row.update({f"hedged.{k}": doc["hedged"][k] for k in SUMMARY_KEYS})
+        row.update({f"unhedged.{k}": doc["unhedged"][k] for k in SUMMARY_KEYS})
+        row.update(
+            {
+                "hedge_effectiveness": doc["hedge_effectiveness"],
+                "funding_received_usd": doc["funding_received_usd"],
+                "fees_usd": doc["fees_usd"],
+                "rebalances": doc["rebalances"],
+                "liquidations": len(doc["liquidations"]),
+                "config_hash": doc["config_hash"],
+            }
+        )
+    except PerphedgeError as exc:
+        row["error"] = str(exc)
+    return row
+
+
+def run_sweep(
+    path: str | Path,
+    *,
+    store_path: str | None,
+    registry: Any,
+    workers: int | None = None,
+    on_result: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run every configuration of the grid (in ``workers`` processes) and rank them."""
+    import multiprocessing as mp
+
+    from perphedge.data.store import default_store_path
+
+    gdoc, base_doc, base_path = load_grid(path)
+    configs = expand(gdoc["grid"], base_doc)
+    rank_by = str(gdoc.get("rank_by", "hedged.sharpe"))
+    descending = bool(gdoc.get("descending", True))
+    top = int(gdoc.get("top", 20))
+    _STATE.clear()
+    _STATE.update(configs=configs, store=str(store_path or default_store_path()), registry=registry)
+    n = len(configs)
+    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    rows: list[dict[str, Any]] = []
+    if workers == 1:
+        for i in range(n):
+            rows.append(_one(i))
+            if on_result:
+                on_result(len(rows), n)
+    else:
+        ctx = mp.get_context("fork")
+        with ctx.Pool(workers) as pool:
+            for row in pool.imap_unordered(_one, range(n), chunksize=max(1, n // (workers * 8))):
+                rows.append(row)
+                if on_result:
+                    on_result(len(rows), n)
+    ok = [r for r in rows if "error" not in r]
+    failed = [r for r in rows if "error" in r]
+    if ok and rank_by not in ok[0]:
+        names = [k for k in ok[0] if "." in k or k in ("hedge_effectiveness", "liquidations")]
+        raise ConfigError(f"invalid `rank_by`: {rank_by!r}; use one of {', '.join(names)}")
+
+    def score(r: dict[str, Any]) -> float:
+        v = r.get(rank_by)
+        return float("-inf") if v is None else float(v) * (1 if descending else -1)
+
+    ranked = sorted(ok, key=score, reverse=True)
+    return {
+        "schema": "perphedge.sweep/1",
+        "grid": str(path),
+        "base": str(base_path),
+        "configurations": n,
+        "workers": workers,
+        "rank_by": rank_by,
+        "descending": descending,
+        "top": ranked[:top],
+        "failed": failed,
+        "all": sorted(rows, key=lambda r: r["index"]),
+    }
