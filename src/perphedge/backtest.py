@@ -110,6 +110,17 @@ class Prepared:
     method: SizingMethod
     betas: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    bar_hours: float = 24.0
+
+    @property
+    def bars_per_day(self) -> float:
+        """Bars per day (1 for daily steps, 3 for 8h)."""
+        return 24.0 / self.bar_hours
+
+    @property
+    def periods_per_year(self) -> float:
+        """Bars per year (365 days)."""
+        return 365.0 * self.bars_per_day
 
 
 def _hedge_block(pfile: PortfolioFile, run_cfg: RunFile) -> Any:
@@ -134,15 +145,15 @@ def _hedge_block(pfile: PortfolioFile, run_cfg: RunFile) -> Any:
 
 def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry: InstrumentRegistry) -> Prepared:
     """Load and align everything the run needs from the store; validate the configuration against the data."""
+    import pandas as pd
+
     from perphedge.core.portfolio import Holding, Portfolio
-    from perphedge.data.reader import funding_daily, ohlc, sentiment
+    from perphedge.data.reader import funding_series, ohlc, sentiment
     from perphedge.service import _resolve_legs
 
-    if run_cfg.step != "1d":
-        raise DataError(
-            "step 8h needs 8h candles of every asset; the store holds daily candles (fetch 8h "
-            "history first, or use step: 1d)"
-        )
+    tf = run_cfg.step
+    bar_hours = 24.0 if tf == "1d" else 8.0
+    freq = "D" if tf == "1d" else "8h"
     hb = _hedge_block(pfile, run_cfg)
     start, end = str(run_cfg.start), str(run_cfg.end)
     held = [h for h in pfile.holdings]
@@ -152,16 +163,17 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
     # legs need prices; a provisional portfolio (start-date prices) lets the plan's leg resolver run
     spans = store.query(
         "SELECT split_part(symbol, '/', 1) AS a, min(ts) AS first, max(ts) AS last FROM candles "
-        "WHERE source = 'binance' AND timeframe = '1d' GROUP BY 1"
+        "WHERE source = 'binance' AND timeframe = ? GROUP BY 1",
+        [tf],
     )
     span = {r.a: (r.first, r.last) for r in spans.itertuples(index=False)}
     late = [f"{a} (from {span[a][0].date()})" for a in assets if a in span and str(span[a][0].date()) > start]
     absent = [a for a in assets if a not in span]
     if absent:
-        raise DataError(f"no daily history of {', '.join(absent)} in the store (import or fetch it)")
+        raise DataError(f"no {tf} history of {', '.join(absent)} in the store (import or fetch it)")
     if late:
         raise DataError(f"the store has no {start} close for {', '.join(late)}: start on or after their listing")
-    probe = ohlc(store, sorted({*assets, "BTC"}), start, start)["close"]
+    probe = ohlc(store, sorted({*assets, "BTC"}), start, start, timeframe=tf)["close"]
     first_prices = {a: float(probe[a].iloc[0]) for a in probe.columns if probe[a].notna().any()}
     holdings = []
     for hm in held:
@@ -185,7 +197,7 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
             instruments[inst.id] = inst
             weights.setdefault(inst.id, {})[a] = weights.get(inst.id, {}).get(a, 0.0) + w
     wanted = sorted({*assets, *(i.base for i in instruments.values()), "BTC"})
-    frames = ohlc(store, wanted, start, end, fields=("open", "high", "low", "close"))
+    frames = ohlc(store, wanted, start, f"{end} 23:59:59", fields=("open", "high", "low", "close"), timeframe=tf)
     close = frames["close"]
     for a in wanted:
         col = close[a]
@@ -219,16 +231,19 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
         fund = np.full(len(dates), np.nan)
         if run_cfg.funding.history:
             try:
-                daily = funding_daily(store, src, sym, start, f"{end} 23:59:59")
-                fund = daily.reindex(dates.floor("D")).to_numpy()
+                last_close = dates[-1] + pd.Timedelta(hours=bar_hours)  # the last bar's closing settlement
+                raw = funding_series(store, src, sym, start, last_close)
+                # a settlement at a bar's closing instant is paid by the position held through that bar
+                bar = (raw.index - pd.Timedelta(milliseconds=1)).floor(freq)
+                fund = raw["rate"].groupby(bar).sum().reindex(dates).to_numpy()
             except DataError:
                 pass
         assumed = int(np.isnan(fund).sum())
-        fund = np.where(np.isnan(fund), run_cfg.funding.assumed_rate_8h * 3.0, fund)
+        fund = np.where(np.isnan(fund), run_cfg.funding.assumed_rate_8h * bar_hours / 8.0, fund)
         if assumed:
             warnings.append(
-                f"{inst.id}: funding assumed at {run_cfg.funding.assumed_rate_8h:.4%} per 8h on {assumed} "
-                f"of {len(dates)} days (no stored history of {series} then)"
+                f"{inst.id}: funding assumed at {run_cfg.funding.assumed_rate_8h:.4%} per 8h on {assumed} bars "
+                f"of {len(dates)} (no stored history of {series} then)"
             )
         b = inst.base
         legs.append(
@@ -273,32 +288,38 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
         method=method,
         betas={k.upper(): float(v) for k, v in pfile.betas.items()},
         warnings=warnings,
+        bar_hours=bar_hours,
     )
 
 
-def _policy_spec(run_cfg: RunFile) -> PolicySpec:
+def _policy_spec(run_cfg: RunFile, bars_per_day: float = 1.0) -> PolicySpec:
+    """The policy with its day-based windows converted to bars."""
     p = run_cfg.policy
+
+    def bars(days: int) -> int:
+        return max(1, round(days * bars_per_day))
+
     return PolicySpec(
         kind=p.kind,
         ratio=p.ratio,
         band=p.band,
-        every_days=p.every_days,
+        every_days=bars(p.every_days),
         schedule=tuple((_epoch_day(e.start), e.ratio) for e in (p.schedule or [])),
         table=tuple((e.max, e.ratio) for e in p.table) if p.table else PolicySpec(kind="static").table,
         vol_bands=tuple((b.max_vol, b.ratio) for b in p.bands) if p.bands else PolicySpec(kind="static").vol_bands,
-        vol_days=p.vol_days,
-        lookback_days=p.lookback_days,
+        vol_days=bars(p.vol_days),
+        lookback_days=bars(p.lookback_days),
         cost_threshold_8h=p.cost_threshold_8h,
         rich_threshold_8h=p.rich_threshold_8h,
         cut=p.cut,
         boost=p.boost,
         min_ratio=p.min_ratio,
         max_ratio=p.max_ratio,
-        sma_days=p.sma_days,
+        sma_days=bars(p.sma_days),
         ratio_on=p.ratio_on,
         ratio_off=p.ratio_off,
         events=tuple((_epoch_day(e.date), e.ratio, e.before_days, e.after_days) for e in (p.events or [])),
-        beta_window=p.window_days,
+        beta_window=bars(p.window_days),
     )
 
 
@@ -318,7 +339,7 @@ def _betas(prep: Prepared, run_cfg: RunFile) -> dict[str, np.ndarray]:
             c = prep.closes[a]
             s = c[1:] / c[:-1] - 1
             f = proxy[1:] / proxy[:-1] - 1
-            window = min(run_cfg.policy.window_days, n - 2)
+            window = min(round(run_cfg.policy.window_days * prep.bars_per_day), n - 2)
             known = _window_ratios(s, f, "rolling_ols", window, 0.94, 2.0)  # index i: from returns < i
             beta = np.ones(n)
             beta[2:] = np.where(np.isfinite(known[1:]), known[1:], 1.0)  # day t knows returns up to t
@@ -338,8 +359,9 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
 
     ``full=False`` leaves out the daily equity list and the report series (sweeps).
     """
-    spec = _policy_spec(run_cfg)
+    spec = _policy_spec(run_cfg, prep.bars_per_day)
     warnings = list(prep.warnings)
+    ppy = prep.periods_per_year
     n = len(prep.dates)
     betas = _betas(prep, run_cfg)
     spot = np.zeros(n)
@@ -363,6 +385,8 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
             proxy_close=prep.closes[prep.proxy],
             fear_greed=prep.fear_greed,
             funding_daily=leg.funding,
+            periods_per_year=ppy,
+            bar_hours=prep.bar_hours,
         )
         coll = prep.collateral
         if not inst.is_inverse:
@@ -390,7 +414,9 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
                 run_cfg.costs.taker_fee if run_cfg.costs.taker_fee is not None else inst.taker_fee,
                 run_cfg.costs.slippage_bps / 1e4,
                 band,
-                -1.0 if run_cfg.margin.reopen_after_days is None else float(run_cfg.margin.reopen_after_days),
+                -1.0
+                if run_cfg.margin.reopen_after_days is None
+                else float(round(run_cfg.margin.reopen_after_days * prep.bars_per_day)),
                 1.0 if run_cfg.margin.top_up else 0.0,
                 run_cfg.margin.top_up_level,
             ],
@@ -446,7 +472,7 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
             f"the hedged book is wiped out on {prep.dates[i].date()}: the hedge lost more than "
             "the portfolio is worth (lower the leverage or ratio)"
         )
-    hm, um = equity_metrics(hedged), equity_metrics(unhedged)
+    hm, um = equity_metrics(hedged, ppy), equity_metrics(unhedged, ppy)
     rh, ru = hedged[1:] / hedged[:-1] - 1, unhedged[1:] / unhedged[:-1] - 1
     he = 1.0 - float(np.var(rh)) / float(np.var(ru)) if np.var(ru) > 0 else None
     down_cap, up_cap = capture(hedged, unhedged)
@@ -471,9 +497,9 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
     if prep.btc_close is not None:
         hb_, ub_ = hedged / prep.btc_close, unhedged / prep.btc_close
         btc_terms = {
-            "hedged": {k: v for k, v in book(equity_metrics(hb_)).items() if not k.endswith("_usd")}
+            "hedged": {k: v for k, v in book(equity_metrics(hb_, ppy)).items() if not k.endswith("_usd")}
             | {"start_value_btc": float(hb_[0]), "end_value_btc": float(hb_[-1])},
-            "unhedged": {k: v for k, v in book(equity_metrics(ub_)).items() if not k.endswith("_usd")}
+            "unhedged": {k: v for k, v in book(equity_metrics(ub_, ppy)).items() if not k.endswith("_usd")}
             | {"start_value_btc": float(ub_[0]), "end_value_btc": float(ub_[-1])},
         }
     achieved = np.where(total_exposure > 0, -total_delta / np.where(total_exposure > 0, total_exposure, 1.0), 0.0)

@@ -138,3 +138,68 @@ def test_backtest_and_sweep_cli(sample_store_path: Path, tmp_path: Path) -> None
     assert sweep["configurations"] == 4 and sweep["workers"] == 2 and not sweep["failed"]
     he = [row["hedge_effectiveness"] for row in sweep["top"]]
     assert he == sorted(he, reverse=True) and len(he) == 3
+
+
+def test_step_8h_on_8h_candles(tmp_path: Path) -> None:
+    from perphedge.backtest import prepare as prep_fn
+    from perphedge.config import parse_portfolio, parse_run
+
+    n = 3 * 120
+    ts = pd.date_range("2024-01-01", periods=n, freq="8h")
+    rng = np.random.default_rng(4)
+    frames = []
+    for sym, p0 in (("BTC/USDT", 40_000.0), ("SOL/USDT", 100.0)):
+        c = p0 * np.exp(np.cumsum(rng.normal(0, 0.015, n)))
+        o = np.concatenate([[p0], c[:-1]])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "source": "binance",
+                    "symbol": sym,
+                    "timeframe": "8h",
+                    "ts": ts,
+                    "open": o,
+                    "high": np.maximum(o, c) * 1.004,
+                    "low": np.minimum(o, c) * 0.996,
+                    "close": c,
+                    "volume": 1.0,
+                }
+            )
+        )
+    settle = pd.date_range("2024-01-01 08:00", periods=n, freq="8h")
+    funding = pd.DataFrame(
+        {
+            "source": "binance",
+            "symbol": "BTC/USDT:USDT",
+            "ts": settle,
+            "rate": np.linspace(0.0001, 0.0002, n),
+            "interval_hours": 8.0,
+            "mark_price": np.nan,
+        }
+    )
+    with MarketStore(tmp_path / "8h.duckdb") as store:
+        for f in frames:
+            store.upsert("candles", f)
+        store.upsert("funding", funding)
+    run_cfg = parse_run(
+        {
+            "portfolio": "x",
+            "start": "2024-01-01",
+            "end": "2024-04-29",
+            "step": "8h",
+            "hedge": {"instrument": "binance:BTCUSDT", "leverage": 2, "collateral": "stable"},
+            "policy": {"kind": "static", "ratio": 0.5, "band": 0.05},
+        },
+        "8h run",
+    )
+    pfile = parse_portfolio({"holdings": [{"asset": "SOL", "value_usd": 10_000}]}, "8h portfolio")
+    with MarketStore(tmp_path / "8h.duckdb", read_only=True) as store:
+        prep = prep_fn(run_cfg, pfile, store, default_registry())
+    assert len(prep.dates) == n and prep.periods_per_year == 1095
+    # each 8h bar is paid the one settlement at its closing instant
+    np.testing.assert_allclose(prep.legs[0].funding, funding["rate"].to_numpy())
+    doc = run(prep, run_cfg, config_hash="x")
+    h = doc["_series"]["hedged"]
+    r = h[1:] / h[:-1] - 1
+    assert doc["hedged"]["volatility"] == pytest.approx(np.std(r, ddof=1) * np.sqrt(1095))
+    assert doc["days"] == n and doc["rebalances"] >= 1

@@ -40,8 +40,10 @@ def test_fear_greed_table_and_gaps() -> None:
 
 def test_funding_aware_sign_is_right() -> None:
     funding = np.array([0.0003] * 3 + [-0.0009] * 4 + [0.003] * 3)  # per day; 0.003/day = 0.1% per 8h
-    t, _, _ = targets(PolicySpec(kind="funding_aware", ratio=1.0, lookback_days=1, cut=0.7, boost=1.2, max_ratio=1.2),
-                      funding_daily=funding)
+    t, _, _ = targets(
+        PolicySpec(kind="funding_aware", ratio=1.0, lookback_days=1, cut=0.7, boost=1.2, max_ratio=1.2),
+        funding_daily=funding,
+    )
     # paid 0.01%/8h: keep; paying 0.03%/8h (cost): cut to 0.7; earning 0.1%/8h: raise to 1.2
     assert t.tolist() == [1.0] * 3 + [0.7] * 4 + [1.2] * 3
 
@@ -59,7 +61,7 @@ def test_trend_and_volatility() -> None:
 
 
 def test_bad_policy() -> None:
-    with pytest.raises(ConfigError, match="policy.kind"):
+    with pytest.raises(ConfigError, match=r"policy\.kind"):
         PolicySpec(kind="yolo")
-    with pytest.raises(ConfigError, match="policy.ratio"):
+    with pytest.raises(ConfigError, match=r"policy\.ratio"):
         PolicySpec(kind="static", ratio=3)

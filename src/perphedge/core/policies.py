@@ -124,8 +124,13 @@ def policy_targets(
     proxy_close: Array,
     fear_greed: Array | None = None,
     funding_daily: Array | None = None,
+    periods_per_year: float = 365.0,
+    bar_hours: float = 24.0,
 ) -> tuple[Array, Array, float]:
-    """``(target ratio per day, rebalancing allowed per day, band)`` for ``spec``.
+    """``(target ratio per bar, rebalancing allowed per bar, band)`` for ``spec``.
+
+    Bars are days by default; for 8h bars pass ``bar_hours=8`` and ``periods_per_year=1095`` (the spec's
+    windows are then in bars, and ``funding_daily`` is funding per bar).
 
     ``fear_greed`` (per day, NaN where unknown) and ``funding_daily`` (fraction of notional per day,
     positive = a short receives) are needed by the policies that use them.
@@ -153,7 +158,7 @@ def policy_targets(
         r[1:] = np.diff(np.log(proxy_close))
         vol = np.full(n, np.nan)
         for t in range(spec.vol_days, n):
-            vol[t] = float(np.std(r[t - spec.vol_days + 1 : t + 1], ddof=1)) * math.sqrt(365.0)
+            vol[t] = float(np.std(r[t - spec.vol_days + 1 : t + 1], ddof=1)) * math.sqrt(periods_per_year)
         bands = tuple((b if math.isfinite(b) else 1e9, ratio) for b, ratio in spec.vol_bands)
         target = _table(vol, bands, spec.ratio)
     elif k == "funding_aware":
@@ -164,7 +169,7 @@ def policy_targets(
         csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(f))])
         for t in range(n):
             lo = max(0, t - spec.lookback_days + 1)
-            per_8h = (csum[t + 1] - csum[lo]) / (t + 1 - lo) / 3.0  # daily funding → per 8h
+            per_8h = (csum[t + 1] - csum[lo]) / (t + 1 - lo) * 8.0 / bar_hours  # per bar → per 8h
             if per_8h < -spec.cost_threshold_8h:  # the short pays: hedge less
                 target[t] = spec.ratio * spec.cut
             elif per_8h > spec.rich_threshold_8h:  # the short is paid well: hedge more
