@@ -323,6 +323,15 @@ def _policy_spec(run_cfg: RunFile, bars_per_day: float = 1.0) -> PolicySpec:
     )
 
 
+def _fee_rate(run_cfg: RunFile, inst: Instrument) -> float:
+    """Fee rate of every fill: taker (default) or maker (``costs.fills: maker``); run file first, else the
+    instrument's."""
+    c = run_cfg.costs
+    if c.fills == "maker":
+        return c.maker_fee if c.maker_fee is not None else inst.maker_fee
+    return c.taker_fee if c.taker_fee is not None else inst.taker_fee
+
+
 def _betas(prep: Prepared, run_cfg: RunFile) -> dict[str, np.ndarray]:
     """β of each hedged asset per day: 1 (notional), the file's (beta), or rolling OLS known at t (beta policy,
     min_variance)."""
@@ -411,7 +420,7 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
                 sched.rate(tier_value),
                 sched.maintenance_amount(tier_value),
                 K.ENTRY_FAMILY if inst.liquidation_method.mm_at_entry else K.AT_LP_FAMILY,
-                run_cfg.costs.taker_fee if run_cfg.costs.taker_fee is not None else inst.taker_fee,
+                _fee_rate(run_cfg, inst),
                 run_cfg.costs.slippage_bps / 1e4,
                 band,
                 -1.0

@@ -278,10 +278,11 @@ class PolicyModel(BaseModel):
 
 
 class CostsModel(BaseModel):
-    """Trading costs (taker fee defaults to the instrument's)."""
+    """Trading costs: fees default to the instrument's; ``fills`` says which rate every fill pays."""
 
     model_config = _STRICT
-    maker_fee: float = Field(default=0.0002, ge=-0.001, le=0.01)
+    fills: Literal["taker", "maker"] = "taker"
+    maker_fee: float | None = Field(default=None, ge=-0.001, le=0.01)
     taker_fee: float | None = Field(default=None, ge=-0.001, le=0.01)
     slippage_bps: float = Field(default=2.0, ge=0, le=500)
 

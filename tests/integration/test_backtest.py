@@ -203,3 +203,16 @@ def test_step_8h_on_8h_candles(tmp_path: Path) -> None:
     r = h[1:] / h[:-1] - 1
     assert doc["hedged"]["volatility"] == pytest.approx(np.std(r, ddof=1) * np.sqrt(1095))
     assert doc["days"] == n and doc["rebalances"] >= 1
+
+
+def test_maker_fills_pay_the_maker_fee(sample_store_path: Path) -> None:
+    run_cfg, pfile, _, digest = load_run(REPO / "runs" / "altcoins-50pct.yaml")
+    with MarketStore(sample_store_path, read_only=True) as store:
+        prep = prepare(run_cfg, pfile, store, default_registry())
+    taker = run(prep, run_cfg, config_hash=digest, full=False)
+    maker_cfg = run_cfg.model_copy(
+        update={"costs": run_cfg.costs.model_copy(update={"fills": "maker", "maker_fee": 0.0001})}
+    )
+    maker = run(prep, maker_cfg, config_hash=digest, full=False)
+    assert taker["rebalances"] == maker["rebalances"]
+    assert maker["fees_usd"] == pytest.approx(taker["fees_usd"] * 0.0001 / 0.0005, rel=0.02)
