@@ -218,6 +218,8 @@ def plan_document(outcome: PlanOutcome) -> dict[str, Any]:
         "warnings": [{"code": w.code, "message": w.message} for w in plan.warnings],
         "notes": list(plan.notes),
     }
+    if outcome.leverage_recommendation:
+        doc["hedge"]["leverage_recommendation"] = outcome.leverage_recommendation
     if outcome.beta_estimation:
         doc["hedge"]["beta_estimation"] = outcome.beta_estimation
     if outcome.compare:

@@ -100,6 +100,7 @@ class PlanOutcome:
     drift: tuple[DriftLeg, ...] = ()
     price_sources: dict[str, str] = field(default_factory=dict)
     beta_estimation: dict[str, Any] | None = None
+    leverage_recommendation: dict[str, Any] | None = None
 
 
 def _prefixed(source: str, exc: PerphedgeError) -> PerphedgeError:
@@ -190,6 +191,7 @@ def plan_portfolio(
     drift_moves: str | None = None,
     as_of: str | None = None,
     store_path: str | None = None,
+    auto_leverage: bool = False,
 ) -> PlanOutcome:
     """Size, price and stress the hedge of a portfolio file.
 
@@ -213,6 +215,9 @@ def plan_portfolio(
         )
         req = _request(pfile, overrides, proxy_legs, direct)
         req, estimation = _estimate_missing_betas(req, portfolio, overrides, as_of, store_path)
+        recommendation = None
+        if auto_leverage:
+            req, recommendation = _auto_leverage(portfolio, req, store_path)
         plan = plan_hedge(portfolio, req)
         proxy = req.proxy_asset
         results = [evaluate(plan, s) for s in default_scenarios(proxy)]
@@ -232,7 +237,60 @@ def plan_portfolio(
         drift=drifted,
         price_sources={a: sources.get(a, "default (stablecoin)") for a in portfolio.prices},
         beta_estimation=estimation,
+        leverage_recommendation=recommendation,
     )
+
+
+def _auto_leverage(
+    portfolio: Portfolio,
+    req: HedgeRequest,
+    store_path: str | None,
+    max_liq_prob: float = 0.01,
+    horizon: int = 90,
+    paths: int = 20_000,
+) -> tuple[HedgeRequest, dict[str, Any]]:
+    """The highest leverage whose P(any leg liquidated within ``horizon`` days) <= ``max_liq_prob``."""
+    from perphedge.data.store import MarketStore, default_store_path
+    from perphedge.montecarlo import leverage_candidates, monte_carlo
+
+    probe_lev = 2.0 if all(leg.instrument.max_leverage >= 2 for leg in req.proxy_legs) else 1.5
+    probe = plan_hedge(portfolio, replace(req, leverage=probe_lev))
+    candidates = leverage_candidates(probe)
+    path = store_path or default_store_path()
+    try:
+        with MarketStore(path, read_only=True) as store:
+            mc = monte_carlo(
+                probe,
+                store,
+                model="bootstrap",
+                paths=paths,
+                horizon=horizon,
+                seed=0,
+                leverages=candidates,
+                max_liq_prob=max_liq_prob,
+            )
+    except DataError as exc:
+        raise ConfigError(f"--leverage auto simulates stored history, which failed: {exc}") from None
+    lev = mc["recommended"]["without_top_up"]
+    if lev is None:
+        raise InfeasibleHedgeError(
+            f"--leverage auto: no leverage in {candidates} keeps P(liquidation) <= {max_liq_prob:.1%} over {horizon} "
+            "days; hedge less, or choose a leverage and a top-up plan (`perphedge stress`)"
+        )
+    probs = {k: v["any_leg"] for k, v in mc["by_leverage"].items() if "any_leg" in v}
+    info = {
+        "leverage": lev,
+        "model": "bootstrap",
+        "paths": paths,
+        "horizon_days": horizon,
+        "seed": 0,
+        "max_liquidation_probability": max_liq_prob,
+        "liquidation_probability": probs.get(str(lev)),
+        "with_top_up": mc["recommended"]["with_top_up"],
+        "probabilities": probs,
+        "history": mc["history"],
+    }
+    return replace(req, leverage=lev), info
 
 
 def _estimate_missing_betas(

@@ -61,6 +61,15 @@ def _console(piped_width: int = 120) -> Any:
     return Console(highlight=False, width=width)
 
 
+def _float_opt(text: str, flag: str) -> float:
+    from perphedge.errors import ConfigError
+
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"invalid `{flag}`: must be a number or auto, was {text!r}") from None
+
+
 def _emit(doc: dict[str, Any], fmt: Fmt, render: Any) -> None:
     if fmt is Fmt.json:
         sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
@@ -89,7 +98,11 @@ def plan(
         str | None, typer.Option(help="Proxy instrument in direct mode (default: the exchange's BTC perp).")
     ] = None,
     leverage: Annotated[
-        float | None, typer.Option(help="Leverage of each leg (>= 1, <= the instrument's max).")
+        str | None,
+        typer.Option(
+            help="Leverage of each leg (>= 1, <= the instrument's max), or 'auto': the highest whose "
+            "probability of liquidation over 90 days stays <= 1% (bootstrap Monte Carlo on stored history)."
+        ),
     ] = None,
     collateral: Annotated[str | None, typer.Option(help="buy | holdings | stable.")] = None,
     method: Annotated[str | None, typer.Option(help="notional | beta | min_variance.")] = None,
@@ -141,7 +154,7 @@ def plan(
         method=method,
         instrument=instrument,
         proxy=proxy,
-        leverage=leverage,
+        leverage=None if leverage in (None, "auto") else _float_opt(leverage, "--leverage"),
         collateral=collateral,
         funding_rate_8h=funding_rate_8h,
         window_days=parse_days(window, "--window") if window else None,
@@ -155,6 +168,7 @@ def plan(
         drift_moves=drift,
         as_of=as_of,
         store_path=store,
+        auto_leverage=leverage == "auto",
     )
     _emit(plan_document(outcome), fmt, render_plan)
 
@@ -325,6 +339,17 @@ def _register_data() -> None:
         ),
         no_args_is_help=True,
     )(sweep_cmd)
+    from perphedge.cli.stress import stress_cmd
+
+    app.command(
+        "stress",
+        help=(
+            "Stress the portfolio file's hedge: crash and rally replays, a shock grid, Monte Carlo PnL (VaR, ES) and "
+            "the probability each leg is liquidated, and the highest leverage that keeps it under --max-liq-prob.\n\n"
+            "Example:\n\n  perphedge stress examples/altcoins.yaml --horizon 90d --leverage 1.5,2,3,5 --plot plots/"
+        ),
+        no_args_is_help=True,
+    )(stress_cmd)
 
 
 _register_data()

@@ -62,6 +62,14 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
         f"cash {_usd(pf['cash_usd'])} USD"
     )
 
+    rec = hedge.get("leverage_recommendation")
+    if rec:
+        console.print(
+            f"leverage auto: {rec['leverage']:g}x — the highest with P(liquidation) <= "
+            f"{rec['max_liquidation_probability']:.1%} over {rec['horizon_days']} days ({rec['model']} Monte Carlo, "
+            f"{rec['paths']:,} paths, P = {rec['liquidation_probability']:.2%}); with daily top-ups: "
+            f"{rec['with_top_up']}x"
+        )
     est = hedge.get("beta_estimation")
     if est:
         console.print(
