@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +74,31 @@ def sample_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with MarketStore(path) as store:
         import_sample(store, root)
     return path
+
+
+def run_cli(
+    *args: str, home: Path | None = None, cwd: Path = REPO, columns: int = 150, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``perphedge`` console script, as a user does, with an isolated PERPHEDGE_HOME."""
+    full = dict(os.environ, COLUMNS=str(columns))
+    if home is not None:
+        full["PERPHEDGE_HOME"] = str(home)
+    full.update(env or {})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "perphedge"), *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def store_home(sample_store_path: Path, tmp_path: Path) -> Path:
+    """A PERPHEDGE_HOME holding a copy of the imported sample store."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "market.duckdb").write_bytes(sample_store_path.read_bytes())
+    return home

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -561,19 +560,9 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:
     """The document without private series, JSON-safe (NaN → null)."""
+    from perphedge.jsonsafe import json_safe
 
-    def clean(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items() if not str(k).startswith("_")}
-        if isinstance(x, list | tuple):
-            return [clean(v) for v in x]
-        if isinstance(x, float):
-            return x if math.isfinite(x) else None
-        if hasattr(x, "item"):
-            return clean(x.item())
-        return x
-
-    out = clean(doc)
+    out = json_safe(doc)
     assert isinstance(out, dict)
     return out
 

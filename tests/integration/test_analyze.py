@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ from perphedge.analyze import AnalyzeRequest, analyze, simple_returns
 from perphedge.core.analytics import ols
 from perphedge.data.store import MarketStore
 from perphedge.errors import DataError
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 
 def test_beta_equals_lstsq_on_sample(sample_store_path: Path) -> None:
@@ -70,24 +67,9 @@ def test_missing_asset_and_short_history(sample_store_path: Path) -> None:
             analyze(store, AnalyzeRequest(assets=("SOL",), since="2025-10-01", funding=False))
 
 
-def run(*args: str, home: Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PERPHEDGE_HOME=str(home), COLUMNS="150")
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "perphedge"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=180,
-        check=False,
-    )
-
-
-def test_analyze_cli_json_plots_and_plan_estimates(sample_store_path: Path, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "market.duckdb").write_bytes(sample_store_path.read_bytes())
-    r = run(
+def test_analyze_cli_json_plots_and_plan_estimates(store_home: Path, tmp_path: Path) -> None:
+    home = store_home
+    r = run_cli(
         "analyze",
         "--assets",
         "SOL,AVAX,DOT,LINK",
@@ -114,9 +96,9 @@ def test_analyze_cli_json_plots_and_plan_estimates(sample_store_path: Path, tmp_
         "rolling_beta.png",
     ]
     assert all(Path(p).stat().st_size > 10_000 for p in doc["plots"])
-    r = run("analyze", "--assets", "SOL,DOGE", "--since", "2021-01-01", home=home)
+    r = run_cli("analyze", "--assets", "SOL,DOGE", "--since", "2021-01-01", home=home)
     assert r.returncode == 0 and "Funding for a short" in r.stdout and "OOS" in r.stdout
-    r = run(
+    r = run_cli(
         "plan",
         "examples/altcoins-min-variance.yaml",
         "--window",
@@ -130,5 +112,5 @@ def test_analyze_cli_json_plots_and_plan_estimates(sample_store_path: Path, tmp_
     assert r.returncode == 0, r.stderr
     est = json.loads(r.stdout)["hedge"]["beta_estimation"]
     assert est["window_days"] == 90 and est["end"] == "2024-06-30" and set(est["betas"]) == {"SOL", "AVAX", "DOT"}
-    r = run("analyze", "--assets", "SOL,NOPE", home=home)
+    r = run_cli("analyze", "--assets", "SOL,NOPE", home=home)
     assert r.returncode == 2 and "no daily binance history of NOPE" in r.stderr

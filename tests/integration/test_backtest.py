@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,7 @@ import pytest
 from perphedge.backtest import load_run, prepare, run
 from perphedge.data.store import MarketStore
 from perphedge.specs import default_registry
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 
 def _baseline():  # type: ignore[no-untyped-def]
@@ -84,23 +81,8 @@ def test_runs_on_the_sample(sample_store_path: Path) -> None:
             assert len(doc["equity"]) == doc["days"] == 1826
 
 
-def run_cli(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PERPHEDGE_HOME=str(home), COLUMNS="150")
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "perphedge"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-        check=False,
-    )
-
-
-def test_backtest_and_sweep_cli(sample_store_path: Path, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "market.duckdb").write_bytes(sample_store_path.read_bytes())
+def test_backtest_and_sweep_cli(store_home: Path, tmp_path: Path) -> None:
+    home = store_home
     out = tmp_path / "out"
     r = run_cli("backtest", "runs/altcoins-50pct.yaml", "--out", str(out), home=home, cwd=REPO)
     assert r.returncode == 0, r.stderr

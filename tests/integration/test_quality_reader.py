@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import pytest
 from perphedge.data import quality, reader
 from perphedge.data.store import MarketStore
 from perphedge.errors import DataError
-from tests.conftest import REPO, sample_dir
+from tests.conftest import run_cli, sample_dir
 
 ASSETS = ["BTC", "ETH", "SOL", "AVAX", "DOT", "LINK", "ADA", "MATIC", "UNI", "AAVE", "DOGE", "XRP", "BNB"]
 
@@ -109,44 +106,40 @@ def test_fill_gaps_only_inside_an_assets_life(tmp_path: Path) -> None:
     assert filled["B"].iloc[:2].isna().all()  # before B existed: not filled
 
 
-def run(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PERPHEDGE_HOME=str(home), COLUMNS="120")
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "perphedge"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_data_cli_import_status_check_and_plan_as_of(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    r = run("data", "import", str(sample_dir()), "--format", "json", home=home)
+    r = run_cli("data", "import", str(sample_dir()), "--format", "json", home=home)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["rows"] > 100_000 and Path(doc["store"]) == home / "market.duckdb"
-    r = run("data", "status", "--format", "json", home=home)
+    r = run_cli("data", "status", "--format", "json", home=home)
     assert r.returncode == 0, r.stderr
     assert any(s["symbol"] == "SOL/USDT" and s["rows"] == 1969 for s in json.loads(r.stdout)["series"])
-    r = run("data", "check", home=home)
+    r = run_cli("data", "check", home=home)
     assert r.returncode == 0 and "stale" in r.stdout
-    assert run("data", "check", "--strict", home=home).returncode == 1
-    r = run("plan", "examples/altcoins-stored-prices.yaml", "--as-of", "2024-03-13", "--format", "json", home=home)
+    assert run_cli("data", "check", "--strict", home=home).returncode == 1
+    r = run_cli(
+        "plan",
+        "examples/altcoins-stored-prices.yaml",
+        "--as-of",
+        "2024-03-13",
+        "--format",
+        "json",
+        columns=120,
+        home=home,
+    )
     assert r.returncode == 0, r.stderr
     pf = json.loads(r.stdout)["portfolio"]
     assert pf["prices_usd"]["BTC"] == 73072.41 and pf["prices_usd"]["SOL"] == 163.9
     assert pf["price_sources"]["SOL"] == "store: binance SOL/USDT 1d close 2024-03-13"
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,1\n2024-01-02,1,2,0.5,0,1\n")
-    r = run("data", "import", str(bad), "--kind", "ohlcv", "--source", "x", "--symbol", "Y/USDT", home=home)
+    r = run_cli("data", "import", str(bad), "--kind", "ohlcv", "--source", "x", "--symbol", "Y/USDT", home=home)
     assert r.returncode == 2 and "line 3: prices must be > 0" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_status_without_a_store_is_a_clear_error(tmp_path: Path) -> None:
-    r = run("data", "status", home=tmp_path / "empty")
+    r = run_cli("data", "status", home=tmp_path / "empty")
     assert r.returncode == 2 and "no market store" in r.stderr
-    r = run("plan", "examples/altcoins-stored-prices.yaml", "--as-of", "latest", home=tmp_path / "empty")
+    r = run_cli("plan", "examples/altcoins-stored-prices.yaml", "--as-of", "latest", home=tmp_path / "empty")
     assert r.returncode == 2 and "no market store" in r.stderr and "altcoins-stored-prices.yaml" in r.stderr

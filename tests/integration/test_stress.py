@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,31 +10,10 @@ import pytest
 from perphedge.montecarlo import leverage_candidates
 from perphedge.service import plan_from_file
 from perphedge.specs import default_registry
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 
-def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PERPHEDGE_HOME=str(home), COLUMNS="150")
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "perphedge"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-        check=False,
-    )
-
-
-@pytest.fixture
-def home(sample_store_path: Path, tmp_path: Path) -> Path:
-    h = tmp_path / "home"
-    h.mkdir()
-    (h / "market.duckdb").write_bytes(sample_store_path.read_bytes())
-    return h
-
-
-def test_stress_json(home: Path, tmp_path: Path) -> None:
+def test_stress_json(store_home: Path, tmp_path: Path) -> None:
     r = run_cli(
         "stress",
         "examples/altcoins.yaml",
@@ -51,7 +27,7 @@ def test_stress_json(home: Path, tmp_path: Path) -> None:
         str(tmp_path / "plots"),
         "--format",
         "json",
-        home=home,
+        home=store_home,
     )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -88,7 +64,7 @@ def test_stress_json(home: Path, tmp_path: Path) -> None:
     assert sorted(Path(p).name for p in doc["plots"]) == ["monte_carlo.png", "shock_grid.html", "shock_grid.png"]
 
 
-def test_stress_gbm_flags_and_errors(home: Path) -> None:
+def test_stress_gbm_flags_and_errors(store_home: Path) -> None:
     r = run_cli(
         "stress",
         "examples/btc-50pct.yaml",
@@ -106,20 +82,20 @@ def test_stress_gbm_flags_and_errors(home: Path) -> None:
         "1,2,5",
         "--format",
         "json",
-        home=home,
+        home=store_home,
     )
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["monte_carlo"]["model"] == "gbm" and doc["monte_carlo"]["volatility_annual"]["BTC"] == pytest.approx(0.6)
     assert doc["leverages"] == [1.0, 2.0, 5.0]
-    r = run_cli("stress", "examples/altcoins.yaml", "--model", "lognormal", home=home)
+    r = run_cli("stress", "examples/altcoins.yaml", "--model", "lognormal", home=store_home)
     assert r.returncode == 2 and "--model" in r.stderr
-    r = run_cli("stress", "examples/altcoins.yaml", "--max-liq-prob", "2", home=home)
+    r = run_cli("stress", "examples/altcoins.yaml", "--max-liq-prob", "2", home=store_home)
     assert r.returncode == 2 and "--max-liq-prob" in r.stderr
 
 
-def test_plan_leverage_auto(home: Path) -> None:
-    r = run_cli("plan", "examples/altcoins.yaml", "--leverage", "auto", "--format", "json", home=home)
+def test_plan_leverage_auto(store_home: Path) -> None:
+    r = run_cli("plan", "examples/altcoins.yaml", "--leverage", "auto", "--format", "json", home=store_home)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     rec = doc["hedge"]["leverage_recommendation"]

@@ -14,15 +14,9 @@ from perphedge.errors import ConfigError
 
 
 def _clean_json(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _clean_json(v) for k, v in obj.items() if not str(k).startswith("_")}
-    if isinstance(obj, list | tuple):
-        return [_clean_json(v) for v in obj]
-    if isinstance(obj, float):
-        return None if not math.isfinite(obj) else round(obj, 10)
-    if hasattr(obj, "item"):  # numpy scalars
-        return _clean_json(obj.item())
-    return obj
+    from perphedge.jsonsafe import json_safe
+
+    return json_safe(obj, 10)
 
 
 def _f(x: float | None, nd: int = 2) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,15 +13,9 @@ from perphedge.errors import ConfigError
 
 
 def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items() if not str(k).startswith("_")}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item"):
-        return _clean(obj.item())
-    return obj
+    from perphedge.jsonsafe import json_safe
+
+    return json_safe(obj)
 
 
 def _usd(x: float | None) -> str:
