@@ -190,6 +190,8 @@ def monte_carlo(
         by_lev[lev] = {
             "any_leg": float(any_liq.mean()),
             "any_leg_with_top_up": float(any_liq_top.mean()),
+            "notional_usd": sum(leg.notional_usd for leg in p.legs),
+            "collateral_usd": sum(leg.collateral_usd for leg in p.legs),
             "hedged": risk(spot + hedge),
             "_net": spot + hedge,
         }
@@ -221,8 +223,14 @@ def recommend(by_lev: dict[float, dict[str, Any]], max_liq_prob: float) -> dict[
         good = [lev for lev, v in ok.items() if v[key] <= max_liq_prob]
         return max(good) if good else None
 
+    plain, topped = best("any_leg"), best("any_leg_with_top_up")
     return {
         "max_liquidation_probability": max_liq_prob,
-        "without_top_up": best("any_leg"),
-        "with_top_up": best("any_leg_with_top_up"),
+        "without_top_up": plain,
+        "with_top_up": topped,
+        # what each choice commits: notional and margin (collateral) of all legs, USD
+        "without_top_up_notional_usd": ok[plain]["notional_usd"] if plain is not None else None,
+        "without_top_up_collateral_usd": ok[plain]["collateral_usd"] if plain is not None else None,
+        "with_top_up_notional_usd": ok[topped]["notional_usd"] if topped is not None else None,
+        "with_top_up_collateral_usd": ok[topped]["collateral_usd"] if topped is not None else None,
     }

@@ -18,6 +18,12 @@ def _clean(obj: Any) -> Any:
     return json_safe(obj)
 
 
+def _commit(lev: float | None, notional: float | None, collateral: float | None) -> str:
+    if lev is None or notional is None or collateral is None:
+        return "none"
+    return f"{lev:g}x ({notional:,.0f} USD short, {collateral:,.0f} USD collateral)"
+
+
 def _usd(x: float | None) -> str:
     return "-" if x is None else f"{x:+,.0f}"
 
@@ -128,8 +134,11 @@ def render(doc: dict[str, Any], console: Any) -> None:
     rec = mc["recommended"]
     console.print(
         f"recommended leverage (P(liquidation) <= {rec['max_liquidation_probability']:.1%} over "
-        f"{mc['horizon_days']} days): [bold]{rec['without_top_up'] or 'none'}x[/bold] without top-ups, "
-        f"[bold]{rec['with_top_up'] or 'none'}x[/bold] with daily top-ups; by model: "
+        f"{mc['horizon_days']} days): [bold]"
+        + _commit(rec["without_top_up"], rec["without_top_up_notional_usd"], rec["without_top_up_collateral_usd"])
+        + "[/bold] without top-ups, [bold]"
+        + _commit(rec["with_top_up"], rec["with_top_up_notional_usd"], rec["with_top_up_collateral_usd"])
+        + "[/bold] with daily top-ups; by model: "
         + ", ".join(
             f"{m} {v['without_top_up'] or 'none'}x / {v['with_top_up'] or 'none'}x"
             for m, v in doc["recommended_by_model"].items()
