@@ -211,6 +211,7 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
     collateral = CollateralSource(hb.collateral) if hb.collateral else None
     legs: list[LegData] = []
     warnings: list[str] = []
+    holdings_value = {h.asset: portfolio.value_of(h) for h in portfolio.holdings if not h.is_stable}
     for inst_id, leg_weights in weights.items():
         inst = instruments[inst_id]
         coll = collateral or (CollateralSource.BUY if inst.is_inverse else CollateralSource.STABLE)
@@ -221,6 +222,14 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
                 f"a 1x inverse short on bought {inst.settle} is a synthetic dollar and offsets "
                 "nothing else; use leverage > 1, collateral holdings, or a linear contract"
             )
+        if inst.is_inverse and coll is CollateralSource.HOLDINGS:
+            need_usd = sum(holdings_value.get(a, 0.0) * w for a, w in leg_weights.items()) / hb.leverage
+            have = sum(h.quantity for h in portfolio.holdings if h.asset == inst.base)
+            if have * first_prices.get(inst.base, 0.0) < need_usd * (1 - 1e-9):
+                raise InfeasibleHedgeError(
+                    f"collateral `holdings` needs about {need_usd:,.0f} USD of {inst.base} as margin for {inst.id} but "
+                    f"the portfolio holds {have:g} {inst.base}; use collateral buy, more leverage, or a linear contract"
+                )
         if hb.leverage > inst.max_leverage:
             raise ConfigError(
                 f"invalid `leverage`: {hb.leverage:g}x is above the {inst.max_leverage:g}x maximum of {inst.id}"

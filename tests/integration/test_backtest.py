@@ -198,3 +198,17 @@ def test_maker_fills_pay_the_maker_fee(sample_store_path: Path) -> None:
     maker = run(prep, maker_cfg, config_hash=digest, full=False)
     assert taker["rebalances"] == maker["rebalances"]
     assert maker["fees_usd"] == pytest.approx(taker["fees_usd"] * 0.0001 / 0.0005, rel=0.02)
+
+
+def test_holdings_collateral_must_be_held(sample_store_path: Path, tmp_path: Path) -> None:
+    from perphedge.errors import InfeasibleHedgeError
+
+    run_cfg, pfile, _, digest = load_run(REPO / "runs" / "altcoins-50pct.yaml")
+    run_cfg = run_cfg.model_copy(
+        update={"hedge": {"instrument": "binance:BTCUSD_PERP", "leverage": 2, "collateral": "holdings"}}
+    )
+    with (
+        MarketStore(sample_store_path, read_only=True) as store,
+        pytest.raises(InfeasibleHedgeError, match="portfolio holds 0 BTC"),
+    ):
+        prepare(run_cfg, pfile, store, default_registry())
