@@ -203,7 +203,7 @@ def test_maker_fills_pay_the_maker_fee(sample_store_path: Path) -> None:
 def test_holdings_collateral_must_be_held(sample_store_path: Path, tmp_path: Path) -> None:
     from perphedge.errors import InfeasibleHedgeError
 
-    run_cfg, pfile, _, digest = load_run(REPO / "runs" / "altcoins-50pct.yaml")
+    run_cfg, pfile, _, _ = load_run(REPO / "runs" / "altcoins-50pct.yaml")
     run_cfg = run_cfg.model_copy(
         update={"hedge": {"instrument": "binance:BTCUSD_PERP", "leverage": 2, "collateral": "holdings"}}
     )
