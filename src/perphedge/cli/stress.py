@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -280,29 +281,13 @@ def stress_cmd(
     outcome = plan_portfolio(pfile, source=file, registry=registry, as_of=as_of, store_path=store)
     path = Path(store) if store else default_store_path()
     try:
-        if path.exists():
-            with MarketStore(path, read_only=True) as st:
-                doc = stress(
-                    pfile,
-                    outcome.plan,
-                    outcome.instrument_spec,
-                    store=st,
-                    registry=registry,
-                    model=model,
-                    paths=paths,
-                    horizon=days,
-                    seed=seed,
-                    leverages=levs,
-                    sigma=sigma,
-                    drift=drift,
-                    max_liq_prob=max_liq_prob,
-                )
-        else:
+        # no store: the parametric models still run (replays and the bootstrap need history)
+        with MarketStore(path, read_only=True) if path.exists() else contextlib.nullcontext() as st:
             doc = stress(
                 pfile,
                 outcome.plan,
                 outcome.instrument_spec,
-                store=None,
+                store=st,
                 registry=registry,
                 model=model,
                 paths=paths,

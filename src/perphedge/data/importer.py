@@ -374,15 +374,18 @@ def import_sample(store: MarketStore, root: Path, progress: Callable[[str], None
     return reports
 
 
-def _write_candles(
-    store: MarketStore, frame: pd.DataFrame, path: Path, source: str, symbol: str, timeframe: str
+def _write(
+    store: MarketStore, table: str, frame: pd.DataFrame, path: Path, source: str, symbol: str, timeframe: str | None
 ) -> ImportReport:
-    out = frame.assign(source=source, symbol=symbol, timeframe=timeframe)
-    store.upsert("candles", out)
+    """Upsert one validated file's rows (one transaction) and report what went in."""
+    out = frame.assign(source=source, symbol=symbol)
+    if table == "candles":
+        out = out.assign(timeframe=timeframe)
+    store.upsert(table, out)
     first, last = _first_last(out)
     return ImportReport(
         file=str(path),
-        table="candles",
+        table=table,
         source=source,
         symbol=symbol,
         timeframe=timeframe,
@@ -392,20 +395,14 @@ def _write_candles(
     )
 
 
+def _write_candles(
+    store: MarketStore, frame: pd.DataFrame, path: Path, source: str, symbol: str, timeframe: str
+) -> ImportReport:
+    return _write(store, "candles", frame, path, source, symbol, timeframe)
+
+
 def _write_funding(store: MarketStore, frame: pd.DataFrame, path: Path, source: str, symbol: str) -> ImportReport:
-    out = frame.assign(source=source, symbol=symbol)
-    store.upsert("funding", out)
-    first, last = _first_last(out)
-    return ImportReport(
-        file=str(path),
-        table="funding",
-        source=source,
-        symbol=symbol,
-        timeframe=None,
-        rows=len(out),
-        first=first,
-        last=last,
-    )
+    return _write(store, "funding", frame, path, source, symbol, None)
 
 
 def import_file(
