@@ -20,13 +20,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_backtest import baseline_static_linear
-from perphedge.backtest import LegData, Prepared, run
 from perphedge.config import parse_run
 from perphedge.core.hedge import CollateralSource, SizingMethod
 from perphedge.data.importer import import_sample
 from perphedge.data.store import MarketStore
 from perphedge.specs import default_registry
-from perphedge.sweep import run_sweep
+from perphedge.usecases.backtest import LegData, Prepared, run
+from perphedge.usecases.sweep import run_sweep
 
 ROOT = Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from perphedge.report import plan_document
-from perphedge.service import HedgeOverrides, plan_from_file
 from perphedge.specs import InstrumentRegistry
+from perphedge.usecases.documents import plan_document
+from perphedge.usecases.plan import HedgeOverrides, plan_from_file
 from tests.conftest import REPO
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perphedge.analyze import AnalyzeRequest, analyze, simple_returns
 from perphedge.core.analytics import ols
 from perphedge.data.store import MarketStore
 from perphedge.errors import DataError
+from perphedge.usecases.analyze import AnalyzeRequest, analyze, simple_returns
 from tests.conftest import run_cli
 
 

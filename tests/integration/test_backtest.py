@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perphedge.backtest import load_run, prepare, run
 from perphedge.data.store import MarketStore
 from perphedge.specs import default_registry
+from perphedge.usecases.backtest import load_run, prepare, run
 from tests.conftest import REPO, run_cli
 
 
@@ -123,8 +123,8 @@ def test_backtest_and_sweep_cli(store_home: Path, tmp_path: Path) -> None:
 
 
 def test_step_8h_on_8h_candles(tmp_path: Path) -> None:
-    from perphedge.backtest import prepare as prep_fn
     from perphedge.config import parse_portfolio, parse_run
+    from perphedge.usecases.backtest import prepare as prep_fn
 
     n = 3 * 120
     ts = pd.date_range("2024-01-01", periods=n, freq="8h")

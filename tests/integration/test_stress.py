@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from perphedge.montecarlo import leverage_candidates
-from perphedge.service import plan_from_file
 from perphedge.specs import default_registry
+from perphedge.usecases.montecarlo import leverage_candidates
+from perphedge.usecases.plan import plan_from_file
 from tests.conftest import REPO, run_cli
 
 

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perphedge.backtest import LegData, Prepared, run
 from perphedge.config import parse_run
 from perphedge.core import _kernels as K
 from perphedge.core.contracts import liquidation_price
 from perphedge.core.hedge import CollateralSource, SizingMethod
 from perphedge.core.instruments import MarginSchedule
 from perphedge.specs import InstrumentRegistry, bundled_instruments
+from perphedge.usecases.backtest import LegData, Prepared, run
 
 COL = {n: i for i, n in enumerate(K.OUT_COLUMNS)}
 REG = InstrumentRegistry(bundled_instruments())

@@ -142,11 +142,11 @@ def plan(
     specs: SpecsOpt = None,
     fmt: FormatOpt = Fmt.table,
 ) -> None:
-    from perphedge.analyze import parse_days
     from perphedge.cli.render import render_plan
-    from perphedge.report import plan_document
-    from perphedge.service import HedgeOverrides, plan_from_file
     from perphedge.specs import default_registry
+    from perphedge.usecases.analyze import parse_days
+    from perphedge.usecases.documents import plan_document
+    from perphedge.usecases.plan import HedgeOverrides, plan_from_file
 
     overrides = HedgeOverrides(
         ratio=ratio,
@@ -227,10 +227,10 @@ def calc(
 ) -> None:
     from perphedge.cli.render import render_calc
     from perphedge.core.contracts import Side
-    from perphedge.report import calc_document
-    from perphedge.service import CalcInput, calc_instrument
-    from perphedge.service import calc as run_calc
     from perphedge.specs import default_registry
+    from perphedge.usecases.documents import calc_document
+    from perphedge.usecases.plan import CalcInput, calc_instrument
+    from perphedge.usecases.plan import calc as run_calc
 
     inst = calc_instrument(
         default_registry(specs),

@@ -234,8 +234,8 @@ def analyze_cmd(
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
-    from perphedge.analyze import AnalyzeRequest, analyze, parse_days
     from perphedge.data.store import MarketStore
+    from perphedge.usecases.analyze import AnalyzeRequest, analyze, parse_days
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")

@@ -95,10 +95,10 @@ def backtest_cmd(
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
-    from perphedge.backtest import load_run, prepare, public, run, write_png, write_report
     from perphedge.data.store import MarketStore
     from perphedge.errors import PerphedgeError
     from perphedge.specs import default_registry
+    from perphedge.usecases.backtest import load_run, prepare, public, run, write_png, write_report
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
@@ -139,7 +139,7 @@ def sweep_cmd(
 
     from perphedge.cli import _console
     from perphedge.specs import default_registry
-    from perphedge.sweep import run_sweep
+    from perphedge.usecases.sweep import run_sweep
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")

@@ -253,13 +253,13 @@ def stress_cmd(
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
-    from perphedge.analyze import parse_days
     from perphedge.config import load_portfolio_file
     from perphedge.data.store import MarketStore, default_store_path
     from perphedge.errors import PerphedgeError
-    from perphedge.service import plan_portfolio
     from perphedge.specs import default_registry
-    from perphedge.stresstest import stress
+    from perphedge.usecases.analyze import parse_days
+    from perphedge.usecases.plan import plan_portfolio
+    from perphedge.usecases.stress import stress
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")

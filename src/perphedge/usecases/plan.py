@@ -251,7 +251,7 @@ def _auto_leverage(
 ) -> tuple[HedgeRequest, dict[str, Any]]:
     """The highest leverage whose P(any leg liquidated within ``horizon`` days) <= ``max_liq_prob``."""
     from perphedge.data.store import MarketStore, default_store_path
-    from perphedge.montecarlo import leverage_candidates, monte_carlo
+    from perphedge.usecases.montecarlo import leverage_candidates, monte_carlo
 
     probe_lev = 2.0 if all(leg.instrument.max_leverage >= 2 for leg in req.proxy_legs) else 1.5
     probe = plan_hedge(portfolio, replace(req, leverage=probe_lev))
@@ -306,8 +306,8 @@ def _estimate_missing_betas(
         hedged -= set(req.betas)
     if not hedged:
         return req, None
-    from perphedge.analyze import estimate_betas
     from perphedge.data.store import MarketStore, default_store_path
+    from perphedge.usecases.analyze import estimate_betas
 
     window = ov.window_days or 180
     path = store_path or default_store_path()

@@ -148,7 +148,7 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
 
     from perphedge.core.portfolio import Holding, Portfolio
     from perphedge.data.reader import funding_series, ohlc, sentiment
-    from perphedge.service import _resolve_legs
+    from perphedge.usecases.plan import _resolve_legs
 
     tf = run_cfg.step
     bar_hours = 24.0 if tf == "1d" else 8.0

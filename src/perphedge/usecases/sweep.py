@@ -86,10 +86,10 @@ def _data_key(run_doc: dict[str, Any]) -> str:
 
 
 def _one(index: int) -> dict[str, Any]:
-    from perphedge.backtest import config_hash, prepare, run
     from perphedge.config import parse_portfolio, parse_run, read_yaml
     from perphedge.data.store import MarketStore
     from perphedge.errors import PerphedgeError
+    from perphedge.usecases.backtest import config_hash, prepare, run
 
     overrides, run_doc = _STATE["configs"][index]
     row: dict[str, Any] = {"index": index, "overrides": overrides}

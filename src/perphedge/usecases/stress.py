@@ -18,7 +18,7 @@ from perphedge.core.hedge import HedgePlan
 from perphedge.core.scenarios import Scenario, evaluate
 from perphedge.core.stress import MODELS
 from perphedge.errors import ConfigError, InfeasibleHedgeError, PerphedgeError
-from perphedge.montecarlo import _with_leverage, leverage_candidates, monte_carlo
+from perphedge.usecases.montecarlo import _with_leverage, leverage_candidates, monte_carlo
 
 if TYPE_CHECKING:
     from perphedge.config import PortfolioFile
@@ -65,8 +65,8 @@ def replays(
     pfile: PortfolioFile, plan: HedgePlan, store: MarketStore, registry: InstrumentRegistry, instrument_spec: str
 ) -> list[dict[str, Any]]:
     """The plan's hedge, unrebalanced, through each named and rally window (daily highs)."""
-    from perphedge.backtest import prepare, run
     from perphedge.config import parse_run
+    from perphedge.usecases.backtest import prepare, run
 
     req = plan.request
     hedge: dict[str, Any] = {

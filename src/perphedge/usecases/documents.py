@@ -12,7 +12,7 @@ from perphedge import __version__
 from perphedge.core.contracts import fee
 from perphedge.core.hedge import HedgeLeg, HedgePlan
 from perphedge.core.scenarios import DriftLeg, ScenarioResult
-from perphedge.service import CalcResult, CompareRow, PlanOutcome
+from perphedge.usecases.plan import CalcResult, CompareRow, PlanOutcome
 
 __all__ = ["calc_document", "plan_document"]
 
