@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from typing import Annotated, Any
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from perphedge import __version__
+from perphedge.cli.options import number
 from perphedge.errors import PerphedgeError
 
 __all__ = ["app", "main"]
@@ -42,39 +44,64 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: Set by ``--debug`` (or PERPHEDGE_DEBUG=1): an unexpected error prints its full traceback.
+_STATE = {"debug": False}
+
+
+def _debug_env() -> bool:
+    return os.environ.get("PERPHEDGE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="On an unexpected (internal) error print the full traceback; also PERPHEDGE_DEBUG=1. "
+            "Give it before the command: perphedge --debug plan FILE.",
+        ),
+    ] = False,
 ) -> None:
     """perphedge: protect spot crypto with short perpetuals, with numbers you can check against the exchange."""
+    if debug:
+        _STATE["debug"] = True
 
 
 def _console(piped_width: int = 120) -> Any:
     """A rich console; piped output (no terminal, no COLUMNS) gets ``piped_width`` columns, not 80."""
-    import os
-
     from rich.console import Console
 
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else piped_width
     return Console(highlight=False, width=width)
 
 
-def _float_opt(text: str, flag: str) -> float:
+def _leverage_opt(text: str | None) -> tuple[float | None, bool]:
+    """``--leverage``: a finite number, or ``auto``; returns (leverage, auto)."""
+    from perphedge.cli.options import number
     from perphedge.errors import ConfigError
 
+    if text is None:
+        return None, False
+    if text.strip().lower() == "auto":
+        return None, True
     try:
-        return float(text)
+        return number(text), False
     except ValueError:
-        raise ConfigError(f"invalid `{flag}`: must be a number or auto, was {text!r}") from None
+        raise ConfigError(f"invalid `--leverage`: must be a number or auto, was {text!r}") from None
 
 
-def _emit(doc: dict[str, Any], fmt: Fmt, render: Any) -> None:
+def _emit(doc: dict[str, Any], fmt: Fmt, renderer: str, piped_width: int = 120) -> None:
+    """Write ``doc`` as JSON, or as tables through ``perphedge.cli.render.<renderer>`` (rich is imported only then)."""
     if fmt is Fmt.json:
         sys.stdout.write(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     else:
-        render(doc, _console())
+        from perphedge.cli import render
+
+        getattr(render, renderer)(doc, _console(piped_width))
 
 
 @app.command(
@@ -90,7 +117,9 @@ def _emit(doc: dict[str, Any], fmt: Fmt, render: Any) -> None:
 )
 def plan(
     file: Annotated[str, typer.Argument(help="Portfolio YAML file (format in the README).")],
-    ratio: Annotated[float | None, typer.Option(help="Fraction of the in-scope exposure to offset, 0-2.")] = None,
+    ratio: Annotated[
+        float | None, typer.Option(parser=number, help="Fraction of the in-scope exposure to offset, 0-2.")
+    ] = None,
     instrument: Annotated[
         str | None, typer.Option(help="exchange:SYMBOL (binance:BTCUSD_PERP), or direct:<exchange>:<linear|inverse>.")
     ] = None,
@@ -110,24 +139,34 @@ def plan(
     funding_rate_8h: Annotated[
         float | None,
         typer.Option(
-            "--funding-rate-8h", help="Assumed funding rate per 8h (positive: longs pay shorts; the hedge earns)."
+            "--funding-rate-8h",
+            parser=number,
+            help="Assumed funding rate per 8h (positive: longs pay shorts; the hedge earns).",
         ),
     ] = None,
     scenario: Annotated[
         list[str] | None,
-        typer.Option(help="Extra shock NAME:ASSET=RET,...,*=RET (repeatable), e.g. 'crash:BTC=-15%,*=-20%'."),
+        typer.Option(
+            help="Extra shock NAME:ASSET=RET,...,*=RET (repeatable), e.g. 'crash:BTC=-15%,*=-20%'; a return is a "
+            "signed percentage (-15%) or a fraction with a decimal point (-0.15), above -100% and at most +1000%."
+        ),
     ] = None,
     compare: Annotated[
         bool, typer.Option("--compare", help="Also size inverse vs linear and proxy vs direct.")
     ] = False,
     drift: Annotated[
         str | None,
-        typer.Option(help="Hold the legs through a move (e.g. BTC=+20%) and show the trade that restores the ratio."),
+        typer.Option(
+            help="Hold the legs through a move (e.g. BTC=+20%, or BTC=0.2) and show the trade that restores the "
+            "ratio; 20 alone is refused (write 20% or 0.20)."
+        ),
     ] = None,
     as_of: Annotated[
         str | None,
         typer.Option(
-            "--as-of", help="Price what the file does not from the market store: a date (UTC close) or 'latest'."
+            "--as-of",
+            help="Price what the file does not from the market store: a UTC day YYYY-MM-DD (that day's close) "
+            "or 'latest'.",
         ),
     ] = None,
     store: Annotated[
@@ -136,28 +175,37 @@ def plan(
     window: Annotated[
         str | None,
         typer.Option(
-            help="Estimation window of betas / hedge ratios from the store (method beta or min_variance), e.g. 180d."
+            help="Estimation window of betas / hedge ratios from the store (method beta or min_variance): "
+            "days or weeks, e.g. 180d or 26w."
         ),
     ] = None,
     specs: SpecsOpt = None,
     fmt: FormatOpt = Fmt.table,
 ) -> None:
-    from perphedge.cli.render import render_plan
+    from perphedge.cli.options import as_of_date, days
+    from perphedge.core.scenarios import parse_moves, parse_scenario
     from perphedge.specs import default_registry
-    from perphedge.usecases.analyze import parse_days
     from perphedge.usecases.documents import plan_document
     from perphedge.usecases.plan import HedgeOverrides, plan_from_file
 
+    # every flag is checked before any file, store or simulation is touched
+    lev, auto = _leverage_opt(leverage)
+    window_days = None if window is None else days(window, "--window")
+    as_of = as_of_date(as_of, "--as-of")
+    for text in scenario or ():
+        parse_scenario(text, proxy="", where="--scenario")  # syntax and ranges; assets are checked on the plan
+    if drift is not None:
+        parse_moves(drift, "--drift")
     overrides = HedgeOverrides(
         ratio=ratio,
         scope=scope,
         method=method,
         instrument=instrument,
         proxy=proxy,
-        leverage=None if leverage in (None, "auto") else _float_opt(leverage, "--leverage"),
+        leverage=lev,
         collateral=collateral,
         funding_rate_8h=funding_rate_8h,
-        window_days=parse_days(window, "--window") if window else None,
+        window_days=window_days,
     )
     outcome = plan_from_file(
         file,
@@ -168,9 +216,9 @@ def plan(
         drift_moves=drift,
         as_of=as_of,
         store_path=store,
-        auto_leverage=leverage == "auto",
+        auto_leverage=auto,
     )
-    _emit(plan_document(outcome), fmt, render_plan)
+    _emit(plan_document(outcome), fmt, "render_plan")
 
 
 class MarginMode(StrEnum):
@@ -198,34 +246,43 @@ class SideOpt(StrEnum):
 def calc(
     instrument: Annotated[str, typer.Option(help="exchange:SYMBOL, e.g. binance:BTCUSD_PERP.")],
     side: Annotated[SideOpt, typer.Option(help="long or short.")],
-    contracts: Annotated[float, typer.Option(help="Number of contracts (exchange's unit).")],
-    entry: Annotated[float, typer.Option(help="Average entry price.")],
-    exit: Annotated[float | None, typer.Option(help="Exit price for PnL and ROE.")] = None,
-    leverage: Annotated[float, typer.Option(help="Leverage (isolated margin = value / leverage).")] = 1.0,
+    contracts: Annotated[float, typer.Option(parser=number, help="Number of contracts (exchange's unit).")],
+    entry: Annotated[float, typer.Option(parser=number, help="Average entry price.")],
+    exit: Annotated[float | None, typer.Option(parser=number, help="Exit price for PnL and ROE.")] = None,
+    leverage: Annotated[
+        float, typer.Option(parser=number, help="Leverage (isolated margin = value / leverage).")
+    ] = 1.0,
     margin_mode: Annotated[MarginMode, typer.Option(help="isolated or cross.")] = MarginMode.isolated,
     wallet_balance: Annotated[
-        float | None, typer.Option(help="Cross mode: wallet balance in the settle asset.")
+        float | None, typer.Option(parser=number, help="Cross mode: wallet balance in the settle asset.")
     ] = None,
-    funding_rate: Annotated[float, typer.Option(help="Funding rate per settlement (+: longs pay shorts).")] = 0.0001,
+    funding_rate: Annotated[
+        float, typer.Option(parser=number, help="Funding rate per settlement (+: longs pay shorts).")
+    ] = 0.0001,
     mark: Annotated[
-        float | None, typer.Option(help="Mark price for maintenance margin and funding (default: entry).")
+        float | None,
+        typer.Option(parser=number, help="Mark price for maintenance margin and funding (default: entry)."),
     ] = None,
-    mmr: Annotated[float | None, typer.Option(help="Override: maintenance-margin rate (one tier).")] = None,
+    mmr: Annotated[
+        float | None, typer.Option(parser=number, help="Override: maintenance-margin rate (one tier).")
+    ] = None,
     maintenance_amount: Annotated[
-        float | None, typer.Option(help="Override: maintenance amount (cum) in the settle asset, with --mmr.")
+        float | None,
+        typer.Option(parser=number, help="Override: maintenance amount (cum) in the settle asset, with --mmr."),
     ] = None,
     method: Annotated[
         str | None,
         typer.Option(help="Override: mm_on_entry_value | mm_at_liquidation_price | binance_usdm | bybit_linear."),
     ] = None,
     face_value: Annotated[
-        float | None, typer.Option(help="Override: contract size (USD for inverse, coin for linear).")
+        float | None, typer.Option(parser=number, help="Override: contract size (USD for inverse, coin for linear).")
     ] = None,
-    fee_rate: Annotated[float | None, typer.Option(help="Fee rate (default: the instrument's taker fee).")] = None,
+    fee_rate: Annotated[
+        float | None, typer.Option(parser=number, help="Fee rate (default: the instrument's taker fee).")
+    ] = None,
     specs: SpecsOpt = None,
     fmt: FormatOpt = Fmt.table,
 ) -> None:
-    from perphedge.cli.render import render_calc
     from perphedge.core.contracts import Side
     from perphedge.specs import default_registry
     from perphedge.usecases.documents import calc_document
@@ -253,14 +310,13 @@ def calc(
         mark=mark,
         fee_rate=fee_rate,
     )
-    _emit(calc_document(run_calc(ci)), fmt, render_calc)
+    _emit(calc_document(run_calc(ci)), fmt, "render_calc")
 
 
 @app.command(
     help="List the instrument specs (bundled, plus --specs FILE).\n\nExample:\n\n  perphedge instruments --format json"
 )
 def instruments(specs: SpecsOpt = None, fmt: FormatOpt = Fmt.table) -> None:
-    from perphedge.cli.render import render_instruments
     from perphedge.specs import default_registry
 
     rows = []
@@ -301,8 +357,10 @@ def instruments(specs: SpecsOpt = None, fmt: FormatOpt = Fmt.table) -> None:
             }
         )
     if fmt is Fmt.json:
-        _emit({"schema": "perphedge.instruments/1", "instruments": rows}, fmt, None)
+        _emit({"schema": "perphedge.instruments/1", "instruments": rows}, fmt, "render_instruments")
     else:
+        from perphedge.cli.render import render_instruments
+
         render_instruments(rows, _console(140))
 
 
@@ -355,31 +413,108 @@ def _register_data() -> None:
 _register_data()
 
 
+def _one_line(text: str) -> str:
+    """A message on one line (a library's multi-line message joined with '; ')."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return "; ".join(lines) or "(no message)"
+
+
+def _click_exceptions() -> Any:
+    try:  # typer >= 0.17 vendors click
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - older typer on plain click
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``<path>: <reason>`` for a file-system error on a path the user gave (or the disk being full)."""
+    reason = exc.strerror or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    if not paths:
+        return f"{reason} ({_one_line(str(exc))})" if str(exc) and str(exc) != reason else reason
+    return f"{' -> '.join(paths)}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app; a PerphedgeError is one line on stderr and exit code 2."""
+    """Entry point. Returns the exit code.
+
+    * 0 success (also ``--help``, ``--version``, and a command given without its arguments, which prints
+      its help);
+    * 2 the user's mistake: a :class:`PerphedgeError`, a command-line usage error (bad value, unknown
+      option, missing argument), or a file-system error on a path the user gave: one line
+      ``perphedge: error: ...`` on stderr;
+    * 1 an unexpected exception (our bug): ``perphedge: internal error: <type>: <message>`` and a hint to
+      rerun with ``--debug`` (or PERPHEDGE_DEBUG=1), which prints the full traceback;
+    * 130 interrupted (Ctrl-C).
+    """
+    import traceback
+
+    _STATE["debug"] = _debug_env()
+    ce = _click_exceptions()
+    exits = (typer.Exit, getattr(ce, "Exit", typer.Exit))
+    aborts = (KeyboardInterrupt, typer.Abort, getattr(ce, "Abort", typer.Abort))
+
+    def debug() -> bool:
+        return bool(_STATE["debug"])
+
     try:
         code = app(args=argv, prog_name="perphedge", standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool):
             return code  # a typer.Exit(code) inside a command comes back as its code
+        return 0
     except PerphedgeError as exc:
-        print(f"perphedge: error: {exc}", file=sys.stderr)
+        if debug():
+            traceback.print_exc()
+        print(f"perphedge: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except KeyboardInterrupt:
+    except exits as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except aborts:
         print("perphedge: interrupted", file=sys.stderr)
         return 130
+    except ce.NoArgsIsHelpError as exc:
+        # a command given without its arguments: its help, as --help prints it
+        sys.stdout.write(exc.format_message().rstrip("\n") + "\n")
+        return 0
+    except ce.UsageError as exc:
+        from perphedge.cli.options import usage_error_line
+
+        print(f"perphedge: error: {_one_line(usage_error_line(exc))}", file=sys.stderr)
+        return 2
+    except typer.TyperException as exc:  # e.g. a file the parser could not open
+        print(f"perphedge: error: {_one_line(exc.format_message())}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader of our output went away (`perphedge ... | head`): stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 1
+    except OSError as exc:
+        if exc.errno is None:  # not a file-system error: treat as ours
+            return _internal_error(exc, debug())
+        if debug():
+            traceback.print_exc()
+        print(f"perphedge: error: {_one_line(_os_error_line(exc))}", file=sys.stderr)
+        return 2
     except Exception as exc:
-        # usage errors of the (vendored) click inside typer: print its message, exit with its code (2)
-        show = getattr(exc, "show", None)
-        code = getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(code, int):
-            show()
-            return code
-        if type(exc).__name__ == "Abort":
-            return 130
-        raise
-    return 0
+        return _internal_error(exc, debug())
+
+
+def _internal_error(exc: BaseException, debug: bool) -> int:
+    """An exception nobody expected: our bug. One line (or the traceback with --debug), exit 1."""
+    import traceback
+
+    line = f"perphedge: internal error: {type(exc).__name__}: {_one_line(str(exc))}"
+    if debug:
+        traceback.print_exception(exc)
+        print(line, file=sys.stderr)
+    else:
+        print(f"{line} (rerun with --debug for the traceback)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

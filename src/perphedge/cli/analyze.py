@@ -221,39 +221,47 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[str]:
 
 
 def analyze_cmd(
-    assets: Annotated[str, typer.Option(help="Assets, comma-separated: SOL,AVAX,DOT,LINK.")],
+    assets: Annotated[str, typer.Option(help="Assets, comma-separated: SOL,AVAX,DOT,LINK (not the proxy).")],
     proxy: Annotated[str, typer.Option(help="Hedge instrument's coin.")] = "BTC",
-    since: Annotated[str | None, typer.Option(help="First date (UTC).")] = None,
-    until: Annotated[str | None, typer.Option(help="Last date (UTC).")] = None,
-    window: Annotated[str, typer.Option(help="Trailing estimation window, e.g. 180d.")] = "180d",
+    since: Annotated[str | None, typer.Option(help="First UTC day, YYYY-MM-DD.")] = None,
+    until: Annotated[str | None, typer.Option(help="Last UTC day, YYYY-MM-DD.")] = None,
+    window: Annotated[str, typer.Option(help="Trailing estimation window, days or weeks: 180d, 26w.")] = "180d",
     horizon: Annotated[str, typer.Option(help="Horizons, comma-separated: 1d,7d.")] = "1d,7d",
-    factors: Annotated[str, typer.Option(help="Factors of the multi-factor fit.")] = "BTC,ETH",
+    factors: Annotated[
+        str, typer.Option(help="Factors of the multi-factor fit (each must be in the store).")
+    ] = "BTC,ETH",
     nonneg: Annotated[bool, typer.Option("--nonneg", help="Non-negative multi-factor weights.")] = False,
     plot_dir: Annotated[str | None, typer.Option("--plot", help="Write PNG and HTML plots to this directory.")] = None,
     no_funding: Annotated[bool, typer.Option("--no-funding", help="Skip the funding and basis statistics.")] = False,
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
+    from perphedge.cli.options import date_range, days, output_dir
     from perphedge.data.store import MarketStore
-    from perphedge.usecases.analyze import AnalyzeRequest, analyze, parse_days
+    from perphedge.usecases.analyze import AnalyzeRequest, analyze
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
+    first, last = date_range(since, until)
+    horizons = [h.strip() for h in horizon.split(",")]
+    if not all(horizons):
+        raise ConfigError(f"invalid `--horizon`: {horizon!r} must be days separated by commas, e.g. 1d,7d")
     req = AnalyzeRequest(
         assets=tuple(a.strip() for a in assets.split(",") if a.strip()),
         proxy=proxy,
-        since=since,
-        until=until,
-        window_days=parse_days(window, "--window"),
-        horizons=tuple(parse_days(h, "--horizon") for h in horizon.split(",") if h.strip()),
+        since=first,
+        until=last,
+        window_days=days(window, "--window"),
+        horizons=tuple(days(h, "--horizon") for h in horizons),
         factors=tuple(x.strip() for x in factors.split(",") if x.strip()),
         nonneg=nonneg,
         funding=not no_funding,
     )
+    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None  # checked before the work
     with MarketStore(store, read_only=True) as st:
         doc = analyze(st, req)
-    if plot_dir:
-        doc["plots"] = plot(doc, Path(plot_dir))
+    if plots is not None:
+        doc["plots"] = plot(doc, output_dir(plots, "--plot"))
     if fmt == "json":
         sys.stdout.write(json.dumps(_clean_json(doc), indent=2, allow_nan=False) + "\n")
     else:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from perphedge.cli.options import positive_whole
 from perphedge.errors import ConfigError
 
 
@@ -95,6 +96,7 @@ def backtest_cmd(
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
+    from perphedge.cli.options import output_dir
     from perphedge.data.store import MarketStore
     from perphedge.errors import PerphedgeError
     from perphedge.specs import default_registry
@@ -103,6 +105,8 @@ def backtest_cmd(
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
     run_cfg, pfile, source, digest = load_run(run_file)
+    # the output folder is checked before the replay (a bad --out fails now, not after it), created after it
+    out_dir = output_dir(out if out else Path("backtest-results") / Path(run_file).stem, "--out", create=False)
     try:
         with MarketStore(store, read_only=True) as st:
             prep = prepare(run_cfg, pfile, st, default_registry(specs))
@@ -110,9 +114,8 @@ def backtest_cmd(
     except PerphedgeError as exc:
         msg = str(exc)
         raise type(exc)(msg if msg.startswith(source) else f"{source}: {msg}") from None
-    out_dir = Path(out) if out else Path("backtest-results") / Path(run_file).stem
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = public(doc)
+    output_dir(out_dir, "--out")
     files = []
     (out_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
     files.append(str(out_dir / "result.json"))
@@ -129,7 +132,9 @@ def backtest_cmd(
 
 def sweep_cmd(
     grid_file: Annotated[str, typer.Argument(help="Grid file (YAML): base run file, grid of dotted keys.")],
-    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(parser=positive_whole, help="Processes, >= 1 (default: all cores).")
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Write sweep.json here.")] = None,
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
@@ -138,11 +143,13 @@ def sweep_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from perphedge.cli import _console
+    from perphedge.cli.options import output_file
     from perphedge.specs import default_registry
     from perphedge.usecases.sweep import run_sweep
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
+    out_file = output_file(out, "--out", create=False) if out else None  # checked before the sweep, not after it
     from rich.console import Console
 
     err = Console(stderr=True)
@@ -162,9 +169,9 @@ def sweep_cmd(
         result = run_sweep(
             grid_file, store_path=store, registry=default_registry(specs), workers=workers, on_result=tick
         )
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if out_file is not None:
+        output_file(out_file, "--out")
+        out_file.write_text(json.dumps(result, indent=2, default=str) + "\n")
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
         return

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from perphedge.core.contracts import pnl
 from perphedge.core.hedge import CollateralSource, HedgeLeg, HedgePlan, leg_delta_usd
-from perphedge.core.units import normalise_asset
+from perphedge.core.parsing import MAX_MOVE, MIN_MOVE, parse_move
+from perphedge.core.units import is_stablecoin, normalise_asset
 from perphedge.errors import ConfigError
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "LegOutcome",
     "Scenario",
     "ScenarioResult",
+    "check_assets",
     "default_scenarios",
     "drift",
     "evaluate",
@@ -46,8 +48,11 @@ class Scenario:
 
     def __post_init__(self) -> None:
         for label, value in [("proxy_return", self.proxy_return), ("*", self.default), *self.shocks.items()]:
-            if value is not None and (not math.isfinite(value) or value <= -1):
-                raise ConfigError(f"invalid scenario {self.name!r}: return of {label} must be > -100%, was {value!r}")
+            if value is not None and (not math.isfinite(value) or not MIN_MOVE < value <= MAX_MOVE):
+                raise ConfigError(
+                    f"invalid scenario {self.name!r}: return of {label} must be above -100% and at most +1000%, "
+                    f"was {value!r}"
+                )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,43 +97,59 @@ def default_scenarios(proxy: str) -> tuple[Scenario, ...]:
     return tuple(Scenario(name=f"{proxy} {r:+.0%}", proxy_return=r) for r in DEFAULT_PROXY_RETURNS)
 
 
-def _parse_return(text: str, where: str) -> float:
-    raw = text.strip()
-    pct = raw.endswith("%")
-    try:
-        value = float(raw[:-1] if pct else raw)
-    except ValueError:
-        raise ConfigError(f"invalid {where}: {text!r} is not a return such as -20% or -0.2") from None
-    value = value / 100.0 if pct else value
-    if not math.isfinite(value) or value <= -1:
-        raise ConfigError(f"invalid {where}: a return must be > -100%, was {text!r}")
-    return value
+def parse_moves(text: str, where: str = "--drift") -> dict[str, float]:
+    """Parse ``BTC=-15%,ETH=-0.2,*=-20%`` into ``{asset: return}`` (``*`` kept as is).
 
-
-def parse_moves(text: str, where: str = "move") -> dict[str, float]:
-    """Parse ``BTC=-15%,ETH=-0.2,*=-20%`` into ``{asset: return}`` (``*`` kept as is)."""
+    Each return follows :func:`perphedge.core.parsing.parse_move` (a signed percentage or a
+    fraction with a decimal point, in (−100%, +1000%]); an asset named twice is refused.
+    """
+    place = where if where.startswith("`") else f"`{where}`"
     out: dict[str, float] = {}
     for part in text.split(","):
         if not part.strip():
             continue
         asset, sep, value = part.partition("=")
         if not sep:
-            raise ConfigError(f"invalid {where}: {part.strip()!r} must be ASSET=RETURN, e.g. BTC=-15%")
-        key = "*" if asset.strip() == "*" else normalise_asset(asset)
-        out[key] = _parse_return(value, where)
+            raise ConfigError(f"invalid {place}: {part.strip()!r} must be ASSET=RETURN, e.g. BTC=-15%")
+        try:
+            key = "*" if asset.strip() == "*" else normalise_asset(asset)
+        except ConfigError as exc:
+            raise ConfigError(f"invalid {place}: {part.strip()!r}: {exc}") from None
+        if key in out:
+            raise ConfigError(f"invalid {place}: {key} is given twice in {text.strip()!r}")
+        out[key] = parse_move(value, f"{place} {key}")
     if not out:
-        raise ConfigError(f"invalid {where}: {text!r} names no move; e.g. BTC=-15%,*=-20%")
+        raise ConfigError(f"invalid {place}: {text!r} names no move; e.g. BTC=-15%,*=-20%")
     return out
 
 
-def parse_scenario(text: str, proxy: str) -> Scenario:
+def parse_scenario(text: str, proxy: str, where: str = "--scenario") -> Scenario:
     """Parse ``NAME:BTC=-15%,*=-20%`` (the name is optional)."""
     name, sep, body = text.partition(":")
     if not sep:
         name, body = text, text
-    moves = parse_moves(body, "scenario")
+    moves = parse_moves(body, where)
     default = moves.pop("*", None)
-    return Scenario(name=name.strip() or body, proxy_return=moves.get(proxy), shocks=moves, default=default)
+    return Scenario(name=name.strip() or body.strip(), proxy_return=moves.get(proxy), shocks=moves, default=default)
+
+
+def check_assets(plan: HedgePlan, moves: Mapping[str, float], where: str) -> None:
+    """Refuse a move of an asset that neither the portfolio holds nor a leg trades.
+
+    Such a move would be ignored silently (a typo, or a coin sold since); a stablecoin is cash
+    and does not move.
+    """
+    held = {h.asset for h in plan.portfolio.holdings if not h.is_stable}
+    known = held | {leg.instrument.base for leg in plan.legs} | {plan.request.proxy_asset}
+    for asset in moves:
+        if asset == "*" or asset in known:
+            continue
+        if is_stablecoin(asset):
+            raise ConfigError(f"invalid `{where}`: {asset} is a stablecoin, counted as cash at 1 USD; it has no move")
+        raise ConfigError(
+            f"invalid `{where}`: the portfolio does not hold {asset} and no leg trades it; "
+            f"moves apply to {', '.join(sorted(known))} (or * for every other asset)"
+        )
 
 
 def _returns(plan: HedgePlan, scenario: Scenario) -> tuple[float, dict[str, float]]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from perphedge.errors import DataError
+from perphedge.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,7 +84,11 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 def default_store_path() -> Path:
     """``$PERPHEDGE_HOME/market.duckdb`` (``~/.perphedge/market.duckdb`` by default)."""
     home = os.environ.get("PERPHEDGE_HOME")
-    return (Path(home) if home else Path.home() / ".perphedge") / "market.duckdb"
+    root = Path(home) if home else Path.home() / ".perphedge"
+    if root.exists() and not root.is_dir():
+        where = f"PERPHEDGE_HOME={home}" if home else str(root)
+        raise ConfigError(f"{where} is a file; it must be a directory (the market store is its market.duckdb)")
+    return root / "market.duckdb"
 
 
 class MarketStore:
@@ -110,7 +114,10 @@ class MarketStore:
             p = Path(target)
             if read_only and not p.exists():
                 raise DataError(f"no market store at {p}: run `perphedge data import` or `perphedge data fetch` first")
-            p.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DataError(f"cannot create the folder of the market store {p}: {exc.strerror or exc}") from exc
         self.con = self._connect(target, read_only, lock_timeout)
         if not read_only:
             self._migrate()

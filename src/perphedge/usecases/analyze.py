@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perphedge.core import analytics as A
+from perphedge.core.parsing import parse_days  # re-exported: the one rule for day counts
 from perphedge.core.units import normalise_asset
 from perphedge.errors import ConfigError, DataError
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
     from perphedge.data.store import MarketStore
 
-__all__ = ["CRASH_WINDOWS", "AnalyzeRequest", "analyze", "estimate_betas", "simple_returns"]
+__all__ = ["CRASH_WINDOWS", "AnalyzeRequest", "analyze", "estimate_betas", "parse_days", "simple_returns"]
 
 ANALYZE_SCHEMA = "perphedge.analyze/1"
 LISTING_SKIP_DAYS = 7  # listing-day candles are extreme (sample README); skip the first week
@@ -61,19 +62,14 @@ class AnalyzeRequest:
             raise ConfigError("invalid `--assets`: name at least one asset, e.g. SOL,AVAX")
         if self.window_days < 30:
             raise ConfigError(f"invalid `--window`: at least 30 days, was {self.window_days}")
-        if any(h < 1 for h in self.horizons):
+        if not self.horizons or any(h < 1 for h in self.horizons):
             raise ConfigError(f"invalid `--horizon`: days >= 1, were {list(self.horizons)}")
-
-
-def parse_days(text: str, what: str) -> int:
-    """``180d`` / ``180`` / ``26w`` → days."""
-    t = text.strip().lower()
-    try:
-        if t.endswith("w"):
-            return int(t[:-1]) * 7
-        return int(t[:-1]) if t.endswith("d") else int(t)
-    except ValueError:
-        raise ConfigError(f"invalid `{what}`: {text!r} is not a number of days such as 180d") from None
+        proxy = normalise_asset(self.proxy)
+        if proxy in {normalise_asset(a) for a in self.assets}:
+            raise ConfigError(
+                f"invalid `--assets`: {proxy} is also the proxy (`--proxy {proxy}`); an asset hedged with itself "
+                "has beta 1 by construction: drop it from --assets or choose another --proxy"
+            )
 
 
 def simple_returns(
@@ -378,14 +374,20 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
     present = store.query("SELECT DISTINCT symbol FROM candles WHERE source = ? AND timeframe = '1d'", [req.source])[
         "symbol"
     ].tolist()
+    held = ", ".join(sorted(p.split("/")[0] for p in present)) or "nothing"
+    where = getattr(store, "path", None) or "the store"
     missing = [a for a in [*assets, proxy] if f"{a}/USDT" not in present]
     if missing:
         raise DataError(
-            f"no daily {req.source} history of {', '.join(missing)} in the store; it has "
-            f"{', '.join(sorted(p.split('/')[0] for p in present)) or 'nothing'} "
+            f"no daily {req.source} history of {', '.join(missing)} in {where}; it has {held} "
             "(import or fetch it with `perphedge data`)"
         )
-    wanted = [a for a in wanted if f"{a}/USDT" in present]
+    missing_factors = [x for x in factors if f"{x}/USDT" not in present]
+    if missing_factors:
+        raise DataError(
+            f"invalid `--factors`: no daily {req.source} history of factor {', '.join(missing_factors)} in {where}; "
+            f"it has {held} (fetch it, or leave it out of --factors)"
+        )
     closes = ohlc(store, wanted, req.since, req.until, source=req.source)["close"]
     rets = simple_returns(store, wanted, req.since, req.until, source=req.source)
     results = [_asset(rets, closes, a, req) for a in assets]

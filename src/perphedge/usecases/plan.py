@@ -35,6 +35,7 @@ from perphedge.core.portfolio import Holding, Portfolio
 from perphedge.core.scenarios import (
     DriftLeg,
     ScenarioResult,
+    check_assets,
     default_scenarios,
     drift,
     evaluate,
@@ -221,9 +222,13 @@ def plan_portfolio(
         plan = plan_hedge(portfolio, req)
         proxy = req.proxy_asset
         results = [evaluate(plan, s) for s in default_scenarios(proxy)]
-        results += [evaluate(plan, parse_scenario(text, proxy)) for text in scenarios]
+        for text in scenarios:
+            custom = parse_scenario(text, proxy, "--scenario")
+            check_assets(plan, custom.shocks, "--scenario")
+            results.append(evaluate(plan, custom))
         rows = _compare(pfile, overrides, portfolio, registry, proxy_legs[0].instrument, req.betas) if compare else ()
-        moves = parse_moves(drift_moves, "drift") if drift_moves else {}
+        moves = parse_moves(drift_moves, "--drift") if drift_moves else {}
+        check_assets(plan, moves, "--drift")
         drifted = drift(plan, moves) if moves else ()
     except PerphedgeError as exc:
         raise _prefixed(source, exc) from None
@@ -299,6 +304,11 @@ def _estimate_missing_betas(
     """``beta``: estimate the betas the file lacks; ``min_variance``: estimate every hedge ratio (OLS on daily
     simple returns against the proxy over the trailing window) from the market store."""
     if req.method is SizingMethod.NOTIONAL:
+        if ov.window_days is not None:
+            raise ConfigError(
+                "invalid `--window`: it sets the estimation window of method beta or min_variance; method "
+                "notional estimates nothing (drop --window, or set --method)"
+            )
         return req, None
     proxy_bases = {leg.instrument.base for leg in req.proxy_legs}
     hedged = {h.asset for h in portfolio.in_scope(req.scope)} - set(req.direct) - proxy_bases
