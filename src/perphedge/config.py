@@ -28,7 +28,7 @@ __all__ = [
     "read_yaml",
 ]
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, str_strip_whitespace=True)
+_STRICT = ConfigDict(defer_build=True, extra="forbid", frozen=True, allow_inf_nan=False, str_strip_whitespace=True)
 
 
 class HoldingModel(BaseModel):
@@ -171,7 +171,7 @@ def load_portfolio_file(path: str | Path) -> PortfolioFile:
 class ScheduleEntry(BaseModel):
     """From ``from`` on, hedge ``ratio``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
     start: date = Field(alias="from")
     ratio: float = Field(ge=0, le=2)
 

@@ -14,7 +14,7 @@ from perphedge import __version__
 from perphedge.cli.options import number
 from perphedge.errors import PerphedgeError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "register_commands"]
 
 app = typer.Typer(
     name="perphedge",
@@ -76,7 +76,7 @@ def _console(piped_width: int = 120) -> Any:
     from rich.console import Console
 
     width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else piped_width
-    return Console(highlight=False, width=width)
+    return Console(highlight=False, emoji=False, width=width)
 
 
 def _leverage_opt(text: str | None) -> tuple[float | None, bool]:
@@ -364,11 +364,20 @@ def instruments(specs: SpecsOpt = None, fmt: FormatOpt = Fmt.table) -> None:
         render_instruments(rows, _console(140))
 
 
+# Commands whose code lives in other modules are registered on demand: `perphedge plan` does not
+# import (or build the options of) analyze, backtest, sweep, stress and data. `main` registers the
+# one named on the command line, or all of them for --help and unknown names.
+
+
 def _register_data() -> None:
-    from perphedge.cli.analyze import analyze_cmd
     from perphedge.cli.data import data_app
 
     app.add_typer(data_app, name="data")
+
+
+def _register_analyze() -> None:
+    from perphedge.cli.analyze import analyze_cmd
+
     app.command(
         "analyze",
         help=(
@@ -378,7 +387,10 @@ def _register_data() -> None:
         ),
         no_args_is_help=True,
     )(analyze_cmd)
-    from perphedge.cli.backtest import backtest_cmd, sweep_cmd
+
+
+def _register_backtest() -> None:
+    from perphedge.cli.backtest import backtest_cmd
 
     app.command(
         "backtest",
@@ -389,6 +401,11 @@ def _register_data() -> None:
         ),
         no_args_is_help=True,
     )(backtest_cmd)
+
+
+def _register_sweep() -> None:
+    from perphedge.cli.backtest import sweep_cmd
+
     app.command(
         "sweep",
         help=(
@@ -397,6 +414,9 @@ def _register_data() -> None:
         ),
         no_args_is_help=True,
     )(sweep_cmd)
+
+
+def _register_stress() -> None:
     from perphedge.cli.stress import stress_cmd
 
     app.command(
@@ -410,7 +430,37 @@ def _register_data() -> None:
     )(stress_cmd)
 
 
-_register_data()
+#: name -> registration, in the order `perphedge --help` lists them (after plan, calc, instruments)
+_LAZY_COMMANDS = {
+    "data": _register_data,
+    "analyze": _register_analyze,
+    "backtest": _register_backtest,
+    "sweep": _register_sweep,
+    "stress": _register_stress,
+}
+_registered: set[str] = set()
+
+
+def register_commands(names: Any = None) -> typer.Typer:
+    """Add the lazily registered commands ``names`` (default: all) to :data:`app`; returns the app."""
+    for name in _LAZY_COMMANDS if names is None else names:
+        if name in _LAZY_COMMANDS and name not in _registered:
+            _registered.add(name)
+            _LAZY_COMMANDS[name]()
+    return app
+
+
+def _prepare(argv: list[str]) -> None:
+    """Register what the command line needs: the command it names, or every command."""
+    for token in argv:
+        if token.startswith("-"):
+            continue  # root options (--debug, --version, --help) take no value
+        if token in _LAZY_COMMANDS:
+            register_commands([token])
+        elif token not in ("plan", "calc", "instruments"):
+            register_commands()
+        return
+    register_commands()  # no command: the help lists them all
 
 
 def _one_line(text: str) -> str:
@@ -458,8 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     def debug() -> bool:
         return bool(_STATE["debug"])
 
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        code = app(args=argv, prog_name="perphedge", standalone_mode=False)
+        _prepare(args)
+        code = app(args=args, prog_name="perphedge", standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool):
             return code  # a typer.Exit(code) inside a command comes back as its code
         return 0

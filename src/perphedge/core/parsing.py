@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import re
 from datetime import date
-from decimal import Decimal
 
 from perphedge.errors import ConfigError
 
@@ -208,5 +207,7 @@ def format_move(value: float) -> str:
     The text is the exact decimal value of the float (so it may be long); for display use a
     percentage instead.
     """
+    from decimal import Decimal
+
     text = format(Decimal(value), "f")
     return text if "." in text else f"{text}.0"
