@@ -513,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         _prepare(args)
         code = app(args=args, prog_name="perphedge", standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool):
+            if code == 130:  # typer turns Ctrl-C inside a command into Exit(130)
+                print("perphedge: interrupted", file=sys.stderr)
             return code  # a typer.Exit(code) inside a command comes back as its code
         return 0
     except PerphedgeError as exc:

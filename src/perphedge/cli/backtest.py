@@ -96,7 +96,7 @@ def backtest_cmd(
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
-    from perphedge.cli.options import output_dir
+    from perphedge.cli.options import output_dir, write_text
     from perphedge.data.store import MarketStore
     from perphedge.errors import PerphedgeError
     from perphedge.specs import default_registry
@@ -117,7 +117,7 @@ def backtest_cmd(
     result = public(doc)
     output_dir(out_dir, "--out")
     files = []
-    (out_dir / "result.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    write_text(out_dir / "result.json", json.dumps(result, indent=2, allow_nan=False) + "\n", "--out")
     files.append(str(out_dir / "result.json"))
     if not no_report:
         files.append(str(write_report(doc, out_dir / "report.html")))
@@ -143,7 +143,7 @@ def sweep_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from perphedge.cli import _console
-    from perphedge.cli.options import output_file
+    from perphedge.cli.options import output_file, write_text
     from perphedge.specs import default_registry
     from perphedge.usecases.sweep import run_sweep
 
@@ -171,7 +171,7 @@ def sweep_cmd(
         )
     if out_file is not None:
         output_file(out_file, "--out")
-        out_file.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_text(out_file, json.dumps(result, indent=2, default=str) + "\n", "--out")
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
         return

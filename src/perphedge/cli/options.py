@@ -40,6 +40,7 @@ __all__ = [
     "positive_whole",
     "usage_error_line",
     "whole",
+    "write_text",
 ]
 
 
@@ -177,6 +178,16 @@ def output_file(path: str | Path, flag: str, *, create: bool = True) -> Path:
     output_dir(p.parent, flag, create=create)
     if p.exists() and not os.access(p, os.W_OK):
         raise ConfigError(f"invalid `{flag}`: cannot overwrite {p}: permission denied")
+    return p
+
+
+def write_text(path: str | Path, text: str, flag: str) -> Path:
+    """Write ``text`` to ``path``; a file-system failure (disk full, permissions) names the flag and path."""
+    p = Path(path)
+    try:
+        p.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"invalid `{flag}`: cannot write {p}: {exc.strerror or exc}") from None
     return p
 
 

@@ -31,6 +31,7 @@ from perphedge.core.hedge import (
     plan_hedge,
 )
 from perphedge.core.instruments import ContractKind, Instrument, LiquidationMethod, MarginSchedule
+from perphedge.core.parsing import parse_date_or_latest
 from perphedge.core.portfolio import Holding, Portfolio
 from perphedge.core.scenarios import (
     DriftLeg,
@@ -199,6 +200,9 @@ def plan_portfolio(
     With ``as_of`` (a date or ``latest``), prices the file does not give are the stored daily
     closes (Binance spot, ``<ASSET>/USDT``) of that UTC day or the last one before it.
     """
+    if as_of is not None:  # a UTC day YYYY-MM-DD or latest, for every edge (plan, stress, ...)
+        day = parse_date_or_latest(as_of, "--as-of")
+        as_of = "latest" if day is None else day.isoformat()
     sources = {normalise_asset(k): "file" for k in pfile.prices}
     if as_of:
         try:
