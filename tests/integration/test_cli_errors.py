@@ -95,6 +95,13 @@ def test_usage_errors(args: list[str], fragments: list[str]) -> None:
     one_line_error(run_cli(*args), *fragments)
 
 
+@pytest.mark.parametrize(
+    "args", [["plan", "/nonexistent.yaml"], ["backtest", "/nonexistent.yaml"], ["sweep", "/nonexistent.yaml"]]
+)
+def test_missing_files(args: list[str]) -> None:
+    one_line_error(run_cli(*args), "/nonexistent.yaml: no such file")
+
+
 @pytest.mark.parametrize("args", [["--help"], ["plan", "--help"], [], ["plan"], ["calc"], ["data"]])
 def test_help_still_prints(args: list[str]) -> None:
     r = run_cli(*args)

@@ -159,7 +159,7 @@ def sweep_cmd(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err,
-        transient=fmt == "json",
+        transient=True,  # the bar goes away: an error stays one line, the table follows
     ) as progress:
         task = progress.add_task("sweep", total=None)
 
