@@ -86,6 +86,7 @@ def test_bad_choices(args: list[str], fragments: list[str]) -> None:
         (["calc", "--instrument", "binance:BTCUSDT", "--side", "short", "--contracts", "1"], ["option --entry"]),
         (["analyze", "--proxy", "BTC"], ["needs the option --assets"]),
         (["plan", EXAMPLE, "--ratio"], ["option --ratio needs a value"]),
+        (["plan", EXAMPLE, "--debug"], ["--debug goes before the command: perphedge --debug plan"]),
         (["frobnicate"], ["no such command 'frobnicate'", "perphedge --help"]),
         (["data", "frobnicate"], ["no such command 'frobnicate'", "perphedge data --help"]),
         (["plan", EXAMPLE, "extra-argument"], ["extra-argument"]),

@@ -136,7 +136,10 @@ def test_dates_accept_only_iso_days(text: str) -> None:
         ("2024-01-01T00:00:00+02:00", "offsets are refused"),
         ("20240102", "write 2024-01-02"),
         ("2024-02-30", "not a calendar date"),
-        ("yesterday", "YYYY-MM-DD"),
+        ("yesterday", "dates are ISO 8601"),
+        ("2024-1-2", "dates are ISO 8601"),
+        ("2024-01-01Z", "offsets are refused"),
+        ("2024-01-01 00:00", "offsets are refused"),
         ("1999-01-01", "year"),
     ],
 )

@@ -243,6 +243,8 @@ def usage_error_line(exc: Any) -> str:
     param = getattr(exc, "param", None)
     if kind == "NoSuchOption":
         name = getattr(exc, "option_name", "?")
+        if name in ("--debug", "--version") and path != "perphedge":
+            return f"{name} goes before the command: perphedge {name} {path.removeprefix('perphedge ')} ..."
         options = sorted(getattr(exc, "possibilities", None) or ())
         hint = f" (did you mean {' or '.join(options)}?)" if options else ""
         return f"`{path}` has no option {name}{hint}{see}"

@@ -53,6 +53,7 @@ MAX_MOVE = 10.0
 _DAYS = re.compile(r"([0-9]+)([dw])", re.ASCII | re.IGNORECASE)
 _SIGNED_DAYS = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?[dw]?", re.ASCII | re.IGNORECASE)
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
+_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([T ]|[+-][0-9]{2}|Z)", re.ASCII | re.IGNORECASE)
 _PERCENT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)%", re.ASCII)
 _FRACTION = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+)", re.ASCII)
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
@@ -112,7 +113,7 @@ def format_days(days: int) -> str:
 def _date_hint(raw: str) -> str:
     if "/" in raw or "." in raw:
         return "day and month order is ambiguous; write YYYY-MM-DD"
-    if "T" in raw.upper() or " " in raw or ":" in raw or raw.upper().endswith("Z") or "+" in raw:
+    if _DATE_TIME.match(raw) or ":" in raw:
         return "times and UTC offsets are refused, not converted: write the UTC day, daily bars close at 00:00 UTC"
     if raw.isdigit() and len(raw) == 8:
         return f"write {raw[:4]}-{raw[4:6]}-{raw[6:]}"
