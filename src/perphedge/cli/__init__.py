@@ -81,7 +81,6 @@ def _console(piped_width: int = 120) -> Any:
 
 def _leverage_opt(text: str | None) -> tuple[float | None, bool]:
     """``--leverage``: a finite number, or ``auto``; returns (leverage, auto)."""
-    from perphedge.cli.options import number
     from perphedge.errors import ConfigError
 
     if text is None:
