@@ -12,7 +12,10 @@ cash. Everything a step uses is known at that step's close.
 from __future__ import annotations
 
 import hashlib
+import html as _html
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +29,7 @@ from perphedge.core.metrics import capture, equity_metrics
 from perphedge.core.policies import PolicySpec, policy_decisions
 from perphedge.core.units import is_stablecoin
 from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError
+from perphedge.usecases.outputs import check_output_dir, write_run_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +39,19 @@ if TYPE_CHECKING:
     from perphedge.data.store import MarketStore
     from perphedge.specs import InstrumentRegistry
 
-__all__ = ["BACKTEST_SCHEMA", "Prepared", "load_run", "prepare", "run", "write_png", "write_report"]
+__all__ = [
+    "BACKTEST_SCHEMA",
+    "BacktestOutcome",
+    "BacktestRequest",
+    "Prepared",
+    "default_out_dir",
+    "execute",
+    "load_run",
+    "prepare",
+    "run",
+    "write_png",
+    "write_report",
+]
 
 BACKTEST_SCHEMA = "perphedge.backtest/1"
 
@@ -839,14 +855,48 @@ def write_report(doc: dict[str, Any], path: Path) -> Path:
     h, u = doc["hedged"], doc["unhedged"]
     title = (
         f"{doc.get('name') or doc['source']}: {doc['start']} → {doc['end']}, policy {doc['policy']['kind']} — "
-        f"hedged {h['total_return']:+.1%} (max DD {h['max_drawdown']:.1%}) vs unhedged {u['total_return']:+.1%} "
-        f"(max DD {u['max_drawdown']:.1%}); HE {doc['hedge_effectiveness']:.2f}; "
-        f"funding {doc['funding_received_usd']:+,.0f} USD; {len(doc['liquidations'])} liquidations"
+        f"hedged {_fmt(h['total_return'], '+.1%')} (max DD {_fmt(h['max_drawdown'], '.1%')}) vs unhedged "
+        f"{_fmt(u['total_return'], '+.1%')} (max DD {_fmt(u['max_drawdown'], '.1%')}); "
+        f"HE {_fmt(doc['hedge_effectiveness'], '.2f')}; "
+        f"funding {_fmt(doc['funding_received_usd'], '+,.0f')} USD; {len(doc['liquidations'])} liquidations"
     )
     fig.update_layout(height=1400, title={"text": title, "font": {"size": 13}}, hovermode="x unified")
+    html = fig.to_html(include_plotlyjs=True, full_html=True)
+    head = f'<meta name="perphedge-config-hash" content="{_html.escape(str(doc.get("config_hash", "")))}">'
+    html = html.replace("<head>", "<head>" + head, 1)
+    html = html.replace("</body>", _notes_html(doc) + "</body>", 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    path.write_text(html, encoding="utf-8")
     return path
+
+
+def _fmt(x: Any, spec: str) -> str:
+    """A number in ``spec``, or ``n/a`` where it is undefined (None or NaN)."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return format(x, spec)
+
+
+def _fallback_text(f: dict[str, Any]) -> str:
+    when = f["date"] if "date" in f else f"{f['from']} → {f['to']} ({f['days']} days)"
+    return f"{when}: {f['reason']} (ratio {f['ratio_used']:g})"
+
+
+def _notes_html(doc: dict[str, Any]) -> str:
+    """Policy fallbacks and warnings under the charts."""
+    parts = ['<section id="perphedge-notes" style="font-family:sans-serif;font-size:13px;margin:1em 4em">']
+    fallbacks = doc.get("policy_fallbacks") or []
+    parts.append(f"<h3>Policy fallbacks ({len(fallbacks)})</h3>")
+    if fallbacks:
+        parts.append("<ul>" + "".join(f"<li>{_html.escape(_fallback_text(f))}</li>" for f in fallbacks) + "</ul>")
+    else:
+        parts.append("<p>none: the policy's rule applied on every bar</p>")
+    warnings = doc.get("warnings") or []
+    if warnings:
+        parts.append(f"<h3>Warnings ({len(warnings)})</h3>")
+        parts.append("<ul>" + "".join(f"<li>{_html.escape(w)}</li>" for w in warnings) + "</ul>")
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def write_png(doc: dict[str, Any], path: Path) -> Path:
@@ -869,8 +919,9 @@ def write_png(doc: dict[str, Any], path: Path) -> Path:
     ax.legend(loc="upper left")
     h, u = doc["hedged"], doc["unhedged"]
     ax.set_title(
-        f"{doc.get('name') or doc['source']} — hedged {h['total_return']:+.0%} (max DD {h['max_drawdown']:.0%}), "
-        f"unhedged {u['total_return']:+.0%} (max DD {u['max_drawdown']:.0%}), HE {doc['hedge_effectiveness']:.2f}",
+        f"{doc.get('name') or doc['source']} — hedged {_fmt(h['total_return'], '+.0%')} "
+        f"(max DD {_fmt(h['max_drawdown'], '.0%')}), unhedged {_fmt(u['total_return'], '+.0%')} "
+        f"(max DD {_fmt(u['max_drawdown'], '.0%')}), HE {_fmt(doc['hedge_effectiveness'], '.2f')}",
         fontsize=10,
     )
     if s["btc"] is not None:
@@ -889,6 +940,58 @@ def write_png(doc: dict[str, Any], path: Path) -> Path:
     axes[4].set_ylabel("funding USD")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, metadata={"Description": f"perphedge config_hash {doc.get('config_hash', '')}"})
     plt.close(fig)
     return path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BacktestRequest:
+    """One backtest: the run file, the market store (None: the default store), extra instrument specs, the run
+    folder to write (None: ``backtest-results/<run file stem>``) and whether to draw the report."""
+
+    run_file: str | Path
+    store_path: str | Path | None = None
+    specs: str | None = None
+    out_dir: str | Path | None = None
+    report: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BacktestOutcome:
+    """The ``perphedge.backtest/1`` document (JSON-safe) and the files written."""
+
+    document: dict[str, Any]
+    files: list[str]
+
+
+def default_out_dir(run_file: str | Path) -> Path:
+    """Where a run's files go when no folder is given."""
+    return Path("backtest-results") / Path(run_file).stem
+
+
+def execute(request: BacktestRequest) -> BacktestOutcome:
+    """Load the run, open the store, run the backtest and write the run folder (atomically, all or nothing)."""
+    from perphedge.data.store import MarketStore
+    from perphedge.errors import PerphedgeError
+    from perphedge.specs import default_registry
+
+    run_cfg, pfile, source, digest = load_run(request.run_file)
+    out_dir = check_output_dir(request.out_dir if request.out_dir is not None else default_out_dir(request.run_file))
+    try:
+        registry = default_registry(request.specs)
+        with MarketStore(request.store_path, read_only=True) as store:
+            prep = prepare(run_cfg, pfile, store, registry)
+        doc = run(prep, run_cfg, config_hash=digest, source=source)
+    except PerphedgeError as exc:
+        msg = str(exc)
+        raise type(exc)(msg if msg.startswith(source) else f"{source}: {msg}") from None
+    result = public(doc)
+    writers: dict[str, Callable[[Path], Any]] = {
+        "result.json": lambda p: p.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    }
+    if request.report:
+        writers["report.html"] = lambda p: write_report(doc, p)
+        writers["report.png"] = lambda p: write_png(doc, p)
+    files = write_run_folder(out_dir, writers, config_hash=digest)
+    return BacktestOutcome(document=result, files=[str(f) for f in files])
