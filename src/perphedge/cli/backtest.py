@@ -139,7 +139,7 @@ def sweep_cmd(
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from perphedge.usecases.sweep import SweepRequest, execute
+    from perphedge.usecases.sweep import SweepRequest, check, execute
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
@@ -149,6 +149,7 @@ def sweep_cmd(
     request = SweepRequest(
         grid_file=grid_file, store_path=store, specs=specs, workers=workers, max_configs=max_configs, out=out
     )
+    check(request)  # refusals come before the progress bar
     with Progress(
         TextColumn("sweep"),
         BarColumn(),

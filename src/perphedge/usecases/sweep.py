@@ -34,7 +34,16 @@ from typing import Any
 
 from perphedge.errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_CONFIGS", "SweepRequest", "count_configs", "execute", "expand", "load_grid", "run_sweep"]
+__all__ = [
+    "DEFAULT_MAX_CONFIGS",
+    "SweepRequest",
+    "check",
+    "count_configs",
+    "execute",
+    "expand",
+    "load_grid",
+    "run_sweep",
+]
 
 DEFAULT_MAX_CONFIGS = 10_000
 
@@ -222,6 +231,34 @@ def execute(request: SweepRequest, on_result: Callable[[int, int], None] | None 
     return result
 
 
+def _checked_grid(
+    path: str | Path, max_configs: int, workers: int | None
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    if isinstance(max_configs, bool) or max_configs < 1:
+        raise ConfigError(f"invalid `--max-configs`: must be >= 1, was {max_configs!r}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"invalid `--workers`: must be >= 1, was {workers!r}")
+    gdoc, base_doc, base_path = load_grid(path)
+    count = count_configs(gdoc["grid"])
+    if count > max_configs:
+        raise ConfigError(
+            f"{path}: the grid makes {count:,} combinations, more than --max-configs {max_configs:,}: "
+            "narrow the grid or raise --max-configs"
+        )
+    return gdoc, base_doc, base_path
+
+
+def check(request: SweepRequest) -> int:
+    """Refuse a request before any work (bad grid, too many combinations, unwritable output); returns the number
+    of combinations."""
+    from perphedge.usecases.outputs import check_output_file
+
+    if request.out is not None:
+        check_output_file(request.out)
+    gdoc, _, _ = _checked_grid(request.grid_file, request.max_configs, request.workers)
+    return count_configs(gdoc["grid"])
+
+
 def run_sweep(
     path: str | Path,
     *,
@@ -239,17 +276,7 @@ def run_sweep(
 
     from perphedge.data.store import default_store_path
 
-    if isinstance(max_configs, bool) or max_configs < 1:
-        raise ConfigError(f"invalid `--max-configs`: must be >= 1, was {max_configs!r}")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"invalid `--workers`: must be >= 1, was {workers!r}")
-    gdoc, base_doc, base_path = load_grid(path)
-    count = count_configs(gdoc["grid"])
-    if count > max_configs:
-        raise ConfigError(
-            f"{path}: the grid makes {count:,} combinations, more than --max-configs {max_configs:,}: "
-            "narrow the grid or raise --max-configs"
-        )
+    gdoc, base_doc, base_path = _checked_grid(path, max_configs, workers)
     configs = expand(gdoc["grid"], base_doc)
     rank_by = str(gdoc.get("rank_by", "hedged.sharpe"))
     descending = bool(gdoc.get("descending", True))
