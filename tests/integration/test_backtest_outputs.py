@@ -320,7 +320,13 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc for the process tree")
 def test_sweep_workers_die_with_a_killed_parent(store_home: Path, tmp_path: Path) -> None:
-    grid = _grid(tmp_path, "grid:\n  policy.ratio: " + str([round(x, 2) for x in np.linspace(0.05, 1, 40)]) + "\n")
+    # 2,000 five-year runs in chunks of 125: each worker is busy for several seconds when its parent is killed, so
+    # only the death signal (not a failed write of its chunk's results) can stop it within 2 s
+    base = _write_run(tmp_path / "long.yaml", end="2025-12-31")
+    ratios = [round(float(x), 3) for x in np.linspace(0.05, 1, 50)]
+    bands = [round(float(x), 3) for x in np.linspace(0.01, 0.4, 40)]
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"base: {base}\ngrid:\n  policy.ratio: {ratios}\n  policy.band: {bands}\n")
     env = dict(os.environ, PERPHEDGE_HOME=str(store_home))
     proc = subprocess.Popen(
         [PERPHEDGE, "sweep", str(grid), "--workers", "2"],
@@ -334,13 +340,30 @@ def test_sweep_workers_die_with_a_killed_parent(store_home: Path, tmp_path: Path
         workers = _children(proc.pid)
         time.sleep(0.05)
     assert len(workers) >= 2, "the sweep never started its workers"
-    time.sleep(0.5)
+    time.sleep(1.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 2
     while time.monotonic() < deadline and any(_alive(w) for w in workers):
         time.sleep(0.05)
     left = [w for w in workers if _alive(w)]
     for w in left:  # do not leave them running if the assertion fails
         os.kill(w, signal.SIGKILL)
     assert not left, f"orphaned workers: {left}"
+
+
+def _init_with_wrong_parent() -> None:
+    from perphedge.usecases.sweep import _worker_init
+
+    _worker_init(-1)  # the recorded parent is gone: the worker must exit at once
+    time.sleep(30)
+
+
+def test_a_worker_whose_parent_is_gone_exits() -> None:
+    import multiprocessing as mp
+
+    proc = mp.get_context("fork").Process(target=_init_with_wrong_parent)
+    t0 = time.monotonic()
+    proc.start()
+    proc.join(10)
+    assert proc.exitcode == 1 and time.monotonic() - t0 < 10
