@@ -210,3 +210,14 @@ def test_fallback_runs_are_compressed() -> None:
     prep8 = SimpleNamespace(dates=pd.date_range("2022-01-01", periods=9, freq="8h", tz="UTC"), bar_hours=8.0)
     out = _fallback_entries(prep8, [(i, "c", 1.0) for i in range(4)])  # type: ignore[arg-type]
     assert out == [{"from": "2022-01-01T00:00", "to": "2022-01-02T00:00", "days": 2, "reason": "c", "ratio_used": 1.0}]
+
+
+def test_default_tables_are_stated_in_the_result() -> None:
+    from perphedge.usecases.backtest import _policy_stated
+
+    fg = _policy_stated(parse_run(run_doc({"kind": "fear_greed"}), "run.yaml"))
+    assert fg["table_used"][0] == {"max": 20.0, "ratio": 0.625} and fg["table_used"][-1]["max"] == 100.0
+    vol = _policy_stated(parse_run(run_doc({"kind": "volatility"}), "run.yaml"))
+    assert vol["bands_used"][-1] == {"max_vol": None, "ratio": 0.75}
+    given_table = {"kind": "fear_greed", "table": table(50, 100)}
+    assert "table_used" not in _policy_stated(parse_run(run_doc(given_table), "run.yaml"))

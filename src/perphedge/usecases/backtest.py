@@ -658,6 +658,19 @@ def _btc_terms(prep: Prepared, hedged: np.ndarray, unhedged: np.ndarray) -> dict
     return out
 
 
+def _policy_stated(run_cfg: RunFile) -> dict[str, Any]:
+    """The policy as given, plus the default table or bands it used when the file gave none (stated, not
+    silent)."""
+    p = run_cfg.policy
+    out = p.model_dump(mode="json", exclude_unset=True) | {"kind": p.kind}
+    defaults = PolicySpec(kind="static")
+    if p.kind == "fear_greed" and not p.table:
+        out["table_used"] = [{"max": b, "ratio": r} for b, r in defaults.table]
+    if p.kind == "volatility" and not p.bands:
+        out["bands_used"] = [{"max_vol": None if math.isinf(b) else b, "ratio": r} for b, r in defaults.vol_bands]
+    return out
+
+
 def _hedge_effectiveness(hedged: np.ndarray, unhedged: np.ndarray) -> float | None:
     """1 − Var(hedged returns)/Var(unhedged returns); None (undefined) when the unhedged book does not vary."""
     rh, ru = hedged[1:] / hedged[:-1] - 1, unhedged[1:] / unhedged[:-1] - 1
@@ -717,7 +730,7 @@ def _document(
         "end": str(prep.dates[-1].date()),
         "days": len(prep.dates),
         "step": run_cfg.step,
-        "policy": run_cfg.policy.model_dump(mode="json", exclude_unset=True) | {"kind": run_cfg.policy.kind},
+        "policy": _policy_stated(run_cfg),
         "hedged": _book(equity_metrics(hedged, ppy), prep.dates),
         "unhedged": _book(equity_metrics(unhedged, ppy), prep.dates),
         "hedge_effectiveness": _hedge_effectiveness(hedged, unhedged),

@@ -159,6 +159,7 @@ def _one(index: int) -> dict[str, Any]:
                 "fees_usd": doc["fees_usd"],
                 "rebalances": doc["rebalances"],
                 "liquidations": len(doc["liquidations"]),
+                "policy_fallback_days": sum(int(f.get("days", 1)) for f in doc["policy_fallbacks"]),
                 "config_hash": doc["config_hash"],
             }
         )
