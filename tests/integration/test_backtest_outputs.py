@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,18 +158,20 @@ def test_kill_9_never_leaves_a_mixed_folder(store_home: Path, tmp_path: Path) ->
     assert r.returncode == 0, r.stderr
     old_hash = _folder_state(out)
     assert old_hash and new_hash and old_hash != new_hash
+    shutil.copytree(out, tmp_path / "pristine")
     rng = random.Random(9)
     seen = set()
     for _ in range(8):
         if _folder_state(out) != old_hash:  # put the old run back for the next trial
-            assert run_cli("backtest", str(old), "--out", str(out), home=store_home).returncode == 0
+            shutil.rmtree(out)
+            shutil.copytree(tmp_path / "pristine", out)
         proc = subprocess.Popen(
             [PERPHEDGE, "backtest", str(new), "--out", str(out)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(0.2, 1.1) * duration)
+        time.sleep(rng.uniform(0.5, 1.4) * duration)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         state = _folder_state(out)
@@ -178,6 +181,7 @@ def test_kill_9_never_leaves_a_mixed_folder(store_home: Path, tmp_path: Path) ->
     assert run_cli("backtest", str(new), "--out", str(out), home=store_home).returncode == 0
     assert _folder_state(out) == new_hash
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.perphedge-")]
+    assert seen <= {old_hash, new_hash}
 
 
 # ------------------------------------------------------------------------------------------ flat market
@@ -367,3 +371,15 @@ def test_a_worker_whose_parent_is_gone_exits() -> None:
     proc.start()
     proc.join(10)
     assert proc.exitcode == 1 and time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--max-configs", "0"), "invalid `--max-configs`: must be >= 1, was 0"),
+        (("--workers", "0"), "invalid `--workers`: must be >= 1, was 0"),
+    ],
+)
+def test_sweep_limits_must_be_positive(store_home: Path, tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
+    grid = _grid(tmp_path, "grid:\n  policy.ratio: [0.25, 0.5]\n")
+    _one_line_error(run_cli("sweep", str(grid), *args, home=store_home), needle)
