@@ -11,7 +11,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from perphedge.errors import ConfigError
 
@@ -386,16 +394,22 @@ class RunFile(BaseModel):
     def _period(self) -> RunFile:
         if self.end <= self.start:
             raise ValueError(f"`end` ({self.end}) must be after `start` ({self.start})")
-        p = self.policy
-        if p.kind == "schedule" and p.schedule and "ratio" not in p.model_fields_set:
+        return self
+
+    @field_validator("policy")
+    @classmethod
+    def _schedule_in_force(cls, p: PolicyModel, info: ValidationInfo) -> PolicyModel:
+        """A schedule without a base ``ratio`` must have an entry in force at the run's start."""
+        start = info.data.get("start")
+        if p.kind == "schedule" and p.schedule and "ratio" not in p.model_fields_set and start is not None:
             first = min(range(len(p.schedule)), key=lambda i: p.schedule[i].start)  # type: ignore[index]
-            if p.schedule[first].start > self.start:
+            if p.schedule[first].start > start:
                 raise ValueError(
-                    f"`policy.schedule[{first}].from` ({p.schedule[first].start}) is after `start` ({self.start}): "
+                    f"`schedule[{first}].from` ({p.schedule[first].start}) is after `start` ({start}): "
                     "no schedule entry is in force at the start; add an entry from the start, or set "
                     "`policy.ratio` for the days before the first entry"
                 )
-        return self
+        return p
 
 
 def parse_run(doc: Any, source: str) -> RunFile:

@@ -92,3 +92,13 @@ def test_single_files_are_replaced_atomically(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(ConfigError, match=r"cannot write .*sweep.json: No space left on device"):
         write_file_atomic(target, "three")
     assert target.read_text() == "two" and _names(target.parent) == {"sweep.json"}
+
+
+def test_a_symlinked_folder_keeps_its_link(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    write_run_folder(real, {"result.json": _writer("old")}, config_hash="a")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    write_run_folder(link, {"result.json": _writer("new")}, config_hash="b")
+    assert link.is_symlink() and (link / "result.json").read_text() == "new"
+    assert _names(tmp_path) == {"real", "link"}

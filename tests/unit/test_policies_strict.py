@@ -120,7 +120,7 @@ def test_schedule_must_be_in_force_at_the_start() -> None:
     sched = [{"from": "2022-03-01", "ratio": 0.9}, {"from": "2022-06-01", "ratio": 0.2}]
     refused(
         {"kind": "schedule", "schedule": sched},
-        r"`policy.schedule\[0\].from` \(2022-03-01\) is after `start` \(2022-01-01\)",
+        r"field `policy`: `schedule\[0\].from` \(2022-03-01\) is after `start` \(2022-01-01\)",
     )
     # an entry from the start, or an explicit base ratio, makes it well defined
     parse_run(run_doc({"kind": "schedule", "schedule": sched}, start="2022-03-01"), "run.yaml")

@@ -171,6 +171,8 @@ def write_run_folder(
     Returns the final paths, ``manifest.json`` last. Nothing at ``path`` changes until every writer succeeded.
     """
     out = check_output_dir(path, flag).absolute()
+    if out.is_symlink():  # replace the folder the link points to, keep the link
+        out = Path(os.path.realpath(out))
     unknown = sorted(set(writers) - RUN_FILES)
     if unknown:  # pragma: no cover - a programming error
         raise ValueError(f"not a run-folder file: {unknown}")
