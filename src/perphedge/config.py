@@ -11,7 +11,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from perphedge.errors import ConfigError
 
@@ -198,8 +206,8 @@ class EventEntry(BaseModel):
     model_config = _STRICT
     date: date
     ratio: float = Field(ge=0, le=2)
-    before_days: int = Field(default=3, ge=0)
-    after_days: int = Field(default=7, ge=0)
+    before_days: int = Field(default=3, ge=0, le=3650)
+    after_days: int = Field(default=7, ge=0, le=3650)
 
 
 _POLICY_FIELDS: dict[str, set[str]] = {
@@ -244,23 +252,23 @@ class PolicyModel(BaseModel):
     ] = "static"
     ratio: float = Field(default=0.5, ge=0, le=2)
     band: float = Field(default=0.10, ge=0, lt=1)
-    every_days: int = Field(default=30, ge=1)
+    every_days: int = Field(default=30, ge=1, le=3650)
     schedule: list[ScheduleEntry] | None = None
     table: list[TableEntry] | None = None
     bands: list[VolBand] | None = None
-    vol_days: int = Field(default=30, ge=5)
-    lookback_days: int = Field(default=7, ge=1)
-    cost_threshold_8h: float = Field(default=0.0001, ge=0)
-    rich_threshold_8h: float = Field(default=0.0005, ge=0)
+    vol_days: int = Field(default=30, ge=5, le=3650)
+    lookback_days: int = Field(default=7, ge=1, le=3650)
+    cost_threshold_8h: float = Field(default=0.0001, ge=0, le=0.05)
+    rich_threshold_8h: float = Field(default=0.0005, ge=0, le=0.05)
     cut: float = Field(default=0.7, ge=0, le=2)
     boost: float = Field(default=1.2, ge=0, le=2)
     min_ratio: float = Field(default=0.0, ge=0, le=2)
     max_ratio: float = Field(default=1.5, ge=0, le=2)
-    sma_days: int = Field(default=50, ge=2)
+    sma_days: int = Field(default=50, ge=2, le=3650)
     ratio_on: float = Field(default=1.0, ge=0, le=2)
     ratio_off: float = Field(default=0.0, ge=0, le=2)
     events: list[EventEntry] | None = None
-    window_days: int = Field(default=180, ge=30)
+    window_days: int = Field(default=180, ge=30, le=3650)
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> PolicyModel:
@@ -274,7 +282,69 @@ class PolicyModel(BaseModel):
         needs = {"schedule": "schedule", "events": "events"}
         if self.kind in needs and not getattr(self, needs[self.kind]):
             raise ValueError(f"policy kind {self.kind} needs `{needs[self.kind]}`")
+        if self.kind == "fear_greed" and self.table is not None:
+            _check_fear_greed_table(self.table)
+        if self.kind == "volatility" and self.bands is not None:
+            _check_vol_bands(self.bands)
+        if self.kind == "schedule" and self.schedule:
+            seen: dict[date, int] = {}
+            for i, e in enumerate(self.schedule):
+                if e.start in seen:
+                    raise ValueError(
+                        f"`schedule[{i}].from` ({e.start}) repeats `schedule[{seen[e.start]}].from`: "
+                        "two entries cannot start the same day"
+                    )
+                seen[e.start] = i
+        if self.kind == "funding_aware":
+            _check_funding_aware(self)
         return self
+
+
+def _check_fear_greed_table(table: list[TableEntry]) -> None:
+    """A Fear & Greed table covers 0–100: upper bounds strictly increasing, the first >= 0, the last >= 100."""
+    if not table:
+        raise ValueError("`table` must list at least one entry (upper bounds covering 0–100)")
+    if table[0].max < 0:
+        raise ValueError(f"`table[0].max` must be >= 0 (the first entry applies from 0), was {table[0].max:g}")
+    for i in range(1, len(table)):
+        if table[i].max <= table[i - 1].max:
+            raise ValueError(
+                f"`table[{i}].max` must be above `table[{i - 1}].max` ({table[i - 1].max:g}): upper bounds "
+                f"strictly increase, was {table[i].max:g}"
+            )
+    last = len(table) - 1
+    if table[last].max < 100:
+        raise ValueError(
+            f"`table[{last}].max` must be >= 100 so the table covers the index up to 100, was {table[last].max:g}"
+        )
+
+
+def _check_vol_bands(bands: list[VolBand]) -> None:
+    """Volatility bands: upper bounds strictly increasing (a volatility above the last is reported as a fallback)."""
+    if not bands:
+        raise ValueError("`bands` must list at least one band")
+    for i in range(1, len(bands)):
+        if bands[i].max_vol <= bands[i - 1].max_vol:
+            raise ValueError(
+                f"`bands[{i}].max_vol` must be above `bands[{i - 1}].max_vol` ({bands[i - 1].max_vol:g}): upper "
+                f"bounds strictly increase, was {bands[i].max_vol:g}"
+            )
+
+
+def _check_funding_aware(p: PolicyModel) -> None:
+    """``cut`` <= 1 <= ``boost``, ``min_ratio`` <= ``ratio`` <= ``max_ratio``, rich threshold >= cost threshold."""
+    if p.cut > 1:
+        raise ValueError(f"`cut` must be <= 1 (it lowers the ratio when the short pays funding), was {p.cut:g}")
+    if p.boost < 1:
+        raise ValueError(f"`boost` must be >= 1 (it raises the ratio when the short is paid), was {p.boost:g}")
+    if not p.min_ratio <= p.ratio <= p.max_ratio:
+        raise ValueError(
+            f"`ratio` must lie in [`min_ratio`, `max_ratio`] = [{p.min_ratio:g}, {p.max_ratio:g}], was {p.ratio:g}"
+        )
+    if p.rich_threshold_8h < p.cost_threshold_8h:
+        raise ValueError(
+            f"`rich_threshold_8h` must be >= `cost_threshold_8h` ({p.cost_threshold_8h:g}), was {p.rich_threshold_8h:g}"
+        )
 
 
 class CostsModel(BaseModel):
@@ -325,6 +395,21 @@ class RunFile(BaseModel):
         if self.end <= self.start:
             raise ValueError(f"`end` ({self.end}) must be after `start` ({self.start})")
         return self
+
+    @field_validator("policy")
+    @classmethod
+    def _schedule_in_force(cls, p: PolicyModel, info: ValidationInfo) -> PolicyModel:
+        """A schedule without a base ``ratio`` must have an entry in force at the run's start."""
+        start = info.data.get("start")
+        if p.kind == "schedule" and p.schedule and "ratio" not in p.model_fields_set and start is not None:
+            first = min(range(len(p.schedule)), key=lambda i: p.schedule[i].start)  # type: ignore[index]
+            if p.schedule[first].start > start:
+                raise ValueError(
+                    f"`schedule[{first}].from` ({p.schedule[first].start}) is after `start` ({start}): "
+                    "no schedule entry is in force at the start; add an entry from the start, or set "
+                    "`policy.ratio` for the days before the first entry"
+                )
+        return p
 
 
 def parse_run(doc: Any, source: str) -> RunFile:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,6 +14,10 @@ from perphedge.errors import ConfigError
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:+.1%}"
+
+
+def _f(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
 
 
 def _num(x: float | None, nd: int = 2) -> str:
@@ -50,11 +53,11 @@ def render(doc: dict[str, Any], files: list[str], console: Any) -> None:
             f"{b['end_value_usd']:,.0f}",
             _pct(b["total_return"]),
             _pct(b["annual_return"]),
-            f"{b['volatility']:.1%}",
-            f"{b['max_drawdown']:.1%} ({b['max_drawdown_peak']} → {b['max_drawdown_trough']})",
+            _f(b["volatility"], ".1%"),
+            f"{_f(b['max_drawdown'], '.1%')} ({b['max_drawdown_peak']} → {b['max_drawdown_trough']})",
             _num(b["sharpe"]),
             _num(b["sortino"]),
-            f"{b['cvar_95']:.2%}",
+            _f(b["cvar_95"], ".2%"),
         )
     console.print(t)
     if doc.get("btc_terms"):
@@ -79,6 +82,18 @@ def render(doc: dict[str, Any], files: list[str], console: Any) -> None:
         for x in doc["liquidations"]:
             lt.add_row(x["date"], x["instrument"], f"{x['price']:,.2f}", f"{x['loss_usd']:,.0f}")
         console.print(lt)
+    fallbacks = doc.get("policy_fallbacks") or []
+    if fallbacks:
+        ft = Table(
+            title=f"Policy fallbacks ({len(fallbacks)}): bars where the policy's rule could not apply as stated",
+            title_justify="left",
+        )
+        for col in ("when", "days", "reason", "ratio used"):
+            ft.add_column(col, justify="right" if col in ("days", "ratio used") else "left")
+        for f in fallbacks:
+            when = f["date"] if "date" in f else f"{f['from']} → {f['to']}"
+            ft.add_row(when, str(f.get("days", 1)), f["reason"], f"{f['ratio_used']:g}")
+        console.print(ft)
     for w in doc["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
     for f in files:
@@ -96,32 +111,14 @@ def backtest_cmd(
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
-    from perphedge.cli.options import output_dir, write_text
-    from perphedge.data.store import MarketStore
-    from perphedge.errors import PerphedgeError
-    from perphedge.specs import default_registry
-    from perphedge.usecases.backtest import load_run, prepare, public, run, write_png, write_report
+    from perphedge.usecases.backtest import BacktestRequest, execute
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
-    run_cfg, pfile, source, digest = load_run(run_file)
-    # the output folder is checked before the replay (a bad --out fails now, not after it), created after it
-    out_dir = output_dir(out if out else Path("backtest-results") / Path(run_file).stem, "--out", create=False)
-    try:
-        with MarketStore(store, read_only=True) as st:
-            prep = prepare(run_cfg, pfile, st, default_registry(specs))
-        doc = run(prep, run_cfg, config_hash=digest, source=source)
-    except PerphedgeError as exc:
-        msg = str(exc)
-        raise type(exc)(msg if msg.startswith(source) else f"{source}: {msg}") from None
-    result = public(doc)
-    output_dir(out_dir, "--out")
-    files = []
-    write_text(out_dir / "result.json", json.dumps(result, indent=2, allow_nan=False) + "\n", "--out")
-    files.append(str(out_dir / "result.json"))
-    if not no_report:
-        files.append(str(write_report(doc, out_dir / "report.html")))
-        files.append(str(write_png(doc, out_dir / "report.png")))
+    outcome = execute(
+        BacktestRequest(run_file=run_file, store_path=store, specs=specs, out_dir=out, report=not no_report)
+    )
+    result, files = outcome.document, outcome.files
     if fmt == "json":
         sys.stdout.write(json.dumps(result | {"files": files}, indent=2, allow_nan=False) + "\n")
     else:
@@ -136,46 +133,59 @@ def sweep_cmd(
         int | None, typer.Option(parser=positive_whole, help="Processes, >= 1 (default: all cores).")
     ] = None,
     out: Annotated[str | None, typer.Option(help="Write sweep.json here.")] = None,
+    max_configs: Annotated[
+        int, typer.Option("--max-configs", parser=positive_whole, help="Refuse grids of more combinations than this (before any work).")
+    ] = 10_000,
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from perphedge.cli import _console
-    from perphedge.cli.options import output_file, write_text
-    from perphedge.specs import default_registry
-    from perphedge.usecases.sweep import run_sweep
+    from perphedge.usecases.sweep import SweepRequest, check, execute
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
-    out_file = output_file(out, "--out", create=False) if out else None  # checked before the sweep, not after it
     from rich.console import Console
 
     err = Console(stderr=True)
+    request = SweepRequest(
+        grid_file=grid_file, store_path=store, specs=specs, workers=workers, max_configs=max_configs, out=out
+    )
+    check(request)  # refusals come before the progress bar
     with Progress(
         TextColumn("sweep"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err,
-        transient=True,  # the bar goes away: an error stays one line, the table follows
+        transient=fmt == "json",
     ) as progress:
         task = progress.add_task("sweep", total=None)
 
         def tick(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        result = run_sweep(
-            grid_file, store_path=store, registry=default_registry(specs), workers=workers, on_result=tick
-        )
-    if out_file is not None:
-        output_file(out_file, "--out")
-        write_text(out_file, json.dumps(result, indent=2, default=str) + "\n", "--out")
+        result = execute(request, on_result=tick)
     if fmt == "json":
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
-        return
+        from perphedge.jsonsafe import json_safe
+
+        sys.stdout.write(json.dumps(json_safe(result), indent=2, default=str) + "\n")
+    else:
+        _render_sweep(result)
+    if result["failed"] and not result["succeeded"]:
+        print(
+            f"perphedge: error: all {result['configurations']} configurations failed (first: "
+            f"{result['failed'][0]['error']})",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
+
+
+def _render_sweep(result: dict[str, Any]) -> None:
     from rich.table import Table
+
+    from perphedge.cli import _console
 
     t = Table(
         title=f"{result['configurations']} configurations on {result['workers']} processes, ranked by "
@@ -190,7 +200,7 @@ def sweep_cmd(
             str(i),
             *[str(r["overrides"][k]) for k in keys],
             _pct(r["hedged.total_return"]),
-            f"{r['hedged.max_drawdown']:.1%}",
+            _f(r["hedged.max_drawdown"], ".1%"),
             _num(r["hedged.sharpe"]),
             _num(r["hedge_effectiveness"]),
             f"{r['funding_received_usd']:+,.0f}",
@@ -202,8 +212,15 @@ def sweep_cmd(
     if result["top"]:
         u = result["top"][0]
         console.print(
-            f"unhedged: total {_pct(u['unhedged.total_return'])}, max DD {u['unhedged.max_drawdown']:.1%}, "
+            f"unhedged: total {_pct(u['unhedged.total_return'])}, max DD {_f(u['unhedged.max_drawdown'], '.1%')}, "
             f"Sharpe {_num(u['unhedged.sharpe'])}"
+        )
+    if result["failed"]:
+        console.print(
+            f"[yellow]{result['failed_count']} of {result['configurations']} configurations failed[/yellow]"
+            + (" (first 10 shown)" if result["failed_count"] > 10 else "")
         )
     for r in result["failed"][:10]:
         console.print(f"[yellow]failed:[/yellow] {r['overrides']}: {r['error']}")
+    if result.get("file"):
+        console.print(f"wrote {result['file']}")

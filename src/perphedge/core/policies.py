@@ -18,6 +18,11 @@ Kinds:
 * ``events`` — a base ratio, raised inside windows around listed days.
 * ``beta`` — a constant ratio of the β-weighted exposure, β re-estimated on a trailing window
   (the exposure scaling is done by the caller; here it is a static ratio).
+
+Nothing falls back silently: :func:`policy_decisions` returns, with the targets, the reason of
+every bar whose ratio did not come from the policy's rule on a full signal (no Fear & Greed value
+that day, a volatility above the last band, a day before the first schedule entry, a trailing
+window not yet full, …); ``""`` where the rule applied as stated.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from numpy.typing import NDArray
 
 from perphedge.errors import ConfigError
 
-__all__ = ["KINDS", "PolicySpec", "policy_targets"]
+__all__ = ["KINDS", "PolicyDecisions", "PolicySpec", "policy_decisions", "policy_targets"]
 
 Array = NDArray[np.float64]
 KINDS = (
@@ -91,19 +96,68 @@ class PolicySpec:
         for _, r in (*self.schedule, *self.table, *self.vol_bands):
             if not (math.isfinite(r) and 0 <= r <= 2):
                 raise ConfigError(f"invalid ratio in `policy`: must be in [0, 2], was {r!r}")
+        if self.kind == "fear_greed":
+            _increasing("table", [b for b, _ in self.table])
+            if self.table[0][0] < 0 or self.table[-1][0] < 100:
+                raise ConfigError(
+                    "invalid `policy.table`: must cover the index from 0 to 100 (first bound >= 0, last >= 100), "
+                    f"bounds were {[b for b, _ in self.table]}"
+                )
+        if self.kind == "volatility":
+            _increasing("bands", [b for b, _ in self.vol_bands])
+        if self.kind == "funding_aware":
+            if not self.cut <= 1 <= self.boost:
+                raise ConfigError(
+                    f"invalid `policy.cut`/`boost`: need cut <= 1 <= boost, were {self.cut}, {self.boost}"
+                )
+            if not self.min_ratio <= self.ratio <= self.max_ratio:
+                raise ConfigError(
+                    f"invalid `policy.ratio`: must lie in [min_ratio, max_ratio] = [{self.min_ratio}, "
+                    f"{self.max_ratio}], was {self.ratio}"
+                )
+            if not 0 <= self.cost_threshold_8h <= self.rich_threshold_8h:
+                raise ConfigError(
+                    "invalid `policy.rich_threshold_8h`: need 0 <= cost_threshold_8h <= rich_threshold_8h, were "
+                    f"{self.cost_threshold_8h}, {self.rich_threshold_8h}"
+                )
 
 
-def _table(values: Array, table: Sequence[tuple[float, float]], default: float) -> Array:
+def _increasing(name: str, bounds: list[float]) -> None:
+    if not bounds:
+        raise ConfigError(f"invalid `policy.{name}`: must list at least one entry")
+    for i in range(1, len(bounds)):
+        if not bounds[i] > bounds[i - 1]:
+            raise ConfigError(
+                f"invalid `policy.{name}[{i}]`: upper bounds must strictly increase, {bounds[i]} follows "
+                f"{bounds[i - 1]}"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyDecisions:
+    """A policy's output per bar: ``target`` ratio, rebalancing ``allowed`` (1/0), the ``band``, and the
+    ``fallback`` reason of each bar (``""`` where the rule applied on a full signal)."""
+
+    target: Array
+    allowed: Array
+    band: float
+    fallback: tuple[str, ...]
+
+
+def _table(values: Array, table: Sequence[tuple[float, float]], default: float) -> tuple[Array, list[bool]]:
+    """Ratio of each value by a table of upper bounds; ``default`` (and a True flag) where no bound holds it."""
     bounds = sorted(table)
     out = np.full(len(values), default)
+    missed = [True] * len(values)
     for i, v in enumerate(values):
         if math.isnan(v):
             continue
         for upper, ratio in bounds:
             if v <= upper:
                 out[i] = ratio
+                missed[i] = False
                 break
-    return out
+    return out, missed
 
 
 def _ffill(values: Array) -> Array:
@@ -127,18 +181,42 @@ def policy_targets(
     periods_per_year: float = 365.0,
     bar_hours: float = 24.0,
 ) -> tuple[Array, Array, float]:
-    """``(target ratio per bar, rebalancing allowed per bar, band)`` for ``spec``.
+    """``(target ratio per bar, rebalancing allowed per bar, band)`` for ``spec`` (see :func:`policy_decisions`)."""
+    d = policy_decisions(
+        spec,
+        days=days,
+        proxy_close=proxy_close,
+        fear_greed=fear_greed,
+        funding_daily=funding_daily,
+        periods_per_year=periods_per_year,
+        bar_hours=bar_hours,
+    )
+    return d.target, d.allowed, d.band
+
+
+def policy_decisions(
+    spec: PolicySpec,
+    *,
+    days: NDArray[np.int64],
+    proxy_close: Array,
+    fear_greed: Array | None = None,
+    funding_daily: Array | None = None,
+    periods_per_year: float = 365.0,
+    bar_hours: float = 24.0,
+) -> PolicyDecisions:
+    """Targets, rebalancing days, band and the fallback reason of every bar for ``spec``.
 
     Bars are days by default; for 8h bars pass ``bar_hours=8`` and ``periods_per_year=1095`` (the spec's
     windows are then in bars, and ``funding_daily`` is funding per bar).
 
-    ``fear_greed`` (per day, NaN where unknown) and ``funding_daily`` (fraction of notional per day,
+    ``fear_greed`` (per bar, NaN where unknown) and ``funding_daily`` (fraction of notional per bar,
     positive = a short receives) are needed by the policies that use them.
     """
     n = len(days)
     allowed = np.ones(n)
     band = spec.band
     k = spec.kind
+    why = [""] * n
     if k in ("static", "drift_band", "beta"):
         target = np.full(n, spec.ratio)
     elif k == "calendar":
@@ -149,10 +227,23 @@ def policy_targets(
         target = np.full(n, spec.ratio)
         for day, ratio in sorted(spec.schedule):
             target[days >= day] = ratio
+        first = min(day for day, _ in spec.schedule) if spec.schedule else None
+        for t in range(n):
+            if first is None or days[t] < first:
+                why[t] = "before the first schedule entry: the policy's base ratio applies"
     elif k == "fear_greed":
         if fear_greed is None:
             raise ConfigError("policy fear_greed needs the Fear & Greed index in the store (`perphedge data import`)")
-        target = _table(_ffill(np.asarray(fear_greed, dtype=np.float64)), spec.table, spec.ratio)
+        raw = np.asarray(fear_greed, dtype=np.float64)
+        filled = _ffill(raw)
+        target, missed = _table(filled, spec.table, spec.ratio)
+        for t in range(n):
+            if math.isnan(filled[t]):
+                why[t] = "no Fear & Greed value yet: the policy's base ratio applies"
+            elif math.isnan(raw[t]):
+                why[t] = "no Fear & Greed value that day: the last known value applies"
+            elif missed[t]:
+                why[t] = f"Fear & Greed value {raw[t]:g} above the table: the policy's base ratio applies"
     elif k == "volatility":
         r = np.full(n, np.nan)
         r[1:] = np.diff(np.log(proxy_close))
@@ -160,7 +251,13 @@ def policy_targets(
         for t in range(spec.vol_days, n):
             vol[t] = float(np.std(r[t - spec.vol_days + 1 : t + 1], ddof=1)) * math.sqrt(periods_per_year)
         bands = tuple((b if math.isfinite(b) else 1e9, ratio) for b, ratio in spec.vol_bands)
-        target = _table(vol, bands, spec.ratio)
+        target, missed = _table(vol, bands, spec.ratio)
+        last = max(b for b, _ in spec.vol_bands)
+        for t in range(n):
+            if math.isnan(vol[t]):
+                why[t] = f"volatility window of {spec.vol_days} bars not yet full: the policy's base ratio applies"
+            elif missed[t]:
+                why[t] = f"volatility above the last band ({last:.0%}): the policy's base ratio applies"
     elif k == "funding_aware":
         if funding_daily is None:
             raise ConfigError("policy funding_aware needs the hedge contract's funding (history or assumed rate)")
@@ -174,6 +271,10 @@ def policy_targets(
                 target[t] = spec.ratio * spec.cut
             elif per_8h > spec.rich_threshold_8h:  # the short is paid well: hedge more
                 target[t] = spec.ratio * spec.boost
+            if np.isnan(f[lo : t + 1]).any():
+                why[t] = "no funding rate in the trailing window: missing rates count as 0"
+            elif t + 1 - lo < spec.lookback_days:
+                why[t] = f"funding window of {spec.lookback_days} bars not yet full: the bars so far are averaged"
         target = np.clip(target, spec.min_ratio, spec.max_ratio)
     elif k == "trend":
         csum = np.concatenate([[0.0], np.cumsum(proxy_close)])
@@ -182,10 +283,12 @@ def policy_targets(
             lo = max(0, t - spec.sma_days + 1)
             sma = (csum[t + 1] - csum[lo]) / (t + 1 - lo)
             target[t] = spec.ratio_on if proxy_close[t] < sma else spec.ratio_off
+            if t + 1 - lo < spec.sma_days:
+                why[t] = f"average window of {spec.sma_days} bars not yet full: the bars so far are averaged"
     elif k == "events":
         target = np.full(n, spec.ratio)
         for day, ratio, before, after in spec.events:
             target[(days >= day - before) & (days <= day + after)] = ratio
     else:  # pragma: no cover - guarded in __post_init__
         raise ConfigError(f"unknown policy {k!r}")
-    return np.asarray(target, dtype=np.float64), allowed, band
+    return PolicyDecisions(target=np.asarray(target, dtype=np.float64), allowed=allowed, band=band, fallback=tuple(why))

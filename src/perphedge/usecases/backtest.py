@@ -12,7 +12,10 @@ cash. Everything a step uses is known at that step's close.
 from __future__ import annotations
 
 import hashlib
+import html as _html
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,18 +26,32 @@ from perphedge.core import _kernels as K
 from perphedge.core.hedge import CollateralSource, SizingMethod
 from perphedge.core.instruments import Instrument
 from perphedge.core.metrics import capture, equity_metrics
-from perphedge.core.policies import PolicySpec, policy_targets
+from perphedge.core.policies import PolicySpec, policy_decisions
 from perphedge.core.units import is_stablecoin
 from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError
+from perphedge.usecases.outputs import check_output_dir, write_run_folder
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from perphedge.config import PortfolioFile, RunFile
+    from perphedge.core.portfolio import Portfolio
     from perphedge.data.store import MarketStore
     from perphedge.specs import InstrumentRegistry
 
-__all__ = ["BACKTEST_SCHEMA", "Prepared", "load_run", "prepare", "run", "write_png", "write_report"]
+__all__ = [
+    "BACKTEST_SCHEMA",
+    "BacktestOutcome",
+    "BacktestRequest",
+    "Prepared",
+    "default_out_dir",
+    "execute",
+    "load_run",
+    "prepare",
+    "run",
+    "write_png",
+    "write_report",
+]
 
 BACKTEST_SCHEMA = "perphedge.backtest/1"
 
@@ -144,110 +161,28 @@ def _hedge_block(pfile: PortfolioFile, run_cfg: RunFile) -> Any:
 
 def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry: InstrumentRegistry) -> Prepared:
     """Load and align everything the run needs from the store; validate the configuration against the data."""
-    import pandas as pd
-
-    from perphedge.core.portfolio import Holding, Portfolio
-    from perphedge.data.reader import funding_series, ohlc, sentiment
-    from perphedge.usecases.plan import _resolve_legs
-
     tf = run_cfg.step
-    bar_hours = 24.0 if tf == "1d" else 8.0
-    freq = "D" if tf == "1d" else "8h"
     hb = _hedge_block(pfile, run_cfg)
     start, end = str(run_cfg.start), str(run_cfg.end)
-    held = [h for h in pfile.holdings]
-    assets = sorted({h.asset.upper() for h in held if not is_stablecoin(h.asset)})
+    assets = sorted({h.asset.upper() for h in pfile.holdings if not is_stablecoin(h.asset)})
     if not assets:
         raise ConfigError("the portfolio holds only stablecoins: there is nothing to hedge")
-    # legs need prices; a provisional portfolio (start-date prices) lets the plan's leg resolver run
-    spans = store.query(
-        "SELECT split_part(symbol, '/', 1) AS a, min(ts) AS first, max(ts) AS last FROM candles "
-        "WHERE source = 'binance' AND timeframe = ? GROUP BY 1",
-        [tf],
-    )
-    span = {r.a: (r.first, r.last) for r in spans.itertuples(index=False)}
-    late = [f"{a} (from {span[a][0].date()})" for a in assets if a in span and str(span[a][0].date()) > start]
-    absent = [a for a in assets if a not in span]
-    if absent:
-        raise DataError(f"no {tf} history of {', '.join(absent)} in the store (import or fetch it)")
-    if late:
-        raise DataError(f"the store has no {start} close for {', '.join(late)}: start on or after their listing")
-    probe = ohlc(store, sorted({*assets, "BTC"}), start, start, timeframe=tf)["close"]
-    first_prices = {a: float(probe[a].iloc[0]) for a in probe.columns if probe[a].notna().any()}
-    holdings = []
-    for hm in held:
-        code = hm.asset.upper()
-        if hm.quantity is not None:
-            qty = hm.quantity
-        else:
-            assert hm.value_usd is not None
-            qty = hm.value_usd / (1.0 if is_stablecoin(code) else first_prices[code])
-        holdings.append(Holding(asset=code, quantity=qty, group=hm.group))
-    portfolio = Portfolio(name=pfile.name, holdings=tuple(holdings), prices=first_prices)
-    proxy_legs, direct, _label = _resolve_legs(hb.instrument, hb.legs, hb.proxy, portfolio, registry)
-    scope = portfolio.in_scope(hb.scope)
-    scope_assets = sorted({h.asset for h in scope})
-    instruments: dict[str, Instrument] = {}
-    weights: dict[str, dict[str, float]] = {}
-    for a in scope_assets:
-        own = direct.get(a)
-        pairs = [(own, 1.0)] if own is not None else [(leg.instrument, leg.weight) for leg in proxy_legs]
-        for inst, w in pairs:
-            instruments[inst.id] = inst
-            weights.setdefault(inst.id, {})[a] = weights.get(inst.id, {}).get(a, 0.0) + w
+    _check_listed(store, assets, tf, start)
+    portfolio, first_prices = _start_portfolio(pfile, store, assets, tf, start)
+    proxy, scope_assets, instruments, weights = _resolve_hedge(hb, portfolio, registry)
     wanted = sorted({*assets, *(i.base for i in instruments.values()), "BTC"})
-    frames = ohlc(store, wanted, start, f"{end} 23:59:59", fields=("open", "high", "low", "close"), timeframe=tf)
+    frames = _load_prices(store, wanted, assets, instruments, tf, start, end)
     close = frames["close"]
-    for a in wanted:
-        col = close[a]
-        if (a in assets or any(i.base == a for i in instruments.values())) and col.isna().any():
-            gap = col[col.isna()].index
-            raise DataError(
-                f"{a} has no daily close on {gap[0].date()} (of {start} → {end}): the backtest "
-                "needs every held and hedged coin priced every day; change the period"
-            )
     dates = close.index
-    days = np.array([_epoch_day(d) for d in dates.tz_localize(None)], dtype=np.int64)
+    bar_hours = 24.0 if tf == "1d" else 8.0
     collateral = CollateralSource(hb.collateral) if hb.collateral else None
+    holdings_value = {h.asset: portfolio.value_of(h) for h in portfolio.holdings if not h.is_stable}
     legs: list[LegData] = []
     warnings: list[str] = []
-    holdings_value = {h.asset: portfolio.value_of(h) for h in portfolio.holdings if not h.is_stable}
     for inst_id, leg_weights in weights.items():
         inst = instruments[inst_id]
-        coll = collateral or (CollateralSource.BUY if inst.is_inverse else CollateralSource.STABLE)
-        if inst.is_inverse and coll is CollateralSource.STABLE:
-            raise ConfigError(f"invalid `collateral`: stable needs a linear contract; {inst.id} is inverse")
-        if inst.is_inverse and coll is CollateralSource.BUY and hb.leverage <= 1:
-            raise InfeasibleHedgeError(
-                f"a 1x inverse short on bought {inst.settle} is a synthetic dollar and offsets "
-                "nothing else; use leverage > 1, collateral holdings, or a linear contract"
-            )
-        if inst.is_inverse and coll is CollateralSource.HOLDINGS:
-            need_usd = sum(holdings_value.get(a, 0.0) * w for a, w in leg_weights.items()) / hb.leverage
-            have = sum(h.quantity for h in portfolio.holdings if h.asset == inst.base)
-            if have * first_prices.get(inst.base, 0.0) < need_usd * (1 - 1e-9):
-                raise InfeasibleHedgeError(
-                    f"collateral `holdings` needs about {need_usd:,.0f} USD of {inst.base} as margin for {inst.id} but "
-                    f"the portfolio holds {have:g} {inst.base}; use collateral buy, more leverage, or a linear contract"
-                )
-        if hb.leverage > inst.max_leverage:
-            raise ConfigError(
-                f"invalid `leverage`: {hb.leverage:g}x is above the {inst.max_leverage:g}x maximum of {inst.id}"
-            )
-        series = run_cfg.funding.series or f"{inst.exchange}:{inst.ccxt_symbol}"
-        src, _, sym = series.partition(":")
-        fund = np.full(len(dates), np.nan)
-        if run_cfg.funding.history:
-            try:
-                last_close = dates[-1] + pd.Timedelta(hours=bar_hours)  # the last bar's closing settlement
-                raw = funding_series(store, src, sym, start, last_close)
-                # a settlement at a bar's closing instant is paid by the position held through that bar
-                bar = (raw.index - pd.Timedelta(milliseconds=1)).floor(freq)
-                fund = raw["rate"].groupby(bar).sum().reindex(dates).to_numpy()
-            except DataError:
-                pass
-        assumed = int(np.isnan(fund).sum())
-        fund = np.where(np.isnan(fund), run_cfg.funding.assumed_rate_8h * bar_hours / 8.0, fund)
+        _check_leg(inst, collateral, hb, leg_weights, holdings_value, portfolio, first_prices)
+        fund, assumed, series = _funding(store, run_cfg, inst, dates, bar_hours, start)
         if assumed:
             warnings.append(
                 f"{inst.id}: funding assumed at {run_cfg.funding.assumed_rate_8h:.4%} per 8h on {assumed} bars "
@@ -267,11 +202,179 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
                 funding_series=series,
             )
         )
-    fg = None
+    quantities, cash0 = _spot_book(portfolio)
+    return Prepared(
+        dates=dates,
+        days=np.array([_epoch_day(d) for d in dates.tz_localize(None)], dtype=np.int64),
+        closes={a: close[a].to_numpy() for a in wanted},
+        quantities=quantities,
+        cash0=cash0,
+        legs=legs,
+        proxy=proxy,
+        btc_close=close["BTC"].to_numpy(),
+        fear_greed=_fear_greed(store, dates),
+        scope_assets=scope_assets,
+        collateral=collateral or CollateralSource.BUY,
+        leverage=float(hb.leverage),
+        method=SizingMethod(hb.method),
+        betas={k.upper(): float(v) for k, v in pfile.betas.items()},
+        warnings=warnings,
+        bar_hours=bar_hours,
+    )
+
+
+def _check_listed(store: MarketStore, assets: list[str], tf: str, start: str) -> None:
+    """Every held coin has history in the store from the run's start."""
+    spans = store.query(
+        "SELECT split_part(symbol, '/', 1) AS a, min(ts) AS first, max(ts) AS last FROM candles "
+        "WHERE source = 'binance' AND timeframe = ? GROUP BY 1",
+        [tf],
+    )
+    span = {r.a: (r.first, r.last) for r in spans.itertuples(index=False)}
+    late = [f"{a} (from {span[a][0].date()})" for a in assets if a in span and str(span[a][0].date()) > start]
+    absent = [a for a in assets if a not in span]
+    if absent:
+        raise DataError(f"no {tf} history of {', '.join(absent)} in the store (import or fetch it)")
+    if late:
+        raise DataError(f"the store has no {start} close for {', '.join(late)}: start on or after their listing")
+
+
+def _start_portfolio(
+    pfile: PortfolioFile, store: MarketStore, assets: list[str], tf: str, start: str
+) -> tuple[Portfolio, dict[str, float]]:
+    """The portfolio as quantities at the start date's closes (``value_usd`` holdings converted), with those
+    closes."""
+    from perphedge.core.portfolio import Holding, Portfolio
+    from perphedge.data.reader import ohlc
+
+    probe = ohlc(store, sorted({*assets, "BTC"}), start, start, timeframe=tf)["close"]
+    first_prices = {a: float(probe[a].iloc[0]) for a in probe.columns if probe[a].notna().any()}
+    holdings = []
+    for hm in pfile.holdings:
+        code = hm.asset.upper()
+        if hm.quantity is not None:
+            qty = hm.quantity
+        else:
+            assert hm.value_usd is not None
+            qty = hm.value_usd / (1.0 if is_stablecoin(code) else first_prices[code])
+        holdings.append(Holding(asset=code, quantity=qty, group=hm.group))
+    return Portfolio(name=pfile.name, holdings=tuple(holdings), prices=first_prices), first_prices
+
+
+def _resolve_hedge(
+    hb: Any, portfolio: Portfolio, registry: InstrumentRegistry
+) -> tuple[str, list[str], dict[str, Instrument], dict[str, dict[str, float]]]:
+    """The hedge's legs: (proxy coin, hedged assets, instruments by id, instrument id → asset → weight)."""
+    from perphedge.usecases.plan import _resolve_legs
+
+    proxy_legs, direct, _label = _resolve_legs(hb.instrument, hb.legs, hb.proxy, portfolio, registry)
+    scope_assets = sorted({h.asset for h in portfolio.in_scope(hb.scope)})
+    instruments: dict[str, Instrument] = {}
+    weights: dict[str, dict[str, float]] = {}
+    for a in scope_assets:
+        own = direct.get(a)
+        pairs = [(own, 1.0)] if own is not None else [(leg.instrument, leg.weight) for leg in proxy_legs]
+        for inst, w in pairs:
+            instruments[inst.id] = inst
+            weights.setdefault(inst.id, {})[a] = weights.get(inst.id, {}).get(a, 0.0) + w
+    return proxy_legs[0].instrument.base, scope_assets, instruments, weights
+
+
+def _load_prices(
+    store: MarketStore,
+    wanted: list[str],
+    assets: list[str],
+    instruments: dict[str, Instrument],
+    tf: str,
+    start: str,
+    end: str,
+) -> dict[str, pd.DataFrame]:
+    """OHLC of every coin the run touches; every held and hedged coin must be priced every bar."""
+    from perphedge.data.reader import ohlc
+
+    frames = ohlc(store, wanted, start, f"{end} 23:59:59", fields=("open", "high", "low", "close"), timeframe=tf)
+    close = frames["close"]
+    for a in wanted:
+        col = close[a]
+        if (a in assets or any(i.base == a for i in instruments.values())) and col.isna().any():
+            gap = col[col.isna()].index
+            raise DataError(
+                f"{a} has no daily close on {gap[0].date()} (of {start} → {end}): the backtest "
+                "needs every held and hedged coin priced every day; change the period"
+            )
+    return dict(frames)
+
+
+def _check_leg(
+    inst: Instrument,
+    collateral: CollateralSource | None,
+    hb: Any,
+    leg_weights: dict[str, float],
+    holdings_value: dict[str, float],
+    portfolio: Portfolio,
+    first_prices: dict[str, float],
+) -> None:
+    """Refuse a leg that cannot be built: stable collateral on an inverse contract, a 1x inverse short on bought
+    collateral, holdings collateral not held, leverage above the instrument's maximum."""
+    coll = collateral or (CollateralSource.BUY if inst.is_inverse else CollateralSource.STABLE)
+    if inst.is_inverse and coll is CollateralSource.STABLE:
+        raise ConfigError(f"invalid `collateral`: stable needs a linear contract; {inst.id} is inverse")
+    if inst.is_inverse and coll is CollateralSource.BUY and hb.leverage <= 1:
+        raise InfeasibleHedgeError(
+            f"a 1x inverse short on bought {inst.settle} is a synthetic dollar and offsets "
+            "nothing else; use leverage > 1, collateral holdings, or a linear contract"
+        )
+    if inst.is_inverse and coll is CollateralSource.HOLDINGS:
+        need_usd = sum(holdings_value.get(a, 0.0) * w for a, w in leg_weights.items()) / hb.leverage
+        have = sum(h.quantity for h in portfolio.holdings if h.asset == inst.base)
+        if have * first_prices.get(inst.base, 0.0) < need_usd * (1 - 1e-9):
+            raise InfeasibleHedgeError(
+                f"collateral `holdings` needs about {need_usd:,.0f} USD of {inst.base} as margin for {inst.id} but "
+                f"the portfolio holds {have:g} {inst.base}; use collateral buy, more leverage, or a linear contract"
+            )
+    if hb.leverage > inst.max_leverage:
+        raise ConfigError(
+            f"invalid `leverage`: {hb.leverage:g}x is above the {inst.max_leverage:g}x maximum of {inst.id}"
+        )
+
+
+def _funding(
+    store: MarketStore, run_cfg: RunFile, inst: Instrument, dates: pd.DatetimeIndex, bar_hours: float, start: str
+) -> tuple[np.ndarray, int, str]:
+    """Funding per bar of the leg's contract (history, else the assumed rate): (rates, bars assumed, series)."""
+    import pandas as pd
+
+    from perphedge.data.reader import funding_series
+
+    series = run_cfg.funding.series or f"{inst.exchange}:{inst.ccxt_symbol}"
+    src, _, sym = series.partition(":")
+    fund = np.full(len(dates), np.nan)
+    if run_cfg.funding.history:
+        try:
+            last_close = dates[-1] + pd.Timedelta(hours=bar_hours)  # the last bar's closing settlement
+            raw = funding_series(store, src, sym, start, last_close)
+            # a settlement at a bar's closing instant is paid by the position held through that bar
+            bar = (raw.index - pd.Timedelta(milliseconds=1)).floor("D" if bar_hours == 24.0 else "8h")
+            fund = raw["rate"].groupby(bar).sum().reindex(dates).to_numpy()
+        except DataError:
+            pass
+    assumed = int(np.isnan(fund).sum())
+    fund = np.where(np.isnan(fund), run_cfg.funding.assumed_rate_8h * bar_hours / 8.0, fund)
+    return fund, assumed, series
+
+
+def _fear_greed(store: MarketStore, dates: pd.DatetimeIndex) -> np.ndarray | None:
+    """The Fear & Greed index per bar (NaN where the store has none), or None without any."""
+    from perphedge.data.reader import sentiment
+
     try:
-        fg = sentiment(store).reindex(dates.floor("D")).to_numpy()
+        return np.asarray(sentiment(store).reindex(dates.floor("D")).to_numpy(), dtype=np.float64)
     except DataError:
-        fg = None
+        return None
+
+
+def _spot_book(portfolio: Portfolio) -> tuple[dict[str, float], float]:
+    """Coin quantities held (stablecoins apart) and the stablecoin cash."""
     quantities: dict[str, float] = {}
     cash0 = 0.0
     for h in portfolio.holdings:
@@ -279,25 +382,7 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
             cash0 += h.quantity
         else:
             quantities[h.asset] = quantities.get(h.asset, 0.0) + h.quantity
-    method = SizingMethod(hb.method)
-    return Prepared(
-        dates=dates,
-        days=days,
-        closes={a: close[a].to_numpy() for a in wanted},
-        quantities=quantities,
-        cash0=cash0,
-        legs=legs,
-        proxy=proxy_legs[0].instrument.base,
-        btc_close=close["BTC"].to_numpy(),
-        fear_greed=fg,
-        scope_assets=scope_assets,
-        collateral=collateral or CollateralSource.BUY,
-        leverage=float(hb.leverage),
-        method=method,
-        betas={k.upper(): float(v) for k, v in pfile.betas.items()},
-        warnings=warnings,
-        bar_hours=bar_hours,
-    )
+    return quantities, cash0
 
 
 def _policy_spec(run_cfg: RunFile, bars_per_day: float = 1.0) -> PolicySpec:
@@ -340,13 +425,14 @@ def _fee_rate(run_cfg: RunFile, inst: Instrument) -> float:
     return c.taker_fee if c.taker_fee is not None else inst.taker_fee
 
 
-def _betas(prep: Prepared, run_cfg: RunFile) -> dict[str, np.ndarray]:
+def _betas(prep: Prepared, run_cfg: RunFile) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """β of each hedged asset per day: 1 (notional), the file's (beta), or rolling OLS known at t (beta policy,
-    min_variance)."""
+    min_variance); with, for the rolling estimate, the reason of each bar where β = 1 stood in for it."""
     from perphedge.core.analytics import _window_ratios
 
     n = len(prep.dates)
     out: dict[str, np.ndarray] = {}
+    why: dict[str, list[str]] = {}
     rolling = run_cfg.policy.kind == "beta" or prep.method is SizingMethod.MIN_VARIANCE
     proxy = prep.closes[prep.proxy]
     for a in prep.scope_assets:
@@ -361,6 +447,12 @@ def _betas(prep: Prepared, run_cfg: RunFile) -> dict[str, np.ndarray]:
             beta = np.ones(n)
             beta[2:] = np.where(np.isfinite(known[1:]), known[1:], 1.0)  # day t knows returns up to t
             out[a] = beta
+            estimated = np.zeros(n, dtype=bool)
+            estimated[2:] = np.isfinite(known[1:])
+            why[a] = [
+                "" if ok else f"no β estimate of {a} (window of {window} bars not yet full, or no variance): β = 1"
+                for ok in estimated
+            ]
         else:
             if a not in prep.betas:
                 raise ConfigError(
@@ -368,7 +460,222 @@ def _betas(prep: Prepared, run_cfg: RunFile) -> dict[str, np.ndarray]:
                     "kind beta (rolling estimate)"
                 )
             out[a] = np.full(n, prep.betas[a])
+    return out, why
+
+
+def _fallback_entries(prep: Prepared, reasons: list[tuple[int, str, float]]) -> list[dict[str, Any]]:
+    """``policy_fallbacks``: (bar, reason, ratio used) rows, runs of consecutive bars with the same reason and
+    ratio compressed into one ``{from, to, days, reason, ratio_used}`` entry (one bar: ``{date, …}``)."""
+    fmt = "%Y-%m-%d" if prep.bar_hours == 24.0 else "%Y-%m-%dT%H:%M"
+    runs: list[list[Any]] = []  # [first bar, last bar, reason, ratio]
+    open_runs: dict[tuple[str, float], list[Any]] = {}
+    for i, reason, ratio in sorted(set(reasons), key=lambda r: (r[1], r[2], r[0])):
+        key = (reason, round(ratio, 12))
+        cur = open_runs.get(key)
+        if cur is not None and cur[1] == i - 1:
+            cur[1] = i
+        else:
+            cur = [i, i, reason, ratio]
+            open_runs[key] = cur
+            runs.append(cur)
+    out: list[dict[str, Any]] = []
+    for first, last, reason, ratio in sorted(runs, key=lambda r: (r[0], r[2])):
+        d0, d1 = prep.dates[first], prep.dates[last]
+        if first == last:
+            out.append({"date": d0.strftime(fmt), "reason": reason, "ratio_used": float(ratio)})
+        else:
+            out.append(
+                {
+                    "from": d0.strftime(fmt),
+                    "to": d1.strftime(fmt),
+                    "days": int((d1.normalize() - d0.normalize()).days) + 1,
+                    "reason": reason,
+                    "ratio_used": float(ratio),
+                }
+            )
     return out
+
+
+def _leg_params(
+    prep: Prepared, run_cfg: RunFile, leg: LegData, coll: CollateralSource, value0: float, band: float
+) -> np.ndarray:
+    """The kernel's ``params`` vector of one leg (see :data:`perphedge.core._kernels.PARAMS`)."""
+    inst = leg.instrument
+    notional0 = (
+        value0 * prep.leverage / (prep.leverage - 1) if (inst.is_inverse and coll is CollateralSource.BUY) else value0
+    )
+    tier_value = notional0 / leg.c[0] if inst.is_inverse else notional0
+    sched = inst.margin
+    return np.array(
+        [
+            K.INVERSE if inst.is_inverse else K.LINEAR,
+            {CollateralSource.BUY: K.BUY, CollateralSource.HOLDINGS: K.HOLDINGS, CollateralSource.STABLE: K.STABLE}[
+                coll
+            ],
+            prep.leverage,
+            inst.contract_size,
+            inst.lot_size,
+            sched.rate(tier_value),
+            sched.maintenance_amount(tier_value),
+            K.ENTRY_FAMILY if inst.liquidation_method.mm_at_entry else K.AT_LP_FAMILY,
+            _fee_rate(run_cfg, inst),
+            run_cfg.costs.slippage_bps / 1e4,
+            band,
+            -1.0
+            if run_cfg.margin.reopen_after_days is None
+            else float(round(run_cfg.margin.reopen_after_days * prep.bars_per_day)),
+            1.0 if run_cfg.margin.top_up else 0.0,
+            run_cfg.margin.top_up_level,
+        ],
+        dtype=np.float64,
+    )
+
+
+@dataclass(slots=True, kw_only=True)
+class _LegRun:
+    """One leg's kernel output and what the run keeps of it."""
+
+    summary: dict[str, Any]
+    out: np.ndarray
+    exposure: np.ndarray
+    target: np.ndarray
+    book_usd: np.ndarray  # the leg's contribution to the hedged book, USD per bar
+    fallbacks: list[tuple[int, str, float]]
+    warnings: list[str]
+
+
+_COLS = {name: i for i, name in enumerate(K.OUT_COLUMNS)}
+
+
+def _run_leg(
+    prep: Prepared,
+    run_cfg: RunFile,
+    spec: PolicySpec,
+    leg: LegData,
+    betas: dict[str, np.ndarray],
+    beta_why: dict[str, list[str]],
+) -> _LegRun:
+    """Policy targets and the kernel's path of one leg."""
+    cols = _COLS
+    inst = leg.instrument
+    n = len(prep.dates)
+    exposure = np.zeros(n)
+    for a, w in leg.weights.items():
+        exposure += w * betas[a] * prep.quantities[a] * prep.closes[a]
+    decisions = policy_decisions(
+        spec,
+        days=prep.days,
+        proxy_close=prep.closes[prep.proxy],
+        fear_greed=prep.fear_greed,
+        funding_daily=leg.funding,
+        periods_per_year=prep.periods_per_year,
+        bar_hours=prep.bar_hours,
+    )
+    target = decisions.target
+    fallbacks = [(i, r, float(target[i])) for i, r in enumerate(decisions.fallback) if r]
+    for a in leg.weights:
+        fallbacks += [(i, r, float(target[i])) for i, r in enumerate(beta_why.get(a, ())) if r]
+    coll = prep.collateral if inst.is_inverse else CollateralSource.STABLE
+    params = _leg_params(prep, run_cfg, leg, coll, float(target[0] * exposure[0]), decisions.band)
+    out = np.zeros((n, len(K.OUT_COLUMNS)))
+    K.leg_path(leg.o, leg.h, leg.lo, leg.c, exposure, target, decisions.allowed, leg.funding, params, out)
+    coin_out = np.cumsum(out[:, cols["spot_coin_flow"]])
+    cash_out = np.cumsum(out[:, cols["cash_flow_usd"]])
+    book_usd = out[:, cols["account_usd"]] - cash_out - coin_out * prep.closes[inst.base]
+    warnings = []
+    if coll is CollateralSource.HOLDINGS and inst.base in prep.quantities:
+        short = prep.quantities[inst.base] - coin_out
+        if (short < -1e-9).any():
+            i = int(np.argmax(short < -1e-9))
+            warnings.append(
+                f"{inst.id}: collateral from holdings needed more {inst.base} than held on "
+                f"{prep.dates[i].date()} (the excess counts as borrowed)"
+            )
+    liq_idx = np.nonzero(out[:, cols["liquidated"]] > 0)[0]
+    summary = {
+        "instrument": inst.id,
+        "kind": inst.kind.value,
+        "collateral_source": coll.value,
+        "weights": leg.weights,
+        "funding_series": leg.funding_series,
+        "funding_assumed_days": leg.funding_assumed_days,
+        "funding_received_usd": float(out[:, cols["funding_usd"]].sum()),
+        "fees_usd": float(out[:, cols["fee_usd"]].sum()),
+        "slippage_usd": float(out[:, cols["slippage_usd"]].sum()),
+        "rebalances": int(out[:, cols["rebalanced"]].sum()),
+        "top_ups_usd": float(out[:, cols["top_up_usd"]].sum()),
+        "days_hedged": int((out[:, cols["notional_usd"]] > 0).sum()),
+        "liquidations": [
+            {
+                "date": str(prep.dates[i].date()),
+                "instrument": inst.id,
+                "price": float(out[i, cols["liq_price"]]),
+                "loss_usd": float(out[i, cols["liq_loss_usd"]]),
+            }
+            for i in liq_idx
+        ],
+    }
+    return _LegRun(
+        summary=summary,
+        out=out,
+        exposure=exposure,
+        target=target,
+        book_usd=book_usd,
+        fallbacks=fallbacks,
+        warnings=warnings,
+    )
+
+
+def _book(m: dict[str, Any], dates: pd.DatetimeIndex) -> dict[str, Any]:
+    """A book's summary in the document's names."""
+    return {
+        "start_value_usd": m["start_value"],
+        "end_value_usd": m["end_value"],
+        "pnl_usd": m["pnl"],
+        "total_return": m["total_return"],
+        "annual_return": m["annual_return"],
+        "volatility": m["volatility"],
+        "max_drawdown": m["max_drawdown"],
+        "max_drawdown_peak": str(dates[m["max_drawdown_peak"]].date()),
+        "max_drawdown_trough": str(dates[m["max_drawdown_trough"]].date()),
+        "sharpe": m["sharpe"],
+        "sortino": m["sortino"],
+        "cvar_95": m["cvar_95"],
+    }
+
+
+def _btc_terms(prep: Prepared, hedged: np.ndarray, unhedged: np.ndarray) -> dict[str, Any] | None:
+    """Both books measured in BTC."""
+    if prep.btc_close is None:
+        return None
+    ppy = prep.periods_per_year
+    out: dict[str, Any] = {}
+    for label, eq in (("hedged", hedged / prep.btc_close), ("unhedged", unhedged / prep.btc_close)):
+        out[label] = {k: v for k, v in _book(equity_metrics(eq, ppy), prep.dates).items() if not k.endswith("_usd")} | {
+            "start_value_btc": float(eq[0]),
+            "end_value_btc": float(eq[-1]),
+        }
+    return out
+
+
+def _policy_stated(run_cfg: RunFile) -> dict[str, Any]:
+    """The policy as given, plus the default table or bands it used when the file gave none (stated, not
+    silent)."""
+    p = run_cfg.policy
+    out = p.model_dump(mode="json", exclude_unset=True) | {"kind": p.kind}
+    defaults = PolicySpec(kind="static")
+    if p.kind == "fear_greed" and not p.table:
+        out["table_used"] = [{"max": b, "ratio": r} for b, r in defaults.table]
+    if p.kind == "volatility" and not p.bands:
+        out["bands_used"] = [{"max_vol": None if math.isinf(b) else b, "ratio": r} for b, r in defaults.vol_bands]
+    return out
+
+
+def _hedge_effectiveness(hedged: np.ndarray, unhedged: np.ndarray) -> float | None:
+    """1 − Var(hedged returns)/Var(unhedged returns); None (undefined) when the unhedged book does not vary."""
+    rh, ru = hedged[1:] / hedged[:-1] - 1, unhedged[1:] / unhedged[:-1] - 1
+    vu = float(np.var(ru))
+    return 1.0 - float(np.var(rh)) / vu if vu > 0 else None
 
 
 def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "", full: bool = True) -> dict[str, Any]:
@@ -377,178 +684,80 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
     ``full=False`` leaves out the daily equity list and the report series (sweeps).
     """
     spec = _policy_spec(run_cfg, prep.bars_per_day)
-    warnings = list(prep.warnings)
-    ppy = prep.periods_per_year
     n = len(prep.dates)
-    betas = _betas(prep, run_cfg)
+    betas, beta_why = _betas(prep, run_cfg)
     spot = np.zeros(n)
     for a, q in prep.quantities.items():
         spot += q * prep.closes[a]
     unhedged = spot + prep.cash0
+    legs = [_run_leg(prep, run_cfg, spec, leg, betas, beta_why) for leg in prep.legs]
     hedged = unhedged.copy()
-    out_legs: list[dict[str, Any]] = []
-    total_exposure = np.zeros(n)
-    total_delta = np.zeros(n)
-    target_ratio = np.zeros(n)
-    cols = {name: i for i, name in enumerate(K.OUT_COLUMNS)}
-    for leg in prep.legs:
-        inst = leg.instrument
-        exposure = np.zeros(n)
-        for a, w in leg.weights.items():
-            exposure += w * betas[a] * prep.quantities[a] * prep.closes[a]
-        target, allowed, band = policy_targets(
-            spec,
-            days=prep.days,
-            proxy_close=prep.closes[prep.proxy],
-            fear_greed=prep.fear_greed,
-            funding_daily=leg.funding,
-            periods_per_year=ppy,
-            bar_hours=prep.bar_hours,
-        )
-        coll = prep.collateral
-        if not inst.is_inverse:
-            coll = CollateralSource.STABLE
-        value0 = float(target[0] * exposure[0])
-        notional0 = (
-            value0 * prep.leverage / (prep.leverage - 1)
-            if (inst.is_inverse and coll is CollateralSource.BUY)
-            else value0
-        )
-        tier_value = notional0 / leg.c[0] if inst.is_inverse else notional0
-        sched = inst.margin
-        params = np.array(
-            [
-                K.INVERSE if inst.is_inverse else K.LINEAR,
-                {CollateralSource.BUY: K.BUY, CollateralSource.HOLDINGS: K.HOLDINGS, CollateralSource.STABLE: K.STABLE}[
-                    coll
-                ],
-                prep.leverage,
-                inst.contract_size,
-                inst.lot_size,
-                sched.rate(tier_value),
-                sched.maintenance_amount(tier_value),
-                K.ENTRY_FAMILY if inst.liquidation_method.mm_at_entry else K.AT_LP_FAMILY,
-                _fee_rate(run_cfg, inst),
-                run_cfg.costs.slippage_bps / 1e4,
-                band,
-                -1.0
-                if run_cfg.margin.reopen_after_days is None
-                else float(round(run_cfg.margin.reopen_after_days * prep.bars_per_day)),
-                1.0 if run_cfg.margin.top_up else 0.0,
-                run_cfg.margin.top_up_level,
-            ],
-            dtype=np.float64,
-        )
-        out = np.zeros((n, len(K.OUT_COLUMNS)))
-        K.leg_path(leg.o, leg.h, leg.lo, leg.c, exposure, target, allowed, leg.funding, params, out)
-        base_close = prep.closes[inst.base]
-        coin_out = np.cumsum(out[:, cols["spot_coin_flow"]])
-        cash_out = np.cumsum(out[:, cols["cash_flow_usd"]])
-        hedged += out[:, cols["account_usd"]] - cash_out - coin_out * base_close
-        if coll is CollateralSource.HOLDINGS and inst.base in prep.quantities:
-            short = prep.quantities[inst.base] - coin_out
-            if (short < -1e-9).any():
-                i = int(np.argmax(short < -1e-9))
-                warnings.append(
-                    f"{inst.id}: collateral from holdings needed more {inst.base} than held on "
-                    f"{prep.dates[i].date()} (the excess counts as borrowed)"
-                )
-        total_exposure += exposure
-        total_delta += out[:, cols["delta_usd"]]
-        target_ratio = target
-        liq_idx = np.nonzero(out[:, cols["liquidated"]] > 0)[0]
-        out_legs.append(
-            {
-                "instrument": inst.id,
-                "kind": inst.kind.value,
-                "collateral_source": coll.value,
-                "weights": leg.weights,
-                "funding_series": leg.funding_series,
-                "funding_assumed_days": leg.funding_assumed_days,
-                "funding_received_usd": float(out[:, cols["funding_usd"]].sum()),
-                "fees_usd": float(out[:, cols["fee_usd"]].sum()),
-                "slippage_usd": float(out[:, cols["slippage_usd"]].sum()),
-                "rebalances": int(out[:, cols["rebalanced"]].sum()),
-                "top_ups_usd": float(out[:, cols["top_up_usd"]].sum()),
-                "days_hedged": int((out[:, cols["notional_usd"]] > 0).sum()),
-                "liquidations": [
-                    {
-                        "date": str(prep.dates[i].date()),
-                        "instrument": inst.id,
-                        "price": float(out[i, cols["liq_price"]]),
-                        "loss_usd": float(out[i, cols["liq_loss_usd"]]),
-                    }
-                    for i in liq_idx
-                ],
-                "_out": out,
-            }
-        )
+    for leg in legs:
+        hedged += leg.book_usd
     if (hedged <= 0).any():
         i = int(np.argmax(hedged <= 0))
         raise InfeasibleHedgeError(
             f"the hedged book is wiped out on {prep.dates[i].date()}: the hedge lost more than "
             "the portfolio is worth (lower the leverage or ratio)"
         )
-    hm, um = equity_metrics(hedged, ppy), equity_metrics(unhedged, ppy)
-    rh, ru = hedged[1:] / hedged[:-1] - 1, unhedged[1:] / unhedged[:-1] - 1
-    he = 1.0 - float(np.var(rh)) / float(np.var(ru)) if np.var(ru) > 0 else None
+    doc = _document(prep, run_cfg, legs, hedged, unhedged, config_hash=config_hash, source=source)
+    if full:
+        _attach_series(doc, prep, legs, hedged, unhedged)
+    return doc
+
+
+def _document(
+    prep: Prepared,
+    run_cfg: RunFile,
+    legs: list[_LegRun],
+    hedged: np.ndarray,
+    unhedged: np.ndarray,
+    *,
+    config_hash: str,
+    source: str,
+) -> dict[str, Any]:
+    """The ``perphedge.backtest/1`` summary (without the daily equity)."""
+    ppy = prep.periods_per_year
+    total_delta = sum((leg.out[:, _COLS["delta_usd"]] for leg in legs), np.zeros(len(prep.dates)))
     down_cap, up_cap = capture(hedged, unhedged)
-
-    def book(m: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "start_value_usd": m["start_value"],
-            "end_value_usd": m["end_value"],
-            "pnl_usd": m["pnl"],
-            "total_return": m["total_return"],
-            "annual_return": m["annual_return"],
-            "volatility": m["volatility"],
-            "max_drawdown": m["max_drawdown"],
-            "max_drawdown_peak": str(prep.dates[m["max_drawdown_peak"]].date()),
-            "max_drawdown_trough": str(prep.dates[m["max_drawdown_trough"]].date()),
-            "sharpe": m["sharpe"],
-            "sortino": m["sortino"],
-            "cvar_95": m["cvar_95"],
-        }
-
-    btc_terms = None
-    if prep.btc_close is not None:
-        hb_, ub_ = hedged / prep.btc_close, unhedged / prep.btc_close
-        btc_terms = {
-            "hedged": {k: v for k, v in book(equity_metrics(hb_, ppy)).items() if not k.endswith("_usd")}
-            | {"start_value_btc": float(hb_[0]), "end_value_btc": float(hb_[-1])},
-            "unhedged": {k: v for k, v in book(equity_metrics(ub_, ppy)).items() if not k.endswith("_usd")}
-            | {"start_value_btc": float(ub_[0]), "end_value_btc": float(ub_[-1])},
-        }
-    achieved = np.where(total_exposure > 0, -total_delta / np.where(total_exposure > 0, total_exposure, 1.0), 0.0)
-    liquidations = [x for leg in out_legs for x in leg["liquidations"]]
-    doc: dict[str, Any] = {
+    summaries = [leg.summary for leg in legs]
+    return {
         "schema": BACKTEST_SCHEMA,
         "name": run_cfg.name,
         "source": source,
         "config_hash": config_hash,
         "start": str(prep.dates[0].date()),
         "end": str(prep.dates[-1].date()),
-        "days": n,
+        "days": len(prep.dates),
         "step": run_cfg.step,
-        "policy": run_cfg.policy.model_dump(mode="json", exclude_unset=True) | {"kind": run_cfg.policy.kind},
-        "hedged": book(hm),
-        "unhedged": book(um),
-        "hedge_effectiveness": he,
+        "policy": _policy_stated(run_cfg),
+        "hedged": _book(equity_metrics(hedged, ppy), prep.dates),
+        "unhedged": _book(equity_metrics(unhedged, ppy), prep.dates),
+        "hedge_effectiveness": _hedge_effectiveness(hedged, unhedged),
         "downside_capture": down_cap,
         "upside_capture": up_cap,
-        "funding_received_usd": sum(leg["funding_received_usd"] for leg in out_legs),
-        "fees_usd": sum(leg["fees_usd"] for leg in out_legs),
-        "slippage_usd": sum(leg["slippage_usd"] for leg in out_legs),
-        "top_ups_usd": sum(leg["top_ups_usd"] for leg in out_legs),
-        "rebalances": sum(leg["rebalances"] for leg in out_legs),
-        "liquidations": liquidations,
+        "funding_received_usd": sum(s["funding_received_usd"] for s in summaries),
+        "fees_usd": sum(s["fees_usd"] for s in summaries),
+        "slippage_usd": sum(s["slippage_usd"] for s in summaries),
+        "top_ups_usd": sum(s["top_ups_usd"] for s in summaries),
+        "rebalances": sum(s["rebalances"] for s in summaries),
+        "liquidations": [x for s in summaries for x in s["liquidations"]],
         "days_hedged": int((total_delta < 0).sum()),
-        "btc_terms": btc_terms,
-        "legs": [{k: v for k, v in leg.items() if not k.startswith("_")} for leg in out_legs],
-        "warnings": warnings,
+        "btc_terms": _btc_terms(prep, hedged, unhedged),
+        "legs": summaries,
+        "policy_fallbacks": _fallback_entries(prep, [f for leg in legs for f in leg.fallbacks]),
+        "warnings": list(prep.warnings) + [w for leg in legs for w in leg.warnings],
     }
-    if not full:
-        return doc
+
+
+def _attach_series(
+    doc: dict[str, Any], prep: Prepared, legs: list[_LegRun], hedged: np.ndarray, unhedged: np.ndarray
+) -> None:
+    """The daily equity list and the report's private series."""
+    n = len(prep.dates)
+    total_exposure = sum((leg.exposure for leg in legs), np.zeros(n))
+    total_delta = sum((leg.out[:, _COLS["delta_usd"]] for leg in legs), np.zeros(n))
+    achieved = np.where(total_exposure > 0, -total_delta / np.where(total_exposure > 0, total_exposure, 1.0), 0.0)
     doc["equity"] = [
         {"date": d, "hedged_usd": float(h), "unhedged_usd": float(u)}
         for d, h, u in zip(prep.dates.strftime("%Y-%m-%d"), hedged, unhedged, strict=True)
@@ -559,12 +768,11 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
         "unhedged": unhedged,
         "btc": prep.btc_close,
         "achieved_ratio": achieved,
-        "target_ratio": target_ratio,
-        "funding_cum": np.cumsum(sum(leg["_out"][:, cols["funding_usd"]] for leg in out_legs)),
-        "rebalanced": sum(leg["_out"][:, cols["rebalanced"]] for leg in out_legs),
-        "liquidated": sum(leg["_out"][:, cols["liquidated"]] for leg in out_legs),
+        "target_ratio": legs[-1].target if legs else np.zeros(n),
+        "funding_cum": np.cumsum(sum(leg.out[:, _COLS["funding_usd"]] for leg in legs)),
+        "rebalanced": sum(leg.out[:, _COLS["rebalanced"]] for leg in legs),
+        "liquidated": sum(leg.out[:, _COLS["liquidated"]] for leg in legs),
     }
-    return doc
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -660,14 +868,48 @@ def write_report(doc: dict[str, Any], path: Path) -> Path:
     h, u = doc["hedged"], doc["unhedged"]
     title = (
         f"{doc.get('name') or doc['source']}: {doc['start']} → {doc['end']}, policy {doc['policy']['kind']} — "
-        f"hedged {h['total_return']:+.1%} (max DD {h['max_drawdown']:.1%}) vs unhedged {u['total_return']:+.1%} "
-        f"(max DD {u['max_drawdown']:.1%}); HE {doc['hedge_effectiveness']:.2f}; "
-        f"funding {doc['funding_received_usd']:+,.0f} USD; {len(doc['liquidations'])} liquidations"
+        f"hedged {_fmt(h['total_return'], '+.1%')} (max DD {_fmt(h['max_drawdown'], '.1%')}) vs unhedged "
+        f"{_fmt(u['total_return'], '+.1%')} (max DD {_fmt(u['max_drawdown'], '.1%')}); "
+        f"HE {_fmt(doc['hedge_effectiveness'], '.2f')}; "
+        f"funding {_fmt(doc['funding_received_usd'], '+,.0f')} USD; {len(doc['liquidations'])} liquidations"
     )
     fig.update_layout(height=1400, title={"text": title, "font": {"size": 13}}, hovermode="x unified")
+    html = fig.to_html(include_plotlyjs=True, full_html=True)
+    head = f'<meta name="perphedge-config-hash" content="{_html.escape(str(doc.get("config_hash", "")))}">'
+    html = html.replace("<head>", "<head>" + head, 1)
+    html = html.replace("</body>", _notes_html(doc) + "</body>", 1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    path.write_text(html, encoding="utf-8")
     return path
+
+
+def _fmt(x: Any, spec: str) -> str:
+    """A number in ``spec``, or ``n/a`` where it is undefined (None or NaN)."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return format(x, spec)
+
+
+def _fallback_text(f: dict[str, Any]) -> str:
+    when = f["date"] if "date" in f else f"{f['from']} → {f['to']} ({f['days']} days)"
+    return f"{when}: {f['reason']} (ratio {f['ratio_used']:g})"
+
+
+def _notes_html(doc: dict[str, Any]) -> str:
+    """Policy fallbacks and warnings under the charts."""
+    parts = ['<section id="perphedge-notes" style="font-family:sans-serif;font-size:13px;margin:1em 4em">']
+    fallbacks = doc.get("policy_fallbacks") or []
+    parts.append(f"<h3>Policy fallbacks ({len(fallbacks)})</h3>")
+    if fallbacks:
+        parts.append("<ul>" + "".join(f"<li>{_html.escape(_fallback_text(f))}</li>" for f in fallbacks) + "</ul>")
+    else:
+        parts.append("<p>none: the policy's rule applied on every bar</p>")
+    warnings = doc.get("warnings") or []
+    if warnings:
+        parts.append(f"<h3>Warnings ({len(warnings)})</h3>")
+        parts.append("<ul>" + "".join(f"<li>{_html.escape(w)}</li>" for w in warnings) + "</ul>")
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def write_png(doc: dict[str, Any], path: Path) -> Path:
@@ -690,8 +932,9 @@ def write_png(doc: dict[str, Any], path: Path) -> Path:
     ax.legend(loc="upper left")
     h, u = doc["hedged"], doc["unhedged"]
     ax.set_title(
-        f"{doc.get('name') or doc['source']} — hedged {h['total_return']:+.0%} (max DD {h['max_drawdown']:.0%}), "
-        f"unhedged {u['total_return']:+.0%} (max DD {u['max_drawdown']:.0%}), HE {doc['hedge_effectiveness']:.2f}",
+        f"{doc.get('name') or doc['source']} — hedged {_fmt(h['total_return'], '+.0%')} "
+        f"(max DD {_fmt(h['max_drawdown'], '.0%')}), unhedged {_fmt(u['total_return'], '+.0%')} "
+        f"(max DD {_fmt(u['max_drawdown'], '.0%')}), HE {_fmt(doc['hedge_effectiveness'], '.2f')}",
         fontsize=10,
     )
     if s["btc"] is not None:
@@ -710,6 +953,58 @@ def write_png(doc: dict[str, Any], path: Path) -> Path:
     axes[4].set_ylabel("funding USD")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, metadata={"Description": f"perphedge config_hash {doc.get('config_hash', '')}"})
     plt.close(fig)
     return path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BacktestRequest:
+    """One backtest: the run file, the market store (None: the default store), extra instrument specs, the run
+    folder to write (None: ``backtest-results/<run file stem>``) and whether to draw the report."""
+
+    run_file: str | Path
+    store_path: str | Path | None = None
+    specs: str | None = None
+    out_dir: str | Path | None = None
+    report: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BacktestOutcome:
+    """The ``perphedge.backtest/1`` document (JSON-safe) and the files written."""
+
+    document: dict[str, Any]
+    files: list[str]
+
+
+def default_out_dir(run_file: str | Path) -> Path:
+    """Where a run's files go when no folder is given."""
+    return Path("backtest-results") / Path(run_file).stem
+
+
+def execute(request: BacktestRequest) -> BacktestOutcome:
+    """Load the run, open the store, run the backtest and write the run folder (atomically, all or nothing)."""
+    from perphedge.data.store import MarketStore
+    from perphedge.errors import PerphedgeError
+    from perphedge.specs import default_registry
+
+    run_cfg, pfile, source, digest = load_run(request.run_file)
+    out_dir = check_output_dir(request.out_dir if request.out_dir is not None else default_out_dir(request.run_file))
+    try:
+        registry = default_registry(request.specs)
+        with MarketStore(request.store_path, read_only=True) as store:
+            prep = prepare(run_cfg, pfile, store, registry)
+        doc = run(prep, run_cfg, config_hash=digest, source=source)
+    except PerphedgeError as exc:
+        msg = str(exc)
+        raise type(exc)(msg if msg.startswith(source) else f"{source}: {msg}") from None
+    result = public(doc)
+    writers: dict[str, Callable[[Path], Any]] = {
+        "result.json": lambda p: p.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    }
+    if request.report:
+        writers["report.html"] = lambda p: write_report(doc, p)
+        writers["report.png"] = lambda p: write_png(doc, p)
+    files = write_run_folder(out_dir, writers, config_hash=digest)
+    return BacktestOutcome(document=result, files=[str(f) for f in files])

@@ -9,6 +9,10 @@ Grid file (YAML)::
     rank_by: hedged.sharpe             # any number in the backtest summary
     descending: true
     top: 20
+
+Work is bounded: a grid of more than ``max_configs`` combinations (default 10,000) is refused before
+anything runs, and the worker processes die with their parent (``PR_SET_PDEATHSIG`` on Linux, and a
+watchdog thread polling the parent's pid everywhere), so a ``kill -9`` of the sweep leaves no orphans.
 """
 
 from __future__ import annotations
@@ -17,18 +21,44 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perphedge.errors import ConfigError
 
-__all__ = ["expand", "load_grid", "run_sweep"]
+__all__ = [
+    "DEFAULT_MAX_CONFIGS",
+    "SweepRequest",
+    "check",
+    "count_configs",
+    "execute",
+    "expand",
+    "load_grid",
+    "run_sweep",
+]
+
+DEFAULT_MAX_CONFIGS = 10_000
 
 _STATE: dict[str, Any] = {}
 _GRID_KEYS = {"base", "grid", "rank_by", "descending", "top"}
 SUMMARY_KEYS = ("total_return", "annual_return", "volatility", "max_drawdown", "sharpe", "sortino", "cvar_95")
+RANKABLE = (
+    *(f"hedged.{k}" for k in SUMMARY_KEYS),
+    *(f"unhedged.{k}" for k in SUMMARY_KEYS),
+    "hedge_effectiveness",
+    "funding_received_usd",
+    "fees_usd",
+    "rebalances",
+    "liquidations",
+)
 
 
 def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
@@ -58,6 +88,14 @@ def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     grid = doc["grid"]
     if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError(f"{p}: field `grid`: must map dotted run-file keys to non-empty lists")
+    if "rank_by" in doc and not (isinstance(doc["rank_by"], str) and doc["rank_by"].strip()):
+        raise ConfigError(f"{p}: field `rank_by`: must be a metric name such as hedged.sharpe, was {doc['rank_by']!r}")
+    if "rank_by" in doc and doc["rank_by"] not in RANKABLE:
+        raise ConfigError(f"{p}: field `rank_by`: unknown metric {doc['rank_by']!r}; use one of {', '.join(RANKABLE)}")
+    if "descending" in doc and not isinstance(doc["descending"], bool):
+        raise ConfigError(f"{p}: field `descending`: must be true or false, was {doc['descending']!r}")
+    if "top" in doc and (isinstance(doc["top"], bool) or not isinstance(doc["top"], int) or doc["top"] < 1):
+        raise ConfigError(f"{p}: field `top`: must be a whole number >= 1, was {doc['top']!r}")
     base_path = (p.parent / str(doc["base"])).resolve()
     base_doc, _ = read_yaml(base_path)
     if not isinstance(base_doc, dict):
@@ -65,6 +103,11 @@ def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     if isinstance(base_doc.get("portfolio"), str):
         base_doc["portfolio"] = str((base_path.parent / base_doc["portfolio"]).resolve())
     return doc, base_doc, base_path
+
+
+def count_configs(grid: dict[str, list[Any]]) -> int:
+    """How many combinations a grid makes (computed without building them)."""
+    return math.prod(len(v) for v in grid.values())
 
 
 def expand(grid: dict[str, list[Any]], base_doc: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -116,12 +159,105 @@ def _one(index: int) -> dict[str, Any]:
                 "fees_usd": doc["fees_usd"],
                 "rebalances": doc["rebalances"],
                 "liquidations": len(doc["liquidations"]),
+                "policy_fallback_days": sum(int(f.get("days", 1)) for f in doc["policy_fallbacks"]),
                 "config_hash": doc["config_hash"],
             }
         )
     except PerphedgeError as exc:
         row["error"] = str(exc)
     return row
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _worker_init(parent: int) -> None:
+    """A worker dies with its parent: the kernel kills it (Linux), and a watchdog thread exits it when the parent
+    pid changes (every platform; also covers a parent that died before this ran)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import ctypes.util
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - the watchdog still runs
+            pass
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="perphedge-parent-watchdog", daemon=True).start()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SweepRequest:
+    """A sweep: the grid file, the market store (None: the default), extra specs, processes (None: all cores),
+    the most combinations allowed, and where to write ``sweep.json`` (None: nowhere)."""
+
+    grid_file: str | Path
+    store_path: str | Path | None = None
+    specs: str | None = None
+    workers: int | None = None
+    max_configs: int = DEFAULT_MAX_CONFIGS
+    out: str | Path | None = None
+
+
+def execute(request: SweepRequest, on_result: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Run the sweep and write ``sweep.json`` atomically when asked; returns the ``perphedge.sweep/1`` document."""
+    from perphedge.specs import default_registry
+    from perphedge.usecases.outputs import check_output_file, write_file_atomic
+
+    if request.out is not None:
+        check_output_file(request.out)
+    result = run_sweep(
+        request.grid_file,
+        store_path=None if request.store_path is None else str(request.store_path),
+        registry=default_registry(request.specs),
+        workers=request.workers,
+        on_result=on_result,
+        max_configs=request.max_configs,
+    )
+    if request.out is not None:
+        from perphedge.jsonsafe import json_safe
+
+        text = json.dumps(json_safe(result), indent=2, default=str, allow_nan=False) + "\n"
+        write_file_atomic(request.out, text)
+        result["file"] = str(request.out)
+    return result
+
+
+def _checked_grid(
+    path: str | Path, max_configs: int, workers: int | None
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    if isinstance(max_configs, bool) or max_configs < 1:
+        raise ConfigError(f"invalid `--max-configs`: must be >= 1, was {max_configs!r}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"invalid `--workers`: must be >= 1, was {workers!r}")
+    gdoc, base_doc, base_path = load_grid(path)
+    count = count_configs(gdoc["grid"])
+    if count > max_configs:
+        raise ConfigError(
+            f"{path}: the grid makes {count:,} combinations, more than --max-configs {max_configs:,}: "
+            "narrow the grid or raise --max-configs"
+        )
+    return gdoc, base_doc, base_path
+
+
+def check(request: SweepRequest) -> int:
+    """Refuse a request before any work (bad grid, too many combinations, unwritable output); returns the number
+    of combinations."""
+    from perphedge.usecases.outputs import check_output_file
+
+    if request.out is not None:
+        check_output_file(request.out)
+    gdoc, _, _ = _checked_grid(request.grid_file, request.max_configs, request.workers)
+    return count_configs(gdoc["grid"])
 
 
 def run_sweep(
@@ -131,13 +267,17 @@ def run_sweep(
     registry: Any,
     workers: int | None = None,
     on_result: Callable[[int, int], None] | None = None,
+    max_configs: int = DEFAULT_MAX_CONFIGS,
 ) -> dict[str, Any]:
-    """Run every configuration of the grid (in ``workers`` processes) and rank them."""
+    """Run every configuration of the grid (in ``workers`` processes) and rank them.
+
+    More than ``max_configs`` combinations are refused before any work.
+    """
     import multiprocessing as mp
 
     from perphedge.data.store import default_store_path
 
-    gdoc, base_doc, base_path = load_grid(path)
+    gdoc, base_doc, base_path = _checked_grid(path, max_configs, workers)
     configs = expand(gdoc["grid"], base_doc)
     rank_by = str(gdoc.get("rank_by", "hedged.sharpe"))
     descending = bool(gdoc.get("descending", True))
@@ -154,16 +294,13 @@ def run_sweep(
                 on_result(len(rows), n)
     else:
         ctx = mp.get_context("fork")
-        with ctx.Pool(workers) as pool:
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(os.getpid(),)) as pool:
             for row in pool.imap_unordered(_one, range(n), chunksize=max(1, n // (workers * 8))):
                 rows.append(row)
                 if on_result:
                     on_result(len(rows), n)
     ok = [r for r in rows if "error" not in r]
     failed = [r for r in rows if "error" in r]
-    if ok and rank_by not in ok[0]:
-        names = [k for k in ok[0] if "." in k or k in ("hedge_effectiveness", "liquidations")]
-        raise ConfigError(f"invalid `rank_by`: {rank_by!r}; use one of {', '.join(names)}")
 
     def score(r: dict[str, Any]) -> float:
         v = r.get(rank_by)
@@ -178,6 +315,8 @@ def run_sweep(
         "workers": workers,
         "rank_by": rank_by,
         "descending": descending,
+        "succeeded": len(ok),
+        "failed_count": len(failed),
         "top": ranked[:top],
         "failed": failed,
         "all": sorted(rows, key=lambda r: r["index"]),
