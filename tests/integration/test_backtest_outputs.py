@@ -376,8 +376,8 @@ def test_a_worker_whose_parent_is_gone_exits() -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (("--max-configs", "0"), "invalid `--max-configs`: must be >= 1, was 0"),
-        (("--workers", "0"), "invalid `--workers`: must be >= 1, was 0"),
+        (("--max-configs", "0"), "invalid value for --max-configs: must be >= 1, was '0'"),
+        (("--workers", "0"), "invalid value for --workers: must be >= 1, was '0'"),
     ],
 )
 def test_sweep_limits_must_be_positive(store_home: Path, tmp_path: Path, args: tuple[str, ...], needle: str) -> None:

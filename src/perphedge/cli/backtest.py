@@ -134,7 +134,12 @@ def sweep_cmd(
     ] = None,
     out: Annotated[str | None, typer.Option(help="Write sweep.json here.")] = None,
     max_configs: Annotated[
-        int, typer.Option("--max-configs", parser=positive_whole, help="Refuse grids of more combinations than this (before any work).")
+        int,
+        typer.Option(
+            "--max-configs",
+            parser=positive_whole,
+            help="Refuse grids of more combinations than this (before any work).",
+        ),
     ] = 10_000,
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
