@@ -426,3 +426,11 @@ def test_import_sample_misuse_is_one_line(args: list[str], message: str, tmp_pat
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"perphedge: error: {message}"), r.stderr
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_shared_or_bundled_falls_back_to_the_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert sample.shared_or_bundled(tmp_path) == tmp_path  # present: used as it is
+    root = sample.shared_or_bundled(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+    assert (root / "prices" / "BTC.csv").read_bytes().startswith(b"timestamp,open,high,low,close,volume\n")
+    assert "using the sample history bundled with perphedge" in capsys.readouterr().err

@@ -49,6 +49,7 @@ __all__ = [
     "main",
     "materialise",
     "read_csv_bytes",
+    "shared_or_bundled",
     "verify",
 ]
 
@@ -311,6 +312,20 @@ def materialise(dest: Path, bundle: Path | None = None) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     return dest
+
+
+def shared_or_bundled(path: Path) -> Path:
+    """``path`` (e.g. ``../shared/data``) when it exists, else the bundled sample rebuilt in a temporary
+    directory that is removed when the process exits. For scripts (benchmarks) that want the sample layout."""
+    import atexit
+    import tempfile
+
+    if path.exists():
+        return path
+    tmp = Path(tempfile.mkdtemp(prefix="perphedge-sample-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    print(f"{path} not found: using the sample history bundled with perphedge", file=sys.stderr)
+    return materialise(tmp / "data")
 
 
 # ------------------------------------------------------------------------------------------------ builder
