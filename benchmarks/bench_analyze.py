@@ -14,10 +14,13 @@ from pathlib import Path
 
 from perphedge.core.analytics import ols, walk_forward
 from perphedge.data.importer import import_sample
+from perphedge.data.sample import shared_or_bundled
 from perphedge.data.store import MarketStore
 from perphedge.usecases.analyze import AnalyzeRequest, analyze, simple_returns
 
-ROOT = Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+ROOT = shared_or_bundled(
+    Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+)
 ASSETS = ("ETH", "SOL", "AVAX", "DOT", "LINK", "ADA", "MATIC", "UNI", "AAVE", "DOGE", "XRP", "BNB")
 
 

@@ -23,12 +23,15 @@ from baseline_backtest import baseline_static_linear
 from perphedge.config import parse_run
 from perphedge.core.hedge import CollateralSource, SizingMethod
 from perphedge.data.importer import import_sample
+from perphedge.data.sample import shared_or_bundled
 from perphedge.data.store import MarketStore
 from perphedge.specs import default_registry
 from perphedge.usecases.backtest import LegData, Prepared, run
 from perphedge.usecases.sweep import run_sweep
 
-ROOT = Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+ROOT = shared_or_bundled(
+    Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+)
 
 
 def synthetic(n: int = 2922, assets: int = 10) -> Prepared:

@@ -17,11 +17,14 @@ from pathlib import Path
 
 from perphedge.data import reader
 from perphedge.data.importer import import_sample
+from perphedge.data.sample import shared_or_bundled
 from perphedge.data.store import MarketStore
 from perphedge.exchange.ccxt_source import RetryPolicy, fetch, make_exchange
 from perphedge.exchange.fake import FakeExchange
 
-ROOT = Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+ROOT = shared_or_bundled(
+    Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+)
 ASSETS = ["BTC", "ETH", "SOL", "AVAX", "DOT", "LINK", "ADA", "MATIC", "UNI", "AAVE", "DOGE", "XRP", "BNB"]
 
 

@@ -20,9 +20,12 @@ import numpy as np
 from perphedge.core.stress import simulate, simulate_numpy
 from perphedge.data.importer import import_sample
 from perphedge.data.reader import ohlc
+from perphedge.data.sample import shared_or_bundled
 from perphedge.data.store import MarketStore
 
-ROOT = Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+ROOT = shared_or_bundled(
+    Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+)
 ASSETS = ["BTC", "ETH", "SOL", "AVAX", "DOT", "LINK", "ADA", "UNI", "DOGE", "XRP"]
 
 

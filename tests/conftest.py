@@ -1,15 +1,21 @@
-"""Shared fixtures: where the shared reference and sample data live, and how tests use them.
+"""Shared fixtures: where the reference vectors and the sample data live, and how tests use them.
 
-Tests that need ``../shared`` skip with a reason when it is absent (a user's own clone) but
-fail under ``CI=true``, where it is always present.
+Nothing here needs ``../shared``: the reference vectors are read from the repository's copy
+(``tests/golden/data/``), and the sample history is ``PERPHEDGE_SAMPLE_DATA`` / ``../shared/data``
+when present, else the copy bundled with the package rebuilt byte for byte (hash-checked) in a
+temporary directory. The tests that compare the repository's copies with ``../shared`` run against
+it when it is present and against the recorded hashes otherwise.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +25,37 @@ from perphedge.specs import InstrumentRegistry, bundled_instruments
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+GOLDEN_DATA = REPO / "tests" / "golden" / "data"
 
 
 def _shared_dir(env: str, default: Path) -> Path:
     return Path(os.environ.get(env, str(default)))
 
 
-def require_path(path: Path, what: str) -> Path:
-    """Return ``path`` if it exists; skip (or fail under CI=true) otherwise."""
+def shared_path(env: str, default: Path) -> Path | None:
+    """``$env`` or ``default`` when it exists; None when ``../shared`` is simply absent (a user's clone).
+
+    A variable that is set but names nothing is a broken set-up, and fails (so does a missing
+    ``../shared`` under ``CI=true``, where it is always present).
+    """
+    path = _shared_dir(env, default)
     if path.exists():
         return path
-    msg = f"{what} not found at {path}"
+    if env in os.environ:
+        pytest.fail(f"{env}={os.environ[env]} does not exist")
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{msg}: CI must have ../shared beside the clone")
-    pytest.skip(f"{msg} (set its environment variable to run these tests)")
+        pytest.fail(f"{path} not found: CI must have ../shared beside the clone")
+    return None
 
 
-def reference_dir() -> Path:
-    return _shared_dir("PERPHEDGE_REFERENCE", SHARED / "reference")
+def reference_dir() -> Path | None:
+    """``../shared/reference`` (``PERPHEDGE_REFERENCE``) when present, to compare the repository's copies with."""
+    return shared_path("PERPHEDGE_REFERENCE", SHARED / "reference")
 
 
 def load_vectors() -> list[dict[str, Any]]:
-    path = reference_dir() / "contract_vectors.json"
-    if not path.exists():
-        return []
-    return list(json.loads(path.read_text())["vectors"])
+    """The contract reference vectors, from the repository's copy (``tests/golden/data``)."""
+    return list(json.loads((GOLDEN_DATA / "contract_vectors.json").read_text(encoding="utf-8"))["vectors"])
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +70,28 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.delenv("PERPHEDGE_SPECS", raising=False)
 
 
+def shared_sample_dir() -> Path | None:
+    """``../shared/data`` (``PERPHEDGE_SAMPLE_DATA``) when present, else None."""
+    return shared_path("PERPHEDGE_SAMPLE_DATA", SHARED / "data")
+
+
+_BUNDLED: list[Path] = []
+
+
+def bundled_sample_dir() -> Path:
+    """The package's bundled sample rebuilt in a temporary directory (once per session): byte-identical CSVs."""
+    if not _BUNDLED:
+        from perphedge.data.sample import materialise
+
+        tmp = Path(tempfile.mkdtemp(prefix="perphedge-test-sample-"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        _BUNDLED.append(materialise(tmp / "data"))
+    return _BUNDLED[0]
+
+
 def sample_dir() -> Path:
-    """The sample history (``PERPHEDGE_SAMPLE_DATA``, default ``../shared/data``); skip or fail if absent."""
-    return require_path(_shared_dir("PERPHEDGE_SAMPLE_DATA", SHARED / "data"), "sample data")
+    """The sample history laid out like ``../shared/data``: the real one when present, else the bundled copy."""
+    return shared_sample_dir() or bundled_sample_dir()
 
 
 @pytest.fixture(scope="session")

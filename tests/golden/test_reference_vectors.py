@@ -1,4 +1,5 @@
-"""Every vector of ``../shared/reference/contract_vectors.json`` is a test.
+"""Every vector of ``contract_vectors.json`` (``tests/golden/data``, a checked copy of
+``../shared/reference``) is a test.
 
 The numbers are read from the file, never copied by hand. An op this file does not know fails,
 so a new vector cannot be skipped silently.
@@ -13,14 +14,15 @@ import pytest
 
 from perphedge.core import contracts as C
 from perphedge.core.instruments import MarginSchedule, MarginTier, TierStyle
-from tests.conftest import load_vectors, reference_dir, require_path
+from tests.conftest import GOLDEN_DATA, load_vectors
 
 VECTORS = load_vectors()
 
 
 def test_reference_file_present() -> None:
-    require_path(reference_dir() / "contract_vectors.json", "contract reference vectors")
+    assert (GOLDEN_DATA / "contract_vectors.json").is_file()
     assert len(VECTORS) >= 30
+    assert len({v["id"] for v in VECTORS}) == len(VECTORS)  # one test per vector: ids are unique
 
 
 def _schedule_from(inputs: dict[str, Any]) -> MarginSchedule:

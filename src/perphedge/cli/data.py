@@ -47,12 +47,41 @@ def _split(text: str | None) -> list[str]:
     return [s.strip() for s in (text or "").split(",") if s.strip()]
 
 
+def _import_arg(path: str | None) -> Path:
+    from perphedge.errors import ConfigError
+
+    if path is None:
+        raise ConfigError(
+            "missing PATH: a directory in the sample layout or a file (or `--sample` for the bundled history)"
+        )
+    return Path(path)
+
+
+def _sample_root(ctx: typer.Context, path: str | None, single_file_options: dict[str, object]) -> Path:
+    """``--sample``: the bundled history rebuilt (hash-checked, byte-identical CSVs) in a directory that is
+    removed when the command ends; it then imports like any directory in the sample layout."""
+    import tempfile
+
+    from perphedge.data.sample import materialise
+    from perphedge.errors import ConfigError
+
+    if path is not None:
+        raise ConfigError(f"give either PATH ({path}) or `--sample`, not both")
+    given = [f"`--{name}`" for name, value in single_file_options.items() if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: for importing one file, not with `--sample`")
+    tmp = ctx.with_resource(tempfile.TemporaryDirectory(prefix="perphedge-sample-"))
+    return materialise(Path(tmp) / "sample")
+
+
 @data_app.command(
     "import",
     help=(
-        "Import history into the store: the sample-data layout (a directory), or one OHLCV / funding CSV or "
-        "Parquet file. A bad file is rejected with its line and reason and nothing of it is written.\n\n"
+        "Import history into the store: the sample history bundled with perphedge (--sample, offline), a "
+        "directory in the sample-data layout, or one OHLCV / funding CSV or Parquet file. A bad file is "
+        "rejected with its line and reason and nothing of it is written.\n\n"
         "Example:\n\n"
+        "  perphedge data import --sample\n\n"
         "  perphedge data import ../shared/data\n\n"
         "  perphedge data import my.csv --kind ohlcv --source kraken --symbol SOL/USD "
         "--columns timestamp=Date,close=Close,open=Open,high=High,low=Low,volume=Vol --tz Europe/London"
@@ -60,7 +89,13 @@ def _split(text: str | None) -> list[str]:
     no_args_is_help=True,
 )
 def import_cmd(
-    path: Annotated[str, typer.Argument(help="Directory in the sample layout, or a .csv / .parquet file.")],
+    ctx: typer.Context,
+    path: Annotated[
+        str | None, typer.Argument(help="Directory in the sample layout, or a .csv / .parquet file.")
+    ] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Import the sample history bundled with perphedge (offline).")
+    ] = False,
     kind: Annotated[str | None, typer.Option(help="ohlcv or funding (single file).")] = None,
     source: Annotated[str | None, typer.Option(help="Source name, e.g. binance (single file).")] = None,
     symbol: Annotated[str | None, typer.Option(help="Symbol, e.g. SOL/USDT or BTC/USDT:USDT (single file).")] = None,
@@ -76,7 +111,15 @@ def import_cmd(
     from perphedge.errors import ConfigError
 
     fmt = _fmt(fmt)
-    p = Path(path)
+    p = (
+        _sample_root(
+            ctx,
+            path,
+            {"kind": kind, "source": source, "symbol": symbol, "columns": columns, "interval-hours": interval_hours},
+        )
+        if sample
+        else _import_arg(path)
+    )
     if not p.exists():
         raise ConfigError(f"{p}: no such file or directory")
     if p.is_dir() and not is_sample_layout(p):
@@ -110,7 +153,7 @@ def import_cmd(
     elapsed = time.perf_counter() - t0
     rows: list[dict[str, Any]] = [
         {
-            "file": r.file,
+            "file": f"sample:{Path(r.file).relative_to(p).as_posix()}" if sample else r.file,
             "table": r.table,
             "source": r.source,
             "symbol": r.symbol,
