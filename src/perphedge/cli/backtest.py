@@ -139,10 +139,11 @@ def sweep_cmd(
 
     from perphedge.cli import _console
     from perphedge.specs import default_registry
-    from perphedge.usecases.sweep import run_sweep
+    from perphedge.usecases.sweep import load_grid, run_sweep
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
+    load_grid(grid_file)  # a bad grid or base file is one error line, before the progress bar draws
     from rich.console import Console
 
     err = Console(stderr=True)
