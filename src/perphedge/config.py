@@ -447,7 +447,7 @@ class CostsModel(BaseModel):
     model_config = _STRICT
     fills: Literal["taker", "maker"] = "taker"
     maker_fee: float | None = Field(default=None, ge=-0.001, le=0.01)
-    taker_fee: float | None = Field(default=None, ge=-0.001, le=0.01)
+    taker_fee: float | None = Field(default=None, ge=0, le=0.01)
     slippage_bps: float = Field(default=2.0, ge=0, le=500)
 
 
