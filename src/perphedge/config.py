@@ -213,6 +213,15 @@ class PortfolioFile(BaseModel):
                     "or put them in different groups",
                 )
             held[key] = i
+        prices = {k.strip().upper(): v for k, v in self.prices.items()}
+        for i, h in enumerate(self.holdings):
+            price = prices.get(h.asset.strip().upper())
+            if h.quantity is not None and price is not None and h.quantity * price > MAX_VALUE_USD:
+                raise _At(
+                    ("holdings", i, "quantity"),
+                    f"{h.quantity:g} {h.asset} at {price:g} USD is worth {h.quantity * price:.3g} USD, above the "
+                    f"{MAX_VALUE_USD:g} USD any holding can be (check the quantity and the price)",
+                )
         assets = {a for a, _ in held}
         for asset in self.betas:
             if asset.strip().upper() not in assets:

@@ -150,7 +150,7 @@ def _loader() -> Any:
                     seen[key] = line
             return super().construct_mapping(node, deep=deep)
 
-        def construct_yaml_map(self, node: Any) -> Any:  # type: ignore[override]
+        def construct_yaml_map(self, node: Any) -> Any:
             data = YamlMap()
             data.line = node.start_mark.line + 1
             yield data
@@ -162,14 +162,14 @@ def _loader() -> Any:
                 with contextlib.suppress(TypeError):  # unhashable keys are refused by SafeLoader
                     data.key_lines[key] = key_node.start_mark.line + 1
 
-        def construct_yaml_seq(self, node: Any) -> Any:  # type: ignore[override]
+        def construct_yaml_seq(self, node: Any) -> Any:
             data = YamlList()
             data.line = node.start_mark.line + 1
             yield data
             data.extend(self.construct_sequence(node))
             data.item_lines = [child.start_mark.line + 1 for child in node.value]
 
-        def construct_yaml_timestamp(self, node: Any) -> Any:  # type: ignore[override]
+        def construct_yaml_timestamp(self, node: Any) -> Any:
             text = str(node.value).strip()
             line = node.start_mark.line + 1
             if len(text) <= 10 and not _ISO_DATE.fullmatch(text):
@@ -248,8 +248,8 @@ def _duplicate_line(text: str) -> int | None:
     import json.scanner
 
     found: list[int] = []
-    decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates)
-    original = json.decoder.JSONObject
+    decoder: Any = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+    original = getattr(json.decoder, "JSONObject")  # noqa: B009 - the pure-Python object parser, for positions
 
     def parse_object(s_and_end: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
         try:
@@ -260,8 +260,8 @@ def _duplicate_line(text: str) -> int | None:
                 found.append(s.count("\n", 0, end) + 1)
             raise
 
-    decoder.parse_object = parse_object  # type: ignore[assignment]
-    decoder.scan_once = json.scanner.py_make_scanner(decoder)
+    decoder.parse_object = parse_object
+    decoder.scan_once = getattr(json.scanner, "py_make_scanner")(decoder)  # noqa: B009 - uses parse_object
     with contextlib.suppress(_DuplicateJsonKey, ValueError, RecursionError):
         decoder.decode(text)
     return found[0] if found else None

@@ -186,9 +186,13 @@ def test_integers_still_count_as_numbers() -> None:
 
 def test_huge_values_are_refused_by_the_plan_too() -> None:
     # each bound alone is fine, their product is not: 1e18 units at 1e9 USD
-    pf = portfolio(PF.replace("AVAX: 30", "AVAX: 1000000000").replace("quantity: 100", "quantity: 1.0e+18"))
+    msg = refused(portfolio, PF.replace("AVAX: 30", "AVAX: 1000000000").replace("quantity: 100", "quantity: 1.0e+18"))
+    assert "field `holdings[1].quantity`" in msg and "above the 1e+15 USD" in msg
+    # a price that only the plan knows (e.g. from the store): the plan refuses the holding
+    pf = portfolio(PF.replace("quantity: 100", "quantity: 1.0e+17").replace("AVAX: 30", "ETH: 3000"))
+    pf = pf.model_copy(update={"prices": {**pf.prices, "AVAX": 30.0}})
     msg = refused(build_portfolio, pf, "p.yaml")
-    assert "holdings[1]" in msg and "above the 1e+15 USD" in msg
+    assert "field `holdings[1]`" in msg and "above the 1e+15 USD" in msg
 
 
 # ------------------------------------------------------------------------------------ portfolio semantics
