@@ -159,6 +159,16 @@ class HedgeModel(BaseModel):
             raise ValueError("give `instrument` or `legs`, not both")
         if self.legs is not None and not self.legs:
             raise ValueError("`legs` must list at least one leg")
+        seen: dict[str, int] = {}
+        for i, leg in enumerate(self.legs or ()):
+            ident = leg.instrument.strip().lower()
+            if ident in seen:
+                raise _At(
+                    ("legs", i, "instrument"),
+                    f"{leg.instrument} is already `legs[{seen[ident]}]`: give each instrument once, with its "
+                    "total weight",
+                )
+            seen[ident] = i
         if self.legs is not None and abs(sum(leg.weight for leg in self.legs) - 1.0) > 1e-9:
             raise ValueError(f"`legs` weights must sum to 1, sum to {sum(leg.weight for leg in self.legs):g}")
         return self

@@ -28,6 +28,7 @@ from typing import Any
 from perphedge.errors import ConfigError
 
 __all__ = [
+    "MAX_FILE_BYTES",
     "YamlList",
     "YamlMap",
     "line_of",
@@ -78,16 +79,24 @@ def line_of(doc: Any, loc: Sequence[Any]) -> int | None:
     return line
 
 
+#: Largest input file read (16 MiB): a portfolio, run, grid or spec file is a few kilobytes.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
 def read_text(path: str | Path, what: str = "a file") -> str:
     """The UTF-8 text of ``path``; ConfigError (one line) if it is missing, a directory, binary or empty."""
     p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a directory, expected {what}")
-    if not p.exists():
-        raise ConfigError(f"{p}: no such file (expected {what})")
-    if not p.is_file():
-        raise ConfigError(f"{p}: is not a regular file, expected {what}")
     try:
+        if p.is_dir():
+            raise ConfigError(f"{p}: is a directory, expected {what}")
+        if not p.exists():
+            raise ConfigError(f"{p}: no such file (expected {what})")
+        if not p.is_file():
+            raise ConfigError(f"{p}: is not a regular file, expected {what}")
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"{p}: is {p.stat().st_size:,} bytes, more than any {what[2:].lstrip()} can be ({MAX_FILE_BYTES:,})"
+            )
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None

@@ -109,6 +109,21 @@ def test_files_that_are_not_portfolios(tmp_path: Path, content: bytes | None, ex
     assert msg.startswith(str(target)) and expected in msg
 
 
+def test_unreadable_paths(tmp_path: Path) -> None:
+    assert "cannot read" in refused(load_portfolio_file, tmp_path / ("a" * 300))
+    assert "is not a regular file" in refused(load_portfolio_file, Path("/dev/zero"))
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as fh:
+        fh.truncate(17 * 1024 * 1024)
+    assert "more than any portfolio file can be" in refused(load_portfolio_file, big)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deeply" in refused(load_portfolio_file, deep)
+    tag = tmp_path / "tag.yaml"
+    tag.write_text("name: !!python/object:os.system x\n")
+    assert "malformed YAML" in refused(load_portfolio_file, tag)
+
+
 def test_missing_file_and_binary_specs(tmp_path: Path) -> None:
     assert "no such file" in refused(load_portfolio_file, tmp_path / "nope.yaml")
     assert "is not a text file" in refused(load_user_specs, Path("/bin/ls"))
@@ -211,6 +226,12 @@ def test_betas_for_assets_not_held() -> None:
     assert "field `betas.DOGE`" in msg and "does not hold" in msg and "line 11" in msg
     assert portfolio(PF + "betas: {SOL: 1.2}\n").betas == {"SOL": 1.2}
     assert "within ±10" in refused(portfolio, PF + "betas: {SOL: 1.0e+308}\n")
+
+
+def test_a_leg_instrument_given_twice() -> None:
+    legs = "legs: [{instrument: binance:BTCUSDT, weight: 0.7}, {instrument: BINANCE:BTCUSDT, weight: 0.3}]"
+    msg = refused(portfolio, PF.replace("instrument: binance:BTCUSD_PERP", legs))
+    assert "field `hedge.legs[1].instrument`" in msg and "already `legs[0]`" in msg
 
 
 def test_prices_for_assets_not_held_are_fine() -> None:
