@@ -301,8 +301,26 @@ def _message(err: Any) -> str:
     return msg
 
 
-def _loc_parts(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(p for p in loc if not str(p).startswith("function-"))
+_UNION_MEMBER = re.compile(r"(constrained-)?(str|int|float|bool|dict\[.*\]|list\[.*\]|.*\[.*\])")
+
+
+def _loc_parts(loc: tuple[Any, ...], doc: Any = None) -> tuple[Any, ...]:
+    """The field path of a pydantic error without validator and union-member steps (``str``, ``dict[str,any]``)."""
+    out: list[Any] = []
+    node = doc
+    for part in loc:
+        text = str(part)
+        if text.startswith("function-"):
+            continue
+        in_doc = isinstance(node, dict) and part in node
+        if isinstance(part, str) and not in_doc and _UNION_MEMBER.fullmatch(text):
+            continue
+        out.append(part)
+        if in_doc or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
 
 
 def _raise_invalid(exc: ValidationError, doc: Any, source: str, prefix: tuple[Any, ...] = ()) -> None:
@@ -310,7 +328,7 @@ def _raise_invalid(exc: ValidationError, doc: Any, source: str, prefix: tuple[An
     from perphedge.files import line_of
 
     err = exc.errors()[0]
-    loc = _loc_parts(tuple(err.get("loc", ())))
+    loc = _loc_parts(tuple(err.get("loc", ())), doc)
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, _At):
         # a field validator's loc ends with its field, which starts the cause's path; a model validator's does not
@@ -518,7 +536,7 @@ class RunFile(BaseModel):
             HedgeModel.model_validate(value)
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise _At(("hedge", *_loc_parts(tuple(err.get("loc", ())))), _message(err)) from None
+            raise _At(("hedge", *_loc_parts(tuple(err.get("loc", ())), value)), _message(err)) from None
         return value
 
     @model_validator(mode="after")
