@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD
+from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, MIN_PRICE_USD
 from perphedge.errors import ConfigError
 
 __all__ = [
@@ -190,8 +190,11 @@ class PortfolioFile(BaseModel):
         for asset, price in value.items():
             if not math.isfinite(price) or price <= 0:
                 raise _At(("prices", asset), f"price of {asset} must be > 0, was {price!r}")
-            if price > MAX_PRICE_USD:
-                raise _At(("prices", asset), f"price of {asset} must be <= {MAX_PRICE_USD:g} USD, was {price!r}")
+            if not MIN_PRICE_USD <= price <= MAX_PRICE_USD:
+                raise _At(
+                    ("prices", asset),
+                    f"price of {asset} must be in [{MIN_PRICE_USD:g}, {MAX_PRICE_USD:g}] USD, was {price!r}",
+                )
         return value
 
     @field_validator("betas")

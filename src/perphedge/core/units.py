@@ -14,6 +14,7 @@ from perphedge.errors import ConfigError, UnitMismatchError
 __all__ = [
     "MAX_PRICE_USD",
     "MAX_VALUE_USD",
+    "MIN_PRICE_USD",
     "STABLECOINS",
     "USD",
     "Asset",
@@ -36,6 +37,8 @@ STABLECOINS: frozenset[str] = frozenset(
 MAX_VALUE_USD: float = 1e15
 #: Largest USD price of one unit of an asset.
 MAX_PRICE_USD: float = 1e9
+#: Smallest USD price of one unit of an asset (the cheapest traded tokens are around 1e-9).
+MIN_PRICE_USD: float = 1e-12
 
 
 def normalise_asset(code: str) -> str:

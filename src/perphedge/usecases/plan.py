@@ -49,7 +49,7 @@ from perphedge.core.scenarios import (
     parse_moves,
     parse_scenario,
 )
-from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, is_stablecoin, normalise_asset
+from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, MIN_PRICE_USD, is_stablecoin, normalise_asset
 from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError, PerphedgeError
 
 if TYPE_CHECKING:
@@ -603,8 +603,8 @@ def _check_calc_input(ci: CalcInput) -> None:
             continue
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"invalid `--{name}`: must be > 0, was {value!r}")
-        if name != "contracts" and value > MAX_PRICE_USD:
-            raise ConfigError(f"invalid `--{name}`: must be <= {MAX_PRICE_USD:g}, was {value!r}")
+        if name != "contracts" and not MIN_PRICE_USD <= value <= MAX_PRICE_USD:
+            raise ConfigError(f"invalid `--{name}`: must be in [{MIN_PRICE_USD:g}, {MAX_PRICE_USD:g}], was {value!r}")
     if not math.isfinite(ci.leverage) or ci.leverage < 1:
         raise ConfigError(f"invalid `--leverage`: must be >= 1, was {ci.leverage!r}")
     if ci.leverage > inst.max_leverage:
