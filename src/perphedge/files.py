@@ -34,6 +34,7 @@ __all__ = [
     "line_of",
     "load_json_text",
     "load_yaml_text",
+    "plain",
     "read_json",
     "read_text",
     "read_yaml",
@@ -60,6 +61,15 @@ class YamlList(list[Any]):
         super().__init__(*args)
         self.line = 0
         self.item_lines: list[int] = []
+
+
+def plain(doc: Any) -> Any:
+    """A copy of ``doc`` with plain ``dict``/``list`` containers (no line numbers: for documents built from others)."""
+    if isinstance(doc, dict):
+        return {k: plain(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [plain(v) for v in doc]
+    return doc
 
 
 def line_of(doc: Any, loc: Sequence[Any]) -> int | None:

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perphedge.errors import PerphedgeError
-from perphedge.files import YamlList, YamlMap, load_yaml_text
+from perphedge.files import YamlList, YamlMap, load_yaml_text, plain
 from perphedge.specs import InstrumentRegistry, bundled_instruments
 from tests.conftest import REPO, run_cli
 
@@ -43,15 +43,6 @@ def kind_of(path: Path) -> str:
     if path.parent.name == "examples":
         return "portfolio"
     return "grid" if "grid" in yaml.safe_load(path.read_text()) else "run"
-
-
-def plain(doc: Any) -> Any:
-    """YamlMap/YamlList → dict/list (what yaml.safe_dump can write)."""
-    if isinstance(doc, dict):
-        return {k: plain(v) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [plain(v) for v in doc]
-    return doc
 
 
 def absolute_paths(doc: Any, origin: Path) -> Any:

@@ -65,7 +65,10 @@ def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     if isinstance(base_doc.get("portfolio"), str):
         base_doc["portfolio"] = str((base_path.parent / base_doc["portfolio"]).resolve())
     _check_grid_values(p, doc, grid, base_doc, base_path)
-    return doc, base_doc, base_path
+    from perphedge.files import plain
+
+    # combinations are new documents: their errors must not point at lines of the base file
+    return doc, plain(base_doc), base_path
 
 
 def _base_value(doc: dict[str, Any], dotted: str) -> Any:
