@@ -526,3 +526,50 @@ def test_plan_refuses_leverage_the_tier_does_not_allow() -> None:
     pf = portfolio(big.replace("collateral: buy", "collateral: stable"))
     with pytest.raises(PerphedgeError, match="leverage"):
         plan_portfolio(pf, source="p.yaml", registry=REG)
+
+
+# ------------------------------------------------------------------------------------------------- sweep grids
+
+
+def grid_files(tmp_path: Path, grid: str) -> Path:
+    (tmp_path / "base.yaml").write_text(RUN.format(extra=""))
+    f = tmp_path / "grid.yaml"
+    f.write_text(f"base: base.yaml\ngrid:\n{grid}")
+    return f
+
+
+@pytest.mark.parametrize(
+    "grid,expected",
+    [
+        ("  policy.ratio: [0.5, true]\n", "line 3: field `grid.policy.ratio[1]`: must be a finite number"),
+        ("  policy.ratio: [.nan]\n", "field `grid.policy.ratio[0]`: must be a finite number"),
+        ("  hedge.leverage: ['2']\n", "field `grid.hedge.leverage[0]`"),
+        ("  margin.top_up: [1]\n", "field `grid.margin.top_up[0]`: must be true or false"),
+        ("  policy.kind: [5]\n", "field `grid.policy.kind[0]`: must be text"),
+        ("  policy.ratio: [0.5]\n  policy.ratio: [0.6]\n", "line 4: duplicate key `policy.ratio`"),
+    ],
+)
+def test_grid_values_of_the_wrong_kind(tmp_path: Path, grid: str, expected: str) -> None:
+    from perphedge.usecases.sweep import load_grid
+
+    assert expected in refused(load_grid, grid_files(tmp_path, grid))
+
+
+def test_grid_values_of_the_right_kind_and_combinations(tmp_path: Path) -> None:
+    from perphedge.usecases.sweep import expand, load_grid
+
+    grid, base, _ = load_grid(grid_files(tmp_path, "  policy.ratio: [0.5, 3]\n  costs.maker_fee: [null, 0.0001]\n"))
+    configs = expand(grid["grid"], base)
+    assert len(configs) == 4
+    assert parse_run(configs[0][1], "grid #0").policy.ratio == 0.5
+    msg = refused(parse_run, configs[2][1], "grid #2")
+    assert msg == "grid #2: field `policy.ratio`: must be <= 2, was 3"  # no line: the combination is no file
+
+
+def test_grid_with_an_invalid_base_run(tmp_path: Path) -> None:
+    from perphedge.usecases.sweep import load_grid
+
+    f = grid_files(tmp_path, "  policy.ratio: [0.5]\n")
+    (tmp_path / "base.yaml").write_text(RUN.format(extra="").replace("start: 2021-01-01", "start: 01/02/2021"))
+    msg = refused(load_grid, f)
+    assert msg.startswith(str(tmp_path / "base.yaml")) and "field `start`" in msg
