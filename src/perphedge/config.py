@@ -326,7 +326,7 @@ def _loc_parts(loc: tuple[Any, ...], doc: Any = None) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _raise_invalid(exc: ValidationError, doc: Any, source: str, prefix: tuple[Any, ...] = ()) -> None:
+def _invalid(exc: ValidationError, doc: Any, source: str) -> ConfigError:
     """One ConfigError line for the first problem: ``source: line N: field `a.b[2]`: message``."""
     from perphedge.files import line_of
 
@@ -336,12 +336,11 @@ def _raise_invalid(exc: ValidationError, doc: Any, source: str, prefix: tuple[An
     if isinstance(cause, _At):
         # a field validator's loc ends with its field, which starts the cause's path; a model validator's does not
         loc = loc[:-1] + cause.loc if loc and loc[-1] == cause.loc[0] else loc + cause.loc
-    loc = prefix + loc
     text = _loc(loc)
     where = f"field `{text}`" if text else "document"
-    line = line_of(doc, loc[len(prefix) :]) if doc is not None else None
+    line = line_of(doc, loc)
     at = f"line {line}: " if line else ""
-    raise ConfigError(f"{source}: {at}{where}: {_message(err)}") from None
+    return ConfigError(f"{source}: {at}{where}: {_message(err)}")
 
 
 def parse_portfolio(doc: Any, source: str) -> PortfolioFile:
@@ -351,8 +350,7 @@ def parse_portfolio(doc: Any, source: str) -> PortfolioFile:
     try:
         return PortfolioFile.model_validate(doc)
     except ValidationError as exc:
-        _raise_invalid(exc, doc, source)
-        raise  # unreachable: _raise_invalid always raises
+        raise _invalid(exc, doc, source) from None
 
 
 def _kind_of(doc: Any) -> str:
@@ -558,8 +556,7 @@ def parse_run(doc: Any, source: str) -> RunFile:
     try:
         return RunFile.model_validate(doc)
     except ValidationError as exc:
-        _raise_invalid(exc, doc, source)
-        raise  # unreachable: _raise_invalid always raises
+        raise _invalid(exc, doc, source) from None
 
 
 def read_yaml(path: str | Path, what: str = "a YAML file") -> tuple[Any, bytes]:
