@@ -7,8 +7,8 @@ refuses the same mistakes with one line naming the file:
 * malformed YAML/JSON (with the line);
 * a key given twice in one mapping, at any depth (YAML silently keeps the last one:
   ``prices: {SOL: 150, SOL: 1}`` would value SOL at 1) — ``file.yaml: line 2: duplicate key `SOL```;
-* a date that is not ISO 8601 ``YYYY-MM-DD`` where YAML would read a timestamp (``2024-1-5``,
-  ``2024-13-01``).
+* an impossible date where YAML reads a timestamp (``2024-13-01``, ``2024-02-30``); other
+  spellings (``01/02/2024``, ``20240101``) stay text or numbers and the file's schema refuses them.
 
 Mappings and lists of a YAML document are :class:`YamlMap` / :class:`YamlList` (plain ``dict`` /
 ``list`` subclasses) that remember their line, so validators can say where a problem is
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,8 +126,6 @@ def read_text(path: str | Path, what: str = "a file") -> str:
 
 # ----------------------------------------------------------------------------------------------- YAML
 
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
 
 class _DuplicateKey(Exception):
     def __init__(self, key: Any, line: int, first: int) -> None:
@@ -150,7 +147,7 @@ def _loader() -> Any:
     merge_tag = "tag:yaml.org,2002:merge"
 
     class StrictLoader(yaml.SafeLoader):
-        """SafeLoader that refuses duplicate keys and non-ISO dates, and records lines."""
+        """SafeLoader that refuses duplicate keys and impossible dates, and records lines."""
 
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             if isinstance(node, yaml.MappingNode):
@@ -189,14 +186,11 @@ def _loader() -> Any:
             data.item_lines = [child.start_mark.line + 1 for child in node.value]
 
         def construct_yaml_timestamp(self, node: Any) -> Any:
-            text = str(node.value).strip()
-            line = node.start_mark.line + 1
-            if len(text) <= 10 and not _ISO_DATE.fullmatch(text):
-                raise _BadScalar(f"date `{text}` is not ISO 8601 (YYYY-MM-DD, e.g. 2024-01-31)", line)
+            # YAML reads 2024-13-01 as a timestamp and then fails inside datetime: say so in one line
             try:
                 return super().construct_yaml_timestamp(node)
             except (ValueError, OverflowError) as exc:
-                raise _BadScalar(f"invalid date `{text}`: {exc}", line) from None
+                raise _BadScalar(f"invalid date `{node.value}`: {exc}", node.start_mark.line + 1) from None
 
     StrictLoader.add_constructor("tag:yaml.org,2002:map", StrictLoader.construct_yaml_map)
     StrictLoader.add_constructor("tag:yaml.org,2002:seq", StrictLoader.construct_yaml_seq)
