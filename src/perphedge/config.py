@@ -1,18 +1,25 @@
-"""Portfolio files (YAML): pydantic models, strict (unknown keys are errors, frozen).
+"""Portfolio and run files (YAML): pydantic models, strict (unknown keys are errors, frozen).
 
-Every problem becomes one :class:`~perphedge.errors.ConfigError` line naming the file, the field
-and the rule: ``examples/x.yaml: field `holdings[2].quantity`: must be > 0, was -1``.
+Every problem becomes one :class:`~perphedge.errors.ConfigError` line naming the file, the line,
+the field and the rule: ``examples/x.yaml: line 9: field `holdings[2].quantity`: must be > 0, was -1``.
+
+Strict means: numbers are numbers (``true`` and ``"150"`` are refused, not read as 1 and 150),
+booleans are ``true``/``false`` only, text is text, dates are ISO 8601 ``YYYY-MM-DD``; NaN and
+infinities are refused, and amounts are bounded (:data:`MAX_VALUE_USD`) so nothing overflows.
+Files are read by :mod:`perphedge.files` (duplicate keys, directories, binaries, empty files).
 """
 
 from __future__ import annotations
 
 import math
-from datetime import date
+import re
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -21,11 +28,16 @@ from pydantic import (
     model_validator,
 )
 
+from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, MIN_PRICE_USD
 from perphedge.errors import ConfigError
 
 __all__ = [
+    "MAX_PRICE_USD",
+    "MAX_QUANTITY",
+    "MAX_VALUE_USD",
     "HedgeModel",
     "HoldingModel",
+    "IsoDate",
     "LegModel",
     "PolicyModel",
     "PortfolioFile",
@@ -36,7 +48,60 @@ __all__ = [
     "read_yaml",
 ]
 
-_STRICT = ConfigDict(defer_build=True, extra="forbid", frozen=True, allow_inf_nan=False, str_strip_whitespace=True)
+_STRICT = ConfigDict(
+    defer_build=True, extra="forbid", frozen=True, allow_inf_nan=False, str_strip_whitespace=True, strict=True
+)
+
+#: Largest quantity of one holding (units of the asset); its USD value is bounded by MAX_VALUE_USD.
+MAX_QUANTITY = 1e18
+#: Largest absolute beta of an asset against the proxy.
+MAX_ABS_BETA = 10.0
+#: Group names a holding may not use: ``all`` is the scope of every holding, ``ungrouped`` the label
+#: of holdings without a group.
+RESERVED_GROUPS = frozenset({"all", "ungrouped"})
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date(value: Any) -> date:
+    """A date from a YAML date or an ISO 8601 ``YYYY-MM-DD`` string; anything else is refused."""
+    if isinstance(value, datetime):
+        raise ValueError(f"must be a date YYYY-MM-DD without a time of day, was {value.isoformat()}")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if not _ISO_DATE.fullmatch(text):
+            raise ValueError(f"must be an ISO 8601 date YYYY-MM-DD (e.g. 2024-01-31), was {value!r}")
+        try:
+            return date.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"must be a valid date YYYY-MM-DD ({exc}), was {value!r}") from None
+    raise ValueError(f"must be an ISO 8601 date YYYY-MM-DD (e.g. 2024-01-31), was {_shown(value)}")
+
+
+#: A calendar date: a YAML date (``2024-01-31`` unquoted) or the same as a string; no times,
+#: no timestamps, no ``01/02/2024``.
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+
+
+class _At(ValueError):
+    """A validation problem at a field path (``loc``) other than the validator's own."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it in YAML (``true``, ``null``, ``'150'``)."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    return repr(value)
 
 
 class HoldingModel(BaseModel):
@@ -44,9 +109,19 @@ class HoldingModel(BaseModel):
 
     model_config = _STRICT
     asset: str = Field(min_length=1)
-    quantity: float | None = None
-    value_usd: float | None = None
-    group: str | None = None
+    quantity: float | None = Field(default=None, le=MAX_QUANTITY)
+    value_usd: float | None = Field(default=None, le=MAX_VALUE_USD)
+    group: str | None = Field(default=None, min_length=1)
+
+    @field_validator("group")
+    @classmethod
+    def _group_not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() in RESERVED_GROUPS:
+            raise ValueError(
+                f"`{value}` is reserved (`scope: all` means every holding; `ungrouped` labels holdings "
+                "without a group): choose another group name"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_amount(self) -> HoldingModel:
@@ -87,6 +162,16 @@ class HedgeModel(BaseModel):
             raise ValueError("give `instrument` or `legs`, not both")
         if self.legs is not None and not self.legs:
             raise ValueError("`legs` must list at least one leg")
+        seen: dict[str, int] = {}
+        for i, leg in enumerate(self.legs or ()):
+            ident = leg.instrument.strip().lower()
+            if ident in seen:
+                raise _At(
+                    ("legs", i, "instrument"),
+                    f"{leg.instrument} is already `legs[{seen[ident]}]`: give each instrument once, with its "
+                    "total weight",
+                )
+            seen[ident] = i
         if self.legs is not None and abs(sum(leg.weight for leg in self.legs) - 1.0) > 1e-9:
             raise ValueError(f"`legs` weights must sum to 1, sum to {sum(leg.weight for leg in self.legs):g}")
         return self
@@ -107,8 +192,61 @@ class PortfolioFile(BaseModel):
     def _prices_positive(cls, value: dict[str, float]) -> dict[str, float]:
         for asset, price in value.items():
             if not math.isfinite(price) or price <= 0:
-                raise ValueError(f"price of {asset} must be > 0, was {price!r}")
+                raise _At(("prices", asset), f"price of {asset} must be > 0, was {price!r}")
+            if not MIN_PRICE_USD <= price <= MAX_PRICE_USD:
+                raise _At(
+                    ("prices", asset),
+                    f"price of {asset} must be in [{MIN_PRICE_USD:g}, {MAX_PRICE_USD:g}] USD, was {price!r}",
+                )
         return value
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_bounded(cls, value: dict[str, float]) -> dict[str, float]:
+        for asset, beta in value.items():
+            if not math.isfinite(beta) or abs(beta) > MAX_ABS_BETA:
+                raise _At(("betas", asset), f"beta of {asset} must be within ±{MAX_ABS_BETA:g}, was {beta!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PortfolioFile:
+        for name in ("prices", "betas"):
+            seen: dict[str, str] = {}
+            for key in getattr(self, name):
+                code = key.strip().upper()
+                if code in seen:
+                    raise _At((name, key), f"`{key}` and `{seen[code]}` are the same asset: give {code} once")
+                seen[code] = key
+        held: dict[tuple[str, str | None], int] = {}
+        for i, h in enumerate(self.holdings):
+            key = (h.asset.strip().upper(), h.group)
+            if key in held:
+                j = held[key]
+                group = f"group `{h.group}`" if h.group else "no group"
+                raise _At(
+                    ("holdings", i),
+                    f"{key[0]} is held twice with {group} (also `holdings[{j}]`): merge them into one holding, "
+                    "or put them in different groups",
+                )
+            held[key] = i
+        prices = {k.strip().upper(): v for k, v in self.prices.items()}
+        for i, h in enumerate(self.holdings):
+            price = prices.get(h.asset.strip().upper())
+            if h.quantity is not None and price is not None and h.quantity * price > MAX_VALUE_USD:
+                raise _At(
+                    ("holdings", i, "quantity"),
+                    f"{h.quantity:g} {h.asset} at {price:g} USD is worth {h.quantity * price:.3g} USD, above the "
+                    f"{MAX_VALUE_USD:g} USD any holding can be (check the quantity and the price)",
+                )
+        assets = {a for a, _ in held}
+        for asset in self.betas:
+            if asset.strip().upper() not in assets:
+                raise _At(
+                    ("betas", asset),
+                    f"beta for {asset.strip().upper()}, which the portfolio does not hold "
+                    f"(it holds {', '.join(sorted(assets))}): remove it, or add the holding",
+                )
+        return self
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -123,54 +261,113 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+_TYPE_RULES = {
+    "float_type": "must be a number",
+    "int_type": "must be a whole number",
+    "bool_type": "must be true or false",
+    "string_type": "must be text",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "date_type": "must be an ISO 8601 date YYYY-MM-DD",
+}
+
+
 def _message(err: Any) -> str:
     kind = err.get("type", "")
     msg = str(err.get("msg", "invalid"))
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if kind == "extra_forbidden":
-        return "unknown key (check the spelling; see the portfolio format in the README)"
+        return "unknown key (check the spelling; see the file format in the README)"
     if kind == "missing":
         return "is required"
-    if "input" in err and kind not in ("model_type", "value_error"):
-        inp = err["input"]
-        if not isinstance(inp, dict | list):
-            return f"{msg.lower()}, was {inp!r}"
+    inp = err.get("input")
+    if kind in _TYPE_RULES:
+        rule = _TYPE_RULES[kind]
+        if isinstance(inp, bool) and kind in ("float_type", "int_type"):
+            return f"{rule}, was {_shown(inp)} (true/false is not a number)"
+        if isinstance(inp, str) and kind in ("float_type", "int_type", "bool_type"):
+            return f"{rule}, was {inp!r} (text: write it without quotes)"
+        if isinstance(inp, float) and kind == "int_type":
+            return f"{rule}, was {inp!r}"
+        if isinstance(inp, dict | list):
+            return f"{rule}, was a {'mapping' if isinstance(inp, dict) else 'list'}"
+        return f"{rule}, was {_shown(inp)}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        ctx = err.get("ctx") or {}
+        bound = next(iter(ctx.values()), None)
+        if isinstance(bound, int | float):
+            return f"must be {bounds[kind]} {bound:g}, was {_shown(inp)}"
+    if kind == "finite_number":
+        return f"must be a finite number, was {_shown(inp)}"
+    if "input" in err and kind != "value_error" and not isinstance(inp, dict | list):
+        return f"{msg[:1].lower()}{msg[1:]}, was {_shown(inp)}"
     return msg
 
 
+_UNION_MEMBER = re.compile(r"(constrained-)?(str|int|float|bool|dict\[.*\]|list\[.*\]|.*\[.*\])")
+
+
+def _loc_parts(loc: tuple[Any, ...], doc: Any = None) -> tuple[Any, ...]:
+    """The field path of a pydantic error without validator and union-member steps (``str``, ``dict[str,any]``)."""
+    out: list[Any] = []
+    node = doc
+    for part in loc:
+        text = str(part)
+        if text.startswith("function-"):
+            continue
+        in_doc = isinstance(node, dict) and part in node
+        if isinstance(part, str) and not in_doc and _UNION_MEMBER.fullmatch(text):
+            continue
+        out.append(part)
+        if in_doc or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _invalid(exc: ValidationError, doc: Any, source: str) -> ConfigError:
+    """One ConfigError line for the first problem: ``source: line N: field `a.b[2]`: message``."""
+    from perphedge.files import line_of
+
+    err = exc.errors()[0]
+    loc = _loc_parts(tuple(err.get("loc", ())), doc)
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _At):
+        # a field validator's loc ends with its field, which starts the cause's path; a model validator's does not
+        loc = loc[:-1] + cause.loc if loc and loc[-1] == cause.loc[0] else loc + cause.loc
+    text = _loc(loc)
+    where = f"field `{text}`" if text else "document"
+    line = line_of(doc, loc)
+    at = f"line {line}: " if line else ""
+    return ConfigError(f"{source}: {at}{where}: {_message(err)}")
+
+
 def parse_portfolio(doc: Any, source: str) -> PortfolioFile:
-    """Validate a parsed YAML document; ConfigError names ``source`` and the field."""
+    """Validate a parsed YAML document; ConfigError names ``source``, the line and the field."""
     if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: must be a YAML mapping with `holdings:`, was {type(doc).__name__}")
+        raise ConfigError(f"{source}: must be a YAML mapping with `holdings:`, was {_kind_of(doc)}")
     try:
         return PortfolioFile.model_validate(doc)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = _loc(tuple(err.get("loc", ())))
-        where = f"field `{loc}`" if loc else "portfolio"
-        raise ConfigError(f"{source}: {where}: {_message(err)}") from None
+        raise _invalid(exc, doc, source) from None
+
+
+def _kind_of(doc: Any) -> str:
+    if isinstance(doc, list):
+        return "a list"
+    if isinstance(doc, str):
+        return f"the text {doc[:40]!r}"
+    return _shown(doc) if doc is None or isinstance(doc, bool | int | float) else type(doc).__name__
 
 
 def load_portfolio_file(path: str | Path) -> PortfolioFile:
     """Read and validate a portfolio YAML file."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read: {exc}") from exc
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{p}: {where}malformed YAML: {problem}") from None
-    return parse_portfolio(doc, str(p))
+    doc, _ = read_yaml(path, "a portfolio file")
+    return parse_portfolio(doc, str(path))
 
 
 # ---------------------------------------------------------------------------------------------- run files
@@ -179,8 +376,10 @@ def load_portfolio_file(path: str | Path) -> PortfolioFile:
 class ScheduleEntry(BaseModel):
     """From ``from`` on, hedge ``ratio``."""
 
-    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
-    start: date = Field(alias="from")
+    model_config = ConfigDict(
+        defer_build=True, extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True, strict=True
+    )
+    start: IsoDate = Field(alias="from")
     ratio: float = Field(ge=0, le=2)
 
 
@@ -204,7 +403,7 @@ class EventEntry(BaseModel):
     """Around ``date`` (``before_days`` … ``after_days``), hedge ``ratio``."""
 
     model_config = _STRICT
-    date: date
+    date: IsoDate
     ratio: float = Field(ge=0, le=2)
     before_days: int = Field(default=3, ge=0, le=3650)
     after_days: int = Field(default=7, ge=0, le=3650)
@@ -353,7 +552,7 @@ class CostsModel(BaseModel):
     model_config = _STRICT
     fills: Literal["taker", "maker"] = "taker"
     maker_fee: float | None = Field(default=None, ge=-0.001, le=0.01)
-    taker_fee: float | None = Field(default=None, ge=-0.001, le=0.01)
+    taker_fee: float | None = Field(default=None, ge=0, le=0.01)
     slippage_bps: float = Field(default=2.0, ge=0, le=500)
 
 
@@ -381,8 +580,8 @@ class RunFile(BaseModel):
     model_config = _STRICT
     name: str | None = None
     portfolio: str | dict[str, Any]
-    start: date
-    end: date
+    start: IsoDate
+    end: IsoDate
     step: Literal["1d", "8h"] = "1d"
     hedge: dict[str, Any] = Field(default_factory=dict)
     policy: PolicyModel = Field(default_factory=PolicyModel)
@@ -390,10 +589,28 @@ class RunFile(BaseModel):
     margin: MarginRunModel = Field(default_factory=MarginRunModel)
     funding: FundingRunModel = Field(default_factory=FundingRunModel)
 
+    @field_validator("portfolio")
+    @classmethod
+    def _portfolio_given(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, str) and not value:
+            raise ValueError("must be a portfolio file path or an inline portfolio mapping, was ''")
+        return value
+
+    @field_validator("hedge")
+    @classmethod
+    def _hedge_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # the overrides are merged into the portfolio's block later; their keys and types are checked now
+        try:
+            HedgeModel.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise _At(("hedge", *_loc_parts(tuple(err.get("loc", ())), value)), _message(err)) from None
+        return value
+
     @model_validator(mode="after")
     def _period(self) -> RunFile:
         if self.end <= self.start:
-            raise ValueError(f"`end` ({self.end}) must be after `start` ({self.start})")
+            raise _At(("end",), f"`end` ({self.end}) must be after `start` ({self.start})")
         return self
 
     @field_validator("policy")
@@ -413,33 +630,23 @@ class RunFile(BaseModel):
 
 
 def parse_run(doc: Any, source: str) -> RunFile:
-    """Validate a parsed run document; ConfigError names ``source`` and the field."""
+    """Validate a parsed run document; ConfigError names ``source``, the line and the field."""
     if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: must be a YAML mapping with `portfolio:`, `start:` and `end:`")
+        raise ConfigError(
+            f"{source}: must be a YAML mapping with `portfolio:`, `start:` and `end:`, was {_kind_of(doc)}"
+        )
     try:
         return RunFile.model_validate(doc)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = _loc(tuple(err.get("loc", ())))
-        where = f"field `{loc}`" if loc else "run"
-        raise ConfigError(f"{source}: {where}: {_message(err)}") from None
+        raise _invalid(exc, doc, source) from None
 
 
-def read_yaml(path: str | Path) -> tuple[Any, bytes]:
-    """Parse a YAML file; returns the document and the raw bytes (for hashing)."""
-    import yaml
+def read_yaml(path: str | Path, what: str = "a YAML file") -> tuple[Any, bytes]:
+    """Parse a YAML file strictly (see :mod:`perphedge.files`); returns the document and the raw bytes (for hashing).
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such file")
-    raw = p.read_bytes()
-    try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{p}: {where}malformed YAML: {problem}") from None
-    return doc, raw
+    ConfigError, one line naming the file, for a missing path, a directory, a binary or non-UTF-8
+    file, an empty one, malformed YAML, a key given twice (with its line) or a non-ISO date.
+    """
+    from perphedge.files import read_yaml as _read
+
+    return _read(path, what)

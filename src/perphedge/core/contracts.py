@@ -28,6 +28,7 @@ __all__ = [
     "LiquidationResult",
     "Side",
     "bankruptcy_price",
+    "check_opening_margin",
     "equity",
     "fee",
     "funding_received",
@@ -165,6 +166,41 @@ def maintenance_amount_chain(tiers: Sequence[tuple[float, float]], tier_index: i
     for i in range(1, tier_index + 1):
         cum = tiers[i][0] * (tiers[i][1] - tiers[i - 1][1]) + cum
     return cum
+
+
+def check_opening_margin(
+    *,
+    kind: ContractKind | str,
+    size: float,
+    entry: float,
+    margin: float,
+    schedule: MarginSchedule,
+    unit: str,
+    margin_label: str = "initial margin",
+    leverage_hint: bool = True,
+) -> None:
+    """Refuse a position liquidated the moment it opens: ``margin`` must exceed its maintenance margin.
+
+    The maintenance margin is taken on the entry value with the tier of that value. Raises
+    :class:`ConfigError` naming both amounts (in ``unit``), the tier, its rate and the highest
+    leverage at which the position would stand.
+    """
+    value = position_value(kind, size, entry)
+    mm = schedule.maintenance_margin(value)
+    if margin > mm * (1.0 + _EPS) and margin > 0:
+        return
+    idx = schedule.tier_index(value)
+    highest = (
+        f"; lower the leverage (below {value / mm:.4g}x; this tier allows at most {schedule.max_leverage(value):g}x) "
+        "or the size"
+        if mm > 0 and leverage_hint
+        else ""
+    )
+    raise ConfigError(
+        f"position liquidated on opening: its {margin_label} {margin:,.8g} {unit} does not cover its maintenance "
+        f"margin {mm:,.8g} {unit} (tier {idx + 1}, MMR {schedule.rate(value):.4%}, on a position worth "
+        f"{value:,.8g} {unit}){highest}"
+    )
 
 
 # --------------------------------------------------------------------------- equity, BP, LP

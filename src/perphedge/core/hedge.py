@@ -24,6 +24,7 @@ from perphedge.core.contracts import (
     LiquidationResult,
     Side,
     bankruptcy_price,
+    check_opening_margin,
     funding_received,
     liquidation_price,
 )
@@ -462,6 +463,15 @@ def _size_leg(
         )
     im = value / lev
     mm = inst.margin.maintenance_margin(value)
+    check_opening_margin(
+        kind=inst.kind,
+        size=size,
+        entry=price,
+        margin=im,
+        schedule=inst.margin,
+        unit=inst.settle,
+        margin_label=f"{inst.id} leg's initial margin at {lev:g}x",
+    )
     liq = liquidation_price(
         kind=inst.kind,
         method=inst.liquidation_method,

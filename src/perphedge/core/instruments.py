@@ -21,6 +21,8 @@ from itertools import pairwise
 from perphedge.errors import ConfigError
 
 __all__ = [
+    "MAKER_FEE_RANGE",
+    "TAKER_FEE_RANGE",
     "ContractKind",
     "Instrument",
     "LiquidationMethod",
@@ -28,6 +30,12 @@ __all__ = [
     "MarginTier",
     "TierStyle",
 ]
+
+
+#: Sane fee rates (fraction of notional, inclusive bounds): a maker rebate is at most 0.1%, no exchange
+#: charges more than 1%; a taker always pays. Spec files and ``calc --fee-rate`` outside them are refused.
+MAKER_FEE_RANGE: tuple[float, float] = (-0.001, 0.01)
+TAKER_FEE_RANGE: tuple[float, float] = (0.0, 0.01)
 
 
 class ContractKind(StrEnum):

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from perphedge.errors import ConfigError, UnitMismatchError
 
 __all__ = [
+    "MAX_PRICE_USD",
+    "MAX_VALUE_USD",
+    "MIN_PRICE_USD",
     "STABLECOINS",
     "USD",
     "Asset",
@@ -27,6 +30,15 @@ __all__ = [
 STABLECOINS: frozenset[str] = frozenset(
     {"USD", "USDT", "USDC", "DAI", "BUSD", "TUSD", "FDUSD", "PYUSD", "USDP", "USDE", "USDS", "GUSD"}
 )
+
+
+#: Largest USD value of one position, holding or portfolio (a thousand trillion dollars): beyond it an
+#: amount is a typo, and products of such amounts would overflow.
+MAX_VALUE_USD: float = 1e15
+#: Largest USD price of one unit of an asset.
+MAX_PRICE_USD: float = 1e9
+#: Smallest USD price of one unit of an asset (the cheapest traded tokens are around 1e-9).
+MIN_PRICE_USD: float = 1e-12
 
 
 def normalise_asset(code: str) -> str:

@@ -8,7 +8,7 @@ same ``exchange:symbol``; it is read from ``--specs``, ``$PERPHEDGE_SPECS`` or
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from perphedge.core.instruments import (
+    MAKER_FEE_RANGE,
+    TAKER_FEE_RANGE,
     ContractKind,
     Instrument,
     LiquidationMethod,
@@ -65,8 +67,54 @@ def _enum(cls: Any, value: Any, where: str, field: str) -> Any:
 
 def _number(value: Any, where: str, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: field `{field}`: must be a number, was {value!r}")
+        shown = "true" if value is True else "false" if value is False else repr(value)
+        raise ConfigError(f"{where}: field `{field}`: must be a number, was {shown}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: field `{field}`: must be a finite number, was {value!r}")
     return float(value)
+
+
+def _positive(value: Any, where: str, field: str) -> float:
+    number = _number(value, where, field)
+    if number <= 0:
+        raise ConfigError(f"{where}: field `{field}`: must be > 0, was {value!r}")
+    return number
+
+
+def _text(value: Any, where: str, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: field `{field}`: must be non-empty text, was {value!r}")
+    return value.strip()
+
+
+def _fee(raw: Mapping[str, Any], where: str, field: str, default: float, bounds: tuple[float, float]) -> float:
+    rate = _number(raw.get(field, default), where, field)
+    lo, hi = bounds
+    if not lo <= rate <= hi:
+        raise ConfigError(
+            f"{where}: field `{field}`: must be in [{lo:g}, {hi:g}] (a fraction of notional: 0.0005 = 0.05%), "
+            f"was {rate!r}"
+        )
+    return rate
+
+
+def _check_tiers(parsed: list[tuple[float, float, float]], where: str) -> None:
+    """Floors start at 0 and increase; 0 < mmr < 1; each tier's leverage leaves margin above maintenance."""
+    for i, (floor, mmr, lev) in enumerate(parsed):
+        field = f"tiers[{i}]"
+        if floor < 0 or (i == 0 and floor != 0):
+            raise ConfigError(f"{where}: field `{field}`: the first floor must be 0 and none negative, was {floor:g}")
+        if i > 0 and floor <= parsed[i - 1][0]:
+            raise ConfigError(f"{where}: field `{field}`: floors must increase, {floor:g} follows {parsed[i - 1][0]:g}")
+        if not 0 < mmr < 1:
+            raise ConfigError(f"{where}: field `{field}`: maintenance rate must be in (0, 1), was {mmr:g}")
+        if lev < 1:
+            raise ConfigError(f"{where}: field `{field}`: max leverage must be >= 1, was {lev:g}")
+        if 1.0 / lev <= mmr:
+            raise ConfigError(
+                f"{where}: field `{field}`: at its max leverage {lev:g}x the initial margin ({1 / lev:.4%}) does not "
+                f"cover the maintenance rate {mmr:.4%}: a position opened there is born liquidated"
+            )
 
 
 def instrument_from_mapping(raw: Mapping[str, Any], where: str = "instrument") -> Instrument:
@@ -79,7 +127,9 @@ def instrument_from_mapping(raw: Mapping[str, Any], where: str = "instrument") -
     for name in _REQUIRED:
         if name not in raw:
             raise ConfigError(f"{where}: field `{name}` is required")
-    label = f"{where} {raw['exchange']}:{raw['symbol']}"
+    for name in ("exchange", "symbol", "base", "quote", "settle"):
+        _text(raw[name], where, name)
+    label = f"{where} {str(raw['exchange']).strip().lower()}:{str(raw['symbol']).strip().upper()}"
     style = _enum(TierStyle, raw.get("tier_style", "marginal"), label, "tier_style")
     rows = raw["tiers"]
     if not isinstance(rows, list) or not rows:
@@ -89,6 +139,13 @@ def instrument_from_mapping(raw: Mapping[str, Any], where: str = "instrument") -
         if not isinstance(row, list | tuple) or len(row) != 3:
             raise ConfigError(f"{label}: field `tiers[{i}]`: must be [floor, mmr, max_leverage], was {row!r}")
         parsed.append(tuple(_number(v, label, f"tiers[{i}]") for v in row))  # type: ignore[arg-type]
+    _check_tiers(parsed, label)
+    max_leverage = _number(raw["max_leverage"], label, "max_leverage")
+    if max_leverage < 1:
+        raise ConfigError(f"{label}: field `max_leverage`: must be >= 1, was {raw['max_leverage']!r}")
+    notes = raw.get("notes", ())
+    if isinstance(notes, str) or not isinstance(notes, list | tuple):
+        raise ConfigError(f"{label}: field `notes`: must be a list of text, was {notes!r}")
     try:
         if style is TierStyle.MARGINAL:
             schedule = MarginSchedule.marginal(parsed)
@@ -102,25 +159,25 @@ def instrument_from_mapping(raw: Mapping[str, Any], where: str = "instrument") -
         if isinstance(source, Mapping):
             source = "; ".join(f"{k}: {v}" for k, v in source.items())
         return Instrument(
-            exchange=str(raw["exchange"]).lower(),
-            symbol=str(raw["symbol"]).upper(),
+            exchange=str(raw["exchange"]).strip().lower(),
+            symbol=str(raw["symbol"]).strip().upper(),
             kind=_enum(ContractKind, raw["kind"], label, "kind"),
-            base=str(raw["base"]).upper(),
-            quote=str(raw["quote"]).upper(),
-            settle=str(raw["settle"]).upper(),
-            contract_size=_number(raw["contract_size"], label, "contract_size"),
-            lot_size=_number(raw["lot_size"], label, "lot_size"),
-            tick_size=_number(raw["tick_size"], label, "tick_size"),
-            max_leverage=_number(raw["max_leverage"], label, "max_leverage"),
+            base=str(raw["base"]).strip().upper(),
+            quote=str(raw["quote"]).strip().upper(),
+            settle=str(raw["settle"]).strip().upper(),
+            contract_size=_positive(raw["contract_size"], label, "contract_size"),
+            lot_size=_positive(raw["lot_size"], label, "lot_size"),
+            tick_size=_positive(raw["tick_size"], label, "tick_size"),
+            max_leverage=max_leverage,
             margin=schedule,
             liquidation_method=_enum(LiquidationMethod, raw["liquidation_method"], label, "liquidation_method"),
-            funding_interval_hours=_number(raw.get("funding_interval_hours", 8), label, "funding_interval_hours"),
-            maker_fee=_number(raw.get("maker_fee", 0.0002), label, "maker_fee"),
-            taker_fee=_number(raw.get("taker_fee", 0.0005), label, "taker_fee"),
+            funding_interval_hours=_positive(raw.get("funding_interval_hours", 8), label, "funding_interval_hours"),
+            maker_fee=_fee(raw, label, "maker_fee", 0.0002, MAKER_FEE_RANGE),
+            taker_fee=_fee(raw, label, "taker_fee", 0.0005, TAKER_FEE_RANGE),
             ccxt_symbol=str(raw.get("ccxt_symbol", "")),
             source=str(source),
             as_of=str(raw.get("as_of", "")),
-            notes=tuple(str(n) for n in raw.get("notes", ())),
+            notes=tuple(str(n) for n in notes),
         )
     except ConfigError as exc:
         msg = str(exc)
@@ -176,9 +233,20 @@ def _parse_document(doc: Any, where: str) -> tuple[Instrument, ...]:
     if unknown:
         raise ConfigError(f"{where}: unknown field `{unknown[0]}`")
     items = doc["instruments"]
-    if not isinstance(items, list):
-        raise ConfigError(f"{where}: field `instruments`: must be a list")
-    return tuple(instrument_from_mapping(item, f"{where}: instruments[{i}]") for i, item in enumerate(items))
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{where}: field `instruments`: must be a non-empty list")
+    out: list[Instrument] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        inst = instrument_from_mapping(item, f"{where}: instruments[{i}]")
+        if inst.id in seen:
+            raise ConfigError(
+                f"{where}: instruments[{i}] {inst.id}: duplicate instrument id (also instruments[{seen[inst.id]}]): "
+                "give each exchange:symbol once"
+            )
+        seen[inst.id] = i
+        out.append(inst)
+    return tuple(out)
 
 
 def user_specs_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -197,31 +265,23 @@ def user_specs_path(explicit: str | os.PathLike[str] | None = None) -> Path | No
 
 
 def load_user_specs(path: Path) -> tuple[Instrument, ...]:
-    """Read a user spec file (YAML or JSON)."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: instrument spec file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: line {exc.lineno}: malformed JSON: {exc.msg}") from exc
-    else:
-        import yaml
+    """Read a user spec file (YAML or JSON): duplicate keys and duplicate instrument ids are errors."""
+    from perphedge.files import load_json_text, load_yaml_text, read_text
 
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f"line {mark.line + 1}: " if mark is not None else ""
-            raise ConfigError(f"{path}: {line}malformed YAML: {getattr(exc, 'problem', exc)}") from exc
+    text = read_text(path, "an instrument spec file")
+    if path.suffix.lower() == ".json":
+        doc = load_json_text(text, str(path))
+    else:
+        doc = load_yaml_text(text, str(path))
     return _parse_document(doc, str(path))
 
 
 def bundled_instruments() -> tuple[Instrument, ...]:
     """The instruments shipped with perphedge."""
+    from perphedge.files import load_json_text
+
     text = resources.files(__name__).joinpath("instruments.json").read_text(encoding="utf-8")
-    return _parse_document(json.loads(text), "bundled instruments.json")
+    return _parse_document(load_json_text(text, "bundled instruments.json"), "bundled instruments.json")
 
 
 def default_registry(specs_file: str | os.PathLike[str] | None = None) -> InstrumentRegistry:

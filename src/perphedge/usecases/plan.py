@@ -17,6 +17,7 @@ from perphedge.core.contracts import (
     LiquidationResult,
     Side,
     bankruptcy_price,
+    check_opening_margin,
     fee,
     funding_received,
     liquidation_price,
@@ -30,7 +31,14 @@ from perphedge.core.hedge import (
     SizingMethod,
     plan_hedge,
 )
-from perphedge.core.instruments import ContractKind, Instrument, LiquidationMethod, MarginSchedule
+from perphedge.core.instruments import (
+    MAKER_FEE_RANGE,
+    TAKER_FEE_RANGE,
+    ContractKind,
+    Instrument,
+    LiquidationMethod,
+    MarginSchedule,
+)
 from perphedge.core.parsing import parse_date_or_latest
 from perphedge.core.portfolio import Holding, Portfolio
 from perphedge.core.scenarios import (
@@ -43,7 +51,7 @@ from perphedge.core.scenarios import (
     parse_moves,
     parse_scenario,
 )
-from perphedge.core.units import is_stablecoin, normalise_asset
+from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, MIN_PRICE_USD, is_stablecoin, normalise_asset
 from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError, PerphedgeError
 
 if TYPE_CHECKING:
@@ -116,6 +124,7 @@ def build_portfolio(pfile: PortfolioFile, source: str) -> Portfolio:
     """Core portfolio from a validated file: ``value_usd`` holdings become quantities."""
     prices = {normalise_asset(k): float(v) for k, v in pfile.prices.items()}
     holdings = []
+    total = 0.0
     for i, h in enumerate(pfile.holdings):
         try:
             asset = normalise_asset(h.asset)
@@ -132,7 +141,16 @@ def build_portfolio(pfile: PortfolioFile, source: str) -> Portfolio:
                     f"(USD per {asset}) to value {h.value_usd:g} USD of it"
                 )
             qty = h.value_usd / price
+        value = qty * prices.get(asset, 1.0 if is_stablecoin(asset) else 0.0)
+        if value > MAX_VALUE_USD:
+            raise ConfigError(
+                f"{source}: field `holdings[{i}]`: {asset} worth {value:.3g} USD is above the {MAX_VALUE_USD:g} USD "
+                "any holding can be (check the quantity and the price)"
+            )
+        total += value
         holdings.append(Holding(asset=asset, quantity=qty, group=h.group))
+    if total > MAX_VALUE_USD:
+        raise ConfigError(f"{source}: the portfolio is worth {total:.3g} USD, above {MAX_VALUE_USD:g} USD")
     try:
         return Portfolio(name=pfile.name, holdings=tuple(holdings), prices=prices)
     except PerphedgeError as exc:
@@ -577,16 +595,30 @@ def calc_instrument(
     return inst.with_overrides(margin=schedule, liquidation_method=lm, contract_size=face_value)
 
 
-def calc(ci: CalcInput) -> CalcResult:
-    """Value, margin, liquidation, PnL, funding and fees of one position."""
+def _lot_multiple(inst: Instrument, contracts: float) -> None:
+    """Refuse a size that is not a whole number of lots, naming the nearest valid sizes."""
+    lots = contracts / inst.lot_size
+    nearest = round(lots)
+    if abs(lots - nearest) <= 1e-9 * max(1.0, abs(lots)):
+        return
+    below, above = math.floor(lots) * inst.lot_size, math.ceil(lots) * inst.lot_size
+    options = [f"{round(x, 12):.12g}" for x in (below, above) if x > 0]
+    raise ConfigError(
+        f"invalid `--contracts`: {contracts:g} is not a multiple of the lot {inst.lot_size:g} of {inst.id}: "
+        f"nearest {' or '.join(options)}"
+    )
+
+
+def _check_calc_input(ci: CalcInput) -> None:
+    """Refuse values no exchange would accept: non-positive, non-finite, absurd, or off the lot grid."""
     inst = ci.instrument
-    for name, value in (("contracts", ci.contracts), ("entry", ci.entry)):
+    for name, value in (("contracts", ci.contracts), ("entry", ci.entry), ("exit", ci.exit), ("mark", ci.mark)):
+        if value is None:
+            continue
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(f"invalid `--{name}`: must be > 0, was {value!r}")
-    if ci.exit is not None and (not math.isfinite(ci.exit) or ci.exit <= 0):
-        raise ConfigError(f"invalid `--exit`: must be > 0, was {ci.exit!r}")
-    if ci.mark is not None and (not math.isfinite(ci.mark) or ci.mark <= 0):
-        raise ConfigError(f"invalid `--mark`: must be > 0, was {ci.mark!r}")
+        if name != "contracts" and not MIN_PRICE_USD <= value <= MAX_PRICE_USD:
+            raise ConfigError(f"invalid `--{name}`: must be in [{MIN_PRICE_USD:g}, {MAX_PRICE_USD:g}], was {value!r}")
     if not math.isfinite(ci.leverage) or ci.leverage < 1:
         raise ConfigError(f"invalid `--leverage`: must be >= 1, was {ci.leverage!r}")
     if ci.leverage > inst.max_leverage:
@@ -595,6 +627,36 @@ def calc(ci: CalcInput) -> CalcResult:
         )
     if not math.isfinite(ci.funding_rate) or abs(ci.funding_rate) > 0.05:
         raise ConfigError(f"invalid `--funding-rate`: must be within ±0.05 per settlement, was {ci.funding_rate!r}")
+    if ci.fee_rate is not None:
+        lo, hi = MAKER_FEE_RANGE[0], TAKER_FEE_RANGE[1]
+        if not (math.isfinite(ci.fee_rate) and lo <= ci.fee_rate <= hi):
+            raise ConfigError(
+                f"invalid `--fee-rate`: must be in [{lo:g}, {hi:g}] (a fraction of notional: 0.0005 = 0.05%), "
+                f"was {ci.fee_rate!r}"
+            )
+    notional = inst.notional_usd(ci.contracts, ci.entry)
+    if notional > MAX_VALUE_USD:
+        raise ConfigError(
+            f"invalid `--contracts`: {ci.contracts:g} contracts of {inst.id} at {ci.entry:g} are worth "
+            f"{notional:.3g} USD, above the {MAX_VALUE_USD:g} USD any position can be"
+        )
+    _lot_multiple(inst, ci.contracts)
+    if ci.margin_mode == "cross" and ci.wallet_balance is not None:
+        if not math.isfinite(ci.wallet_balance) or ci.wallet_balance <= 0:
+            raise ConfigError(f"invalid `--wallet-balance`: must be > 0, was {ci.wallet_balance!r}")
+        if ci.wallet_balance > MAX_VALUE_USD:
+            raise ConfigError(f"invalid `--wallet-balance`: must be <= {MAX_VALUE_USD:g}, was {ci.wallet_balance!r}")
+
+
+def calc(ci: CalcInput) -> CalcResult:
+    """Value, margin, liquidation, PnL, funding and fees of one position.
+
+    Refused (ConfigError): sizes off the lot grid, fee rates outside the sane range, and positions
+    that could not exist — whose margin does not cover their maintenance margin when opened, or
+    that the given ``mark`` has already liquidated.
+    """
+    inst = ci.instrument
+    _check_calc_input(ci)
     size = inst.size_of(ci.contracts)
     value = inst.position_value(ci.contracts, ci.entry)
     im = value / ci.leverage
@@ -607,11 +669,32 @@ def calc(ci: CalcInput) -> CalcResult:
     elif ci.margin_mode == "cross":
         if ci.wallet_balance is None:
             raise ConfigError(f"invalid `--margin-mode cross`: give `--wallet-balance` (in {inst.settle})")
-        if not math.isfinite(ci.wallet_balance) or ci.wallet_balance < 0:
-            raise ConfigError(f"invalid `--wallet-balance`: must be >= 0, was {ci.wallet_balance!r}")
         margin = ci.wallet_balance
     else:
         raise ConfigError(f"invalid `--margin-mode`: must be isolated or cross, was {ci.margin_mode!r}")
+    mm_entry = inst.margin.maintenance_margin(value)
+    if mm_entry < 0:
+        raise ConfigError(
+            f"invalid `--maintenance-amount`: {inst.margin.maintenance_amount(value):g} {inst.settle} exceeds "
+            f"value × MMR ({value * inst.margin.rate(value):g} {inst.settle}): the maintenance margin would be negative"
+        )
+    cross = ci.margin_mode == "cross"
+    check_opening_margin(
+        kind=inst.kind,
+        size=size,
+        entry=ci.entry,
+        margin=margin,
+        schedule=inst.margin,
+        unit=inst.settle,
+        margin_label="cross wallet balance" if cross else f"initial margin at {ci.leverage:g}x",
+        leverage_hint=not cross,
+    )
+    tier_max = inst.margin.max_leverage(value)
+    if not cross and ci.leverage > tier_max:
+        raise ConfigError(
+            f"invalid `--leverage`: {ci.leverage:g}x is above the {tier_max:g}x {inst.id} allows for a position worth "
+            f"{value:,.8g} {inst.settle} (tier {inst.margin.tier_index(value) + 1})"
+        )
     mark = ci.mark if ci.mark is not None else ci.entry
     mark_value = inst.position_value(ci.contracts, mark)
     liq = liquidation_price(
@@ -623,6 +706,11 @@ def calc(ci: CalcInput) -> CalcResult:
         margin=margin,
         schedule=inst.margin,
     )
+    if liq.price is not None and ci.mark is not None and -ci.side.sign * (ci.mark - liq.price) >= 0:
+        raise ConfigError(
+            f"invalid `--mark`: {ci.mark:g} is past the liquidation price {liq.price:,.8g} of this position "
+            "(it would already be liquidated)"
+        )
     bp = bankruptcy_price(inst.kind, ci.side, size, ci.entry, margin)
     fee_rate = inst.taker_fee if ci.fee_rate is None else ci.fee_rate
     fee_open = fee(inst.kind, size, ci.entry, fee_rate)

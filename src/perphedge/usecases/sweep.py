@@ -102,7 +102,58 @@ def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
         raise ConfigError(f"{base_path}: must be a run file mapping")
     if isinstance(base_doc.get("portfolio"), str):
         base_doc["portfolio"] = str((base_path.parent / base_doc["portfolio"]).resolve())
-    return doc, base_doc, base_path
+    _check_grid_values(p, doc, grid, base_doc, base_path)
+    from perphedge.files import plain
+
+    # combinations are new documents: their errors must not point at lines of the base file
+    return doc, plain(base_doc), base_path
+
+
+def _base_value(doc: dict[str, Any], dotted: str) -> Any:
+    cur: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def _check_grid_values(
+    path: Path, doc: dict[str, Any], grid: dict[str, Any], base_doc: dict[str, Any], base_path: Path
+) -> None:
+    """The base run must be valid, and each grid value of the same kind as the base's (number, true/false, text).
+
+    A value of the wrong kind (``policy.ratio: [0.5, true]``, ``'0.5'``, ``.nan``, a list) is refused up front
+    with the grid file's line; combinations are still checked one by one when they run.
+    """
+    import math
+
+    from perphedge.config import parse_run
+    from perphedge.files import line_of
+
+    parse_run(base_doc, str(base_path))
+    for key, values in grid.items():
+        base = _base_value(base_doc, key)
+        if base is None or isinstance(base, dict | list):
+            continue
+        for i, value in enumerate(values):
+            if value is None:
+                continue
+            if isinstance(base, bool):
+                ok, kind = isinstance(value, bool), "true or false"
+            elif isinstance(base, int | float):
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                kind = "a finite number"
+            elif isinstance(base, str):
+                ok, kind = isinstance(value, str), "text"
+            else:
+                continue
+            if not ok:
+                line = line_of(doc, ("grid", key, i))
+                at = f"line {line}: " if line else ""
+                raise ConfigError(
+                    f"{path}: {at}field `grid.{key}[{i}]`: must be {kind} like the base run's {base!r}, was {value!r}"
+                )
 
 
 def count_configs(grid: dict[str, list[Any]]) -> int:
