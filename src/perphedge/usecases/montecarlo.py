@@ -120,8 +120,9 @@ def _leg_outcomes(
     Top-ups only add margin: at each close the liquidation price is raised to close × LP/entry if that is
     higher, never lowered, so a path is liquidated with top-ups iff some intraday high over the highest
     close before it reaches LP/entry (``max_over_peak``), which implies it is liquidated without.
-    The margin added by the top-ups over the horizon, in USD, is notional × LP/entry × (highest close
-    / entry − 1) to first order (exact for a linear short with zero maintenance margin): never negative.
+    The margin the top-ups add over the horizon (zero maintenance margin, so first order), with k = LP/entry and
+    M = highest close / entry: a linear short needs q·k·(M·E − E) = notional·k·(M − 1) USD; an inverse short
+    needs Q/k·(1/E − 1/(M·E)) coin, notional/k·(M − 1) USD at the highest close. Never negative (M ≥ 1).
     """
     lp = _leg_lp_ratio(leg)
     liq = max_high >= lp
@@ -139,7 +140,10 @@ def _leg_outcomes(
         alive = -n * (ratio - 1)
         dead = -m_usd * np.ones_like(ratio)
     pnl = np.where(liq, dead, alive + funding)
-    added = n * lp * (max_close - 1.0) if math.isfinite(lp) else np.zeros_like(ratio)
+    if not math.isfinite(lp):  # no liquidation price: nothing to top up
+        added = np.zeros_like(ratio)
+    else:
+        added = n * (1.0 / lp if leg.instrument.is_inverse else lp) * (max_close - 1.0)
     return {"pnl": pnl, "liquidated": liq, "liquidated_with_top_up": liq_topped, "top_up_added_usd": added}
 
 
