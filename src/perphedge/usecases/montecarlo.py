@@ -101,6 +101,11 @@ def _history(store: MarketStore, assets: list[str], watch: list[str], years: flo
     high = frames["high"].reindex(close.index)
     logr = np.log(close / close.shift(1)).iloc[1:]
     highs = np.log(high[watch] / close[watch].shift(1)).iloc[1:].clip(lower=0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(logr.to_numpy(), rowvar=False).reshape(len(assets), len(assets))
+    undefined = ~np.isfinite(corr)  # an asset whose price never moved: no correlation (simulated as 0)
+    corr = np.where(undefined, 0.0, corr)
+    np.fill_diagonal(corr, 1.0)
     return {
         "returns": logr.to_numpy(),
         "highs": highs.to_numpy(),
@@ -108,7 +113,8 @@ def _history(store: MarketStore, assets: list[str], watch: list[str], years: flo
         "last": str(logr.index[-1].date()),
         "sigma": logr.std().to_numpy() * math.sqrt(365),
         "mu": logr.mean().to_numpy() * 365 + 0.5 * (logr.std().to_numpy() * math.sqrt(365)) ** 2,
-        "corr": np.corrcoef(logr.to_numpy(), rowvar=False).reshape(len(assets), len(assets)),
+        "corr": corr,
+        "corr_undefined": undefined,
     }
 
 
@@ -213,6 +219,8 @@ def _assumptions(
     elif hist is not None:
         corr = hist["corr"]
         corr_src = window
+        if hist["corr_undefined"].any():
+            corr_src += "; null: undefined (an asset with zero variance), simulated as 0"
     else:
         corr = np.eye(n)
         corr_src = "single asset"
@@ -231,7 +239,10 @@ def _assumptions(
         "drift_annual": dict(zip(assets, map(float, mu), strict=True)),
         "drift_source": mu_src,
         "correlation": {
-            f"{a}/{b}": float(corr[i, j]) for i, a in enumerate(assets) for j, b in enumerate(assets) if i < j
+            f"{a}/{b}": None if hist is not None and correlation is None and hist["corr_undefined"][i, j] else float(c)
+            for i, a in enumerate(assets)
+            for j, b in enumerate(assets)
+            if i < j and math.isfinite(c := corr[i, j])
         },
         "correlation_source": corr_src,
         "history": {"first": hist["first"], "last": hist["last"]} if hist is not None else None,
