@@ -91,7 +91,12 @@ def test_an_asset_listed_in_the_window_skips_exactly_the_listing_week(listed_sto
 
 def test_analyze_counts_the_observations_of_the_window(listed_store: Path) -> None:
     req = AnalyzeRequest(
-        assets=("OLD", "NEW"), since="2021-01-01", until="2022-06-30", window_days=60, factors=(), funding=False,
+        assets=("OLD", "NEW"),
+        since="2021-01-01",
+        until="2022-06-30",
+        window_days=60,
+        factors=(),
+        funding=False,
         store_path=str(listed_store),
     )
     doc = run_analyze(req)
@@ -103,8 +108,9 @@ def test_analyze_counts_the_observations_of_the_window(listed_store: Path) -> No
 
 
 def test_until_before_since_is_refused(listed_store: Path) -> None:
-    r = run_cli("analyze", "--assets", "OLD", "--since", "2021-06-01", "--until", "2021-01-01",
-                "--store", str(listed_store))
+    r = run_cli(
+        "analyze", "--assets", "OLD", "--since", "2021-06-01", "--until", "2021-01-01", "--store", str(listed_store)
+    )
     assert r.returncode == 2 and "--until" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -182,4 +188,3 @@ def test_flat_market_stress(flat_home: Path, tmp_path: Path, model: str) -> None
     t = run_cli(*args, home=flat_home)
     assert t.returncode == 0, t.stderr
     assert "None" not in t.stdout and "nonex" not in t.stdout
-

@@ -68,7 +68,9 @@ def test_parametric_without_history_states_its_assumptions(empty_home: Path) -> 
 
 
 def test_single_asset_needs_no_correlation(empty_home: Path) -> None:
-    r = run_cli("stress", BTC, "--model", "student_t", "--sigma", "0.5", "--paths", "500", "-f", "json", home=empty_home)
+    r = run_cli(
+        "stress", BTC, "--model", "student_t", "--sigma", "0.5", "--paths", "500", "-f", "json", home=empty_home
+    )
     assert r.returncode == 0, r.stderr
     a = json.loads(r.stdout)["monte_carlo"]["assumptions"]
     assert a["correlation"] == {} and a["correlation_source"] == "single asset"
@@ -109,7 +111,9 @@ def test_bad_correlation(empty_home: Path, value: str) -> None:
 
 
 def test_non_psd_correlation_names_the_bound(empty_home: Path) -> None:
-    r = run_cli("stress", ALTS, "--model", "gbm", "--sigma", "0.6", "--correlation=-0.4", "--paths", "500", home=empty_home)
+    r = run_cli(
+        "stress", ALTS, "--model", "gbm", "--sigma", "0.6", "--correlation=-0.4", "--paths", "500", home=empty_home
+    )
     refused(r, "--correlation", "positive semi-definite", "-0.333")
 
 
@@ -125,7 +129,9 @@ def test_negative_seed(empty_home: Path, value: str) -> None:
 
 @pytest.mark.parametrize("value", ["0d", "-5d", "0", "20000d", "abc"])
 def test_bad_horizon(empty_home: Path, value: str) -> None:
-    refused(run_cli("stress", BTC, "--model", "gbm", "--sigma", "0.5", f"--horizon={value}", home=empty_home), "--horizon")
+    refused(
+        run_cli("stress", BTC, "--model", "gbm", "--sigma", "0.5", f"--horizon={value}", home=empty_home), "--horizon"
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "1", "-0.1", "nan", "1.5"])
@@ -136,7 +142,9 @@ def test_bad_max_liq_prob(empty_home: Path, value: str) -> None:
 
 @pytest.mark.parametrize("value", ["0.5", "1,x", "nan", ","])
 def test_bad_leverage(empty_home: Path, value: str) -> None:
-    refused(run_cli("stress", BTC, "--model", "gbm", "--sigma", "0.5", f"--leverage={value}", home=empty_home), "--leverage")
+    refused(
+        run_cli("stress", BTC, "--model", "gbm", "--sigma", "0.5", f"--leverage={value}", home=empty_home), "--leverage"
+    )
 
 
 # ----------------------------------------------------------------------------- leverages above the maximum
@@ -158,8 +166,19 @@ def test_dropped_leverages_are_listed(empty_home: Path) -> None:
 
 
 def test_no_leverage_left_is_refused(empty_home: Path) -> None:
-    r = run_cli("stress", ALTS, "--model", "gbm", "--sigma", "0.6", "--correlation", "0.6", "--leverage", "130,200",
-                home=empty_home)
+    r = run_cli(
+        "stress",
+        ALTS,
+        "--model",
+        "gbm",
+        "--sigma",
+        "0.6",
+        "--correlation",
+        "0.6",
+        "--leverage",
+        "130,200",
+        home=empty_home,
+    )
     refused(r, "--leverage", "130x", "200x", "125x")
 
 
@@ -167,8 +186,21 @@ def test_no_leverage_left_is_refused(empty_home: Path) -> None:
 
 
 def test_monte_carlo_over_the_memory_bound_is_refused_with_the_figure(empty_home: Path) -> None:
-    r = run_cli("stress", BTC, "--model", "gbm", "--sigma", "0.5", "--paths", "200000", "--horizon", "365d",
-                "--max-memory", "64MB", home=empty_home)
+    r = run_cli(
+        "stress",
+        BTC,
+        "--model",
+        "gbm",
+        "--sigma",
+        "0.5",
+        "--paths",
+        "200000",
+        "--horizon",
+        "365d",
+        "--max-memory",
+        "64MB",
+        home=empty_home,
+    )
     refused(r, "--max-memory", "64.0 MB", "needs about", "335.2 MB", "200,000 paths")
 
 
@@ -179,8 +211,21 @@ def test_bad_max_memory(empty_home: Path, value: str) -> None:
 
 
 def test_within_the_memory_bound_runs(empty_home: Path) -> None:
-    r = run_cli("stress", BTC, "--model", "gbm", "--sigma", "0.5", "--paths", "1000", "--max-memory", "512MB",
-                "-f", "json", home=empty_home)
+    r = run_cli(
+        "stress",
+        BTC,
+        "--model",
+        "gbm",
+        "--sigma",
+        "0.5",
+        "--paths",
+        "1000",
+        "--max-memory",
+        "512MB",
+        "-f",
+        "json",
+        home=empty_home,
+    )
     assert r.returncode == 0, r.stderr
     assert 0 < json.loads(r.stdout)["monte_carlo"]["memory_estimate_bytes"] < 512e6
 

@@ -211,9 +211,7 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[str]:
     width = 0.8 / max(len(est), 1)
     bfig = go.Figure()
     for i, e in enumerate(est):
-        vals = [
-            v if (v := a["oos_hedge_effectiveness"].get(e)) is not None else float("nan") for a in doc["assets"]
-        ]
+        vals = [v if (v := a["oos_hedge_effectiveness"].get(e)) is not None else float("nan") for a in doc["assets"]]
         ax.bar([j + i * width for j in range(n)], vals, width=width, label=e)
         bfig.add_trace(go.Bar(x=[a["asset"] for a in doc["assets"]], y=vals, name=e))
     ax.set_xticks([j + width * (len(est) - 1) / 2 for j in range(n)])

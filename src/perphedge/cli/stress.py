@@ -273,7 +273,9 @@ def stress_cmd(
     sigma: Annotated[
         float | None, typer.Option(help="Annual volatility of the proxy, a fraction: 0.6 = 60% (gbm, student_t).")
     ] = None,
-    drift: Annotated[float | None, typer.Option(help="Annual drift of every asset, a fraction (gbm, student_t).")] = None,
+    drift: Annotated[
+        float | None, typer.Option(help="Annual drift of every asset, a fraction (gbm, student_t).")
+    ] = None,
     correlation: Annotated[
         float | None, typer.Option(help="Correlation between every pair of assets, in [-1, 1] (gbm, student_t).")
     ] = None,

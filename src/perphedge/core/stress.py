@@ -6,9 +6,9 @@ of the intraday high (liquidation of a short), of the close, its largest one-day
 previous close, and its largest intraday high over the highest close before it (liquidation
 despite daily margin top-ups: a top-up only adds margin, so a short's liquidation price with
 top-ups is the running maximum of the initial one and close × (1 + d), d the initial distance;
-the path is liquidated iff some high / max(1, highest close before it) reaches 1 + d). Three models: stationary block bootstrap of
-historical daily log returns (highs from the same historical days), GBM, and Student-t returns
-(ν = 4, scaled to the same volatility); for the parametric models the intraday high is drawn from
+the path is liquidated iff some high / max(1, highest close before it) reaches 1 + d). Three
+models: stationary block bootstrap of historical daily log returns (highs from the same historical
+days), GBM, and Student-t returns (ν = 4, scaled to the same volatility); for the parametric models the intraday high is drawn from
 the exact distribution of a Brownian bridge's maximum. Memory is bounded: paths are produced in
 chunks and reduced on the fly. Kernels have plain twins (``*_python``).
 """
@@ -196,9 +196,7 @@ _sim_bootstrap = _jit(_sim_bootstrap_python, parallel=True)
 _sim_parametric = _jit(_sim_parametric_python, parallel=True)
 
 
-def memory_estimate(
-    *, model: str, paths: int, horizon: int, n_assets: int, n_watch: int, chunk: int = 20_000
-) -> int:
+def memory_estimate(*, model: str, paths: int, horizon: int, n_assets: int, n_watch: int, chunk: int = 20_000) -> int:
     """Peak bytes :func:`simulate` allocates: its outputs plus one chunk's random draws (float64)."""
     n = min(paths, chunk)
     outputs = paths * (n_assets + 4 * n_watch)

@@ -165,18 +165,23 @@ def _horizon(s: np.ndarray, f: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarr
     return np.expm1(A.non_overlapping(ls, h)), np.expm1(A.non_overlapping(lf, h))
 
 
-def _fit(fit: A.FitResult | None) -> dict[str, float] | None:
+def _fit(fit: A.FitResult | None) -> dict[str, float | None] | None:
     if fit is None:
         return None
     return {"beta": fit.beta, "correlation": fit.correlation, "r2": fit.r2, "n": fit.n}
 
 
-def _defined(fn: Callable[[], T]) -> T | None:
-    """``fn()``, or None when the statistic is undefined on these returns (zero variance, too few such days)."""
+def _defined(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``fn(*args, **kwargs)``, or None when the statistic is undefined on these returns (zero variance, too few
+    such days)."""
     try:
-        return fn()
+        return fn(*args, **kwargs)
     except DataError:
         return None
+
+
+def _beta(fit: A.FitResult | None) -> float | None:
+    return None if fit is None else fit.beta
 
 
 def _regimes(s: np.ndarray, f: np.ndarray, idx: Any, proxy_close: pd.Series, req: AnalyzeRequest) -> dict[str, Any]:
@@ -190,14 +195,14 @@ def _regimes(s: np.ndarray, f: np.ndarray, idx: Any, proxy_close: pd.Series, req
     for name, stress in (("drawdown", drawdown <= -req.drawdown_stress), ("volatility", vol >= vol_cut)):
         regime = {}
         for label, mask in (("calm", ~stress), ("stress", stress)):
-            regime[label] = _fit(_defined(lambda m=mask: A.ols(s[m], f[m]))) if mask.sum() >= 10 else None
+            regime[label] = _fit(_defined(A.ols, s[mask], f[mask])) if mask.sum() >= 10 else None
         out[name] = regime
     windows = []
     for label, start, end in CRASH_WINDOWS:
         mask = (idx >= pd.Timestamp(start, tz="UTC")) & (idx <= pd.Timestamp(end, tz="UTC"))
         if mask.sum() < 5:
             continue
-        fit = _fit(_defined(lambda m=mask: A.ols(s[m], f[m])))
+        fit = _fit(_defined(A.ols, s[mask], f[mask]))
         windows.append(
             {
                 "name": label,
@@ -223,7 +228,7 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
             f"{asset}: only {len(s)} days with both {asset} and {req.proxy} returns; need at least "
             f"{req.window_days + 30} for a {req.window_days}-day walk-forward (earlier --since?)"
         )
-    fit = _defined(lambda: A.ols(s, f))
+    fit = _defined(A.ols, s, f)
     beta = fit.beta if fit is not None else None
     out: dict[str, Any] = {
         "asset": asset,
@@ -234,12 +239,12 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
         "correlation": fit.correlation if fit is not None else None,
         "r2": fit.r2 if fit is not None else None,
         # the same fit on log returns: less swayed by one extreme day (DOGE +392% on 2021-01-28)
-        "log_returns": _fit(_defined(lambda: A.ols(np.log1p(s), np.log1p(f)))),
-        "hedge_effectiveness": None if beta is None else _defined(lambda: A.hedge_effectiveness(s, f, beta)),
-        "tracking_error": None if beta is None else _defined(lambda: A.tracking_error(s, f, beta)),
+        "log_returns": _fit(_defined(A.ols, np.log1p(s), np.log1p(f))),
+        "hedge_effectiveness": None if beta is None else _defined(A.hedge_effectiveness, s, f, beta),
+        "tracking_error": None if beta is None else _defined(A.tracking_error, s, f, beta),
         "unhedged_volatility": float(np.std(s, ddof=1) * math.sqrt(365)),
-        "downside_beta": _defined(lambda: A.downside_beta(s, f).beta),
-        "stress_beta": _defined(lambda: A.stress_beta(s, f, req.stress_k).beta),
+        "downside_beta": _beta(_defined(A.downside_beta, s, f)),
+        "stress_beta": _beta(_defined(A.stress_beta, s, f, req.stress_k)),
     }
     undefined = []
     if float(np.var(f)) == 0.0:
@@ -255,7 +260,7 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
     best: float | None = fit.r2 if fit is not None else None
     if factors:
         joined = rets[[asset, *factors]].dropna()
-        mf = _defined(lambda: A.multi_factor(joined[asset].to_numpy(), joined[factors].to_numpy(), nonneg=req.nonneg))
+        mf = _defined(A.multi_factor, joined[asset].to_numpy(), joined[factors].to_numpy(), nonneg=req.nonneg)
         out["multi_factor"] = {
             "factors": factors,
             "weights": None if mf is None else dict(zip(factors, map(float, mf[0]), strict=True)),
@@ -274,18 +279,14 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
             continue
         per: dict[str, Any] = {}
         for est in A.ESTIMATORS:
-            wf = _defined(
-                lambda e=est: A.walk_forward(
-                    sh, fh, e, window, lam=req.lam, periods_per_year=365.0 / h, k=req.stress_k
-                )
-            )
+            wf = _defined(A.walk_forward, sh, fh, est, window, lam=req.lam, periods_per_year=365.0 / h, k=req.stress_k)
             per[est] = {
                 "oos_hedge_effectiveness": None if wf is None else wf.hedge_effectiveness,
                 "tracking_error": None if wf is None else wf.tracking_error,
                 "mean_ratio": None if wf is None else wf.mean_ratio,
                 "n_oos": None if wf is None else wf.n_oos,
             }
-        fit_h = _defined(lambda: A.ols(sh, fh))
+        fit_h = _defined(A.ols, sh, fh)
         oos[f"{h}d"] = {
             "window_obs": window,
             "in_sample_hedge_effectiveness": None if fit_h is None else fit_h.r2,
@@ -298,8 +299,8 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
         {k: v["oos_hedge_effectiveness"] for k, v in first["estimators"].items()} if first else {}
     )
     out["regimes"] = _regimes(s, f, idx, closes[req.proxy], req)
-    rolling = _defined(lambda: A.walk_forward(s, f, "rolling_ols", min(req.window_days, len(s) - 4)).ratios)
-    out["_rolling"] = (idx, rolling if rolling is not None else np.full(len(s), np.nan))
+    rolling = _defined(A.walk_forward, s, f, "rolling_ols", min(req.window_days, len(s) - 4))
+    out["_rolling"] = (idx, rolling.ratios if rolling is not None else np.full(len(s), np.nan))
     return out
 
 
@@ -332,7 +333,7 @@ def _instrument_hedge(asset: pd.Series, proxy_spot: pd.Series, perp: pd.DataFram
         "n_days": len(joined),
     }
     for name in ("linear", "inverse", "spot"):
-        fit = _defined(lambda c=name: A.ols(s, joined[c].to_numpy()))
+        fit = _defined(A.ols, s, joined[name].to_numpy())
         out[name if name != "spot" else "proxy_spot"] = {
             "min_variance_ratio": None if fit is None else fit.beta,
             "hedge_effectiveness": None if fit is None else fit.r2,
@@ -349,10 +350,10 @@ def _basket(rets: pd.DataFrame, req: AnalyzeRequest) -> dict[str, Any] | None:
         return None
     s = joined[assets].mean(axis=1).to_numpy()  # equal-weighted, rebalanced daily
     f = joined[req.proxy].to_numpy()
-    fit = _defined(lambda: A.ols(s, f))
+    fit = _defined(A.ols, s, f)
     oos = {}
     for est in A.ESTIMATORS:
-        wf = _defined(lambda e=est: A.walk_forward(s, f, e, req.window_days, lam=req.lam, k=req.stress_k))
+        wf = _defined(A.walk_forward, s, f, est, req.window_days, lam=req.lam, k=req.stress_k)
         oos[est] = None if wf is None else wf.hedge_effectiveness
     beta = None if fit is None else fit.beta
     return {
@@ -364,8 +365,8 @@ def _basket(rets: pd.DataFrame, req: AnalyzeRequest) -> dict[str, Any] | None:
         "correlation": None if fit is None else fit.correlation,
         "r2": None if fit is None else fit.r2,
         # the same fit on log returns: less swayed by one extreme day (DOGE +392% on 2021-01-28)
-        "log_returns": _fit(_defined(lambda: A.ols(np.log1p(s), np.log1p(f)))),
-        "hedge_effectiveness": None if beta is None else _defined(lambda: A.hedge_effectiveness(s, f, beta)),
+        "log_returns": _fit(_defined(A.ols, np.log1p(s), np.log1p(f))),
+        "hedge_effectiveness": None if beta is None else _defined(A.hedge_effectiveness, s, f, beta),
         "oos_hedge_effectiveness": oos,
     }
 
@@ -440,7 +441,7 @@ def basis_stats(store: MarketStore) -> list[dict[str, Any]]:
         inv = daily["perp_inverse_close"].to_numpy()
         s = spot[1:] / spot[:-1] - 1
         for kind, f in (("linear", lin[1:] / lin[:-1] - 1), ("inverse", A.inverse_usd_returns(spot, inv))):
-            fit = _defined(lambda x=f: A.ols(s, x))
+            fit = _defined(A.ols, s, f)
             row[f"{kind}_daily_hedge"] = {
                 "min_variance_ratio": None if fit is None else fit.beta,
                 "hedge_effectiveness": None if fit is None else fit.r2,

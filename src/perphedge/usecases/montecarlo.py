@@ -119,7 +119,12 @@ def _history(store: MarketStore, assets: list[str], watch: list[str], years: flo
 
 
 def _leg_outcomes(
-    leg: HedgeLeg, ratio: np.ndarray, max_high: np.ndarray, max_over_peak: np.ndarray, max_close: np.ndarray, horizon: int
+    leg: HedgeLeg,
+    ratio: np.ndarray,
+    max_high: np.ndarray,
+    max_over_peak: np.ndarray,
+    max_close: np.ndarray,
+    horizon: int,
 ) -> dict[str, np.ndarray]:
     """USD PnL of one short leg per path (liquidated: its margin is lost), with and without daily top-ups.
 
@@ -180,7 +185,7 @@ def _assumptions(
     A parametric model without stored history needs ``sigma`` and, for more than one asset, ``correlation``.
     """
     n = len(assets)
-    window = f"store {hist['first']} → {hist['last']}" if hist is not None else None
+    window = f"store {hist['first']} → {hist['last']}" if hist is not None else "no stored history"
     if hist is None and model != "bootstrap":
         missing = []
         if sigma is None:

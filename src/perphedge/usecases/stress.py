@@ -43,7 +43,6 @@ NAMED_WINDOWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StressRequest:
     """What to stress: a portfolio file's hedge plan, the Monte Carlo set-up, and where the market store is.
