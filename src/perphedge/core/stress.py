@@ -8,9 +8,9 @@ despite daily margin top-ups: a top-up only adds margin, so a short's liquidatio
 top-ups is the running maximum of the initial one and close × (1 + d), d the initial distance;
 the path is liquidated iff some high / max(1, highest close before it) reaches 1 + d). Three
 models: stationary block bootstrap of historical daily log returns (highs from the same historical
-days), GBM, and Student-t returns (ν = 4, scaled to the same volatility); for the parametric models the intraday high is drawn from
-the exact distribution of a Brownian bridge's maximum. Memory is bounded: paths are produced in
-chunks and reduced on the fly. Kernels have plain twins (``*_python``).
+days), GBM, and Student-t returns (ν = 4, scaled to the same volatility); for the parametric
+models the intraday high is drawn from the exact distribution of a Brownian bridge's maximum.
+Memory is bounded: paths are produced in chunks and reduced on the fly. Kernels have plain twins (``*_python``).
 """
 
 from __future__ import annotations
