@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from perphedge.data.store import MarketStore
+from perphedge.errors import DataError
 from perphedge.usecases.analyze import LISTING_SKIP_DAYS, AnalyzeRequest, analyze, listings, run_analyze, simple_returns
 from tests.conftest import run_cli
 
@@ -188,3 +189,38 @@ def test_flat_market_stress(flat_home: Path, tmp_path: Path, model: str) -> None
     t = run_cli(*args, home=flat_home)
     assert t.returncode == 0, t.stderr
     assert "None" not in t.stdout and "nonex" not in t.stdout
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("--assets", "BTC", "--proxy", "BTC"), ("--assets", "proxy")),
+        (("--assets", "OLD,btc"), ("--assets", "BTC is the proxy")),
+        (("--assets", "OLD", "--since", "01/02/2021"), ("--since", "ISO 8601")),
+        (("--assets", "OLD", "--since", "2021-13-01"), ("--since",)),
+        (("--assets", "OLD", "--until", "yesterday"), ("--until",)),
+        (("--assets", "OLD", "--since", "2021-06-01", "--until", "2021-01-01"), ("--until", "before")),
+        (("--assets", "OLD", "--factors", "BTC,NOPE"), ("--factors", "NOPE")),
+        (("--assets", "OLD", "--window", "0d"), ("--window",)),
+        (("--assets", "OLD", "--horizon", "0d"), ("--horizon",)),
+    ],
+)
+def test_analyze_refuses(listed_store: Path, args: tuple[str, ...], needles: tuple[str, ...]) -> None:
+    r = run_cli("analyze", *args, "--store", str(listed_store))
+    assert r.returncode == 2, (r.stdout[-300:], r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("perphedge: error:") and "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_default_factors_are_those_the_store_has(listed_store: Path) -> None:
+    """The store has no ETH: the default BTC,ETH factors use BTC alone; naming ETH is refused."""
+    base = {"assets": ("OLD",), "since": "2021-01-01", "window_days": 60, "funding": False}
+    doc = run_analyze(AnalyzeRequest(**base, store_path=str(listed_store)))  # type: ignore[arg-type]
+    assert doc["assets"][0]["multi_factor"]["factors"] == ["BTC"]
+    with pytest.raises(DataError, match="--factors.*ETH"):
+        run_analyze(AnalyzeRequest(**base, factors=("BTC", "ETH"), store_path=str(listed_store)))  # type: ignore[arg-type]

@@ -239,7 +239,9 @@ def analyze_cmd(
     until: Annotated[str | None, typer.Option(help="Last date (UTC).")] = None,
     window: Annotated[str, typer.Option(help="Trailing estimation window, e.g. 180d.")] = "180d",
     horizon: Annotated[str, typer.Option(help="Horizons, comma-separated: 1d,7d.")] = "1d,7d",
-    factors: Annotated[str, typer.Option(help="Factors of the multi-factor fit.")] = "BTC,ETH",
+    factors: Annotated[
+        str | None, typer.Option(help="Factors of the multi-factor fit (default: BTC,ETH where stored).")
+    ] = None,
     nonneg: Annotated[bool, typer.Option("--nonneg", help="Non-negative multi-factor weights.")] = False,
     plot_dir: Annotated[str | None, typer.Option("--plot", help="Write PNG and HTML plots to this directory.")] = None,
     no_funding: Annotated[bool, typer.Option("--no-funding", help="Skip the funding and basis statistics.")] = False,
@@ -257,7 +259,7 @@ def analyze_cmd(
         until=until,
         window_days=parse_days(window, "--window"),
         horizons=tuple(parse_days(h, "--horizon") for h in horizon.split(",") if h.strip()),
-        factors=tuple(x.strip() for x in factors.split(",") if x.strip()),
+        factors=None if factors is None else tuple(x.strip() for x in factors.split(",") if x.strip()),
         nonneg=nonneg,
         funding=not no_funding,
         store_path=store,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+DEFAULT_FACTORS = ("BTC", "ETH")
 ANALYZE_SCHEMA = "perphedge.analyze/1"
 LISTING_SKIP_DAYS = 7  # listing-day candles are extreme (sample README); skip the first week
 
@@ -58,7 +59,7 @@ class AnalyzeRequest:
     until: str | None = None
     window_days: int = 180
     horizons: tuple[int, ...] = (1, 7)
-    factors: tuple[str, ...] = ("BTC", "ETH")
+    factors: tuple[str, ...] | None = None  # None: BTC and ETH, those the store has; named ones must be stored
     nonneg: bool = False
     lam: float = 0.94
     stress_k: float = 2.0
@@ -74,6 +75,12 @@ class AnalyzeRequest:
             raise ConfigError(f"invalid `--window`: at least 30 days, was {self.window_days}")
         if any(h < 1 for h in self.horizons):
             raise ConfigError(f"invalid `--horizon`: days >= 1, were {list(self.horizons)}")
+        proxy = normalise_asset(self.proxy)
+        if proxy in {normalise_asset(a) for a in self.assets}:
+            raise ConfigError(
+                f"invalid `--assets`: {proxy} is the proxy (`--proxy {self.proxy}`); its beta to itself is 1 by "
+                "definition: leave it out of --assets"
+            )
         first, last = _day(self.since, "--since"), _day(self.until, "--until")
         if first is not None and last is not None and last < first:
             raise ConfigError(f"invalid `--until`: {self.until} is before `--since` {self.since}")
@@ -256,7 +263,7 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
             " and ".join(undefined) + f" from {out['first']} to {out['last']}: betas, hedge ratios and hedge "
             "effectiveness are undefined (null)"
         )
-    factors = [x for x in req.factors if x != asset and x in rets.columns]
+    factors = [x for x in req.factors or () if x != asset and x in rets.columns]
     best: float | None = fit.r2 if fit is not None else None
     if factors:
         joined = rets[[asset, *factors]].dropna()
@@ -455,7 +462,8 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
     """The ``perphedge.analyze/1`` document (plus private ``_rolling`` series for plots)."""
     proxy = normalise_asset(req.proxy)
     assets = tuple(dict.fromkeys(normalise_asset(a) for a in req.assets))
-    factors = tuple(normalise_asset(x) for x in req.factors)
+    defaulted = req.factors is None
+    factors = tuple(normalise_asset(x) for x in (req.factors if req.factors is not None else DEFAULT_FACTORS))
     req = AnalyzeRequest(
         **{
             **{f: getattr(req, f) for f in req.__dataclass_fields__},
@@ -464,7 +472,6 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
             "factors": factors,
         }
     )
-    wanted = list(dict.fromkeys([*assets, proxy, *factors]))
     from perphedge.data.reader import ohlc
 
     present = store.query("SELECT DISTINCT symbol FROM candles WHERE source = ? AND timeframe = '1d'", [req.source])[
@@ -477,7 +484,16 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
             f"{', '.join(sorted(p.split('/')[0] for p in present)) or 'nothing'} "
             "(import or fetch it with `perphedge data`)"
         )
-    wanted = [a for a in wanted if f"{a}/USDT" in present]
+    absent = [x for x in factors if f"{x}/USDT" not in present]
+    if defaulted:  # the default factors: those the store has
+        factors = tuple(x for x in factors if x not in absent)
+        req = replace(req, factors=factors)
+    elif absent:
+        raise DataError(
+            f"invalid `--factors`: no daily {req.source} history of {', '.join(absent)} in the store; it has "
+            f"{', '.join(sorted(p.split('/')[0] for p in present))} (import it, or leave it out of --factors)"
+        )
+    wanted = list(dict.fromkeys([*assets, proxy, *factors]))
     closes = ohlc(store, wanted, req.since, req.until, source=req.source)["close"]
     rets = simple_returns(store, wanted, req.since, req.until, source=req.source)
     results = [_asset(rets, closes, a, req) for a in assets]
