@@ -222,5 +222,5 @@ def test_default_factors_are_those_the_store_has(listed_store: Path) -> None:
     base = {"assets": ("OLD",), "since": "2021-01-01", "window_days": 60, "funding": False}
     doc = run_analyze(AnalyzeRequest(**base, store_path=str(listed_store)))  # type: ignore[arg-type]
     assert doc["assets"][0]["multi_factor"]["factors"] == ["BTC"]
-    with pytest.raises(DataError, match="--factors.*ETH"):
+    with pytest.raises(DataError, match=r"--factors.*ETH"):
         run_analyze(AnalyzeRequest(**base, factors=("BTC", "ETH"), store_path=str(listed_store)))  # type: ignore[arg-type]
