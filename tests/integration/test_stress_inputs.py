@@ -265,3 +265,46 @@ def test_format_bytes() -> None:
 def test_request_refuses(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         StressRequest(file="x.yaml", **kwargs)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- outputs and stores
+
+
+def test_plot_into_a_file_is_refused_before_the_work(empty_home: Path, tmp_path: Path) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    r = run_cli("stress", BTC, "--model", "gbm", "--sigma", "0.5", "--plot", str(target), home=empty_home)
+    refused(r, "--plot", "is a file")
+    r = run_cli("analyze", "--assets", "SOL", "--plot", str(target), home=empty_home)
+    refused(r, "--plot", "is a file")
+
+
+def test_a_named_store_that_does_not_exist_is_refused(empty_home: Path, tmp_path: Path) -> None:
+    r = run_cli(
+        "stress", BTC, "--model", "gbm", "--sigma", "0.5", "--store", str(tmp_path / "no.duckdb"), home=empty_home
+    )
+    refused(r, "--store", "no.duckdb")
+
+
+@pytest.mark.parametrize("rho", ["1", "0.999999999"])
+def test_perfect_correlation_is_simulated(empty_home: Path, rho: str) -> None:
+    r = run_cli(
+        "stress",
+        ALTS,
+        "--model",
+        "gbm",
+        "--sigma",
+        "0.6",
+        "--correlation",
+        rho,
+        "--paths",
+        "500",
+        "--leverage",
+        "2",
+        "-f",
+        "json",
+        home=empty_home,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["monte_carlo"]["assumptions"]["correlation"]["BTC/SOL"] == pytest.approx(float(rho))

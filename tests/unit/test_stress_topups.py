@@ -240,3 +240,40 @@ def test_plain_and_numba_twins_agree_on_the_new_statistic() -> None:
         }
         a, b = S.simulate(**kw), S.simulate(**kw, plain=True)
         np.testing.assert_allclose(a["max_over_peak"], b["max_over_peak"], rtol=1e-12)
+
+
+def test_a_singular_correlation_moves_the_assets_together() -> None:
+    sim = S.simulate(
+        model="gbm",
+        paths=300,
+        horizon=20,
+        watch=[0],
+        seed=4,
+        mu_annual=np.zeros(2),
+        sigma_annual=np.array([0.5, 0.5]),
+        corr=np.ones((2, 2)),
+    )
+    np.testing.assert_allclose(sim["terminal"][:, 0], sim["terminal"][:, 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "corr",
+    [
+        [[1.0, 1.0], [1.0, 1.0]],
+        [[1.0, -1.0], [-1.0, 1.0]],
+        [[1.0, 1.0, 0.5], [1.0, 1.0, 0.5], [0.5, 0.5, 1.0]],
+        [[1.0, 0.3, 0.3], [0.3, 1.0, 1.0], [0.3, 1.0, 1.0]],
+    ],
+)
+def test_cholesky_of_singular_correlations_is_exact(corr: list[list[float]]) -> None:
+    c = np.array(corr)
+    low = S._cholesky(c)
+    assert np.allclose(low, np.tril(low))
+    np.testing.assert_allclose(low @ low.T, c, atol=1e-12)
+
+
+def test_cholesky_refuses_an_impossible_matrix() -> None:
+    from perphedge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="positive semi-definite"):
+        S._cholesky(np.array([[1.0, 0.9, -0.9], [0.9, 1.0, 0.9], [-0.9, 0.9, 1.0]]))

@@ -264,9 +264,13 @@ def analyze_cmd(
         funding=not no_funding,
         store_path=store,
     )
+    from perphedge.cli.render import writable_dir
+
+    out_dir = writable_dir(plot_dir, "--plot") if plot_dir else None  # checked before the work, not after
     doc = run_analyze(req)
     if plot_dir:
-        doc["plots"] = plot(doc, Path(plot_dir))
+        assert out_dir is not None
+        doc["plots"] = plot(doc, out_dir)
     if fmt == "json":
         sys.stdout.write(json.dumps(_clean_json(doc), indent=2, allow_nan=False) + "\n")
     else:

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["render_calc", "render_instruments", "render_plan"]
+__all__ = ["render_calc", "render_instruments", "render_plan", "writable_dir"]
+
+
+def writable_dir(text: str, flag: str) -> Path:
+    """The directory ``text`` (created if missing), or a ConfigError naming ``flag`` when it cannot be written."""
+    import os
+
+    from perphedge.errors import ConfigError
+
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"invalid `{flag}`: {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"invalid `{flag}`: cannot create the directory {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"invalid `{flag}`: the directory {path} is not writable")
+    return path
 
 
 def _usd(x: float | None, nd: int = 2) -> str:

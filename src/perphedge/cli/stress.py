@@ -320,9 +320,13 @@ def stress_cmd(
         store_path=store,
         specs=specs,
     )
+    from perphedge.cli.render import writable_dir
+
+    out_dir = writable_dir(plot_dir, "--plot") if plot_dir else None  # checked before the work, not after
     doc = run_stress(req)
     if plot_dir:
-        doc["plots"] = plot(doc, Path(plot_dir))
+        assert out_dir is not None
+        doc["plots"] = plot(doc, out_dir)
     if fmt == "json":
         sys.stdout.write(json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n")
     else:

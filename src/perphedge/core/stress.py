@@ -207,6 +207,29 @@ def memory_estimate(*, model: str, paths: int, horizon: int, n_assets: int, n_wa
     return 8 * (outputs + draws)
 
 
+def _cholesky(corr: Array) -> Array:
+    """Lower Cholesky factor of a correlation matrix, also of a singular one (|ρ| = 1, a duplicated asset):
+    a zero pivot gets a zero column (exact for a positive semi-definite matrix)."""
+    try:
+        return np.asarray(np.linalg.cholesky(corr), dtype=np.float64)
+    except np.linalg.LinAlgError:
+        pass
+    n = len(corr)
+    low = np.zeros((n, n))
+    for j in range(n):
+        d = float(corr[j, j] - low[j, :j] @ low[j, :j])
+        if d < -1e-9:
+            raise ConfigError("the correlation matrix is not positive semi-definite")
+        low[j, j] = math.sqrt(max(d, 0.0))
+        for i in range(j + 1, n):
+            rest = float(corr[i, j] - low[i, :j] @ low[j, :j])
+            if low[j, j] > 1e-9:
+                low[i, j] = rest / low[j, j]
+            elif abs(rest) > 1e-7:
+                raise ConfigError("the correlation matrix is not positive semi-definite")
+    return low
+
+
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(n, i + size)) for i in range(0, n, size)]
 
@@ -287,7 +310,7 @@ def simulate(
             assert mu_annual is not None and sigma_annual is not None and corr is not None
             sd = np.asarray(sigma_annual, dtype=np.float64) / math.sqrt(365.0)
             mu = (np.asarray(mu_annual, dtype=np.float64) - 0.5 * np.asarray(sigma_annual) ** 2) / 365.0
-            chol = np.linalg.cholesky(np.asarray(corr, dtype=np.float64))
+            chol = _cholesky(np.asarray(corr, dtype=np.float64))
             shocks = sub.standard_normal((n, horizon, n_assets))
             uniforms = sub.random((n, horizon, len(watch)))
             uniforms = np.maximum(uniforms, 1e-300)

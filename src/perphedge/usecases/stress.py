@@ -19,7 +19,7 @@ import numpy as np
 from perphedge.core.hedge import HedgePlan
 from perphedge.core.scenarios import Scenario, evaluate
 from perphedge.core.stress import MODELS
-from perphedge.errors import ConfigError, InfeasibleHedgeError, PerphedgeError
+from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError, PerphedgeError
 from perphedge.usecases.montecarlo import _with_leverage, leverage_candidates, monte_carlo
 
 if TYPE_CHECKING:
@@ -122,6 +122,8 @@ def run_stress(req: StressRequest) -> dict[str, Any]:
     pfile = load_portfolio_file(req.file)
     outcome = plan_portfolio(pfile, source=req.file, registry=registry, as_of=req.as_of, store_path=req.store_path)
     path = Path(req.store_path) if req.store_path else default_store_path()
+    if req.store_path and not path.is_file():
+        raise DataError(f"invalid `--store`: no market store file at {path}")
     try:
         # no store: the parametric models still run (replays and the bootstrap need history)
         with MarketStore(path, read_only=True) if path.exists() else contextlib.nullcontext() as st:
