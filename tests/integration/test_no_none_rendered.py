@@ -29,8 +29,9 @@ def rendered(doc: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def gbm_doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+@pytest.fixture
+def gbm_doc() -> dict[str, Any]:
+    """A parametric stress without a store (the autouse fixture points PERPHEDGE_HOME at an empty directory)."""
     req = StressRequest(
         file=str(REPO / "examples" / "altcoins.yaml"),
         model="gbm",
@@ -39,7 +40,6 @@ def gbm_doc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         paths=500,
         horizon_days=30,
         leverages=(2.0, 3.0),
-        store_path=str(tmp_path_factory.mktemp("none") / "absent.duckdb"),
     )
     return run_stress(req)
 
