@@ -19,8 +19,16 @@ def _clean_json(obj: Any) -> Any:
     return json_safe(obj, 10)
 
 
+NONE = "—"
+
+
 def _f(x: float | None, nd: int = 2) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
+    """``x`` to ``nd`` decimals, or an em dash when it is undefined (None, NaN)."""
+    return NONE if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}f}"
+
+
+def _p(x: float | None, spec: str) -> str:
+    return NONE if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
 def render(doc: dict[str, Any], console: Any) -> None:
@@ -48,14 +56,15 @@ def render(doc: dict[str, Any], console: Any) -> None:
         t.add_column(col, justify="left" if col == "asset" else "right")
     for a in doc["assets"]:
         oos = a["oos_hedge_effectiveness"]
-        best = max(oos, key=lambda k: oos[k]) if oos else None
+        defined = {k: v for k, v in oos.items() if v is not None}
+        best = max(defined, key=lambda k: defined[k]) if defined else None
         t.add_row(
             a["asset"],
             str(a["n_days"]),
             _f(a["beta"]),
             _f(a["correlation"]),
             _f(a["r2"]),
-            _f(a["log_returns"]["r2"]),
+            _f((a["log_returns"] or {}).get("r2")),
             _f(a["hedge_effectiveness"]),
             _f(a["downside_beta"]),
             _f(a["stress_beta"]),
@@ -63,6 +72,9 @@ def render(doc: dict[str, Any], console: Any) -> None:
             *[(f"[bold]{_f(oos.get(e))}[/bold]" if e == best else _f(oos.get(e))) for e in est],
         )
     console.print(t)
+    for a in doc["assets"]:
+        if a.get("undefined"):
+            console.print(f"{a['asset']}: {a['undefined']}")
     if any("7d" in a["horizons"] for a in doc["assets"]):
         w = Table(title="Weekly (7d, non-overlapping) hedge effectiveness out of sample", title_justify="left")
         for col in ("asset", "HE in", *est):
@@ -87,12 +99,12 @@ def render(doc: dict[str, Any], console: Any) -> None:
         r.add_column(col)
 
     def bc(x: dict[str, Any] | None) -> str:
-        return "-" if not x else f"{x['beta']:.2f} / {x['correlation']:.2f} (n={x['n']})"
+        return NONE if not x else f"{_f(x['beta'])} / {_f(x['correlation'])} (n={x['n']})"
 
     for a in doc["assets"]:
         g = a["regimes"]
         crashes = "\n".join(
-            f"{c['name']}: β {c['beta']:.2f}, {c['asset_return']:+.0%} vs {c['proxy_return']:+.0%}"
+            f"{c['name']}: β {_f(c['beta'])}, {_p(c['asset_return'], '+.0%')} vs {_p(c['proxy_return'], '+.0%')}"
             for c in g["crash_windows"]
         )
         r.add_row(
@@ -101,7 +113,7 @@ def render(doc: dict[str, Any], console: Any) -> None:
             bc(g["drawdown"]["stress"]),
             bc(g["volatility"]["calm"]),
             bc(g["volatility"]["stress"]),
-            crashes or "-",
+            crashes or NONE,
         )
     console.print(r)
     rows = [a for a in doc["assets"] if a.get("instrument_hedge")]
@@ -119,7 +131,7 @@ def render(doc: dict[str, Any], console: Any) -> None:
                 a["asset"],
                 f"{ih['first']} → {ih['last']} ({ih['n_days']} d)",
                 *[
-                    f"{ih[k]['min_variance_ratio']:.3f} / {ih[k]['hedge_effectiveness']:.3f}"
+                    f"{_f(ih[k]['min_variance_ratio'], 3)} / {_f(ih[k]['hedge_effectiveness'], 3)}"
                     for k in ("linear", "inverse", "proxy_spot")
                 ],
             )
@@ -135,10 +147,10 @@ def render(doc: dict[str, Any], console: Any) -> None:
                 row["symbol"],
                 f"{row['settlements']:,}",
                 "/".join(f"{x:g}" for x in row["interval_hours"]),
-                f"{row['share_positive']:.1%}",
-                f"{row['short_carry_annual']:+.1%}",
-                years,
-                "-" if row["worst_30d_carry"] is None else f"{row['worst_30d_carry']:+.2%} ({row['worst_30d_end']})",
+                _p(row["share_positive"], ".1%"),
+                _p(row["short_carry_annual"], "+.1%"),
+                years or NONE,
+                NONE if row["worst_30d_carry"] is None else f"{row['worst_30d_carry']:+.2%} ({row['worst_30d_end']})",
             )
         console.print(ft)
     if doc.get("basis"):
@@ -152,8 +164,8 @@ def render(doc: dict[str, Any], console: Any) -> None:
                 row["asset"],
                 f"{lb['mean']:+.1f} [{lb['p1']:+.1f}, {lb['p99']:+.1f}]",
                 f"{ib['mean']:+.1f} [{ib['p1']:+.1f}, {ib['p99']:+.1f}]",
-                f"{row['linear_daily_hedge']['hedge_effectiveness']:.4f}",
-                f"{row['inverse_daily_hedge']['hedge_effectiveness']:.4f}",
+                _f(row["linear_daily_hedge"]["hedge_effectiveness"], 4),
+                _f(row["inverse_daily_hedge"]["hedge_effectiveness"], 4),
             )
         console.print(bt)
     for p in doc.get("plots", []):
@@ -199,7 +211,7 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[str]:
     width = 0.8 / max(len(est), 1)
     bfig = go.Figure()
     for i, e in enumerate(est):
-        vals = [a["oos_hedge_effectiveness"].get(e, float("nan")) for a in doc["assets"]]
+        vals = [v if (v := a["oos_hedge_effectiveness"].get(e)) is not None else float("nan") for a in doc["assets"]]
         ax.bar([j + i * width for j in range(n)], vals, width=width, label=e)
         bfig.add_trace(go.Bar(x=[a["asset"] for a in doc["assets"]], y=vals, name=e))
     ax.set_xticks([j + width * (len(est) - 1) / 2 for j in range(n)])
@@ -228,8 +240,8 @@ def analyze_cmd(
     window: Annotated[str, typer.Option(help="Trailing estimation window, days or weeks: 180d, 26w.")] = "180d",
     horizon: Annotated[str, typer.Option(help="Horizons, comma-separated: 1d,7d.")] = "1d,7d",
     factors: Annotated[
-        str, typer.Option(help="Factors of the multi-factor fit (each must be in the store).")
-    ] = "BTC,ETH",
+        str | None, typer.Option(help="Factors of the multi-factor fit (default: BTC,ETH where stored).")
+    ] = None,
     nonneg: Annotated[bool, typer.Option("--nonneg", help="Non-negative multi-factor weights.")] = False,
     plot_dir: Annotated[str | None, typer.Option("--plot", help="Write PNG and HTML plots to this directory.")] = None,
     no_funding: Annotated[bool, typer.Option("--no-funding", help="Skip the funding and basis statistics.")] = False,
@@ -237,8 +249,7 @@ def analyze_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
     from perphedge.cli.options import date_range, days, output_dir
-    from perphedge.data.store import MarketStore
-    from perphedge.usecases.analyze import AnalyzeRequest, analyze
+    from perphedge.usecases.analyze import AnalyzeRequest, run_analyze
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
@@ -253,13 +264,13 @@ def analyze_cmd(
         until=last,
         window_days=days(window, "--window"),
         horizons=tuple(days(h, "--horizon") for h in horizons),
-        factors=tuple(x.strip() for x in factors.split(",") if x.strip()),
+        factors=None if factors is None else tuple(x.strip() for x in factors.split(",") if x.strip()),
         nonneg=nonneg,
         funding=not no_funding,
+        store_path=store,
     )
     plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None  # checked before the work
-    with MarketStore(store, read_only=True) as st:
-        doc = analyze(st, req)
+    doc = run_analyze(req)
     if plots is not None:
         doc["plots"] = plot(doc, output_dir(plots, "--plot"))
     if fmt == "json":

@@ -68,7 +68,7 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
             f"leverage auto: {rec['leverage']:g}x — the highest with P(liquidation) <= "
             f"{rec['max_liquidation_probability']:.1%} over {rec['horizon_days']} days ({rec['model']} Monte Carlo, "
             f"{rec['paths']:,} paths, P = {rec['liquidation_probability']:.2%}); with daily top-ups: "
-            f"{rec['with_top_up']}x"
+            + ("none" if rec["with_top_up"] is None else f"{rec['with_top_up']:g}x")
         )
     est = hedge.get("beta_estimation")
     if est:

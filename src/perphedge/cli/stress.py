@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -25,8 +24,20 @@ def _commit(lev: float | None, notional: float | None, collateral: float | None)
     return f"{lev:g}x ({notional:,.0f} USD short, {collateral:,.0f} USD collateral)"
 
 
+NONE = "—"
+
+
 def _usd(x: float | None) -> str:
-    return "-" if x is None else f"{x:+,.0f}"
+    return NONE if x is None else f"{x:+,.0f}"
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    """``x`` formatted with ``spec``, or an em dash when it is undefined (None)."""
+    return NONE if x is None else format(x, spec)
+
+
+def _lev(x: float | None) -> str:
+    return "none" if x is None else f"{x:g}x"
 
 
 def render(doc: dict[str, Any], console: Any) -> None:
@@ -64,12 +75,12 @@ def render(doc: dict[str, Any], console: Any) -> None:
                 continue
             t.add_row(
                 f"{r['name']} ({r['start']} → {r['end']})",
-                f"{r['proxy_return']:+.0%}",
-                f"{r['portfolio_return']:+.0%}",
+                _fmt(r["proxy_return"], "+.0%"),
+                _fmt(r["portfolio_return"], "+.0%"),
                 _usd(r["spot_pnl_usd"]),
                 _usd(r["hedge_pnl_usd"]),
                 _usd(r["net_pnl_usd"]),
-                f"{r['max_drawdown']:.0%} / {r['unhedged_max_drawdown']:.0%}",
+                f"{_fmt(r['max_drawdown'], '.0%')} / {_fmt(r['unhedged_max_drawdown'], '.0%')}",
                 f"YES {r['liquidation_day']}" if r["liquidated"] else "",
             )
         console.print(t)
@@ -94,6 +105,22 @@ def render(doc: dict[str, Any], console: Any) -> None:
     console.print(
         f"Monte Carlo: {mc['model']}, {mc['paths']:,} paths × {mc['horizon_days']} days, seed {mc['seed']}{hist}"
     )
+    a = mc.get("assumptions")
+    if a:
+        at = Table(title="Monte Carlo assumptions (annual)", title_justify="left")
+        for col in ("asset", "volatility", "drift"):
+            at.add_column(col, justify="left" if col == "asset" else "right")
+        for asset, vol in a["volatility_annual"].items():
+            at.add_row(asset, _fmt(vol, ".1%"), _fmt(a["drift_annual"].get(asset), "+.1%"))
+        console.print(at)
+        corr = ", ".join(f"{k} {_fmt(v, '.2f')}" for k, v in a["correlation"].items()) or NONE
+        console.print(f"  volatility: {a['volatility_source']}")
+        console.print(f"  drift: {a['drift_source']}")
+        console.print(f"  correlation: {corr} ({a['correlation_source']})")
+    if doc.get("leverages_dropped"):
+        console.print(
+            "leverages not tested: " + "; ".join(f"{d['leverage']:g}x {d['reason']}" for d in doc["leverages_dropped"])
+        )
     r = Table(title="PnL over the horizon (USD)", title_justify="left")
     for col in ("book", "mean", "5%", "median", "95%", "VaR 95%", "ES 95%"):
         r.add_column(col, justify="left" if col == "book" else "right")
@@ -106,8 +133,8 @@ def render(doc: dict[str, Any], console: Any) -> None:
                 _usd(x["p5_usd"]),
                 _usd(x["p50_usd"]),
                 _usd(x["p95_usd"]),
-                f"{x['var_95_usd']:,.0f}",
-                f"{x['es_95_usd']:,.0f}",
+                _fmt(x["var_95_usd"], ",.0f"),
+                _fmt(x["es_95_usd"], ",.0f"),
             )
     console.print(r)
     lt = Table(title=f"Probability of liquidation within {mc['horizon_days']} days", title_justify="left")
@@ -118,6 +145,7 @@ def render(doc: dict[str, Any], console: Any) -> None:
         "P(liq.)",
         "± s.e.",
         "P(liq.) with daily top-ups",
+        "top-ups added 95% USD",
         "top-up reserve 95% USD",
     ):
         lt.add_column(col, justify="left" if col == "instrument" else "right")
@@ -126,22 +154,23 @@ def render(doc: dict[str, Any], console: Any) -> None:
             row["instrument"],
             f"{row['leverage']:g}x",
             "none" if row["liquidation_price_ratio"] is None else f"{row['liquidation_price_ratio']:.3f}",
-            f"{row['liquidation_probability']:.2%}",
-            f"{row['standard_error']:.2%}",
-            f"{row['liquidation_probability_with_top_up']:.2%}",
-            f"{row['top_up_reserve_usd_p95']:,.0f}",
+            _fmt(row["liquidation_probability"], ".2%"),
+            _fmt(row["standard_error"], ".2%"),
+            _fmt(row["liquidation_probability_with_top_up"], ".2%"),
+            _fmt(row.get("top_up_added_usd_p95"), ",.0f"),
+            _fmt(row["top_up_reserve_usd_p95"], ",.0f"),
         )
     console.print(lt)
     rec = mc["recommended"]
     console.print(
-        f"recommended leverage (P(liquidation) <= {rec['max_liquidation_probability']:.1%} over "
+        f"recommended leverage (P(liquidation) <= {_fmt(rec['max_liquidation_probability'], '.1%')} over "
         f"{mc['horizon_days']} days): [bold]"
         + _commit(rec["without_top_up"], rec["without_top_up_notional_usd"], rec["without_top_up_collateral_usd"])
         + "[/bold] without top-ups, [bold]"
         + _commit(rec["with_top_up"], rec["with_top_up_notional_usd"], rec["with_top_up_collateral_usd"])
         + "[/bold] with daily top-ups; by model: "
         + ", ".join(
-            f"{m} {v['without_top_up'] or 'none'}x / {v['with_top_up'] or 'none'}x"
+            f"{m} {_lev(v['without_top_up'])} / {_lev(v['with_top_up'])}"
             for m, v in doc["recommended_by_model"].items()
         )
     )
@@ -241,69 +270,62 @@ def stress_cmd(
     file: Annotated[str, typer.Argument(help="Portfolio YAML file (its hedge block is the plan to stress).")],
     horizon: Annotated[str, typer.Option(help="Monte Carlo horizon, e.g. 90d.")] = "90d",
     model: Annotated[str, typer.Option(help="bootstrap | gbm | student_t.")] = "bootstrap",
-    sigma: Annotated[float | None, typer.Option(help="Annual volatility of the proxy (gbm, student_t).")] = None,
-    drift: Annotated[float | None, typer.Option(help="Annual drift of every asset (gbm, student_t).")] = None,
-    paths: Annotated[int, typer.Option(help="Monte Carlo paths.")] = 20_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    sigma: Annotated[
+        float | None, typer.Option(help="Annual volatility of the proxy, a fraction: 0.6 = 60% (gbm, student_t).")
+    ] = None,
+    drift: Annotated[
+        float | None, typer.Option(help="Annual drift of every asset, a fraction (gbm, student_t).")
+    ] = None,
+    correlation: Annotated[
+        float | None, typer.Option(help="Correlation between every pair of assets, in [-1, 1] (gbm, student_t).")
+    ] = None,
+    paths: Annotated[int, typer.Option(help="Monte Carlo paths (100 … 2,000,000).")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed (>= 0).")] = 0,
     leverage: Annotated[str | None, typer.Option(help="Leverages to test, e.g. 1,2,3,5 (default: a grid).")] = None,
-    max_liq_prob: Annotated[float, typer.Option("--max-liq-prob", help="Target P(liquidation).")] = 0.01,
+    max_liq_prob: Annotated[float, typer.Option("--max-liq-prob", help="Target P(liquidation), in (0, 1).")] = 0.01,
+    max_memory: Annotated[
+        str | None, typer.Option("--max-memory", help="Refuse a Monte Carlo needing more, e.g. 4GB (default: RAM/2).")
+    ] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Prices from the store: a date or latest.")] = None,
     plot_dir: Annotated[str | None, typer.Option("--plot", help="Write PNG/HTML plots here.")] = None,
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
-    from perphedge.config import load_portfolio_file
-    from perphedge.data.store import MarketStore, default_store_path
-    from perphedge.errors import PerphedgeError
-    from perphedge.specs import default_registry
     from perphedge.usecases.analyze import parse_days
-    from perphedge.usecases.plan import plan_portfolio
-    from perphedge.usecases.stress import stress
+    from perphedge.usecases.montecarlo import parse_bytes
+    from perphedge.usecases.stress import StressRequest, run_stress
 
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
-    if not 0 < max_liq_prob < 1:
-        raise ConfigError(f"invalid `--max-liq-prob`: must be in (0, 1), was {max_liq_prob}")
-    if paths < 100 or paths > 2_000_000:
-        raise ConfigError(f"invalid `--paths`: 100 … 2,000,000, was {paths}")
     levs = None
-    if leverage:
+    if leverage is not None:
         try:
-            levs = [float(x) for x in leverage.split(",") if x.strip()]
+            levs = tuple(float(x) for x in leverage.split(",") if x.strip())
         except ValueError:
             raise ConfigError(f"invalid `--leverage`: {leverage!r} must be numbers such as 1,2,3,5") from None
-        if any(x < 1 for x in levs):
-            raise ConfigError(f"invalid `--leverage`: every leverage must be >= 1, were {levs}")
-    days = parse_days(horizon, "--horizon")
-    registry = default_registry(specs)
-    pfile = load_portfolio_file(file)
-    outcome = plan_portfolio(pfile, source=file, registry=registry, as_of=as_of, store_path=store)
-    path = Path(store) if store else default_store_path()
-    try:
-        # no store: the parametric models still run (replays and the bootstrap need history)
-        with MarketStore(path, read_only=True) if path.exists() else contextlib.nullcontext() as st:
-            doc = stress(
-                pfile,
-                outcome.plan,
-                outcome.instrument_spec,
-                store=st,
-                registry=registry,
-                model=model,
-                paths=paths,
-                horizon=days,
-                seed=seed,
-                leverages=levs,
-                sigma=sigma,
-                drift=drift,
-                max_liq_prob=max_liq_prob,
-            )
-    except PerphedgeError as exc:
-        msg = str(exc)
-        raise type(exc)(msg if msg.startswith(file) else f"{file}: {msg}") from None
-    doc["source"] = file
-    if plot_dir:
-        doc["plots"] = plot(doc, Path(plot_dir))
+    req = StressRequest(
+        file=file,
+        model=model,
+        paths=paths,
+        horizon_days=parse_days(horizon, "--horizon"),
+        seed=seed,
+        leverages=levs,
+        sigma=sigma,
+        drift=drift,
+        correlation=correlation,
+        max_liq_prob=max_liq_prob,
+        max_memory=parse_bytes(max_memory) if max_memory is not None else None,
+        as_of=as_of,
+        store_path=store,
+        specs=specs,
+    )
+    from perphedge.cli.options import output_dir
+
+    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None  # checked before the work
+    doc = run_stress(req)
+    if plots is not None:
+        doc["plots"] = plot(doc, output_dir(plots, "--plot"))
     if fmt == "json":
         sys.stdout.write(json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n")
     else:

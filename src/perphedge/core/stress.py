@@ -2,12 +2,15 @@
 
 Monte Carlo simulates joint daily paths of every asset and, per path, keeps only what the
 stress report needs: each asset's terminal price ratio, each hedge underlying's running maximum
-of the intraday high (liquidation of a short), and its largest one-day jump from the previous
-close (liquidation despite daily margin top-ups). Three models: stationary block bootstrap of
-historical daily log returns (highs from the same historical days), GBM, and Student-t returns
-(ν = 4, scaled to the same volatility); for the parametric models the intraday high is drawn from
-the exact distribution of a Brownian bridge's maximum. Memory is bounded: paths are produced in
-chunks and reduced on the fly. Kernels have plain twins (``*_python``).
+of the intraday high (liquidation of a short), of the close, its largest one-day jump from the
+previous close, and its largest intraday high over the highest close before it (liquidation
+despite daily margin top-ups: a top-up only adds margin, so a short's liquidation price with
+top-ups is the running maximum of the initial one and close × (1 + d), d the initial distance;
+the path is liquidated iff some high / max(1, highest close before it) reaches 1 + d). Three
+models: stationary block bootstrap of historical daily log returns (highs from the same historical
+days), GBM, and Student-t returns (ν = 4, scaled to the same volatility); for the parametric
+models the intraday high is drawn from the exact distribution of a Brownian bridge's maximum.
+Memory is bounded: paths are produced in chunks and reduced on the fly. Kernels have plain twins (``*_python``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "BGK_BETA",
     "MODELS",
     "bgk_upper_hit_probability",
+    "memory_estimate",
     "normal_cdf",
     "simulate",
     "simulate_numpy",
@@ -84,6 +88,7 @@ def _sim_bootstrap_python(
     max_high: Array,
     max_jump: Array,
     max_close: Array,
+    max_over_peak: Array,
 ) -> None:
     """Stationary block bootstrap; ``starts``/``lengths`` (per path, per block) pick historical days."""
     n_paths = terminal.shape[0]
@@ -95,6 +100,7 @@ def _sim_bootstrap_python(
         mh = np.zeros(n_watch)
         mj = np.zeros(n_watch)
         mc = np.zeros(n_watch)
+        mp = np.zeros(n_watch)
         day = 0
         b = 0
         while day < horizon:
@@ -110,6 +116,7 @@ def _sim_bootstrap_python(
                     hi = logp[a] + highs[src, w]
                     mh[w] = max(mh[w], hi)
                     mj[w] = max(mj[w], highs[src, w])
+                    mp[w] = max(mp[w], hi - mc[w])  # mc: highest close so far (the start included)
                 for a in range(n_assets):
                     logp[a] += returns[src, a]
                 for w in range(n_watch):
@@ -121,6 +128,7 @@ def _sim_bootstrap_python(
             max_high[p, w] = math.exp(mh[w])
             max_jump[p, w] = math.exp(mj[w])
             max_close[p, w] = math.exp(mc[w])
+            max_over_peak[p, w] = math.exp(mp[w])
 
 
 def _sim_parametric_python(
@@ -135,6 +143,7 @@ def _sim_parametric_python(
     max_high: Array,
     max_jump: Array,
     max_close: Array,
+    max_over_peak: Array,
 ) -> None:
     """Correlated normal (or Student-t via per-day ``scale``) log returns; intraday high from the Brownian-bridge
     maximum ``(r + sqrt(r² − 2σ²·ln U))/2``."""
@@ -145,6 +154,7 @@ def _sim_parametric_python(
         mh = np.zeros(n_watch)
         mj = np.zeros(n_watch)
         mc = np.zeros(n_watch)
+        mp = np.zeros(n_watch)
         r = np.zeros(n_assets)
         for t in range(horizon):
             for a in range(n_assets):
@@ -160,6 +170,7 @@ def _sim_parametric_python(
                 hi = logp[a] + jump
                 mh[w] = max(mh[w], hi)
                 mj[w] = max(mj[w], jump)
+                mp[w] = max(mp[w], hi - mc[w])  # mc: highest close so far (the start included)
             for a in range(n_assets):
                 logp[a] += r[a]
             for w in range(n_watch):
@@ -170,6 +181,7 @@ def _sim_parametric_python(
             max_high[p, w] = math.exp(mh[w])
             max_jump[p, w] = math.exp(mj[w])
             max_close[p, w] = math.exp(mc[w])
+            max_over_peak[p, w] = math.exp(mp[w])
 
 
 def _jit(fn: Callable[..., Any], parallel: bool = False) -> Callable[..., Any]:
@@ -182,6 +194,40 @@ def _jit(fn: Callable[..., Any], parallel: bool = False) -> Callable[..., Any]:
 
 _sim_bootstrap = _jit(_sim_bootstrap_python, parallel=True)
 _sim_parametric = _jit(_sim_parametric_python, parallel=True)
+
+
+def memory_estimate(*, model: str, paths: int, horizon: int, n_assets: int, n_watch: int, chunk: int = 20_000) -> int:
+    """Peak bytes :func:`simulate` allocates: its outputs plus one chunk's random draws (float64)."""
+    n = min(paths, chunk)
+    outputs = paths * (n_assets + 4 * n_watch)
+    if model == "bootstrap":
+        draws = 2 * n * horizon  # block starts and lengths
+    else:
+        draws = n * horizon * (n_assets + n_watch + 3)  # shocks, uniforms, chi-square and scale
+    return 8 * (outputs + draws)
+
+
+def _cholesky(corr: Array) -> Array:
+    """Lower Cholesky factor of a correlation matrix, also of a singular one (|ρ| = 1, a duplicated asset):
+    a zero pivot gets a zero column (exact for a positive semi-definite matrix)."""
+    try:
+        return np.asarray(np.linalg.cholesky(corr), dtype=np.float64)
+    except np.linalg.LinAlgError:
+        pass
+    n = len(corr)
+    low = np.zeros((n, n))
+    for j in range(n):
+        d = float(corr[j, j] - low[j, :j] @ low[j, :j])
+        if d < -1e-9:
+            raise ConfigError("the correlation matrix is not positive semi-definite")
+        low[j, j] = math.sqrt(max(d, 0.0))
+        for i in range(j + 1, n):
+            rest = float(corr[i, j] - low[i, :j] @ low[j, :j])
+            if low[j, j] > 1e-9:
+                low[i, j] = rest / low[j, j]
+            elif abs(rest) > 1e-7:
+                raise ConfigError("the correlation matrix is not positive semi-definite")
+    return low
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -212,7 +258,9 @@ def simulate(
     each day's high over the previous close). GBM and Student-t need ``mu_annual``, ``sigma_annual`` and ``corr``.
     ``watch`` lists the asset columns whose highs matter (hedge underlyings). Returns ``terminal`` (paths × assets,
     price ratios), ``max_high`` (intraday), ``max_close`` (daily closes) and ``max_jump`` (largest high over the
-    previous close), paths × watched, ratios ≥ 1.
+    previous close) and ``max_over_peak`` (largest intraday high over the highest close before it, the start
+    counting as a close of 1: a short topped up at every close to its initial distance d, never withdrawing margin,
+    is liquidated iff this reaches 1 + d), paths × watched, ratios ≥ 1.
     """
     if model not in MODELS:
         raise ConfigError(f"invalid `--model`: must be one of {', '.join(MODELS)}, was {model!r}")
@@ -232,11 +280,13 @@ def simulate(
     max_high = np.empty((paths, len(watch)))
     max_jump = np.empty((paths, len(watch)))
     max_close = np.empty((paths, len(watch)))
+    max_over_peak = np.empty((paths, len(watch)))
     for lo, hi in _chunks(paths, chunk):
         n = hi - lo
         sub_seed = rng.integers(0, 2**63 - 1)
         sub = np.random.default_rng(sub_seed)
         t_out, mh_out, mj_out, mc_out = terminal[lo:hi], max_high[lo:hi], max_jump[lo:hi], max_close[lo:hi]
+        mp_out = max_over_peak[lo:hi]
         if model == "bootstrap":
             assert returns is not None and highs is not None
             max_blocks = horizon  # at least one day per block
@@ -254,12 +304,13 @@ def simulate(
                 mh_out,
                 mj_out,
                 mc_out,
+                mp_out,
             )
         else:
             assert mu_annual is not None and sigma_annual is not None and corr is not None
             sd = np.asarray(sigma_annual, dtype=np.float64) / math.sqrt(365.0)
             mu = (np.asarray(mu_annual, dtype=np.float64) - 0.5 * np.asarray(sigma_annual) ** 2) / 365.0
-            chol = np.linalg.cholesky(np.asarray(corr, dtype=np.float64))
+            chol = _cholesky(np.asarray(corr, dtype=np.float64))
             shocks = sub.standard_normal((n, horizon, n_assets))
             uniforms = sub.random((n, horizon, len(watch)))
             uniforms = np.maximum(uniforms, 1e-300)
@@ -269,8 +320,14 @@ def simulate(
             else:
                 scale = np.ones((n, horizon))
             fn = _sim_parametric_python if plain else _sim_parametric
-            fn(chol, mu, sd, shocks, uniforms, scale, w_arr, t_out, mh_out, mj_out, mc_out)
-    return {"terminal": terminal, "max_high": max_high, "max_jump": max_jump, "max_close": max_close}
+            fn(chol, mu, sd, shocks, uniforms, scale, w_arr, t_out, mh_out, mj_out, mc_out, mp_out)
+    return {
+        "terminal": terminal,
+        "max_high": max_high,
+        "max_jump": max_jump,
+        "max_close": max_close,
+        "max_over_peak": max_over_peak,
+    }
 
 
 def simulate_numpy(

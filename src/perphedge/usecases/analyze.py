@@ -9,9 +9,9 @@ trailing window and applied to the next observation only (:func:`perphedge.core.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -25,8 +25,20 @@ if TYPE_CHECKING:
 
     from perphedge.data.store import MarketStore
 
-__all__ = ["CRASH_WINDOWS", "AnalyzeRequest", "analyze", "estimate_betas", "parse_days", "simple_returns"]
+__all__ = [
+    "CRASH_WINDOWS",
+    "LISTING_SKIP_DAYS",
+    "AnalyzeRequest",
+    "analyze",
+    "estimate_betas",
+    "listings",
+    "parse_days",
+    "run_analyze",
+    "simple_returns",
+]
 
+T = TypeVar("T")
+DEFAULT_FACTORS = ("BTC", "ETH")
 ANALYZE_SCHEMA = "perphedge.analyze/1"
 LISTING_SKIP_DAYS = 7  # listing-day candles are extreme (sample README); skip the first week
 
@@ -49,13 +61,14 @@ class AnalyzeRequest:
     until: str | None = None
     window_days: int = 180
     horizons: tuple[int, ...] = (1, 7)
-    factors: tuple[str, ...] = ("BTC", "ETH")
+    factors: tuple[str, ...] | None = None  # None: BTC and ETH, those the store has; named ones must be stored
     nonneg: bool = False
     lam: float = 0.94
     stress_k: float = 2.0
     drawdown_stress: float = 0.20
     source: str = "binance"
     funding: bool = True
+    store_path: str | None = None  # the market store file (None: the default store)
 
     def __post_init__(self) -> None:
         if not self.assets:
@@ -70,20 +83,71 @@ class AnalyzeRequest:
                 f"invalid `--assets`: {proxy} is also the proxy (`--proxy {proxy}`); an asset hedged with itself "
                 "has beta 1 by construction: drop it from --assets or choose another --proxy"
             )
+        first, last = _day(self.since, "--since"), _day(self.until, "--until")
+        if first is not None and last is not None and last < first:
+            raise ConfigError(f"invalid `--until`: {self.until} is before `--since` {self.since}")
+
+
+def _day(value: str | None, what: str) -> pd.Timestamp | None:
+    """A UTC day from ``--since``/``--until`` text (ISO 8601)."""
+    from datetime import datetime
+
+    import pandas as pd
+
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"invalid `{what}`: {value!r} is not an ISO 8601 date such as 2024-01-31") from None
+    ts = pd.Timestamp(parsed)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return ts.floor("D")
+
+
+def listings(store: MarketStore, assets: Sequence[str], source: str = "binance") -> dict[str, pd.Timestamp]:
+    """Each asset's first stored daily candle (its listing, as far as the store knows), UTC."""
+    import pandas as pd
+
+    from perphedge.data.reader import spot_symbol
+
+    codes = [normalise_asset(a) for a in assets]
+    symbols = {spot_symbol(a): a for a in codes}
+    marks = ", ".join("?" for _ in symbols)
+    frame = store.query(
+        f"SELECT symbol, min(ts) AS first FROM candles WHERE source = ? AND timeframe = '1d' "
+        f"AND symbol IN ({marks}) GROUP BY symbol",
+        [source, *symbols],
+    )
+    return {symbols[sym]: pd.Timestamp(first).tz_localize("UTC") for sym, first in frame.itertuples(index=False)}
 
 
 def simple_returns(
     store: MarketStore, assets: Sequence[str], since: str | None, until: str | None, source: str = "binance"
 ) -> pd.DataFrame:
-    """Daily simple returns (UTC), NaN before each listing (+ the first week) and after delisting."""
+    """Daily simple returns (UTC) dated ``since`` … ``until`` inclusive (the close before ``since`` is read).
+
+    A return is NaN before the asset's listing, during the :data:`LISTING_SKIP_DAYS` days after it, and after
+    delisting. The listing is the asset's first stored daily candle, not the first day of the window: an asset
+    listed before ``since`` keeps every day of the window.
+    """
+    import pandas as pd
+
     from perphedge.data.reader import ohlc
 
-    close = ohlc(store, assets, since, until, source=source)["close"]
+    first_day, last_day = _day(since, "--since"), _day(until, "--until")
+    if first_day is not None and last_day is not None and last_day < first_day:
+        raise ConfigError(f"invalid `--until`: {until} is before `--since` {since}")
+    start = None if first_day is None else first_day - pd.Timedelta(days=1)
+    close = ohlc(store, assets, start, until, source=source)["close"]
     rets = close / close.shift(1) - 1.0
+    listed = listings(store, list(close.columns), source)
     for col in rets.columns:
-        first = close[col].first_valid_index()
+        first = listed.get(col)
         if first is not None:
-            rets.loc[: first + np.timedelta64(LISTING_SKIP_DAYS, "D"), col] = np.nan
+            rets.loc[: first + pd.Timedelta(days=LISTING_SKIP_DAYS), col] = np.nan
+    if first_day is not None:
+        return rets.loc[first_day:]
     return rets.iloc[1:]
 
 
@@ -99,8 +163,23 @@ def _horizon(s: np.ndarray, f: np.ndarray, h: int) -> tuple[np.ndarray, np.ndarr
     return np.expm1(A.non_overlapping(ls, h)), np.expm1(A.non_overlapping(lf, h))
 
 
-def _fit(fit: A.FitResult) -> dict[str, float]:
+def _fit(fit: A.FitResult | None) -> dict[str, float | None] | None:
+    if fit is None:
+        return None
     return {"beta": fit.beta, "correlation": fit.correlation, "r2": fit.r2, "n": fit.n}
+
+
+def _defined(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``fn(*args, **kwargs)``, or None when the statistic is undefined on these returns (zero variance, too few
+    such days)."""
+    try:
+        return fn(*args, **kwargs)
+    except DataError:
+        return None
+
+
+def _beta(fit: A.FitResult | None) -> float | None:
+    return None if fit is None else fit.beta
 
 
 def _regimes(s: np.ndarray, f: np.ndarray, idx: Any, proxy_close: pd.Series, req: AnalyzeRequest) -> dict[str, Any]:
@@ -114,20 +193,20 @@ def _regimes(s: np.ndarray, f: np.ndarray, idx: Any, proxy_close: pd.Series, req
     for name, stress in (("drawdown", drawdown <= -req.drawdown_stress), ("volatility", vol >= vol_cut)):
         regime = {}
         for label, mask in (("calm", ~stress), ("stress", stress)):
-            regime[label] = _fit(A.ols(s[mask], f[mask])) if mask.sum() >= 10 else None
+            regime[label] = _fit(_defined(A.ols, s[mask], f[mask])) if mask.sum() >= 10 else None
         out[name] = regime
     windows = []
     for label, start, end in CRASH_WINDOWS:
         mask = (idx >= pd.Timestamp(start, tz="UTC")) & (idx <= pd.Timestamp(end, tz="UTC"))
         if mask.sum() < 5:
             continue
-        fit = A.ols(s[mask], f[mask])
+        fit = _fit(_defined(A.ols, s[mask], f[mask]))
         windows.append(
             {
                 "name": label,
                 "start": start,
                 "end": end,
-                **_fit(fit),
+                **(fit or {"beta": None, "correlation": None, "r2": None, "n": int(mask.sum())}),
                 "asset_return": float(np.prod(1 + s[mask]) - 1),
                 "proxy_return": float(np.prod(1 + f[mask]) - 1),
             }
@@ -147,38 +226,49 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
             f"{asset}: only {len(s)} days with both {asset} and {req.proxy} returns; need at least "
             f"{req.window_days + 30} for a {req.window_days}-day walk-forward (earlier --since?)"
         )
-    fit = A.ols(s, f)
+    fit = _defined(A.ols, s, f)
+    beta = fit.beta if fit is not None else None
     out: dict[str, Any] = {
         "asset": asset,
-        "n_days": len(s),
+        "n_days": len(s),  # observations: days with both the asset's and the proxy's return
         "first": str(idx[0].date()),
         "last": str(idx[-1].date()),
-        "beta": fit.beta,
-        "correlation": fit.correlation,
-        "r2": fit.r2,
+        "beta": beta,
+        "correlation": fit.correlation if fit is not None else None,
+        "r2": fit.r2 if fit is not None else None,
         # the same fit on log returns: less swayed by one extreme day (DOGE +392% on 2021-01-28)
-        "log_returns": _fit(A.ols(np.log1p(s), np.log1p(f))),
-        "hedge_effectiveness": A.hedge_effectiveness(s, f, fit.beta),
-        "tracking_error": A.tracking_error(s, f, fit.beta),
+        "log_returns": _fit(_defined(A.ols, np.log1p(s), np.log1p(f))),
+        "hedge_effectiveness": None if beta is None else _defined(A.hedge_effectiveness, s, f, beta),
+        "tracking_error": None if beta is None else _defined(A.tracking_error, s, f, beta),
         "unhedged_volatility": float(np.std(s, ddof=1) * math.sqrt(365)),
-        "downside_beta": A.downside_beta(s, f).beta,
-        "stress_beta": A.stress_beta(s, f, req.stress_k).beta,
+        "downside_beta": _beta(_defined(A.downside_beta, s, f)),
+        "stress_beta": _beta(_defined(A.stress_beta, s, f, req.stress_k)),
     }
-    factors = [x for x in req.factors if x != asset and x in rets.columns]
+    undefined = []
+    if float(np.var(f)) == 0.0:
+        undefined.append(f"{req.proxy}'s returns have zero variance")
+    if float(np.var(s)) == 0.0:
+        undefined.append(f"{asset}'s returns have zero variance")
+    if undefined:
+        out["undefined"] = (
+            " and ".join(undefined) + f" from {out['first']} to {out['last']}: betas, hedge ratios and hedge "
+            "effectiveness are undefined (null)"
+        )
+    factors = [x for x in req.factors or () if x != asset and x in rets.columns]
+    best: float | None = fit.r2 if fit is not None else None
     if factors:
         joined = rets[[asset, *factors]].dropna()
-        w, r2 = A.multi_factor(joined[asset].to_numpy(), joined[factors].to_numpy(), nonneg=req.nonneg)
+        mf = _defined(A.multi_factor, joined[asset].to_numpy(), joined[factors].to_numpy(), nonneg=req.nonneg)
         out["multi_factor"] = {
             "factors": factors,
-            "weights": dict(zip(factors, map(float, w), strict=True)),
-            "r2": r2,
+            "weights": None if mf is None else dict(zip(factors, map(float, mf[0]), strict=True)),
+            "r2": None if mf is None else mf[1],
             "nonneg": req.nonneg,
             "n": len(joined),
         }
-        best = max(r2, fit.r2)
-    else:
-        best = fit.r2
-    out["unhedgeable_variance"] = 1.0 - best
+        if mf is not None and best is not None:
+            best = max(mf[1], best)
+    out["unhedgeable_variance"] = None if best is None or undefined else 1.0 - best
     oos: dict[str, Any] = {}
     for h in req.horizons:
         sh, fh = _horizon(s, f, h)
@@ -187,18 +277,18 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
             continue
         per: dict[str, Any] = {}
         for est in A.ESTIMATORS:
-            wf = A.walk_forward(sh, fh, est, window, lam=req.lam, periods_per_year=365.0 / h, k=req.stress_k)
+            wf = _defined(A.walk_forward, sh, fh, est, window, lam=req.lam, periods_per_year=365.0 / h, k=req.stress_k)
             per[est] = {
-                "oos_hedge_effectiveness": wf.hedge_effectiveness,
-                "tracking_error": wf.tracking_error,
-                "mean_ratio": wf.mean_ratio,
-                "n_oos": wf.n_oos,
+                "oos_hedge_effectiveness": None if wf is None else wf.hedge_effectiveness,
+                "tracking_error": None if wf is None else wf.tracking_error,
+                "mean_ratio": None if wf is None else wf.mean_ratio,
+                "n_oos": None if wf is None else wf.n_oos,
             }
-        fit_h = A.ols(sh, fh)
+        fit_h = _defined(A.ols, sh, fh)
         oos[f"{h}d"] = {
             "window_obs": window,
-            "in_sample_hedge_effectiveness": fit_h.r2,
-            "beta": fit_h.beta,
+            "in_sample_hedge_effectiveness": None if fit_h is None else fit_h.r2,
+            "beta": None if fit_h is None else fit_h.beta,
             "estimators": per,
         }
     out["horizons"] = oos
@@ -207,8 +297,8 @@ def _asset(rets: pd.DataFrame, closes: pd.DataFrame, asset: str, req: AnalyzeReq
         {k: v["oos_hedge_effectiveness"] for k, v in first["estimators"].items()} if first else {}
     )
     out["regimes"] = _regimes(s, f, idx, closes[req.proxy], req)
-    rolling = A.walk_forward(s, f, "rolling_ols", min(req.window_days, len(s) - 4)).ratios
-    out["_rolling"] = (idx, rolling)
+    rolling = _defined(A.walk_forward, s, f, "rolling_ols", min(req.window_days, len(s) - 4))
+    out["_rolling"] = (idx, rolling.ratios if rolling is not None else np.full(len(s), np.nan))
     return out
 
 
@@ -241,8 +331,11 @@ def _instrument_hedge(asset: pd.Series, proxy_spot: pd.Series, perp: pd.DataFram
         "n_days": len(joined),
     }
     for name in ("linear", "inverse", "spot"):
-        fit = A.ols(s, joined[name].to_numpy())
-        out[name if name != "spot" else "proxy_spot"] = {"min_variance_ratio": fit.beta, "hedge_effectiveness": fit.r2}
+        fit = _defined(A.ols, s, joined[name].to_numpy())
+        out[name if name != "spot" else "proxy_spot"] = {
+            "min_variance_ratio": None if fit is None else fit.beta,
+            "hedge_effectiveness": None if fit is None else fit.r2,
+        }
     return out
 
 
@@ -255,22 +348,23 @@ def _basket(rets: pd.DataFrame, req: AnalyzeRequest) -> dict[str, Any] | None:
         return None
     s = joined[assets].mean(axis=1).to_numpy()  # equal-weighted, rebalanced daily
     f = joined[req.proxy].to_numpy()
-    fit = A.ols(s, f)
-    oos = {
-        est: A.walk_forward(s, f, est, req.window_days, lam=req.lam, k=req.stress_k).hedge_effectiveness
-        for est in A.ESTIMATORS
-    }
+    fit = _defined(A.ols, s, f)
+    oos = {}
+    for est in A.ESTIMATORS:
+        wf = _defined(A.walk_forward, s, f, est, req.window_days, lam=req.lam, k=req.stress_k)
+        oos[est] = None if wf is None else wf.hedge_effectiveness
+    beta = None if fit is None else fit.beta
     return {
         "assets": assets,
         "weights": "equal",
         "n_days": len(s),
         "first": str(joined.index[0].date()),
-        "beta": fit.beta,
-        "correlation": fit.correlation,
-        "r2": fit.r2,
+        "beta": beta,
+        "correlation": None if fit is None else fit.correlation,
+        "r2": None if fit is None else fit.r2,
         # the same fit on log returns: less swayed by one extreme day (DOGE +392% on 2021-01-28)
-        "log_returns": _fit(A.ols(np.log1p(s), np.log1p(f))),
-        "hedge_effectiveness": A.hedge_effectiveness(s, f, fit.beta),
+        "log_returns": _fit(_defined(A.ols, np.log1p(s), np.log1p(f))),
+        "hedge_effectiveness": None if beta is None else _defined(A.hedge_effectiveness, s, f, beta),
         "oos_hedge_effectiveness": oos,
     }
 
@@ -345,11 +439,11 @@ def basis_stats(store: MarketStore) -> list[dict[str, Any]]:
         inv = daily["perp_inverse_close"].to_numpy()
         s = spot[1:] / spot[:-1] - 1
         for kind, f in (("linear", lin[1:] / lin[:-1] - 1), ("inverse", A.inverse_usd_returns(spot, inv))):
-            fit = A.ols(s, f)
+            fit = _defined(A.ols, s, f)
             row[f"{kind}_daily_hedge"] = {
-                "min_variance_ratio": fit.beta,
-                "hedge_effectiveness": fit.r2,
-                "n_days": fit.n,
+                "min_variance_ratio": None if fit is None else fit.beta,
+                "hedge_effectiveness": None if fit is None else fit.r2,
+                "n_days": len(s),
             }
         out.append(row)
     return out
@@ -359,7 +453,8 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
     """The ``perphedge.analyze/1`` document (plus private ``_rolling`` series for plots)."""
     proxy = normalise_asset(req.proxy)
     assets = tuple(dict.fromkeys(normalise_asset(a) for a in req.assets))
-    factors = tuple(normalise_asset(x) for x in req.factors)
+    defaulted = req.factors is None
+    factors = tuple(normalise_asset(x) for x in (req.factors if req.factors is not None else DEFAULT_FACTORS))
     req = AnalyzeRequest(
         **{
             **{f: getattr(req, f) for f in req.__dataclass_fields__},
@@ -368,7 +463,6 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
             "factors": factors,
         }
     )
-    wanted = list(dict.fromkeys([*assets, proxy, *factors]))
     from perphedge.data.reader import ohlc
 
     present = store.query("SELECT DISTINCT symbol FROM candles WHERE source = ? AND timeframe = '1d'", [req.source])[
@@ -382,12 +476,16 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
             f"no daily {req.source} history of {', '.join(missing)} in {where}; it has {held} "
             "(import or fetch it with `perphedge data`)"
         )
-    missing_factors = [x for x in factors if f"{x}/USDT" not in present]
-    if missing_factors:
+    absent = [x for x in factors if f"{x}/USDT" not in present]
+    if defaulted:  # the default factors: those the store has
+        factors = tuple(x for x in factors if x not in absent)
+        req = replace(req, factors=factors)
+    elif absent:
         raise DataError(
-            f"invalid `--factors`: no daily {req.source} history of factor {', '.join(missing_factors)} in {where}; "
-            f"it has {held} (fetch it, or leave it out of --factors)"
+            f"invalid `--factors`: no daily {req.source} history of {', '.join(absent)} in {where}; it has {held} "
+            "(import it, or leave it out of --factors)"
         )
+    wanted = list(dict.fromkeys([*assets, proxy, *factors]))
     closes = ohlc(store, wanted, req.since, req.until, source=req.source)["close"]
     rets = simple_returns(store, wanted, req.since, req.until, source=req.source)
     results = [_asset(rets, closes, a, req) for a in assets]
@@ -410,6 +508,14 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
         doc["funding"] = funding_stats(store, req.since, req.until)
         doc["basis"] = basis_stats(store)
     return doc
+
+
+def run_analyze(req: AnalyzeRequest) -> dict[str, Any]:
+    """Open the market store named by the request (read-only) and analyse: the ``perphedge.analyze/1`` document."""
+    from perphedge.data.store import MarketStore
+
+    with MarketStore(req.store_path, read_only=True) as store:
+        return analyze(store, req)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -446,7 +552,13 @@ def estimate_betas(
                 f"only {len(s)} days of {a} and {proxy} returns in the {window_days}-day window ending "
                 f"{rets.index[-1].date()}; need 30 (give `betas:` in the file, or a longer --window)"
             )
-        betas[a] = A.ols(s, f).beta
+        try:
+            betas[a] = A.ols(s, f).beta
+        except DataError as exc:
+            raise DataError(
+                f"the beta of {a} on {proxy} over the {window_days}-day window ending {rets.index[-1].date()} is "
+                f"undefined: {exc} (give `betas:` in the file)"
+            ) from None
         counts[a] = len(s)
     return BetaEstimate(
         betas=betas,

@@ -10,6 +10,8 @@ margin topped up at every close so that only a one-day jump beyond the distance 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 from perphedge.core.hedge import HedgePlan
 from perphedge.core.scenarios import Scenario, evaluate
 from perphedge.core.stress import MODELS
-from perphedge.errors import ConfigError, InfeasibleHedgeError, PerphedgeError
+from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError, PerphedgeError
 from perphedge.usecases.montecarlo import _with_leverage, leverage_candidates, monte_carlo
 
 if TYPE_CHECKING:
@@ -25,7 +27,10 @@ if TYPE_CHECKING:
     from perphedge.data.store import MarketStore
     from perphedge.specs import InstrumentRegistry
 
-__all__ = ["NAMED_WINDOWS", "STRESS_SCHEMA", "replays", "shock_grid", "stress"]
+__all__ = ["NAMED_WINDOWS", "STRESS_SCHEMA", "StressRequest", "replays", "run_stress", "shock_grid", "stress"]
+
+MAX_PATHS = 2_000_000
+MAX_HORIZON_DAYS = 3650
 
 STRESS_SCHEMA = "perphedge.stress/1"
 NAMED_WINDOWS: tuple[tuple[str, str, str], ...] = (
@@ -36,6 +41,114 @@ NAMED_WINDOWS: tuple[tuple[str, str, str], ...] = (
     ("2024-08 carry unwind", "2024-07-29", "2024-08-10"),
     ("2025-10 liquidation cascade", "2025-10-06", "2025-10-20"),
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StressRequest:
+    """What to stress: a portfolio file's hedge plan, the Monte Carlo set-up, and where the market store is.
+
+    ``sigma``, ``drift`` (annual, fractions) and ``correlation`` (between every pair of assets) are for the
+    parametric models only; ``max_memory`` is in bytes (``None``: half the machine's RAM).
+    """
+
+    file: str
+    model: str = "bootstrap"
+    paths: int = 20_000
+    horizon_days: int = 90
+    seed: int = 0
+    leverages: tuple[float, ...] | None = None
+    sigma: float | None = None
+    drift: float | None = None
+    correlation: float | None = None
+    max_liq_prob: float = 0.01
+    max_memory: int | None = None
+    as_of: str | None = None
+    store_path: str | None = None
+    specs: str | None = None
+
+    def __post_init__(self) -> None:
+        def finite(name: str, x: float | None) -> None:
+            if x is not None and (isinstance(x, bool) or not math.isfinite(x)):
+                raise ConfigError(f"invalid `{name}`: must be a finite number, was {x}")
+
+        if self.model not in MODELS:
+            raise ConfigError(f"invalid `--model`: must be one of {', '.join(MODELS)}, was {self.model!r}")
+        if not 100 <= self.paths <= MAX_PATHS:
+            raise ConfigError(f"invalid `--paths`: must be 100 … {MAX_PATHS:,}, was {self.paths}")
+        if not 1 <= self.horizon_days <= MAX_HORIZON_DAYS:
+            raise ConfigError(f"invalid `--horizon`: must be 1 … {MAX_HORIZON_DAYS} days, was {self.horizon_days}")
+        if self.seed < 0:
+            raise ConfigError(f"invalid `--seed`: must be >= 0, was {self.seed}")
+        for name, x in (("--sigma", self.sigma), ("--drift", self.drift), ("--correlation", self.correlation)):
+            finite(name, x)
+            if x is not None and self.model == "bootstrap":
+                raise ConfigError(
+                    f"invalid `{name}`: the bootstrap model resamples history and ignores it; "
+                    "use --model gbm or student_t"
+                )
+        if self.sigma is not None and not 0 < self.sigma <= 10:
+            raise ConfigError(f"invalid `--sigma`: an annual volatility as a fraction in (0, 10], was {self.sigma}")
+        if self.drift is not None and not -5 <= self.drift <= 5:
+            raise ConfigError(
+                f"invalid `--drift`: an annual drift as a fraction in [-5, 5] (0.2 = 20%/yr), was {self.drift}"
+            )
+        if self.correlation is not None and not -1 <= self.correlation <= 1:
+            raise ConfigError(f"invalid `--correlation`: must be in [-1, 1], was {self.correlation}")
+        finite("--max-liq-prob", self.max_liq_prob)
+        if not 0 < self.max_liq_prob < 1:
+            raise ConfigError(f"invalid `--max-liq-prob`: must be in (0, 1), was {self.max_liq_prob}")
+        if self.leverages is not None:
+            if not self.leverages:
+                raise ConfigError("invalid `--leverage`: name at least one leverage, e.g. 1,2,3,5")
+            for x in self.leverages:
+                finite("--leverage", x)
+            if any(x < 1 for x in self.leverages):
+                raise ConfigError(f"invalid `--leverage`: every leverage must be >= 1, were {list(self.leverages)}")
+        if self.max_memory is not None and self.max_memory <= 0:
+            raise ConfigError(f"invalid `--max-memory`: must be > 0 bytes, was {self.max_memory}")
+
+
+def run_stress(req: StressRequest) -> dict[str, Any]:
+    """Load the portfolio file, plan its hedge, open the market store (if any) and stress: the stress document."""
+    import contextlib
+    from pathlib import Path
+
+    from perphedge.config import load_portfolio_file
+    from perphedge.data.store import MarketStore, default_store_path
+    from perphedge.specs import default_registry
+    from perphedge.usecases.plan import plan_portfolio
+
+    registry = default_registry(req.specs)
+    pfile = load_portfolio_file(req.file)
+    outcome = plan_portfolio(pfile, source=req.file, registry=registry, as_of=req.as_of, store_path=req.store_path)
+    path = Path(req.store_path) if req.store_path else default_store_path()
+    if req.store_path and not path.is_file():
+        raise DataError(f"invalid `--store`: no market store file at {path}")
+    try:
+        # no store: the parametric models still run (replays and the bootstrap need history)
+        with MarketStore(path, read_only=True) if path.exists() else contextlib.nullcontext() as st:
+            doc = stress(
+                pfile,
+                outcome.plan,
+                outcome.instrument_spec,
+                store=st,
+                registry=registry,
+                model=req.model,
+                paths=req.paths,
+                horizon=req.horizon_days,
+                seed=req.seed,
+                leverages=list(req.leverages) if req.leverages is not None else None,
+                sigma=req.sigma,
+                drift=req.drift,
+                correlation=req.correlation,
+                max_liq_prob=req.max_liq_prob,
+                max_memory=req.max_memory,
+            )
+    except PerphedgeError as exc:
+        msg = str(exc)
+        raise type(exc)(msg if msg.startswith(req.file) else f"{req.file}: {msg}") from None
+    doc["source"] = req.file
+    return doc
 
 
 # ------------------------------------------------------------------------------------------------ replays
@@ -195,21 +308,25 @@ def stress(
     leverages: list[float] | None = None,
     sigma: float | None = None,
     drift: float | None = None,
+    correlation: float | None = None,
     max_liq_prob: float = 0.01,
+    max_memory: int | None = None,
 ) -> dict[str, Any]:
     """The ``perphedge.stress/1`` document."""
     if not plan.legs:
         raise InfeasibleHedgeError("the plan has no hedge leg to stress (ratio 0?)")
     levs = leverage_candidates(plan, leverages)
+    dropped = _dropped_leverages(plan, leverages or [], levs)
     if not levs:
         raise ConfigError(
-            "no leverage to test: every requested leverage is above the instrument maximum or, for an "
-            "inverse short on bought collateral, not above 1x"
+            "invalid `--leverage`: no leverage left to test: "
+            + "; ".join(f"{d['leverage']:g}x {d['reason']}" for d in dropped)
         )
     doc: dict[str, Any] = {
         "schema": STRESS_SCHEMA,
         "leverage": plan.request.leverage,
         "leverages": levs,
+        "leverages_dropped": dropped,
         "portfolio_value_usd": plan.portfolio.value_usd,
     }
     doc["replays"] = replays(pfile, plan, store, registry, instrument_spec) if store is not None else []
@@ -224,7 +341,9 @@ def stress(
         leverages=levs,
         sigma=sigma,
         drift=drift,
+        correlation=correlation,
         max_liq_prob=max_liq_prob,
+        max_memory=max_memory,
     )
     per_model = {}
     for m in MODELS:
@@ -233,6 +352,7 @@ def stress(
             continue
         if m == "bootstrap" and store is None:
             continue
+        parametric = m != "bootstrap"  # the bootstrap resamples history: no volatility, drift or correlation
         res = monte_carlo(
             plan,
             store,
@@ -241,12 +361,40 @@ def stress(
             horizon=horizon,
             seed=seed,
             leverages=levs,
-            sigma=sigma,
-            drift=drift,
+            sigma=sigma if parametric else None,
+            drift=drift if parametric else None,
+            correlation=correlation if parametric else None,
             max_liq_prob=max_liq_prob,
+            max_memory=max_memory,
         )
         per_model[m] = res["recommended"]
     doc["recommended_leverage"] = doc["monte_carlo"]["recommended"]["without_top_up"]
     doc["recommended_leverage_with_top_up"] = doc["monte_carlo"]["recommended"]["with_top_up"]
     doc["recommended_by_model"] = per_model
     return doc
+
+
+def _dropped_leverages(plan: HedgePlan, requested: list[float], kept: list[float]) -> list[dict[str, Any]]:
+    """The requested leverages :func:`leverage_candidates` left out, each with the reason."""
+    from perphedge.core.hedge import CollateralSource
+
+    max_lev = min(leg.instrument.max_leverage for leg in plan.legs)
+    limiting = min(plan.legs, key=lambda leg: leg.instrument.max_leverage).instrument.id
+    out = []
+    for x in dict.fromkeys(requested):
+        if x in kept:
+            continue
+        if x > max_lev:
+            reason = f"is above the maximum {max_lev:g}x of {limiting}"
+        else:
+            inverse = next(
+                (
+                    leg.instrument.id
+                    for leg in plan.legs
+                    if leg.instrument.is_inverse and leg.collateral_source is CollateralSource.BUY
+                ),
+                "inverse leg",
+            )
+            reason = f"is not above 1x: {inverse} at 1x on bought collateral is a synthetic dollar, not a hedge"
+        out.append({"leverage": x, "reason": reason})
+    return out
