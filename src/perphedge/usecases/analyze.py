@@ -482,8 +482,8 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
         req = replace(req, factors=factors)
     elif absent:
         raise DataError(
-            f"invalid `--factors`: no daily {req.source} history of factor {', '.join(absent)} in {where}; it has {held} "
-            "(import it, or leave it out of --factors)"
+            f"invalid `--factors`: no daily {req.source} history of factor {', '.join(absent)} in {where}; "
+            f"it has {held} (import it, or leave it out of --factors)"
         )
     wanted = list(dict.fromkeys([*assets, proxy, *factors]))
     closes = ohlc(store, wanted, req.since, req.until, source=req.source)["close"]
