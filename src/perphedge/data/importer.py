@@ -340,10 +340,10 @@ def _iso(text: pd.Series, path: Path, tz: str) -> pd.Series:
     aware = pd.Series([t is not None for t in tokens], index=text.index)
     if aware.any() and not aware.all():
         i = _first(aware != bool(aware.iloc[0]))
-        has, lacks = (i, 0) if aware.iloc[i] else (0, i)
+        this, first = ("states a time zone", "does not") if aware.iloc[i] else ("states no time zone", "does")
         raise DataError(
-            f"{_line(path, i)}: timestamp {text.iloc[i]!r} and {_where(path, 0)} ({text.iloc[0]!r}): "
-            f"{_where(path, has)} states a time zone and {_where(path, lacks)} does not; one time zone per file"
+            f"{_line(path, i)}: timestamp {text.iloc[i]!r} {this} but {_where(path, 0)} ({text.iloc[0]!r}) {first}: "
+            "one time zone per file"
         )
     body = pd.Series(bodies, index=text.index, dtype=object)
     offsets = pd.Series([_offset_minutes(t) if t is not None else 0 for t in tokens], index=text.index)
