@@ -663,3 +663,51 @@ def test_edges_and_adapters_keep_to_their_layer() -> None:
     assert "MarketStore" not in adapter and "upsert" not in adapter and "last_ts" not in adapter
     importer = (src / "data" / "importer.py").read_text()
     assert "MarketStore" not in importer and "upsert" not in importer
+
+
+def test_a_store_of_the_previous_schema_is_upgraded_on_first_read(tmp_path: Path) -> None:
+    from perphedge.data.store import MIGRATIONS
+
+    path = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+    con.execute(MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version VALUES (1, now()::TIMESTAMP)")
+    con.execute("INSERT INTO candles VALUES ('binance', 'BTC/USDT', '1d', '2024-01-01', 1, 2, 0.5, 1.5, 3)")
+    con.close()
+    doc = store_status(StatusRequest(store=path))
+    assert doc["complete"] is True and doc["imports"] == [] and doc["series"][0]["rows"] == 1
+    with MarketStore(path, read_only=True) as store:
+        assert len(store.query("SELECT * FROM schema_version")) == 2
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b"", "the file is empty"),
+        (HEADER.encode(), "no rows to import (the file has only a header)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe\x00\x01", "not a text CSV file"),
+        (HEADER.encode() + b"2024-01-01,1,2,0.5,nan,10\n", "line 2: `close` is not a number: 'nan'"),
+        (HEADER.encode() + b"2024-01-01,1,inf,0.5,1.5,10\n", "line 2: `high` must be a finite number, was 'inf'"),
+        (HEADER.encode() + b"2024-01-01,1,2,0.5,1.5,-3\n", "line 2: volume must be >= 0"),
+    ],
+)
+def test_unreadable_or_empty_files_are_one_line(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as exc:
+        import_ohlcv(path)
+    assert str(exc.value).startswith(str(path)) and expected in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "request_,expected",
+    [
+        (CheckRequest(outlier_z=float("nan")), "invalid `--outlier-z`"),
+        (CheckRequest(outlier_z=-1), "invalid `--outlier-z`"),
+        (CheckRequest(stale_days=-1), "invalid `--stale-days`"),
+    ],
+)
+def test_check_options_are_validated(request_: CheckRequest, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        check_store(request_)

@@ -476,6 +476,11 @@ def _align(ts: pd.Series, timeframe: str, path: Path, align: bool) -> tuple[pd.S
 # ---------------------------------------------------------------------------------------------- rows
 
 
+def _has_rows(frame: pd.DataFrame, path: Path) -> None:
+    if frame.empty:
+        raise DataError(f"{path}: no rows to import (the file has only a header)")
+
+
 def _numbers(frame: pd.DataFrame, cols: tuple[str, ...], path: Path, *, optional: tuple[str, ...] = ()) -> None:
     import numpy as np
     import pandas as pd
@@ -543,6 +548,7 @@ def validate_ohlcv(
     frame = raw.reset_index(drop=True).copy()
     if "timestamp" not in frame.columns:
         raise DataError(f"{path}: missing column `timestamp` (map yours with --columns timestamp=...)")
+    _has_rows(frame, path)
     _numbers(frame, ("open", "high", "low", "close"), path)
     _numbers(frame, ("volume",), path, optional=("volume",))
     frame["ts"], notes = _align(_timestamps(frame["timestamp"], path, tz), timeframe, path, align)
@@ -620,6 +626,7 @@ def validate_funding(
         raise DataError(f"{path}: missing column `timestamp` (map yours with --columns timestamp=...)")
     if "funding_rate" not in frame.columns and "rate" in frame.columns:
         frame = frame.rename(columns={"rate": "funding_rate"})
+    _has_rows(frame, path)
     _numbers(frame, ("funding_rate",), path)
     frame["ts"] = _timestamps(frame["timestamp"], path, tz)
     too_big = frame["funding_rate"].abs() > 0.1
@@ -839,6 +846,7 @@ def parse_sample_member(name: str, raw: pd.DataFrame, *, file: str | None = None
             raise DataError(f"{path}: basis files are named EXCHANGE_ASSET_8h.csv")
         exchange, asset = parts[0].lower(), parts[1].upper()
         frame = raw.reset_index(drop=True).copy()
+        _has_rows(frame, path)
         _numbers(frame, _BASIS_COLUMNS, path)
         nonpos = (frame[list(_BASIS_COLUMNS)] <= 0).any(axis=1)
         if nonpos.any():
@@ -866,6 +874,7 @@ def parse_sample_member(name: str, raw: pd.DataFrame, *, file: str | None = None
         )
     if folder == "sentiment" and rel.name == "fear_greed.csv":
         frame = raw.reset_index(drop=True).copy()
+        _has_rows(frame, path)
         _numbers(frame, ("value",), path)
         out_of_range = (frame["value"] < 0) | (frame["value"] > 100)
         if out_of_range.any():

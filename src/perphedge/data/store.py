@@ -168,7 +168,17 @@ class MarketStore:
             self._identify()
             if not read_only:
                 self._migrate()
-            else:
+            elif self._check_version() < SCHEMA_VERSION and target != ":memory:":
+                # an older perphedge wrote it: add the new tables once (nothing existing changes), then read
+                self.close()
+                try:
+                    MarketStore(target, lock_timeout=lock_timeout).close()
+                except DataError as exc:
+                    raise DataError(
+                        f"the market store {target} was written by an older perphedge and needs upgrading, which "
+                        f"failed: {exc}"
+                    ) from exc
+                self.con = self._connect(target, read_only, lock_timeout)
                 self._check_version()
         except BaseException:
             self.close()
@@ -250,7 +260,8 @@ class MarketStore:
                 self.con.execute(MIGRATIONS[version - 1])
                 self.con.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP)", [version])
 
-    def _check_version(self) -> None:
+    def _check_version(self) -> int:
+        """The store's schema version (DataError when it holds no schema or a newer one)."""
         if not self._tables():
             raise DataError(f"the market store {self.path} holds no data yet: run `perphedge data import` first")
         try:
@@ -265,8 +276,7 @@ class MarketStore:
                 f"the market store {self.path} has schema v{int(row[0])}, newer than this perphedge "
                 f"(v{SCHEMA_VERSION}); upgrade perphedge"
             )
-        if int(row[0]) != SCHEMA_VERSION:
-            raise DataError(f"the market store {self.path} needs migrating: open it once for writing")
+        return int(row[0])
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
