@@ -711,3 +711,38 @@ def test_unreadable_or_empty_files_are_one_line(tmp_path: Path, content: bytes, 
 def test_check_options_are_validated(request_: CheckRequest, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         check_store(request_)
+
+
+MUTATIONS = {
+    "hour": lambda day: f"{day}T05:00:00",
+    "year": lambda day: f"2008{day[4:]}",
+    "epoch_ms": lambda day: str(int(pd.Timestamp(day).timestamp() * 1000)),
+    "offset": lambda day: f"{day}T00:00:00+00:00",
+    "garbage": lambda day: f"{day}x",
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(1, 40),
+    start=st.integers(0, 4000),
+    where=st.integers(0, 10_000),
+    mutation=st.sampled_from(sorted(MUTATIONS)),
+)
+def test_one_bad_timestamp_anywhere_is_found_on_its_line(
+    tmp_path: Path, n: int, start: int, where: int, mutation: str
+) -> None:
+    days = [str((pd.Timestamp("2010-01-01") + pd.Timedelta(days=start + i)).date()) for i in range(n)]
+    k = where % n
+    stamps = list(days)
+    stamps[k] = MUTATIONS[mutation](days[k])
+    path = ohlcv(tmp_path, stamps, "m.csv")
+    if n == 1 and mutation in ("epoch_ms", "offset"):
+        parsed = import_ohlcv(path)  # a file of one row has one unit and one time zone: it is fine
+        assert [str(t.date()) for t in parsed.frame["ts"]] == days
+        return
+    with pytest.raises(DataError) as exc:
+        import_ohlcv(path)
+    assert f"{path}: line {k + 2}:" in str(exc.value) or (k == 0 and f"{path}: line 3:" in str(exc.value)), str(
+        exc.value
+    )

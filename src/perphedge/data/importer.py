@@ -263,11 +263,12 @@ def _year_bounds() -> tuple[float, float]:
     return lo, hi
 
 
-def _year_error(path: Path, index: int, raw: Any, seconds: float, note: str = "") -> DataError:
-    try:
-        year = datetime.fromtimestamp(seconds, UTC).year
-    except (OverflowError, OSError, ValueError):
-        year = int(1970 + seconds // _SECONDS_PER_YEAR)
+def _year_error(path: Path, index: int, raw: Any, seconds: float, note: str = "", year: int | None = None) -> DataError:
+    if year is None:
+        try:
+            year = datetime.fromtimestamp(seconds, UTC).year
+        except (OverflowError, OSError, ValueError):
+            year = int(1970 + seconds // _SECONDS_PER_YEAR)
     return DataError(
         f"{_line(path, index)}: timestamp {raw!r} is in the year {year}{note}: years must be within "
         f"{FIRST_YEAR}..{last_year()}"
@@ -361,7 +362,12 @@ def _iso(text: pd.Series, path: Path, tz: str) -> pd.Series:
                 f"{path}: the timestamps state their own time zone ({_fmt_offset(int(offsets.iloc[0]))}), so "
                 f"`--tz {tz}` would be ignored: drop --tz or the offsets"
             )
-    parsed = pd.to_datetime(body, format="ISO8601", errors="coerce")
+    try:
+        parsed = pd.to_datetime(body, format="ISO8601", errors="coerce")
+    except (ValueError, OverflowError):  # a time zone pandas reads inside the body: parse row by row to find it
+        parsed = pd.Series([_one_iso(b) for b in body.tolist()], index=body.index, dtype="datetime64[us]")
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = pd.Series([_one_iso(b) for b in body.tolist()], index=body.index, dtype="datetime64[us]")
     bad = parsed.isna()
     if bad.any():
         i = _first(bad)
@@ -383,6 +389,17 @@ def _iso(text: pd.Series, path: Path, tz: str) -> pd.Series:
             "daylight-saving change): write the times with an offset or in UTC"
         ) from None
     return local.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+def _one_iso(text: str) -> Any:
+    """One ISO 8601 time without a zone as a naive Timestamp, or NaT (a zone pandas found in it counts as bad)."""
+    import pandas as pd
+
+    try:
+        value = pd.Timestamp(text)
+    except (ValueError, OverflowError):
+        return pd.NaT
+    return pd.NaT if value.tzinfo is not None else value
 
 
 def _timestamps(raw: pd.Series, path: Path, tz: str = "UTC") -> pd.Series:
@@ -412,7 +429,7 @@ def _timestamps(raw: pd.Series, path: Path, tz: str = "UTC") -> pd.Series:
     out_of_range = (seconds < lo) | (seconds >= hi)
     if out_of_range.any():
         i = int(out_of_range.nonzero()[0][0])
-        raise _year_error(path, i, text.iloc[i], float(seconds[i]))
+        raise _year_error(path, i, text.iloc[i], float(seconds[i]), year=int(parsed.iloc[i].year))
     return parsed.astype("datetime64[us]")
 
 
