@@ -7,6 +7,7 @@ files; the whole import as one transaction; a killed import; the use-case bounda
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -746,3 +747,25 @@ def test_one_bad_timestamp_anywhere_is_found_on_its_line(
     assert f"{path}: line {k + 2}:" in str(exc.value) or (k == 0 and f"{path}: line 3:" in str(exc.value)), str(
         exc.value
     )
+
+
+def test_a_device_or_pipe_is_never_a_store_and_never_removed(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.duckdb"
+    os.mkfifo(fifo)
+    for read_only in (False, True):
+        with pytest.raises(DataError, match="is not a regular file"):
+            MarketStore(fifo, read_only=read_only)
+    assert fifo.exists() and not fifo.is_file()
+    target = tmp_path / "empty-target.duckdb"
+    target.write_bytes(b"")
+    link = tmp_path / "link.duckdb"
+    link.symlink_to(target)
+    with pytest.raises(DataError, match="is not a DuckDB file"):
+        MarketStore(link)  # an empty file behind a link is not replaced
+    assert link.is_symlink() and target.exists()
+
+
+@pytest.mark.parametrize("stamp", ["2024-01-01T00:00:00+25:00", "2024-01-01T00:00:00-13:00", "2024-01-01T00:00+01:75"])
+def test_offsets_no_time_zone_has_are_refused(tmp_path: Path, stamp: str) -> None:
+    with pytest.raises(DataError, match=r"line 2: .* which no time zone has \(offsets run from -12:00 to \+14:00\)"):
+        import_ohlcv(ohlcv(tmp_path, [stamp]))

@@ -310,12 +310,16 @@ def _epoch(numeric: pd.Series, text: pd.Series, path: Path) -> pd.Series:
     return pd.Series(pd.to_datetime(micros, unit="us"), index=text.index)
 
 
-def _offset_minutes(token: str) -> int:
+def _offset_minutes(token: str) -> int | None:
+    """Minutes east of UTC of ``Z``/``UTC``/``GMT``/``±hh[:mm]``; None when it is no real offset (outside -12:00..+14:00)."""
     if token.upper() in ("Z", "UTC", "GMT"):
         return 0
     sign = -1 if token[0] == "-" else 1
     digits = token[1:].replace(":", "")
-    return sign * (int(digits[:2]) * 60 + (int(digits[2:4]) if len(digits) > 2 else 0))
+    hours, minutes = int(digits[:2]), (int(digits[2:4]) if len(digits) > 2 else 0)
+    if minutes >= 60 or hours * 60 + minutes > (14 if sign > 0 else 12) * 60:
+        return None
+    return sign * (hours * 60 + minutes)
 
 
 def _fmt_offset(minutes: int) -> str:
@@ -347,7 +351,14 @@ def _iso(text: pd.Series, path: Path, tz: str) -> pd.Series:
             "one time zone per file"
         )
     body = pd.Series(bodies, index=text.index, dtype=object)
-    offsets = pd.Series([_offset_minutes(t) if t is not None else 0 for t in tokens], index=text.index)
+    minutes = [_offset_minutes(t) if t is not None else 0 for t in tokens]
+    if None in minutes:
+        i = minutes.index(None)
+        raise DataError(
+            f"{_line(path, i)}: timestamp {text.iloc[i]!r} has the offset {tokens[i]}, which no time zone has "
+            "(offsets run from -12:00 to +14:00)"
+        )
+    offsets = pd.Series(minutes, index=text.index)
     if aware.all():
         differs = offsets != offsets.iloc[0]
         if differs.any():

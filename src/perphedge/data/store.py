@@ -119,6 +119,8 @@ def _check_file(path: Path, read_only: bool) -> None:
     """Refuse a path that cannot be a market store before DuckDB touches it."""
     if path.is_dir():
         raise DataError(f"the market store {path} is a directory; give a file path (--store FILE)")
+    if path.exists() and not path.is_file():
+        raise DataError(f"the market store {path} is not a regular file (a device, pipe or socket); give a file path")
     if not path.exists():
         if read_only:
             raise DataError(f"no market store at {path}: run `perphedge data import` or `perphedge data fetch` first")
@@ -135,7 +137,13 @@ def _check_file(path: Path, read_only: bool) -> None:
     if not head:
         if read_only:
             raise DataError(f"the market store {path} is empty (0 bytes): run `perphedge data import` first")
-        path.unlink()  # an empty file holds nothing: start the store afresh
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_size == 0:
+                path.unlink()  # an empty regular file holds nothing (a kill while creating it): start afresh
+        except OSError as exc:
+            raise DataError(
+                f"the market store {path} is an empty file that cannot be replaced: {_one_line(exc)}"
+            ) from exc
         return
     if head[8:12] != _DUCKDB_MAGIC:
         raise DataError(f"{path} is not a DuckDB file, so not a perphedge market store; choose another --store")
