@@ -769,3 +769,11 @@ def test_a_device_or_pipe_is_never_a_store_and_never_removed(tmp_path: Path) -> 
 def test_offsets_no_time_zone_has_are_refused(tmp_path: Path, stamp: str) -> None:
     with pytest.raises(DataError, match=r"line 2: .* which no time zone has \(offsets run from -12:00 to \+14:00\)"):
         import_ohlcv(ohlcv(tmp_path, [stamp]))
+
+
+def test_the_journal_names_an_import_by_its_label(tmp_path: Path) -> None:
+    good = ohlcv(tmp_path, ["2024-01-01"])
+    store = tmp_path / "s.duckdb"
+    req = ImportRequest(path=str(good), kind="ohlcv", source="x", symbol="A/USDT", store=store, label="bundled sample")
+    assert import_data(req)["source"] == "bundled sample"
+    assert [r["source"] for r in store_status(StatusRequest(store=store))["imports"]] == ["bundled sample"]

@@ -311,7 +311,7 @@ def _epoch(numeric: pd.Series, text: pd.Series, path: Path) -> pd.Series:
 
 
 def _offset_minutes(token: str) -> int | None:
-    """Minutes east of UTC of ``Z``/``UTC``/``GMT``/``±hh[:mm]``; None when it is no real offset (outside -12:00..+14:00)."""
+    """Minutes east of UTC of ``Z``/``UTC``/``GMT``/``±hh[:mm]``; None outside -12:00..+14:00."""
     if token.upper() in ("Z", "UTC", "GMT"):
         return 0
     sign = -1 if token[0] == "-" else 1

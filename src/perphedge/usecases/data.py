@@ -73,6 +73,7 @@ class ImportRequest:
     interval_hours: float | None = None
     align: bool = False
     store: str | Path | None = None
+    label: str | None = None  # what the imports journal calls it (default: the resolved path), e.g. "bundled sample"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,7 +183,7 @@ def import_data(req: ImportRequest, progress: Callable[[str], None] | None = Non
     write them all in one transaction."""
     t0 = time.perf_counter()
     files = parse_import(req, progress)
-    return import_parsed(req.store, files, source=str(Path(req.path).resolve()), started=t0)
+    return import_parsed(req.store, files, source=req.label or str(Path(req.path).resolve()), started=t0)
 
 
 # ---------------------------------------------------------------------------------------------- fetch
