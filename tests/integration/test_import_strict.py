@@ -328,7 +328,7 @@ def test_cli_refuses_foreign_store_files(tmp_path: Path) -> None:
     home_file = tmp_path / "home-is-a-file"
     home_file.write_text("x")
     err = one_line_error(run_cli("data", "import", str(good), *args[3:-1], env={"PERPHEDGE_HOME": str(home_file)}))
-    assert "cannot create the folder of the market store" in err
+    assert str(home_file) in err  # named, whichever check sees it first
 
 
 # ---------------------------------------------------------------------------------------------- through the CLI
