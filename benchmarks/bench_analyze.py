@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 from perphedge.core.analytics import ols, walk_forward
-from perphedge.data.importer import import_sample
+from perphedge.data.importer import parse_sample
 from perphedge.data.sample import shared_or_bundled
 from perphedge.data.store import MarketStore
 from perphedge.usecases.analyze import AnalyzeRequest, analyze, simple_returns
+from perphedge.usecases.data import import_frames
 
 ROOT = shared_or_bundled(
     Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -28,7 +29,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "a.duckdb"
         with MarketStore(path) as store:
-            import_sample(store, ROOT)
+            import_frames(store, parse_sample(ROOT), source=str(ROOT))
         with MarketStore(path, read_only=True) as store:
             req = AnalyzeRequest(assets=ASSETS, proxy="BTC", since="2018-01-01")
             analyze(store, req)  # warm-up

@@ -22,11 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_backtest import baseline_static_linear
 from perphedge.config import parse_run
 from perphedge.core.hedge import CollateralSource, SizingMethod
-from perphedge.data.importer import import_sample
+from perphedge.data.importer import parse_sample
 from perphedge.data.sample import shared_or_bundled
 from perphedge.data.store import MarketStore
 from perphedge.specs import default_registry
 from perphedge.usecases.backtest import LegData, Prepared, run
+from perphedge.usecases.data import import_frames
 from perphedge.usecases.sweep import run_sweep
 
 ROOT = shared_or_bundled(
@@ -127,7 +128,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "s.duckdb"
         with MarketStore(store) as st:
-            import_sample(st, ROOT)
+            import_frames(st, parse_sample(ROOT), source=str(ROOT))
         grid = Path(tmp) / "grid.yaml"
         base_run = Path(__file__).resolve().parents[1] / "runs" / "altcoins-50pct.yaml"
         ratios = [round(0.1 * i, 2) for i in range(1, 11)]

@@ -16,11 +16,12 @@ import urllib.request
 from pathlib import Path
 
 from perphedge.data import reader
-from perphedge.data.importer import import_sample
+from perphedge.data.importer import parse_sample
 from perphedge.data.sample import shared_or_bundled
 from perphedge.data.store import MarketStore
-from perphedge.exchange.ccxt_source import RetryPolicy, fetch, make_exchange
+from perphedge.exchange.ccxt_source import RetryPolicy, make_exchange
 from perphedge.exchange.fake import FakeExchange
+from perphedge.usecases.data import FetchRequest, fetch_into, import_frames
 
 ROOT = shared_or_bundled(
     Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -33,7 +34,7 @@ def main() -> None:
         path = Path(tmp) / "bench.duckdb"
         t0 = time.perf_counter()
         with MarketStore(path) as store:
-            reports = import_sample(store, ROOT)
+            reports = import_frames(store, parse_sample(ROOT), source=str(ROOT)).files
         t_import = time.perf_counter() - t0
         rows = sum(r.rows for r in reports)
         with MarketStore(path, read_only=True) as store:
@@ -57,16 +58,14 @@ def main() -> None:
                 client.rateLimit = 1
                 t0 = time.perf_counter()
                 with MarketStore(Path(tmp) / f"fetch-{latency}.duckdb") as store:
-                    res = fetch(
-                        store,
-                        "binance",
-                        spot=[f"{a}/USDT" for a in ASSETS[:6]],
-                        perps=["BTC/USDT:USDT", "BTC/USD:BTC", "ETH/USDT:USDT"],
+                    req = FetchRequest(
+                        exchange="binance",
+                        spot=tuple(f"{a}/USDT" for a in ASSETS[:6]),
+                        perps=("BTC/USDT:USDT", "BTC/USD:BTC", "ETH/USDT:USDT"),
                         since="2017-01-01",
                         until="2025-12-31",
-                        client=client,
-                        policy=RetryPolicy(),
                     )
+                    res = fetch_into(store, req, client=client, policy=RetryPolicy())
                 t_fetch = time.perf_counter() - t0
                 log = list(fx.log)
                 t0 = time.perf_counter()

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from perphedge.core.stress import simulate, simulate_numpy
-from perphedge.data.importer import import_sample
+from perphedge.data.importer import parse_sample
 from perphedge.data.reader import ohlc
 from perphedge.data.sample import shared_or_bundled
 from perphedge.data.store import MarketStore
+from perphedge.usecases.data import import_frames
 
 ROOT = shared_or_bundled(
     Path(os.environ.get("PERPHEDGE_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -32,7 +33,7 @@ ASSETS = ["BTC", "ETH", "SOL", "AVAX", "DOT", "LINK", "ADA", "UNI", "DOGE", "XRP
 def main() -> None:
     paths = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     with tempfile.TemporaryDirectory() as tmp, MarketStore(Path(tmp) / "s.duckdb") as store:
-        import_sample(store, ROOT)
+        import_frames(store, parse_sample(ROOT), source=str(ROOT))
         frames = ohlc(store, ASSETS, "2022-01-01", "2025-12-31", fields=("high", "close"))
     close, high = frames["close"], frames["high"]
     returns = np.log(close / close.shift(1)).iloc[1:].to_numpy()

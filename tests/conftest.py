@@ -97,13 +97,14 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def sample_store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with the whole sample imported once (read it with read_only=True)."""
-    from perphedge.data.importer import import_sample
+    from perphedge.data.importer import parse_sample
     from perphedge.data.store import MarketStore
+    from perphedge.usecases.data import import_frames
 
     root = sample_dir()
     path = tmp_path_factory.mktemp("store") / "sample.duckdb"
     with MarketStore(path) as store:
-        import_sample(store, root)
+        import_frames(store, parse_sample(root), source=str(root))
     return path
 
 

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perphedge.data.importer import import_sample
+from perphedge.data.importer import parse_sample
 from perphedge.data.store import MarketStore
+from perphedge.usecases.data import import_frames
 from tests.conftest import REPO, run_cli
 
 PERPHEDGE = str(Path(sys.executable).parent / "perphedge")
@@ -51,7 +52,7 @@ def _flat_store(root: Path) -> Path:
     )
     path = root / "flat.duckdb"
     with MarketStore(path) as store:
-        import_sample(store, data)
+        import_frames(store, parse_sample(data), source=str(data))
     return path
 
 

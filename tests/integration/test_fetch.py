@@ -18,8 +18,9 @@ import pytest
 
 from perphedge.data.store import MarketStore
 from perphedge.errors import ExchangeError
-from perphedge.exchange.ccxt_source import RetryPolicy, SeriesResult, _call, fetch, make_exchange
+from perphedge.exchange.ccxt_source import RetryPolicy, _call, make_exchange
 from perphedge.exchange.fake import FakeExchange, Fault
+from perphedge.usecases.data import FetchRequest, FetchResult, SeriesResult, fetch_into
 from tests.conftest import sample_dir
 
 SPOT = ["BTC/USDT", "SOL/USDT"]
@@ -31,6 +32,21 @@ FAST = RetryPolicy(base_delay=0.01, max_delay=0.05, seed=1)
 def fake() -> Iterator[FakeExchange]:
     with FakeExchange(sample_dir()) as fx:
         yield fx
+
+
+def fetch(
+    store: MarketStore,
+    exchange: str,
+    *,
+    spot: list[str] | None = None,
+    perps: list[str] | None = None,
+    since: str,
+    until: str | None = None,
+    client: Any,
+    policy: RetryPolicy,
+) -> FetchResult:
+    req = FetchRequest(exchange=exchange, spot=tuple(spot or ()), perps=tuple(perps or ()), since=since, until=until)
+    return fetch_into(store, req, client=client, policy=policy)
 
 
 def client(fx: FakeExchange, exchange: str = "binance", timeout_ms: int = 10_000) -> Any:

@@ -7,14 +7,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from perphedge.data.importer import import_file, import_sample, perp_ccxt_symbol
+from perphedge.data.importer import ImportReport, parse_file, parse_sample, perp_ccxt_symbol
 from perphedge.data.store import SCHEMA_VERSION, MarketStore
 from perphedge.errors import DataError
+from perphedge.usecases.data import import_frames
 from tests.conftest import sample_dir
+
+
+def import_sample(store: MarketStore, root: Path) -> None:
+    import_frames(store, parse_sample(root), source=str(root))
+
+
+def import_file(store: MarketStore, path: Path, **options: Any) -> ImportReport:
+    parsed = parse_file(path, **options)
+    import_frames(store, [parsed], source=str(path))
+    return parsed.report()
 
 
 def _rows(path: Path) -> int:

@@ -1,10 +1,13 @@
-"""``perphedge data``: import, fetch, status and check of the market store."""
+"""``perphedge data``: import, fetch, status and check of the market store.
+
+Each command parses its options into a request, calls its use case in
+:mod:`perphedge.usecases.data` and renders the result document; the store is opened there.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,18 +36,40 @@ def _fmt(value: str) -> str:
 
 
 def _console(stderr: bool = False) -> Any:
-    from perphedge.cli import _console as make
-
-    console = make()
     if stderr:
         from rich.console import Console
 
         return Console(stderr=True, highlight=False)
-    return console
+    from perphedge.cli import _console as make
+
+    return make()
 
 
-def _split(text: str | None) -> list[str]:
-    return [s.strip() for s in (text or "").split(",") if s.strip()]
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+
+
+def _json(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def render_import(doc: dict[str, Any], fmt: str) -> None:
+    """Print a ``perphedge.data-import/1`` document as a table (warnings on stderr) or JSON."""
+    if fmt == "json":
+        _json(doc)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"Imported into {doc['store']} (import #{doc['import_id']})", title_justify="left")
+    for col in ("table", "source", "symbol", "rows", "first", "last"):
+        t.add_column(col, justify="right" if col == "rows" else "left")
+    for r in doc["files"]:
+        t.add_row(r["table"], r["source"], r["symbol"], f"{r['rows']:,}", r["first"] or "-", r["last"] or "-")
+    console = _console()
+    console.print(t)
+    console.print(f"{len(doc['files'])} files, {doc['rows']:,} rows in {doc['seconds']:.2f} s (one transaction)")
+    for warning in doc["warnings"]:
+        print(f"perphedge: warning: {warning}", file=sys.stderr)
 
 
 def _import_arg(path: str | None) -> Path:
@@ -78,8 +103,11 @@ def _sample_root(ctx: typer.Context, path: str | None, single_file_options: dict
     "import",
     help=(
         "Import history into the store: the sample history bundled with perphedge (--sample, offline), a "
-        "directory in the sample-data layout, or one OHLCV / funding CSV or Parquet file. A bad file is "
-        "rejected with its line and reason and nothing of it is written.\n\n"
+        "directory in the sample-data layout, or one OHLCV / funding CSV or Parquet file. Every file is validated "
+        "before anything is written, and all of them are written in one transaction: one bad file (reported with "
+        "its line and reason) and the store is unchanged. Timestamps: ISO 8601 or epoch s/ms (one unit and one time "
+        "zone per file), years 2009..next year, candles on their timeframe's boundary (1d at 00:00 UTC; --align "
+        "snaps them).\n\n"
         "Example:\n\n"
         "  perphedge data import --sample\n\n"
         "  perphedge data import ../shared/data\n\n"
@@ -99,102 +127,90 @@ def import_cmd(
     kind: Annotated[str | None, typer.Option(help="ohlcv or funding (single file).")] = None,
     source: Annotated[str | None, typer.Option(help="Source name, e.g. binance (single file).")] = None,
     symbol: Annotated[str | None, typer.Option(help="Symbol, e.g. SOL/USDT or BTC/USDT:USDT (single file).")] = None,
-    timeframe: Annotated[str, typer.Option(help="Candle timeframe of an OHLCV file.")] = "1d",
+    timeframe: Annotated[
+        str | None, typer.Option(help="Candle timeframe of an OHLCV file: 1m 5m 15m 1h 4h 8h 1d 1w (default 1d).")
+    ] = None,
     columns: Annotated[str | None, typer.Option(help="Map columns ours=theirs: timestamp=Date,close=Close,...")] = None,
-    tz: Annotated[str, typer.Option(help="Time zone of timestamps without one (IANA name).")] = "UTC",
+    tz: Annotated[
+        str | None, typer.Option(help="Time zone of timestamps without one (IANA name; default UTC).")
+    ] = None,
     interval_hours: Annotated[float | None, typer.Option(help="Funding interval when the file has none.")] = None,
+    align: Annotated[
+        bool, typer.Option("--align", help="Snap candles to the nearest timeframe boundary instead of refusing.")
+    ] = False,
     store: StoreOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
-    from perphedge.data.importer import import_path, is_sample_layout, parse_columns
-    from perphedge.data.store import MarketStore
-    from perphedge.errors import ConfigError
+    from perphedge.usecases.data import ImportRequest, import_data
 
     fmt = _fmt(fmt)
-    p = (
+    root = (
         _sample_root(
             ctx,
             path,
-            {"kind": kind, "source": source, "symbol": symbol, "columns": columns, "interval-hours": interval_hours},
+            {
+                "kind": kind,
+                "source": source,
+                "symbol": symbol,
+                "timeframe": timeframe,
+                "columns": columns,
+                "tz": tz,
+                "interval-hours": interval_hours,
+                "align": True if align else None,
+            },
         )
         if sample
         else _import_arg(path)
     )
-    if not p.exists():
-        raise ConfigError(f"{p}: no such file or directory")
-    if p.is_dir() and not is_sample_layout(p):
-        raise ConfigError(f"{p}: a directory must be in the sample layout (prices/, funding/, basis/, sentiment/)")
-    t0 = time.perf_counter()
-    with MarketStore(store) as st:
-        if p.is_dir():
-            from rich.progress import Progress
+    req = ImportRequest(
+        path=str(root),
+        kind=kind,
+        source=source,
+        symbol=symbol,
+        timeframe=timeframe,
+        columns=columns,
+        tz=tz,
+        interval_hours=interval_hours,
+        align=align,
+        store=store,
+        label="bundled sample" if sample else None,
+    )
+    err = _console(stderr=True)
+    if err.is_terminal:
+        from rich.progress import Progress
 
-            with Progress(transient=True, console=_console(stderr=True)) as progress:
-                files = sorted(p.glob("*/*.csv"))
-                task = progress.add_task("importing", total=len(files))
-                reports = import_path(
-                    st, p, progress=lambda f: progress.update(task, advance=1, description=Path(f).name)
-                )
-        else:
-            if not kind:
-                raise ConfigError("importing a single file needs `--kind ohlcv|funding`, `--source` and `--symbol`")
-            reports = import_path(
-                st,
-                p,
-                kind=kind,
-                source=source or "",
-                symbol=symbol or "",
-                timeframe=timeframe,
-                columns=parse_columns(columns),
-                tz=tz,
-                interval_hours=interval_hours,
-            )
-        store_path = str(st.path)
-    elapsed = time.perf_counter() - t0
-    rows: list[dict[str, Any]] = [
-        {
-            "file": f"sample:{Path(r.file).relative_to(p).as_posix()}" if sample else r.file,
-            "table": r.table,
-            "source": r.source,
-            "symbol": r.symbol,
-            "timeframe": r.timeframe,
-            "rows": r.rows,
-            "first": r.first,
-            "last": r.last,
-        }
-        for r in reports
-    ]
-    if fmt == "json":
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "schema": "perphedge.data-import/1",
-                    "store": store_path,
-                    "files": rows,
-                    "rows": sum(r["rows"] for r in rows),
-                    "seconds": round(elapsed, 3),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        return
-    from rich.table import Table
+        with Progress(transient=True, console=err) as progress:
+            task = progress.add_task("validating", total=None)
+            doc = import_data(req, progress=lambda f: progress.update(task, description=f"validating {f}"))
+    else:
+        doc = import_data(req)
+    if sample:
+        prefix = str(root) + "/"
+        for row in doc["files"]:
+            row["file"] = f"sample:{Path(row['file']).relative_to(root).as_posix()}"
+        doc["warnings"] = [w.replace(prefix, "sample:") for w in doc["warnings"]]
+    render_import(doc, fmt)
 
-    t = Table(title=f"Imported into {store_path}", title_justify="left")
-    for col in ("table", "source", "symbol", "rows", "first", "last"):
-        t.add_column(col, justify="right" if col == "rows" else "left")
-    for r in rows:
-        t.add_row(r["table"], r["source"], r["symbol"], f"{r['rows']:,}", r["first"] or "-", r["last"] or "-")
-    console = _console()
-    console.print(t)
-    console.print(f"{len(rows)} files, {sum(r['rows'] for r in rows):,} rows in {elapsed:.2f} s")
+
+def _fetch_logging() -> None:
+    """Retry warnings: one plain line each on stderr (no level column, no doubled prefix)."""
+    import logging
+
+    log = logging.getLogger("perphedge.fetch")
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("perphedge: warning: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    log.propagate = False
 
 
 @data_app.command(
     help=(
         "Fetch daily OHLCV, funding history and contract specs through ccxt into the store. Interrupt it "
-        "(Ctrl-C, or worse) and run it again: it continues where it stopped and ends with the same data.\n\n"
+        "(Ctrl-C, or worse) and run it again: it continues where it stopped and ends with the same data. "
+        "An exchange that cannot be reached fails within seconds.\n\n"
         "Example:\n\n"
         "  perphedge data fetch --exchange binance --spot BTC/USDT,SOL/USDT --perps BTC/USDT:USDT,BTC/USD:BTC "
         "--since 2020-01-01"
@@ -203,13 +219,13 @@ def import_cmd(
 )
 def fetch(
     exchange: Annotated[str, typer.Option(help="binance or bybit.")],
-    since: Annotated[str, typer.Option(help="First date (UTC), e.g. 2020-01-01.")],
+    since: Annotated[str, typer.Option(help="First date (UTC, ISO 8601), e.g. 2020-01-01.")],
     spot: Annotated[str | None, typer.Option(help="Spot symbols, comma-separated: BTC/USDT,SOL/USDT.")] = None,
     perps: Annotated[
         str | None, typer.Option(help="Perpetuals, comma-separated: BTC/USDT:USDT (linear), BTC/USD:BTC (inverse).")
     ] = None,
-    until: Annotated[str | None, typer.Option(help="Last date (UTC); default now.")] = None,
-    timeframe: Annotated[str, typer.Option(help="Candle timeframe.")] = "1d",
+    until: Annotated[str | None, typer.Option(help="Last date (UTC, ISO 8601); default now.")] = None,
+    timeframe: Annotated[str, typer.Option(help="Candle timeframe: 1m 5m 15m 1h 4h 8h 1d 1w.")] = "1d",
     funding: Annotated[
         bool, typer.Option("--funding/--no-funding", help="Also fetch perpetual funding history.")
     ] = True,
@@ -217,82 +233,50 @@ def fetch(
     store: StoreOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
-    import logging
-
-    from rich.logging import RichHandler
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from perphedge.data.store import MarketStore
-    from perphedge.exchange.ccxt_source import RetryPolicy
-    from perphedge.exchange.ccxt_source import fetch as run_fetch
+    from perphedge.usecases.data import FetchRequest, fetch_data
 
     fmt = _fmt(fmt)
+    req = FetchRequest(
+        exchange=exchange,
+        since=since,
+        until=until,
+        spot=_split(spot),
+        perps=_split(perps),
+        timeframe=timeframe,
+        funding=funding,
+        retries=retries,
+        store=store,
+    )
+    _fetch_logging()
     err = _console(stderr=True)
-    logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=err, show_path=False)], force=True)
-    t0 = time.perf_counter()
-    with (
-        MarketStore(store) as st,
-        Progress(
-            TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
-        ) as progress,
-    ):
-        try:
-            result = run_fetch(
-                st,
-                exchange,
-                spot=_split(spot),
-                perps=_split(perps),
-                since=since,
-                until=until,
-                timeframe=timeframe,
-                funding=funding,
-                policy=RetryPolicy(max_retries=retries),
-                progress=progress,
-            )
-        except KeyboardInterrupt:
-            err.print("interrupted: what was fetched is stored; run the same command again to continue")
-            raise
-        store_path = str(st.path)
-    elapsed = time.perf_counter() - t0
-    rows: list[dict[str, Any]] = [
-        {
-            "kind": s.kind,
-            "symbol": s.symbol,
-            "timeframe": s.timeframe,
-            "rows": s.rows,
-            "pages": s.pages,
-            "retries": s.retries,
-            "first": s.first,
-            "last": s.last,
-            "resumed_from": s.resumed_from,
-        }
-        for s in result.series
-    ]
+    try:
+        if err.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, console=err) as progress:
+
+                def start(label: str, total: int) -> Any:
+                    tid = progress.add_task(label, total=total)
+                    return lambda completed: progress.update(tid, completed=completed)
+
+                doc = fetch_data(req, progress=start)
+        else:
+            doc = fetch_data(req)
+    except KeyboardInterrupt:
+        err.print("interrupted: what was fetched is stored; run the same command again to continue")
+        raise
     if fmt == "json":
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "schema": "perphedge.data-fetch/1",
-                    "exchange": result.exchange,
-                    "store": store_path,
-                    "instruments": result.instruments,
-                    "series": rows,
-                    "seconds": round(elapsed, 3),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        _json(doc)
         return
     from rich.table import Table
 
-    t = Table(title=f"Fetched from {result.exchange} into {store_path}", title_justify="left")
+    t = Table(title=f"Fetched from {doc['exchange']} into {doc['store']}", title_justify="left")
     for col in ("series", "rows written", "pages", "retries", "first", "last", "resumed from"):
         t.add_column(col, justify="right" if col in ("rows written", "pages", "retries") else "left")
-    for r in rows:
-        label = f"{r['symbol']} {r['timeframe'] or 'funding'}"
+    for r in doc["series"]:
         t.add_row(
-            label,
+            f"{r['symbol']} {r['timeframe'] or 'funding'}",
             f"{r['rows']:,}",
             str(r["pages"]),
             str(r["retries"]),
@@ -302,62 +286,68 @@ def fetch(
         )
     console = _console()
     console.print(t)
-    console.print(f"{result.instruments} instrument specs stored; {elapsed:.1f} s")
+    console.print(f"{doc['instruments']} instrument specs stored; {doc['seconds']:.1f} s")
+
+
+def _incomplete_lines(runs: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for run in runs:
+        why = f" ({run['detail']})" if run["detail"] else ""
+        out.append(
+            f"INCOMPLETE: {run['kind']} #{run['id']} of {run['source']} started {str(run['started'])[:19]} is "
+            f"{run['state']}{why}; what it was writing is not in the store: run it again"
+        )
+    return out
 
 
 @data_app.command(
-    help="Show what the store holds: series, first/last, rows, missing slots.\n\nExample:\n\n"
-    "  perphedge data status --format json"
+    help="Show what the store holds: series, first/last, rows, missing slots; and imports or fetches that did not "
+    "finish.\n\nExample:\n\n  perphedge data status --format json"
 )
 def status(store: StoreOpt = None, fmt: FormatOpt = "table") -> None:
-    from perphedge.data import quality
-    from perphedge.data.store import MarketStore
+    from perphedge.usecases.data import StatusRequest
+    from perphedge.usecases.data import status as run_status
 
     fmt = _fmt(fmt)
-    with MarketStore(store, read_only=True) as st:
-        series = quality.status(st)
-        instruments = st.instruments()
-        path = str(st.path)
+    doc = run_status(StatusRequest(store=store))
     if fmt == "json":
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "schema": "perphedge.data-status/1",
-                    "store": path,
-                    "series": [s.as_dict() for s in series],
-                    "instruments": [f"{i['source']}:{i['symbol']}" for i in instruments],
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        _json(doc)
         return
     from rich.table import Table
 
-    t = Table(title=f"Market store {path}", title_justify="left")
+    console = _console()
+    for line in _incomplete_lines(doc["incomplete"]):
+        console.print(line, style="bold red", markup=False)
+    t = Table(title=f"Market store {doc['store']}", title_justify="left")
     for col in ("table", "source", "symbol", "timeframe", "first", "last", "rows", "missing"):
         t.add_column(col, justify="right" if col in ("rows", "missing") else "left")
-    for s in series:
+    for s in doc["series"]:
         t.add_row(
-            s.table,
-            s.source,
-            s.symbol,
-            s.timeframe,
-            s.first[:16],
-            s.last[:16],
-            f"{s.rows:,}",
-            f"{s.missing:,}" if s.missing else "",
+            s["table"],
+            s["source"],
+            s["symbol"],
+            s["timeframe"],
+            s["first"][:16],
+            s["last"][:16],
+            f"{s['rows']:,}",
+            f"{s['missing']:,}" if s["missing"] else "",
         )
-    console = _console()
     console.print(t)
-    if instruments:
-        console.print("instrument specs: " + ", ".join(f"{i['source']}:{i['symbol']}" for i in instruments))
+    if doc["instruments"]:
+        console.print("instrument specs: " + ", ".join(doc["instruments"]))
+    if doc["imports"]:
+        last = doc["imports"][0]
+        console.print(
+            f"last {last['kind']}: #{last['id']} {last['state']} {str(last['started'])[:19]}, "
+            f"{last['files']} files/series, {last['rows']:,} rows ({last['source']})"
+        )
 
 
 @data_app.command(
     help=(
-        "Check the store: gaps, duplicates, OHLC violations, outliers (robust z-score of log returns), stale and "
-        "flat series. --strict exits 1 when anything is found.\n\nExample:\n\n  perphedge data check --format json"
+        "Check the store: imports that did not finish, gaps, duplicates, OHLC violations, outliers (robust z-score "
+        "of log returns), stale and flat series. --strict exits 1 when anything is found.\n\nExample:\n\n"
+        "  perphedge data check --format json"
     )
 )
 def check(
@@ -367,29 +357,28 @@ def check(
     store: StoreOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
-    from perphedge.data import quality
-    from perphedge.data.store import MarketStore
+    from perphedge.usecases.data import CheckRequest
+    from perphedge.usecases.data import check as run_check
 
     fmt = _fmt(fmt)
-    with MarketStore(store, read_only=True) as st:
-        findings = quality.check(st, outlier_z=outlier_z, stale_days=stale_days)
-        path = str(st.path)
+    doc = run_check(CheckRequest(store=store, outlier_z=outlier_z, stale_days=stale_days))
+    findings = doc["findings"]
     if fmt == "json":
-        sys.stdout.write(
-            json.dumps(
-                {"schema": "perphedge.data-check/1", "store": path, "findings": [f.as_dict() for f in findings]},
-                indent=2,
-            )
-            + "\n"
-        )
+        _json(doc)
     else:
         from rich.table import Table
 
-        t = Table(title=f"Quality of {path}: {len(findings)} findings", title_justify="left")
+        t = Table(title=f"Quality of {doc['store']}: {len(findings)} findings", title_justify="left")
         for col in ("kind", "series", "count", "detail", "examples"):
             t.add_column(col, justify="right" if col == "count" else "left")
         for f in findings:
-            t.add_row(f.kind, f"{f.table} {f.source} {f.symbol}", f"{f.count:,}", f.detail, "\n".join(f.examples[:3]))
+            t.add_row(
+                f["kind"],
+                f"{f['table']} {f['source']} {f['symbol']}",
+                f"{f['count']:,}",
+                f["detail"],
+                "\n".join(f["examples"][:3]),
+            )
         _console().print(t)
     if strict and findings:
         raise typer.Exit(1)

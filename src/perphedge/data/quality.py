@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from perphedge.data.timeframes import TIMEFRAME_SECONDS
+
 if TYPE_CHECKING:
     from perphedge.data.store import MarketStore
 
-__all__ = ["Finding", "SeriesStatus", "check", "status"]
-
-TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "8h": 28800, "1d": 86400, "1w": 604800}
+__all__ = ["TIMEFRAME_SECONDS", "Finding", "SeriesStatus", "check", "status"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,7 +32,8 @@ class SeriesStatus:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Finding:
-    """One quality problem: ``kind`` is gap, duplicate, ohlc, outlier, stale or flat."""
+    """One quality problem: ``kind`` is incomplete (an import or fetch that did not finish), gap, duplicate,
+    ohlc, outlier, stale or flat."""
 
     kind: str
     table: str
@@ -94,8 +95,24 @@ def status(store: MarketStore) -> list[SeriesStatus]:
 def check(
     store: MarketStore, *, outlier_z: float = 10.0, stale_days: int = 7, flat_run: int = 5, max_examples: int = 5
 ) -> list[Finding]:
-    """Gaps, duplicates, OHLC violations, outliers (robust z of log returns), stale and flat series."""
+    """Unfinished imports, gaps, duplicates, OHLC violations, outliers (robust z of log returns), stale and
+    flat series."""
     findings: list[Finding] = []
+    for run in store.unfinished_runs():
+        findings.append(
+            Finding(
+                kind="incomplete",
+                table="imports",
+                source=run["kind"],
+                symbol=run["source"],
+                count=1,
+                detail=(
+                    f"{run['kind']} #{run['id']} started {run['started'][:19]} is {run['state']}"
+                    + (f" ({run['detail']})" if run["detail"] else "")
+                    + "; the store may lack its data: run it again"
+                ),
+            )
+        )
     gaps = store.query(f"""
       WITH c AS (
         SELECT source, symbol, timeframe, ts, {_seconds_case()} AS step,

@@ -13,7 +13,7 @@ file per CSV (zstd level 19, about 1.2 MB in all) in ``perphedge/data/sample_dat
 * ``manifest.json`` (``perphedge.sample/1``) holds the same in machine-readable form.
 
 Use it through :func:`materialise` (rebuild the ``../shared/data`` layout in a directory, e.g. to
-import it with :func:`perphedge.data.importer.import_path`), which checks every hash first.
+import it with `perphedge data import --sample`), which checks every hash first.
 Rebuild the bundle with ``python -m perphedge.data.sample build ../shared/data`` (deterministic:
 the same source and DuckDB version give the same bytes); ``verify`` and ``extract DEST`` check and
 unpack it.

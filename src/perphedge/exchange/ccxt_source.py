@@ -1,52 +1,61 @@
-"""ccxt: the one door to exchanges. Markets → instruments, OHLCV and funding history → the store.
+"""ccxt: the one door to exchanges. Markets → instruments; OHLCV and funding history as pages.
 
-The fetch is resumable and survives faults:
+This adapter only reads and yields: :class:`CcxtSource` pages through a series from where the
+caller says it should resume and yields each page as a frame shaped like its store table. The
+fetch use case (:mod:`perphedge.usecases.data`) decides what to store and writes each page in its
+own transaction, which makes a fetch resumable.
 
-* each page is written in its own transaction, so a killed run loses at most the page in flight;
-* a series resumes from its newest stored timestamp (inclusive: a candle that was still open when
-  it was stored is fetched again and replaced), so an interrupted and resumed fetch ends with
-  exactly the store an uninterrupted one would;
+Faults:
+
 * network errors, 429 (``Retry-After`` honoured) and 5xx are retried with exponential backoff and
-  jitter; anything else is an :class:`~perphedge.errors.ExchangeError`.
+  jitter, up to ``RetryPolicy.max_retries`` times;
+* an exchange that cannot be reached at all (connection refused, host name that does not
+  resolve, network unreachable, connect timeout) is retried only within
+  ``RetryPolicy.unreachable_budget`` seconds per request, then it is one clear
+  :class:`~perphedge.errors.ExchangeError`;
+* anything else is an :class:`~perphedge.errors.ExchangeError` at once.
 
 ``PERPHEDGE_EXCHANGE_URL`` routes every API call to a mirror (the test suite's fake exchange).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import math
 import os
 import random
+import re
+import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+from perphedge.data.timeframes import TIMEFRAME_SECONDS, check_timeframe
 from perphedge.errors import ConfigError, ExchangeError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from perphedge.core.instruments import Instrument
-    from perphedge.data.store import MarketStore
 
-__all__ = ["FetchResult", "RetryPolicy", "SeriesResult", "fetch", "make_exchange", "market_to_instrument"]
+__all__ = [
+    "PAGE_LIMITS",
+    "SUPPORTED",
+    "TIMEFRAME_MS",
+    "CcxtSource",
+    "Page",
+    "RetryPolicy",
+    "make_exchange",
+    "market_to_instrument",
+]
 
 log = logging.getLogger("perphedge.fetch")
 
-TIMEFRAME_MS = {
-    "1m": 60_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "1h": 3_600_000,
-    "4h": 14_400_000,
-    "8h": 28_800_000,
-    "1d": 86_400_000,
-    "1w": 604_800_000,
-}
+TIMEFRAME_MS = {name: seconds * 1000 for name, seconds in TIMEFRAME_SECONDS.items()}
 PAGE_LIMITS = {  # (ohlcv, funding) page sizes the exchanges accept
     "binance": {"spot": (1000, 0), "linear": (1500, 1000), "inverse": (1500, 1000)},
     "bybit": {"spot": (1000, 0), "linear": (1000, 200), "inverse": (1000, 200)},
@@ -56,12 +65,27 @@ SUPPORTED = ("binance", "bybit")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
-    """Retries of transient failures: ``base·2^n`` seconds (capped), plus uniform jitter."""
+    """Retries of transient failures: ``base·2^n`` seconds (capped), plus uniform jitter.
+
+    ``unreachable_budget`` bounds the seconds one request keeps retrying an exchange that cannot be
+    reached at all (refused, unresolvable, unreachable): a missing network fails fast.
+    """
 
     max_retries: int = 8
     base_delay: float = 0.5
     max_delay: float = 30.0
+    unreachable_budget: float = 10.0
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_retries, int) or isinstance(self.max_retries, bool) or self.max_retries < 0:
+            raise ConfigError(f"invalid `--retries`: must be a whole number >= 0, was {self.max_retries!r}")
+        if self.max_retries > 50:
+            raise ConfigError(f"invalid `--retries`: must be <= 50, was {self.max_retries}")
+        for name in ("base_delay", "max_delay", "unreachable_budget"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"invalid `{name}`: must be a finite number >= 0, was {value!r}")
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
         backoff = min(self.max_delay, self.base_delay * 2**attempt)
@@ -71,28 +95,29 @@ class RetryPolicy:
         return float(wait)
 
 
-@dataclass(slots=True, kw_only=True)
-class SeriesResult:
-    """What one series fetch did."""
+class RetryCounter(Protocol):
+    """Anything that counts retries (the fetch use case's per-series result)."""
 
-    kind: str  # ohlcv | funding
+    retries: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Page:
+    """One page of a series, shaped like its store table.
+
+    ``frame`` has the columns of ``candles`` (kind ``ohlcv``) or ``funding`` (kind ``funding``),
+    ``ts`` naive UTC; ``newest_ms`` is its newest timestamp (epoch ms).
+    """
+
+    kind: str
     symbol: str
     timeframe: str | None
-    rows: int = 0
-    pages: int = 0
-    retries: int = 0
-    first: str | None = None
-    last: str | None = None
-    resumed_from: str | None = None
+    frame: pd.DataFrame
+    newest_ms: int
 
-
-@dataclass(slots=True, kw_only=True)
-class FetchResult:
-    """All series of one fetch."""
-
-    exchange: str
-    series: list[SeriesResult] = field(default_factory=list)
-    instruments: int = 0
+    @property
+    def table(self) -> str:
+        return "candles" if self.kind == "ohlcv" else "funding"
 
 
 def _reroute(obj: Any, base: str) -> Any:
@@ -103,24 +128,43 @@ def _reroute(obj: Any, base: str) -> Any:
     return obj
 
 
+def _env_number(name: str) -> float | None:
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"invalid environment variable {name}: must be a number > 0, was {text!r}")
+    return value
+
+
 def make_exchange(exchange_id: str, *, base_url: str | None = None, timeout_ms: int | None = None) -> Any:
     """A ccxt client for public endpoints (no keys), optionally routed to a mirror URL."""
-    import ccxt
-
     name = exchange_id.lower()
     if name not in SUPPORTED:
         raise ConfigError(f"invalid `--exchange`: fetching supports {', '.join(SUPPORTED)}, was {exchange_id!r}")
+    base = base_url or os.environ.get("PERPHEDGE_EXCHANGE_URL")
+    if base:
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            what = "PERPHEDGE_EXCHANGE_URL" if not base_url else "the exchange URL"
+            raise ConfigError(f"invalid {what}: must be an http(s) URL such as http://127.0.0.1:8080, was {base!r}")
+    env_rate = _env_number("PERPHEDGE_RATE_LIMIT_MS") if base else None
+    env_timeout = _env_number("PERPHEDGE_EXCHANGE_TIMEOUT_MS")
+    import ccxt
+
     cls = getattr(ccxt, name)
     options: dict[str, Any] = {"fetchCurrencies": False, "fetchMarkets": {"types": ["spot", "linear", "inverse"]}}
     client = cls({"enableRateLimit": True, "options": options})
     client.has["fetchCurrencies"] = False
-    base = base_url or os.environ.get("PERPHEDGE_EXCHANGE_URL")
     if base:
         client.urls["api"] = _reroute(client.urls["api"], base)
-        env_rate = os.environ.get("PERPHEDGE_RATE_LIMIT_MS")
-        if env_rate:
-            client.rateLimit = float(env_rate)
-    timeout = timeout_ms or os.environ.get("PERPHEDGE_EXCHANGE_TIMEOUT_MS")
+        if env_rate is not None:
+            client.rateLimit = env_rate
+    timeout = timeout_ms or env_timeout
     if timeout:
         client.timeout = int(timeout)
     return client
@@ -137,46 +181,108 @@ def _retry_after(client: Any) -> float | None:
     return None
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it was raised from (``__cause__``, ``__context__``, urllib3's ``reason``)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        cur = todo.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        yield cur
+        for nxt in (cur.__cause__, cur.__context__, getattr(cur, "reason", None)):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+        for arg in getattr(cur, "args", ()):
+            if isinstance(arg, BaseException):
+                todo.append(arg)
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why the exchange cannot be reached at all (refused, name not resolved, network down), or None
+    when the failure is of another kind (a timeout of a request that got through, a 5xx, a dropped answer)."""
+    for cur in _chain(exc):
+        name = type(cur).__name__
+        if isinstance(cur, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cur, socket.gaierror) or name == "NameResolutionError":
+            return "the host name does not resolve"
+        if isinstance(cur, OSError) and cur.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN):
+            return "network unreachable"
+        if name in ("ConnectTimeoutError", "ConnectTimeout"):
+            return "connection timed out"
+    return None
+
+
+_URL = re.compile(r"https?://[^/\s]+")
+
+
 def _call(
     client: Any,
     what: str,
     fn: Callable[[], Any],
     policy: RetryPolicy,
     rng: random.Random,
-    counter: SeriesResult | None = None,
+    counter: RetryCounter | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Any:
+    """``fn()`` with retries of transient failures (see :class:`RetryPolicy`); ExchangeError when it gives up."""
     import ccxt
 
     attempt = 0
+    start = clock()
     while True:
         try:
             return fn()
         except ccxt.OperationFailed as exc:  # NetworkError (timeouts, 429, 5xx, dropped sockets) and kin
-            if attempt >= policy.max_retries:
-                raise ExchangeError(
-                    f"{client.id}: {what} failed after {attempt + 1} attempts: {type(exc).__name__}: {str(exc)[:200]}"
-                ) from exc
+            reason = unreachable_reason(exc)
             retry_after = _retry_after(client)  # 429 and 503 may say how long to wait
             wait = policy.delay(attempt, rng, retry_after)
-            log.warning(
-                "%s: %s: %s (%s); retry %d/%d in %.2f s",
-                client.id,
-                what,
-                type(exc).__name__,
-                str(exc)[:120],
-                attempt + 1,
-                policy.max_retries,
-                wait,
-            )
+            if reason is not None:
+                spent = clock() - start
+                if attempt >= policy.max_retries or spent + wait > policy.unreachable_budget:
+                    m = _URL.search(str(exc))
+                    where = m.group(0) if m else "its API"
+                    hint = (
+                        "check PERPHEDGE_EXCHANGE_URL"
+                        if os.environ.get("PERPHEDGE_EXCHANGE_URL")
+                        else "check the network connection"
+                    )
+                    raise ExchangeError(
+                        f"{client.id}: cannot reach {where}: {reason} ({attempt + 1} attempts in {spent:.1f} s); {hint}"
+                    ) from exc
+                log.info("%s: %s: %s; retry %d in %.2f s", client.id, what, reason, attempt + 1, wait)
+            else:
+                if attempt >= policy.max_retries:
+                    raise ExchangeError(
+                        f"{client.id}: {what} failed after {attempt + 1} attempts: {type(exc).__name__}: "
+                        f"{_short(exc, 200)}"
+                    ) from exc
+                log.warning(
+                    "%s: %s: %s (%s); retry %d/%d in %.2f s",
+                    client.id,
+                    what,
+                    type(exc).__name__,
+                    _short(exc, 120),
+                    attempt + 1,
+                    policy.max_retries,
+                    wait,
+                )
             if counter is not None:
                 counter.retries += 1
             sleep(wait)
             attempt += 1
         except ccxt.BadSymbol as exc:
-            raise ExchangeError(f"{client.id}: unknown symbol in {what}: {exc}") from exc
+            raise ExchangeError(f"{client.id}: unknown symbol in {what}: {_short(exc, 200)}") from exc
         except ccxt.BaseError as exc:
-            raise ExchangeError(f"{client.id}: {what} failed: {type(exc).__name__}: {str(exc)[:300]}") from exc
+            raise ExchangeError(f"{client.id}: {what} failed: {type(exc).__name__}: {_short(exc, 300)}") from exc
+
+
+def _short(exc: BaseException, n: int) -> str:
+    """The exception's text on one line, at most ``n`` characters."""
+    return " ".join(str(exc).split())[:n]
 
 
 def _num(value: Any, default: float) -> float:
@@ -230,289 +336,211 @@ def market_to_instrument(client: Any, market: dict[str, Any], bundled: Instrumen
     )
 
 
-def _ms(ts: Any) -> int:
-    import pandas as pd
-
-    return (
-        int(pd.Timestamp(ts).tz_localize("UTC").value // 1_000_000)
-        if pd.Timestamp(ts).tzinfo is None
-        else int(pd.Timestamp(ts).value // 1_000_000)
-    )
-
-
 def _frame_ohlcv(rows: list[list[Any]], symbol: str, source: str, timeframe: str) -> pd.DataFrame:
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=["ms", "open", "high", "low", "close", "volume"])
     frame = frame.dropna(subset=["ms", "open", "high", "low", "close"]).drop_duplicates("ms", keep="last")
     frame["ts"] = pd.to_datetime(frame["ms"], unit="ms")
-    return frame.assign(source=source, symbol=symbol, timeframe=timeframe).sort_values("ts")
+    frame = frame.assign(source=source, symbol=symbol, timeframe=timeframe).sort_values("ts")
+    return frame.loc[:, ["source", "symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "ms"]]
 
 
-def _fetch_ohlcv_series(
-    client: Any,
-    store: MarketStore,
-    symbol: str,
-    timeframe: str,
-    since_ms: int,
-    until_ms: int,
-    limit: int,
-    policy: RetryPolicy,
-    rng: random.Random,
-    on_page: Callable[[int, int], None],
-) -> SeriesResult:
-    """Page forward in windows of ``limit`` candles, so a window never holds more than one page
-    whichever end of it the exchange answers from (Binance: oldest first, Bybit: newest first)."""
-    res = SeriesResult(kind="ohlcv", symbol=symbol, timeframe=timeframe)
-    step = TIMEFRAME_MS[timeframe]
-    window = limit * step
-    last = store.last_ts("candles", client.id, symbol, timeframe)
-    cursor = since_ms
-    if last is not None:
-        cursor = max(since_ms, _ms(last))  # inclusive: re-fetch the newest stored candle
-        res.resumed_from = str(last)
-    while cursor <= until_ms:
-        end = min(until_ms, cursor + window - 1)
-        rows = _call(
-            client,
-            f"fetch_ohlcv {symbol} {timeframe} since {cursor}",
-            functools.partial(client.fetch_ohlcv, symbol, timeframe, since=cursor, limit=limit, params={"until": end}),
-            policy,
-            rng,
-            res,
-        )
-        rows = [r for r in rows if r and r[0] is not None and since_ms <= r[0] <= end]
-        if not rows:
-            cursor = end + 1
-            continue
-        frame = _frame_ohlcv(rows, symbol, client.id, timeframe)
-        store.upsert("candles", frame)
-        res.rows += len(frame)
-        res.pages += 1
-        newest = int(frame["ms"].max())
-        res.first = res.first or str(frame["ts"].min())
-        res.last = str(frame["ts"].max())
-        on_page(len(frame), newest)
-        cursor = max(newest + step, cursor + step)
-    return res
+class CcxtSource:
+    """One exchange through ccxt: its markets, instrument specs and history pages (never writes).
 
-
-def _fetch_funding_series(
-    client: Any,
-    store: MarketStore,
-    symbol: str,
-    since_ms: int,
-    until_ms: int,
-    limit: int,
-    default_interval: float,
-    policy: RetryPolicy,
-    rng: random.Random,
-    on_page: Callable[[int, int], None],
-) -> SeriesResult:
-    """Page forward in windows of ``limit`` settlements; a full page from an exchange that answers
-    newest first (Bybit) may hide older rows of a shorter interval, so the window is halved and asked again."""
-    import pandas as pd
-
-    res = SeriesResult(kind="funding", symbol=symbol, timeframe=None)
-    newest_first = client.id == "bybit"
-    full_window = int(limit * default_interval * 3_600_000)
-    window = full_window
-    last = store.last_ts("funding", client.id, symbol)
-    cursor = since_ms
-    prev_ms: int | None = None
-    if last is not None:
-        cursor = max(since_ms, _ms(last) + 1)
-        prev_ms = _ms(last)
-        res.resumed_from = str(last)
-    while cursor <= until_ms:
-        end = min(until_ms, cursor + window - 1)
-        rows = _call(
-            client,
-            f"fetch_funding_rate_history {symbol} since {cursor}",
-            functools.partial(
-                client.fetch_funding_rate_history, symbol, since=cursor, limit=limit, params={"until": end}
-            ),
-            policy,
-            rng,
-            res,
-        )
-        recs = sorted(
-            {
-                int(r["timestamp"]): r
-                for r in rows
-                if r.get("timestamp") is not None and cursor <= int(r["timestamp"]) <= end
-            }.values(),
-            key=lambda r: int(r["timestamp"]),
-        )
-        if newest_first and len(rows) >= limit and window > 3_600_000:
-            window //= 2  # the page may not reach back to `cursor`: ask for less
-            continue
-        if not recs:
-            cursor = end + 1
-            window = full_window
-            continue
-        out = []
-        for i, r in enumerate(recs):
-            ms = int(r["timestamp"])
-            # ccxt's history rows carry no interval: it is the spacing to the previous settlement
-            if prev_ms is not None:
-                interval = round((ms - prev_ms) / 3_600_000, 6)
-            elif i + 1 < len(recs):
-                interval = round((int(recs[i + 1]["timestamp"]) - ms) / 3_600_000, 6)
-            else:
-                interval = default_interval
-            mark = (r.get("info") or {}).get("markPrice")
-            mark_f = float(mark) if mark not in (None, "") else math.nan
-            out.append(
-                {
-                    "ms": ms,
-                    "rate": float(r["fundingRate"]),
-                    "interval_hours": interval if interval > 0 else default_interval,
-                    "mark_price": mark_f if mark_f > 0 else math.nan,
-                }
-            )
-            prev_ms = ms
-        frame = pd.DataFrame(out).assign(source=client.id, symbol=symbol)
-        frame["ts"] = pd.to_datetime(frame.pop("ms"), unit="ms")
-        store.upsert("funding", frame)
-        res.rows += len(frame)
-        res.pages += 1
-        res.first = res.first or str(frame["ts"].min())
-        res.last = str(frame["ts"].max())
-        newest = int(recs[-1]["timestamp"])
-        on_page(len(frame), newest)
-        cursor = newest + 1
-        window = full_window
-    return res
-
-
-def fetch(
-    store: MarketStore,
-    exchange_id: str,
-    *,
-    spot: Sequence[str] = (),
-    perps: Sequence[str] = (),
-    since: str,
-    until: str | None = None,
-    timeframe: str = "1d",
-    funding: bool = True,
-    policy: RetryPolicy | None = None,
-    progress: Any = None,
-    client: Any = None,
-) -> FetchResult:
-    """Fetch OHLCV of ``spot`` and ``perps`` and the funding history of ``perps`` into ``store``.
-
-    ``progress`` is a rich ``Progress`` (or None); one task per series.
+    Parameters
+    ----------
+    exchange_id
+        ``binance`` or ``bybit``.
+    client
+        A ccxt client to use instead of :func:`make_exchange` (tests point one at the fake exchange).
+    policy
+        Retries (:class:`RetryPolicy`).
     """
-    import pandas as pd
 
-    if timeframe not in TIMEFRAME_MS:
-        raise ConfigError(f"invalid `--timeframe`: must be one of {', '.join(TIMEFRAME_MS)}, was {timeframe!r}")
-    if not spot and not perps:
-        raise ConfigError("nothing to fetch: give `--spot` and/or `--perps` symbols")
-    try:
-        since_ms = int(pd.Timestamp(since, tz="UTC").value // 1_000_000)
-        until_ms = int(pd.Timestamp(until, tz="UTC").value // 1_000_000) if until else int(time.time() * 1000)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"invalid `--since`/`--until`: {exc}") from exc
-    if until_ms < since_ms:
-        raise ConfigError("invalid `--until`: it is before `--since`")
-    policy = policy or RetryPolicy()
-    rng = random.Random(policy.seed)
-    client = client or make_exchange(exchange_id)
-    result = FetchResult(exchange=client.id)
-    markets = _call(client, "load_markets", client.load_markets, policy, rng)
-    for sym in [*spot, *perps]:
-        if sym not in markets:
-            close = [m for m in markets if m.split("/")[0] == sym.split("/")[0]][:6]
-            raise ExchangeError(
-                f"{client.id} has no market {sym!r}" + (f"; similar: {', '.join(close)}" if close else "")
-            )
-    for sym in spot:
-        if markets[sym].get("type") != "spot":
-            raise ConfigError(f"{sym} is not a spot market on {client.id}; pass it with --perps")
-    for sym in perps:
-        if not markets[sym].get("swap"):
-            raise ConfigError(
-                f"{sym} is not a perpetual on {client.id}; perpetuals look like BTC/USDT:USDT or BTC/USD:BTC"
-            )
+    def __init__(self, exchange_id: str, *, client: Any = None, policy: RetryPolicy | None = None) -> None:
+        self.client = client if client is not None else make_exchange(exchange_id)
+        self.id: str = str(self.client.id)
+        if self.id not in PAGE_LIMITS:
+            raise ConfigError(f"invalid `--exchange`: fetching supports {', '.join(SUPPORTED)}, was {self.id!r}")
+        self.policy = policy or RetryPolicy()
+        self.rng = random.Random(self.policy.seed)
+        self._markets: dict[str, Any] | None = None
 
-    from perphedge.specs import default_registry
+    def call(self, what: str, fn: Callable[[], Any], counter: RetryCounter | None = None) -> Any:
+        """``fn()`` with this source's retry policy."""
+        return _call(self.client, what, fn, self.policy, self.rng, counter)
 
-    registry = default_registry()
-    instruments = []
-    for sym in perps:
-        market = markets[sym]
-        bundled = None
-        try:
-            candidate = registry.get(f"{client.id}:{market['id']}")
-            bundled = candidate if candidate.ccxt_symbol == sym else None
-        except ConfigError:
+    def markets(self) -> dict[str, Any]:
+        """The exchange's markets by ccxt symbol (loaded once)."""
+        if self._markets is None:
+            self._markets = dict(self.call("load_markets", self.client.load_markets))
+        return self._markets
+
+    def check_symbols(self, spot: Sequence[str], perps: Sequence[str]) -> None:
+        """ExchangeError for a symbol the exchange does not list; ConfigError for one of the wrong type."""
+        markets = self.markets()
+        for sym in [*spot, *perps]:
+            if sym not in markets:
+                close = [m for m in markets if m.split("/")[0] == sym.split("/")[0]][:6]
+                raise ExchangeError(
+                    f"{self.id} has no market {sym!r}" + (f"; similar: {', '.join(close)}" if close else "")
+                )
+        for sym in spot:
+            if markets[sym].get("type") != "spot":
+                raise ConfigError(f"{sym} is not a spot market on {self.id}; pass it with --perps")
+        for sym in perps:
+            if not markets[sym].get("swap"):
+                raise ConfigError(
+                    f"{sym} is not a perpetual on {self.id}; perpetuals look like BTC/USDT:USDT or BTC/USD:BTC"
+                )
+
+    def market_type(self, symbol: str) -> str:
+        """``spot``, ``linear`` or ``inverse``."""
+        market = self.markets()[symbol]
+        if market.get("type") == "spot":
+            return "spot"
+        return "inverse" if market.get("inverse") else "linear"
+
+    def instruments(self, perps: Sequence[str]) -> list[Instrument]:
+        """Instrument specs of ``perps`` (margin tiers from the bundled spec when it is the same contract)."""
+        from perphedge.specs import default_registry
+
+        registry = default_registry()
+        markets = self.markets()
+        out = []
+        for sym in perps:
+            market = markets[sym]
             bundled = None
-        instruments.append(market_to_instrument(client, market, bundled))
-    if instruments:
-        result.instruments = store.upsert_instruments(client.id, instruments)
+            try:
+                candidate = registry.get(f"{self.id}:{market['id']}")
+                bundled = candidate if candidate.ccxt_symbol == sym else None
+            except ConfigError:
+                bundled = None
+            out.append(market_to_instrument(self.client, market, bundled))
+        return out
 
-    limits = PAGE_LIMITS[client.id]
-    step = TIMEFRAME_MS[timeframe]
+    def page_limit(self, symbol: str, kind: str) -> int:
+        """Rows per request the exchange accepts for ``symbol`` (``kind`` ohlcv or funding)."""
+        return PAGE_LIMITS[self.id][self.market_type(symbol)][0 if kind == "ohlcv" else 1]
 
-    def task(label: str, total: int) -> Callable[[int, int], None]:
-        if progress is None:
-            return lambda n, newest: None
-        tid = progress.add_task(label, total=max(total, 1))
+    def ohlcv_pages(
+        self,
+        symbol: str,
+        timeframe: str,
+        since_ms: int,
+        until_ms: int,
+        *,
+        resume_ms: int | None = None,
+        counter: RetryCounter | None = None,
+    ) -> Iterator[Page]:
+        """Candles of ``symbol`` from ``since_ms`` (or from ``resume_ms``, inclusive: a candle that was
+        still open when it was stored comes again) to ``until_ms``, one page at a time.
 
-        def advance(n: int, newest: int) -> None:
-            progress.update(tid, completed=min(total, max(0, (newest - since_ms) // step + 1)))
-
-        return advance
-
-    periods = (until_ms - since_ms) // step + 1
-    for sym in [*spot, *perps]:
-        mtype = "spot" if sym in spot else ("inverse" if markets[sym].get("inverse") else "linear")
-        result.series.append(
-            _fetch_ohlcv_series(
-                client,
-                store,
-                sym,
-                timeframe,
-                since_ms,
-                until_ms,
-                limits[mtype][0],
-                policy,
-                rng,
-                (tick := task(f"{sym} {timeframe}", periods)),
+        Pages forward in windows of ``limit`` candles, so a window never holds more than one page
+        whichever end of it the exchange answers from (Binance: oldest first, Bybit: newest first).
+        """
+        check_timeframe(timeframe)
+        limit = self.page_limit(symbol, "ohlcv")
+        step = TIMEFRAME_MS[timeframe]
+        window = limit * step
+        cursor = since_ms if resume_ms is None else max(since_ms, resume_ms)
+        while cursor <= until_ms:
+            end = min(until_ms, cursor + window - 1)
+            rows = self.call(
+                f"fetch_ohlcv {symbol} {timeframe} since {cursor}",
+                functools.partial(
+                    self.client.fetch_ohlcv, symbol, timeframe, since=cursor, limit=limit, params={"until": end}
+                ),
+                counter,
             )
-        )
-        tick(0, until_ms)  # the series is complete up to `until`, even where the exchange had nothing
-    if funding:
-        for inst, sym in zip(instruments, perps, strict=True):
-            mtype = "inverse" if markets[sym].get("inverse") else "linear"
-            settle_step = int(inst.funding_interval_hours * 3_600_000)
-            total = (until_ms - since_ms) // settle_step + 1
-
-            def funding_task(
-                label: str, total: int = total, settle_step: int = settle_step
-            ) -> Callable[[int, int], None]:
-                if progress is None:
-                    return lambda n, newest: None
-                tid = progress.add_task(label, total=max(total, 1))
-                return lambda n, newest: progress.update(
-                    tid, completed=min(total, max(0, (newest - since_ms) // settle_step + 1))
-                )
-
-            result.series.append(
-                _fetch_funding_series(
-                    client,
-                    store,
-                    sym,
-                    since_ms,
-                    until_ms,
-                    limits[mtype][1],
-                    inst.funding_interval_hours,
-                    policy,
-                    rng,
-                    (ftick := funding_task(f"{sym} funding")),
-                )
+            rows = [r for r in rows if r and r[0] is not None and since_ms <= r[0] <= end]
+            if not rows:
+                cursor = end + 1
+                continue
+            frame = _frame_ohlcv(rows, symbol, self.id, timeframe)
+            newest = int(frame["ms"].max())
+            yield Page(
+                kind="ohlcv", symbol=symbol, timeframe=timeframe, frame=frame.drop(columns="ms"), newest_ms=newest
             )
-            ftick(0, until_ms)
-    return result
+            cursor = max(newest + step, cursor + step)
+
+    def funding_pages(
+        self,
+        symbol: str,
+        since_ms: int,
+        until_ms: int,
+        *,
+        default_interval: float,
+        resume_ms: int | None = None,
+        counter: RetryCounter | None = None,
+    ) -> Iterator[Page]:
+        """Funding settlements of ``symbol`` after ``resume_ms`` (or from ``since_ms``) to ``until_ms``.
+
+        Each row's ``interval_hours`` is the spacing to the previous settlement (ccxt's history rows
+        carry none). Pages forward in windows of ``limit`` settlements; a full page from an exchange
+        that answers newest first (Bybit) may hide older rows of a shorter interval, so the window is
+        halved and asked again.
+        """
+        import pandas as pd
+
+        limit = self.page_limit(symbol, "funding")
+        newest_first = self.id == "bybit"
+        full_window = int(limit * default_interval * 3_600_000)
+        window = full_window
+        cursor = since_ms
+        prev_ms: int | None = None
+        if resume_ms is not None:
+            cursor = max(since_ms, resume_ms + 1)
+            prev_ms = resume_ms
+        while cursor <= until_ms:
+            end = min(until_ms, cursor + window - 1)
+            rows = self.call(
+                f"fetch_funding_rate_history {symbol} since {cursor}",
+                functools.partial(
+                    self.client.fetch_funding_rate_history, symbol, since=cursor, limit=limit, params={"until": end}
+                ),
+                counter,
+            )
+            recs = sorted(
+                {
+                    int(r["timestamp"]): r
+                    for r in rows
+                    if r.get("timestamp") is not None and cursor <= int(r["timestamp"]) <= end
+                }.values(),
+                key=lambda r: int(r["timestamp"]),
+            )
+            if newest_first and len(rows) >= limit and window > 3_600_000:
+                window //= 2  # the page may not reach back to `cursor`: ask for less
+                continue
+            if not recs:
+                cursor = end + 1
+                window = full_window
+                continue
+            out = []
+            for i, r in enumerate(recs):
+                ms = int(r["timestamp"])
+                if prev_ms is not None:
+                    interval = round((ms - prev_ms) / 3_600_000, 6)
+                elif i + 1 < len(recs):
+                    interval = round((int(recs[i + 1]["timestamp"]) - ms) / 3_600_000, 6)
+                else:
+                    interval = default_interval
+                mark = (r.get("info") or {}).get("markPrice")
+                mark_f = float(mark) if mark not in (None, "") else math.nan
+                out.append(
+                    {
+                        "source": self.id,
+                        "symbol": symbol,
+                        "ts": pd.Timestamp(ms, unit="ms"),
+                        "rate": float(r["fundingRate"]),
+                        "interval_hours": interval if interval > 0 else default_interval,
+                        "mark_price": mark_f if mark_f > 0 else math.nan,
+                    }
+                )
+                prev_ms = ms
+            newest = int(recs[-1]["timestamp"])
+            yield Page(kind="funding", symbol=symbol, timeframe=None, frame=pd.DataFrame(out), newest_ms=newest)
+            cursor = newest + 1
+            window = full_window
