@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -72,33 +71,6 @@ def render_import(doc: dict[str, Any], fmt: str) -> None:
         print(f"perphedge: warning: {warning}", file=sys.stderr)
 
 
-def _import_arg(path: str | None) -> Path:
-    from perphedge.errors import ConfigError
-
-    if path is None:
-        raise ConfigError(
-            "missing PATH: a directory in the sample layout or a file (or `--sample` for the bundled history)"
-        )
-    return Path(path)
-
-
-def _sample_root(ctx: typer.Context, path: str | None, single_file_options: dict[str, object]) -> Path:
-    """``--sample``: the bundled history rebuilt (hash-checked, byte-identical CSVs) in a directory that is
-    removed when the command ends; it then imports like any directory in the sample layout."""
-    import tempfile
-
-    from perphedge.data.sample import materialise
-    from perphedge.errors import ConfigError
-
-    if path is not None:
-        raise ConfigError(f"give either PATH ({path}) or `--sample`, not both")
-    given = [f"`--{name}`" for name, value in single_file_options.items() if value is not None]
-    if given:
-        raise ConfigError(f"{', '.join(given)}: for importing one file, not with `--sample`")
-    tmp = ctx.with_resource(tempfile.TemporaryDirectory(prefix="perphedge-sample-"))
-    return materialise(Path(tmp) / "sample")
-
-
 @data_app.command(
     "import",
     help=(
@@ -117,7 +89,6 @@ def _sample_root(ctx: typer.Context, path: str | None, single_file_options: dict
     no_args_is_help=True,
 )
 def import_cmd(
-    ctx: typer.Context,
     path: Annotated[
         str | None, typer.Argument(help="Directory in the sample layout, or a .csv / .parquet file.")
     ] = None,
@@ -144,26 +115,9 @@ def import_cmd(
     from perphedge.usecases.data import ImportRequest, import_data
 
     fmt = _fmt(fmt)
-    root = (
-        _sample_root(
-            ctx,
-            path,
-            {
-                "kind": kind,
-                "source": source,
-                "symbol": symbol,
-                "timeframe": timeframe,
-                "columns": columns,
-                "tz": tz,
-                "interval-hours": interval_hours,
-                "align": True if align else None,
-            },
-        )
-        if sample
-        else _import_arg(path)
-    )
     req = ImportRequest(
-        path=str(root),
+        path=path,
+        sample=sample,
         kind=kind,
         source=source,
         symbol=symbol,
@@ -173,7 +127,6 @@ def import_cmd(
         interval_hours=interval_hours,
         align=align,
         store=store,
-        label="bundled sample" if sample else None,
     )
     err = _console(stderr=True)
     if err.is_terminal:
@@ -184,11 +137,6 @@ def import_cmd(
             doc = import_data(req, progress=lambda f: progress.update(task, description=f"validating {f}"))
     else:
         doc = import_data(req)
-    if sample:
-        prefix = str(root) + "/"
-        for row in doc["files"]:
-            row["file"] = f"sample:{Path(row['file']).relative_to(root).as_posix()}"
-        doc["warnings"] = [w.replace(prefix, "sample:") for w in doc["warnings"]]
     render_import(doc, fmt)
 
 

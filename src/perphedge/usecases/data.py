@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,7 +63,8 @@ class ImportRequest:
     instead of silently ignored.
     """
 
-    path: str
+    path: str | None = None
+    sample: bool = False  # the sample history bundled with perphedge instead of ``path``
     kind: str | None = None
     source: str | None = None
     symbol: str | None = None
@@ -95,6 +96,8 @@ def parse_import(req: ImportRequest, progress: Callable[[str], None] | None = No
     """Validate the request and every file it names (nothing is written)."""
     from perphedge.data.importer import is_sample_layout, parse_columns, parse_file, parse_sample
 
+    if req.path is None:
+        raise ConfigError("missing PATH: a directory in the sample layout or a file")
     path = Path(req.path)
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory")
@@ -180,10 +183,45 @@ def import_parsed(
 
 def import_data(req: ImportRequest, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """``data import``: validate every file first (the store is not even opened when one is bad), then
-    write them all in one transaction."""
+    write them all in one transaction.
+
+    With ``sample``, the bundled history is rebuilt (hash-checked, byte-identical CSVs) in a temporary
+    directory that is removed afterwards, and imported exactly as that directory would be; its files are
+    named ``sample:prices/BTC.csv`` in the result.
+    """
+    if req.sample:
+        return _import_sample(req, progress)
+    if req.path is None:
+        raise ConfigError(
+            "missing PATH: a directory in the sample layout or a file (or `--sample` for the bundled history)"
+        )
     t0 = time.perf_counter()
     files = parse_import(req, progress)
     return import_parsed(req.store, files, source=req.label or str(Path(req.path).resolve()), started=t0)
+
+
+def _import_sample(req: ImportRequest, progress: Callable[[str], None] | None) -> dict[str, Any]:
+    import tempfile
+
+    from perphedge.data.sample import materialise
+
+    if req.path is not None:
+        raise ConfigError(f"give either PATH ({req.path}) or `--sample`, not both")
+    given = [
+        f"`--{name.replace('_', '-')}`"
+        for name in _FILE_OPTIONS
+        if (getattr(req, name) is not None and name != "align") or (name == "align" and req.align)
+    ]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: for importing one file, not with `--sample`")
+    with tempfile.TemporaryDirectory(prefix="perphedge-sample-") as tmp:
+        root = materialise(Path(tmp) / "sample")
+        doc = import_data(replace(req, sample=False, path=str(root), label=req.label or "bundled sample"), progress)
+        prefix = str(root) + "/"
+        for row in doc["files"]:
+            row["file"] = f"sample:{Path(row['file']).relative_to(root).as_posix()}"
+        doc["warnings"] = [w.replace(prefix, "sample:") for w in doc["warnings"]]
+    return doc
 
 
 # ---------------------------------------------------------------------------------------------- fetch
