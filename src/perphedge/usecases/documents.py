@@ -12,6 +12,7 @@ from perphedge import __version__
 from perphedge.core.contracts import fee
 from perphedge.core.hedge import HedgeLeg, HedgePlan
 from perphedge.core.scenarios import DriftLeg, ScenarioResult
+from perphedge.core.units import Money
 from perphedge.usecases.plan import CalcResult, CompareRow, PlanOutcome
 
 __all__ = ["calc_document", "plan_document"]
@@ -233,6 +234,11 @@ def _amount(value: float | None, unit: str) -> dict[str, Any]:
     return {"value": _r(value), "unit": unit}
 
 
+def _money(m: Money | None) -> dict[str, Any] | None:
+    """An amount with its asset, ``{value, unit}``; None stays None."""
+    return None if m is None else {"value": _r(m.amount), "unit": m.asset.code}
+
+
 def calc_document(res: CalcResult) -> dict[str, Any]:
     """The ``perphedge.calc/1`` document: every amount as ``{value, unit}``."""
     ci = res.input
@@ -249,17 +255,17 @@ def calc_document(res: CalcResult) -> dict[str, Any]:
         "contract_size": _amount(inst.contract_size, inst.contract_size_unit),
         "size": _amount(res.size, res.size_unit),
         "notional": _amount(res.notional_usd, quote),
-        "position_value": _amount(res.position_value, res.position_value_unit),
+        "position_value": _money(res.position_value),
         "entry_price": _amount(ci.entry, quote),
         "exit_price": _amount(ci.exit, quote) if ci.exit is not None else None,
         "mark_price": _amount(ci.mark if ci.mark is not None else ci.entry, quote),
         "leverage": ci.leverage,
         "margin_mode": ci.margin_mode,
-        "margin": _amount(res.margin, s),
-        "initial_margin": _amount(res.initial_margin, s),
-        "maintenance_margin": _amount(res.maintenance_margin, s),
+        "margin": _money(res.margin),
+        "initial_margin": _money(res.initial_margin),
+        "maintenance_margin": _money(res.maintenance_margin),
         "maintenance_margin_rate": res.maintenance_margin_rate,
-        "maintenance_amount": _amount(res.maintenance_amount, s),
+        "maintenance_amount": _money(res.maintenance_amount),
         "margin_tier": res.tier_index + 1,
         "liquidation_method": inst.liquidation_method.value,
         "liquidation_price": _amount(res.liquidation.price, quote),
@@ -268,17 +274,17 @@ def calc_document(res: CalcResult) -> dict[str, Any]:
         "liquidation_tier": res.liquidation.tier_index + 1,
         "liquidation_mm_basis": res.liquidation.value_basis,
         "bankruptcy_price": _amount(res.bankruptcy_price, quote),
-        "pnl": _amount(res.pnl, s) if res.pnl is not None else None,
-        "pnl_usd": _amount(res.pnl_usd, "USD" if inst.is_inverse else inst.quote) if res.pnl_usd is not None else None,
+        "pnl": _money(res.pnl),
+        "pnl_usd": _money(res.pnl_usd),
         "roe": _r(res.roe, 8),
         "fee_rate": res.fee_rate,
-        "fee_open": _amount(res.fee_open, s),
-        "fee_close": _amount(res.fee_close, s) if res.fee_close is not None else None,
-        "net_pnl": _amount(res.net_pnl, s) if res.net_pnl is not None else None,
+        "fee_open": _money(res.fee_open),
+        "fee_close": _money(res.fee_close),
+        "net_pnl": _money(res.net_pnl),
         "funding_rate": ci.funding_rate,
         "funding_interval_hours": inst.funding_interval_hours,
-        "funding": _amount(res.funding, s),
-        "funding_usd": _amount(res.funding_usd, "USD" if inst.is_inverse else inst.quote),
-        "funding_per_day": _amount(res.funding_per_day, s),
+        "funding": _money(res.funding),
+        "funding_usd": _money(res.funding_usd),
+        "funding_per_day": _money(res.funding_per_day),
         "funding_sign": "positive = received; a positive rate means longs pay shorts",
     }

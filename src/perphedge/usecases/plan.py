@@ -51,7 +51,16 @@ from perphedge.core.scenarios import (
     parse_moves,
     parse_scenario,
 )
-from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, MIN_PRICE_USD, is_stablecoin, normalise_asset
+from perphedge.core.units import (
+    MAX_PRICE_USD,
+    MAX_VALUE_USD,
+    MIN_PRICE_USD,
+    Asset,
+    Money,
+    Price,
+    is_stablecoin,
+    normalise_asset,
+)
 from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError, PerphedgeError
 
 if TYPE_CHECKING:
@@ -528,32 +537,33 @@ class CalcInput:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CalcResult:
-    """The calculator's numbers; amounts are in ``settle`` unless named ``_usd``."""
+    """The calculator's numbers. Every amount is :class:`Money` carrying its asset (margin, PnL, fees and
+    funding in the settle asset; ``pnl_usd`` and ``funding_usd`` in USD for inverse contracts, the quote
+    otherwise), so nothing downstream can mix coin and USD."""
 
     input: CalcInput
     size: float
     size_unit: str
     notional_usd: float
-    position_value: float
-    position_value_unit: str
-    margin: float
-    initial_margin: float
-    maintenance_margin: float
+    position_value: Money
+    margin: Money
+    initial_margin: Money
+    maintenance_margin: Money
     maintenance_margin_rate: float
-    maintenance_amount: float
+    maintenance_amount: Money
     tier_index: int
     liquidation: LiquidationResult
     bankruptcy_price: float | None
-    pnl: float | None
-    pnl_usd: float | None
+    pnl: Money | None
+    pnl_usd: Money | None
     roe: float | None
-    funding: float
-    funding_usd: float
-    funding_per_day: float
+    funding: Money
+    funding_usd: Money
+    funding_per_day: Money
     fee_rate: float
-    fee_open: float
-    fee_close: float | None
-    net_pnl: float | None
+    fee_open: Money
+    fee_close: Money | None
+    net_pnl: Money | None
 
     @property
     def settle(self) -> str:
@@ -713,27 +723,37 @@ def calc(ci: CalcInput) -> CalcResult:
         )
     bp = bankruptcy_price(inst.kind, ci.side, size, ci.entry, margin)
     fee_rate = inst.taker_fee if ci.fee_rate is None else ci.fee_rate
-    fee_open = fee(inst.kind, size, ci.entry, fee_rate)
-    pnl_settle = pnl_usd = roe = fee_close = net = None
+    settle = Asset(code=inst.settle)
+    usd = Asset(code="USD" if inst.is_inverse else inst.quote)
+
+    def money(amount: float) -> Money:
+        return Money(amount=amount, asset=settle)
+
+    def in_usd(amount: Money, at_price: float) -> Money:
+        """Inverse amounts are coin: converted at ``at_price``; linear amounts already are in the quote."""
+        return Price(value=at_price, base=settle, quote=usd).convert(amount) if inst.is_inverse else amount
+
+    fee_open = money(fee(inst.kind, size, ci.entry, fee_rate))
+    pnl_settle = pnl_usd = fee_close = net = None
+    roe = None
     if ci.exit is not None:
-        pnl_settle = pnl(inst.kind, ci.side, size, ci.entry, ci.exit)
-        pnl_usd = pnl_settle * ci.exit if inst.is_inverse else pnl_settle
-        roe = pnl_settle / im
-        fee_close = fee(inst.kind, size, ci.exit, fee_rate)
+        pnl_settle = money(pnl(inst.kind, ci.side, size, ci.entry, ci.exit))
+        pnl_usd = in_usd(pnl_settle, ci.exit)
+        roe = pnl_settle.amount / im
+        fee_close = money(fee(inst.kind, size, ci.exit, fee_rate))
         net = pnl_settle - fee_open - fee_close
-    funding = funding_received(inst.kind, ci.side, size, mark, ci.funding_rate)
+    funding = money(funding_received(inst.kind, ci.side, size, mark, ci.funding_rate))
     return CalcResult(
         input=ci,
         size=size,
         size_unit=inst.contract_size_unit,
         notional_usd=inst.notional_usd(ci.contracts, ci.entry),
-        position_value=value,
-        position_value_unit=inst.settle,
-        margin=margin,
-        initial_margin=im,
-        maintenance_margin=inst.margin.maintenance_margin(mark_value),
+        position_value=money(value),
+        margin=money(margin),
+        initial_margin=money(im),
+        maintenance_margin=money(inst.margin.maintenance_margin(mark_value)),
         maintenance_margin_rate=inst.margin.rate(mark_value),
-        maintenance_amount=inst.margin.maintenance_amount(mark_value),
+        maintenance_amount=money(inst.margin.maintenance_amount(mark_value)),
         tier_index=inst.margin.tier_index(mark_value),
         liquidation=liq,
         bankruptcy_price=bp,
@@ -741,8 +761,8 @@ def calc(ci: CalcInput) -> CalcResult:
         pnl_usd=pnl_usd,
         roe=roe,
         funding=funding,
-        funding_usd=funding * mark if inst.is_inverse else funding,
-        funding_per_day=funding * 24.0 / inst.funding_interval_hours,
+        funding_usd=in_usd(funding, mark),
+        funding_per_day=funding * (24.0 / inst.funding_interval_hours),
         fee_rate=fee_rate,
         fee_open=fee_open,
         fee_close=fee_close,
