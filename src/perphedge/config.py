@@ -130,7 +130,7 @@ class HoldingModel(BaseModel):
         amount = self.quantity if self.quantity is not None else self.value_usd
         name = "quantity" if self.quantity is not None else "value_usd"
         if amount is None or amount <= 0:
-            raise ValueError(f"`{name}` must be > 0, was {amount!r}")
+            raise _At((name,), f"must be > 0, was {amount:g}")
         return self
 
 

@@ -116,7 +116,8 @@ def test_asset_codes_that_would_print_as_another(tmp_path: Path, asset: str, fra
 def test_leg_weights_show_the_exact_sum(tmp_path: Path) -> None:
     legs = (
         "  legs:\n    - {instrument: binance:BTCUSDT, weight: 0.3333333}\n"
-        "    - {instrument: binance:ETHUSDT, weight: 0.3333333}\n    - {instrument: binance:SOLUSDT, weight: 0.3333333}\n"
+        "    - {instrument: binance:ETHUSDT, weight: 0.3333333}\n"
+        "    - {instrument: binance:SOLUSDT, weight: 0.3333333}\n"
     )
     f = _portfolio(tmp_path, "  instrument: binance:BTCUSD_PERP\n", legs)
     line = one_line_error(run_cli("plan", f, home=tmp_path), "`legs` weights must sum to exactly 1", "0.9999998999")
@@ -135,7 +136,9 @@ def test_leg_weights_show_the_exact_sum(tmp_path: Path) -> None:
         ([], ("collateral: buy", "collateral: buy\n  proxy: binance:ETHUSDT")),
     ],
 )
-def test_proxy_without_direct_mode_is_refused(tmp_path: Path, args: list[str], file_change: tuple[str, str] | None) -> None:
+def test_proxy_without_direct_mode_is_refused(
+    tmp_path: Path, args: list[str], file_change: tuple[str, str] | None
+) -> None:
     f = _portfolio(tmp_path, *file_change) if file_change else EXAMPLE
     one_line_error(run_cli("plan", f, *args, home=tmp_path), "invalid `proxy`", "direct:<exchange>")
 
@@ -232,7 +235,9 @@ SPEC = {
         ({"as_of": 20240101}, ["field `as_of`"]),
     ],
 )
-def test_spec_fields_that_cannot_be_named_or_dated(tmp_path: Path, change: dict[str, object], fragments: list[str]) -> None:
+def test_spec_fields_that_cannot_be_named_or_dated(
+    tmp_path: Path, change: dict[str, object], fragments: list[str]
+) -> None:
     f = tmp_path / "specs.json"
     f.write_text(json.dumps({"instruments": [{**SPEC, **change}]}), encoding="utf-8")
     one_line_error(run_cli("instruments", "--specs", str(f), home=tmp_path), str(f), *fragments)
@@ -245,3 +250,75 @@ def test_spec_with_a_yaml_date_is_fine(tmp_path: Path) -> None:
     r = run_cli("instruments", "--specs", str(f), "--format", "json", home=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "2024-01-01" in r.stdout
+
+
+# ------------------------------------------------- bug 8: grid keys that make every combination fail, duplicates
+
+RUN = """portfolio: {pf}
+start: 2021-01-01
+end: 2021-06-30
+hedge: {{instrument: binance:BTCUSDT, leverage: 2, collateral: stable}}
+policy: {{kind: static, ratio: 0.5, band: 0.10}}
+margin: {{top_up: false}}
+"""
+
+
+@pytest.mark.parametrize(
+    "grid,fragments",
+    [
+        ("{policy.ratioo: [0.5]}", ["field `grid.policy.ratioo`", "not a field of a run file"]),
+        ("{hedge.leverag: [2, 3]}", ["field `grid.hedge.leverag`", "not a field of a run file"]),
+        ("{policy.ratio.x: [0.5]}", ["line 2: invalid grid key `policy.ratio.x`", "not a mapping"]),
+        ("{policy.ratio: [0.5, 0.5]}", ["field `grid.policy.ratio[1]`", "0.5 is given twice"]),
+        (
+            "{hedge.instrument: [binance:BTCUSDT, binance:ETHUSDT, binance:BTCUSDT]}",
+            ["grid.hedge.instrument[2]", "twice"],
+        ),
+        ("{policy.ratio: 0.5}", ["field `grid.policy.ratio`", "non-empty list", "was 0.5"]),
+        ("{policy.ratio: []}", ["field `grid.policy.ratio`", "was an empty list"]),
+    ],
+)
+def test_grid_mistakes_refused_before_any_work(tmp_path: Path, grid: str, fragments: list[str]) -> None:
+    (tmp_path / "base.yaml").write_text(RUN.format(pf=(Path.cwd() / EXAMPLE).resolve()), encoding="utf-8")
+    g = tmp_path / "grid.yaml"
+    g.write_text(f"base: base.yaml\ngrid: {grid}\n", encoding="utf-8")
+    r = run_cli("sweep", str(g), "--store", str(tmp_path / "absent.duckdb"), home=tmp_path)
+    one_line_error(r, str(g), *fragments)
+
+
+def test_grid_keys_new_to_the_base_run_still_accepted(tmp_path: Path) -> None:
+    from perphedge.usecases.sweep import load_grid
+
+    (tmp_path / "base.yaml").write_text(RUN.format(pf=(Path.cwd() / EXAMPLE).resolve()), encoding="utf-8")
+    g = tmp_path / "grid.yaml"
+    grid = "{costs.slippage_bps: [1, 2], margin.top_up: [true, false]}"
+    g.write_text(f"base: base.yaml\ngrid: {grid}\n", encoding="utf-8")
+    doc, _, _ = load_grid(g)
+    assert doc["grid"]["margin.top_up"] == [True, False]
+
+
+# ------------------------------------------------- bug 9: the README's own messages and outputs
+
+
+def test_non_positive_amount_names_the_amount_field_as_the_readme_shows(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: x\nprices: {SOL: 150}\nholdings:\n  - {asset: SOL, quantity: -3}\n", encoding="utf-8")
+    line = one_line_error(run_cli("plan", str(f), home=tmp_path))
+    assert line == f"perphedge: error: {f}: line 4: field `holdings[0].quantity`: must be > 0, was -3"
+    f.write_text("name: x\nprices: {SOL: 150}\nholdings:\n  - {asset: SOL, value_usd: 0}\n", encoding="utf-8")
+    one_line_error(run_cli("plan", str(f), home=tmp_path), "field `holdings[0].value_usd`: must be > 0, was 0")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["runs/backtest-results/altcoins-50pct/result.json", "backtest-results/x/report.html", "runs/plots/shock_grid.png"],
+)
+def test_outputs_of_readme_commands_run_in_subfolders_are_ignored(path: str) -> None:
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    if git is None or not (Path.cwd() / ".git").exists():
+        pytest.skip("not a git checkout")
+    r = subprocess.run([git, "check-ignore", "--no-index", "-q", path], check=False, cwd=Path.cwd())
+    assert r.returncode == 0, f"{path} is not ignored by .gitignore"

@@ -59,7 +59,7 @@ def normalise_asset(code: str) -> str:
     if not text or any(ch.isspace() for ch in text) or ":" in text:
         raise ConfigError(f"invalid asset: must be a code such as BTC or SOL, was {code!r}")
     if not text.isprintable():  # control or invisible characters (zero-width space, BEL) look like another code
-        raise ConfigError(f"invalid asset: contains a control or invisible character, was {ascii(code)}")
+        raise ConfigError(f"invalid asset: contains a control or invisible character, was {code!a}")
     if len(text) > MAX_ASSET_CODE:
         raise ConfigError(f"invalid asset: longer than {MAX_ASSET_CODE} characters, was {text[:20]!r}...")
     return text

@@ -165,12 +165,12 @@ _OVERRIDE_CHOICES = {
 
 def _check_overrides(ov: HedgeOverrides) -> None:
     """Command-line overrides are checked naming their flag (not the portfolio file, which is not at fault)."""
-    for field, flag in (("instrument", "--instrument"), ("proxy", "--proxy"), ("scope", "--scope")):
-        value = getattr(ov, field)
+    for name, flag in (("instrument", "--instrument"), ("proxy", "--proxy"), ("scope", "--scope")):
+        value = getattr(ov, name)
         if value is not None and not value.strip():
             raise ConfigError(f"invalid `{flag}`: must not be empty, was {value!r}")
-    for field, (flag, choices) in _OVERRIDE_CHOICES.items():
-        value = getattr(ov, field)
+    for name, (flag, choices) in _OVERRIDE_CHOICES.items():
+        value = getattr(ov, name)
         if value is not None and value not in choices:
             raise ConfigError(f"invalid `{flag}`: must be {', '.join(choices[:-1])} or {choices[-1]}, was {value!r}")
     if ov.ratio is not None and not 0.0 <= ov.ratio <= 2.0:
