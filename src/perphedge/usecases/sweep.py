@@ -72,8 +72,11 @@ def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
-    """The grid document and the base run document (raw), with the base file's path."""
+def load_grid(path: str | Path, max_configs: int | None = None) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """The grid document and the base run document (raw), with the base file's path.
+
+    With ``max_configs``, a grid of more combinations is refused before its values are checked.
+    """
     from perphedge.config import read_yaml
 
     p = Path(path)
@@ -94,6 +97,12 @@ def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
             raise ConfigError(
                 f"{p}: field `grid.{key}`: must be a non-empty list of values, e.g. [0.25, 0.5], was {shown}"
             )
+    count = count_configs(grid)
+    if max_configs is not None and count > max_configs:
+        raise ConfigError(
+            f"{p}: the grid makes {count:,} combinations, more than --max-configs {max_configs:,}: "
+            "narrow the grid or raise --max-configs"
+        )
     if "rank_by" in doc and not (isinstance(doc["rank_by"], str) and doc["rank_by"].strip()):
         raise ConfigError(f"{p}: field `rank_by`: must be a metric name such as hedged.sharpe, was {doc['rank_by']!r}")
     if "rank_by" in doc and doc["rank_by"] not in RANKABLE:
@@ -315,7 +324,7 @@ def _checked_grid(
         raise ConfigError(f"invalid `--max-configs`: must be >= 1, was {max_configs!r}")
     if workers is not None and workers < 1:
         raise ConfigError(f"invalid `--workers`: must be >= 1, was {workers!r}")
-    gdoc, base_doc, base_path = load_grid(path)
+    gdoc, base_doc, base_path = load_grid(path, max_configs)
     count = count_configs(gdoc["grid"])
     if count > max_configs:
         raise ConfigError(
