@@ -55,6 +55,13 @@ def test_yaml11_number_spellings_stay_text(text: str) -> None:
     assert isinstance(load_yaml_text(text, "x.yaml")["a"], str)
 
 
+def test_strict_numbers_do_not_leak_into_pyyaml() -> None:
+    import yaml
+
+    load_yaml_text("a: 1", "x.yaml")
+    assert yaml.safe_load("a: 0100") == {"a": 64}  # other readers keep PyYAML's own (YAML 1.1) rules
+
+
 def test_explicit_int_tag_on_hex_is_one_line() -> None:
     with pytest.raises(ConfigError, match=r"x.yaml: line 1: `0x1f` is not a decimal whole number"):
         load_yaml_text("a: !!int 0x1f", "x.yaml")
@@ -322,3 +329,26 @@ def test_outputs_of_readme_commands_run_in_subfolders_are_ignored(path: str) -> 
         pytest.skip("not a git checkout")
     r = subprocess.run([git, "check-ignore", "--no-index", "-q", path], check=False, cwd=Path.cwd())
     assert r.returncode == 0, f"{path} is not ignored by .gitignore"
+
+
+# ------------------------------------------------- bug 10: a --face-value no exchange lists printed every amount as 0
+
+CALC = ["calc", "--instrument", "binance:BTCUSDT", "--side", "short", "--contracts", "1", "--entry", "60000"]
+
+
+@pytest.mark.parametrize(
+    "instrument,face,unit",
+    [
+        ("binance:BTCUSDT", "1e-300", "BTC per contract"),
+        ("binance:BTCUSDT", "1e-9", "BTC per contract"),
+        ("binance:BTCUSD_PERP", "1e9", "USD per contract"),
+    ],
+)
+def test_face_value_outside_what_exchanges_list(instrument: str, face: str, unit: str) -> None:
+    args = [*CALC[:2], instrument, *CALC[3:], "--face-value", face]
+    one_line_error(run_cli(*args), "invalid `--face-value`", "[1e-08, 1e+08]", unit)
+
+
+def test_face_value_within_range_still_reproduces_a_small_contract() -> None:
+    r = run_cli(*CALC, "--face-value", "0.0001", "--format", "json")
+    assert r.returncode == 0, r.stderr

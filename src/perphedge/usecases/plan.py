@@ -71,6 +71,10 @@ __all__ = [
 ]
 
 
+#: Contract sizes an exchange could list (coin per contract for linear, USD for inverse).
+MIN_FACE_VALUE, MAX_FACE_VALUE = 1e-8, 1e8
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HedgeOverrides:
     """Command-line values that replace the file's ``hedge:`` block (None = keep the file's)."""
@@ -638,6 +642,12 @@ def calc_instrument(
         lm.check_kind(inst.kind)
     if face_value is not None and (not math.isfinite(face_value) or face_value <= 0):
         raise ConfigError(f"invalid `--face-value`: must be > 0, was {face_value!r}")
+    if face_value is not None and not MIN_FACE_VALUE <= face_value <= MAX_FACE_VALUE:
+        # a contract of 1e-300 BTC prints every amount as 0: no exchange lists such a contract
+        raise ConfigError(
+            f"invalid `--face-value`: must be in [{MIN_FACE_VALUE:g}, {MAX_FACE_VALUE:g}] "
+            f"({inst.contract_size_unit} per contract), was {face_value:g}"
+        )
     return inst.with_overrides(margin=schedule, liquidation_method=lm, contract_size=face_value)
 
 
