@@ -130,7 +130,7 @@ class HoldingModel(BaseModel):
         amount = self.quantity if self.quantity is not None else self.value_usd
         name = "quantity" if self.quantity is not None else "value_usd"
         if amount is None or amount <= 0:
-            raise ValueError(f"`{name}` must be > 0, was {amount!r}")
+            raise _At((name,), f"must be > 0, was {amount:g}")
         return self
 
 
@@ -173,7 +173,11 @@ class HedgeModel(BaseModel):
                 )
             seen[ident] = i
         if self.legs is not None and abs(sum(leg.weight for leg in self.legs) - 1.0) > 1e-9:
-            raise ValueError(f"`legs` weights must sum to 1, sum to {sum(leg.weight for leg in self.legs):g}")
+            total = sum(leg.weight for leg in self.legs)
+            raise ValueError(
+                f"`legs` weights must sum to exactly 1, sum to {total!r} (off by {total - 1.0:+.3g}; "
+                "write the last weight as 1 minus the others)"
+            )
         return self
 
 
@@ -273,6 +277,21 @@ _TYPE_RULES = {
 }
 
 
+def _text_hint(text: str, kind: str) -> str:
+    """Why a piece of text is not the number or boolean expected, and how to write it."""
+    if kind == "bool_type":
+        return "write true or false"
+    plain = text.strip()
+    try:
+        float(plain)
+    except ValueError:
+        pass
+    else:
+        if "_" not in plain and plain.lower().lstrip("+-") not in ("nan", "inf", "infinity"):
+            return "text: write it without quotes"
+    return "write a plain decimal number such as 150, 0.25 or 1e-3; no hex, octal, `:` or `_`"
+
+
 def _message(err: Any) -> str:
     kind = err.get("type", "")
     msg = str(err.get("msg", "invalid"))
@@ -288,7 +307,9 @@ def _message(err: Any) -> str:
         if isinstance(inp, bool) and kind in ("float_type", "int_type"):
             return f"{rule}, was {_shown(inp)} (true/false is not a number)"
         if isinstance(inp, str) and kind in ("float_type", "int_type", "bool_type"):
-            return f"{rule}, was {inp!r} (text: write it without quotes)"
+            return f"{rule}, was {inp!r} ({_text_hint(inp, kind)})"
+        if isinstance(inp, bool) and kind == "string_type":
+            return f"{rule}, was {_shown(inp)} (YAML reads yes/no/on/off as true/false: quote it)"
         if isinstance(inp, float) and kind == "int_type":
             return f"{rule}, was {inp!r}"
         if isinstance(inp, dict | list):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,13 @@ class _BadScalar(Exception):
         self.message, self.line = message, line
 
 
+#: YAML 1.2 core schema numbers (decimal only; a leading zero is not octal).
+_YAML12_INT = re.compile(r"^[-+]?[0-9]+$")
+_YAML12_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+
+
 @functools.cache
 def _loader() -> Any:
     """The strict SafeLoader subclass (built on first use: ``yaml`` is imported lazily)."""
@@ -185,6 +193,12 @@ def _loader() -> Any:
             data.extend(self.construct_sequence(node))
             data.item_lines = [child.start_mark.line + 1 for child in node.value]
 
+        def construct_decimal_int(self, node: Any) -> Any:
+            text = str(self.construct_scalar(node))
+            if not _YAML12_INT.match(text):  # an explicit !!int tag on something else
+                raise _BadScalar(f"`{text}` is not a decimal whole number", node.start_mark.line + 1)
+            return int(text)
+
         def construct_yaml_timestamp(self, node: Any) -> Any:
             # YAML reads 2024-13-01 as a timestamp and then fails inside datetime: say so in one line
             try:
@@ -192,6 +206,20 @@ def _loader() -> Any:
             except (ValueError, OverflowError) as exc:
                 raise _BadScalar(f"invalid date `{node.value}`: {exc}", node.start_mark.line + 1) from None
 
+    # Numbers as YAML 1.2 (and every other language) reads them, not YAML 1.1: `0100` is 100, not octal
+    # 64; `1:30` is text, not the sexagesimal 90; `0x64`, `0b1100100` and `1_000` are text (the schema
+    # then refuses them, naming the field); `1e16` is a number, not text.
+    int_tag, float_tag = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+    resolvers = {
+        first: [(tag, rx) for tag, rx in entries if tag not in (int_tag, float_tag)]
+        for first, entries in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    StrictLoader.yaml_implicit_resolvers = resolvers
+    StrictLoader.add_implicit_resolver(int_tag, _YAML12_INT, list("-+0123456789"))
+    StrictLoader.add_implicit_resolver(float_tag, _YAML12_FLOAT, list("-+0123456789."))
+    for entries in StrictLoader.yaml_implicit_resolvers.values():  # numbers before timestamps, as SafeLoader
+        entries.sort(key=lambda entry: {int_tag: 0, float_tag: 1}.get(entry[0], 2))
+    StrictLoader.add_constructor(int_tag, StrictLoader.construct_decimal_int)
     StrictLoader.add_constructor("tag:yaml.org,2002:map", StrictLoader.construct_yaml_map)
     StrictLoader.add_constructor("tag:yaml.org,2002:seq", StrictLoader.construct_yaml_seq)
     StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", StrictLoader.construct_yaml_timestamp)

@@ -229,7 +229,7 @@ BAD_CASES = {
     "negative": (
         "prices: {SOL: 100, BTC: 60000}\nholdings:\n  - {asset: SOL, quantity: -3}\n"
         "hedge: {instrument: binance:BTCUSDT}\n",
-        "field `holdings[0]`",
+        "field `holdings[0].quantity`: must be > 0, was -3",
     ),
     "nan": (
         "prices: {SOL: 100, BTC: 60000}\nholdings:\n  - {asset: SOL, quantity: .nan}\n"

@@ -41,6 +41,10 @@ MAX_PRICE_USD: float = 1e9
 MIN_PRICE_USD: float = 1e-12
 
 
+#: Longest asset code accepted (real ones: BTC, 1000SHIB, 1000000MOG).
+MAX_ASSET_CODE = 40
+
+
 def normalise_asset(code: str) -> str:
     """Return the canonical spelling of an asset code (upper case, stripped).
 
@@ -54,6 +58,10 @@ def normalise_asset(code: str) -> str:
     text = code.strip().upper()
     if not text or any(ch.isspace() for ch in text) or ":" in text:
         raise ConfigError(f"invalid asset: must be a code such as BTC or SOL, was {code!r}")
+    if not text.isprintable():  # control or invisible characters (zero-width space, BEL) look like another code
+        raise ConfigError(f"invalid asset: contains a control or invisible character, was {code!a}")
+    if len(text) > MAX_ASSET_CODE:
+        raise ConfigError(f"invalid asset: longer than {MAX_ASSET_CODE} characters, was {text[:20]!r}...")
     return text
 
 

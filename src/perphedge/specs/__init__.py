@@ -84,7 +84,31 @@ def _positive(value: Any, where: str, field: str) -> float:
 def _text(value: Any, where: str, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: field `{field}`: must be non-empty text, was {value!r}")
-    return value.strip()
+    text = value.strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in text) or (field == "exchange" and ":" in text):
+        # the id is exchange:SYMBOL: a space, a control character or a `:` in the exchange could never be named
+        raise ConfigError(
+            f"{where}: field `{field}`: must be one word without spaces or control characters"
+            f"{' or `:`' if field == 'exchange' else ''}, was {value!r}"
+        )
+    return text
+
+
+def _as_of(value: Any, where: str) -> str:
+    """The spec's date: ISO 8601 ``YYYY-MM-DD`` (a YAML date or text), as everywhere else."""
+    import datetime as _dt
+
+    if isinstance(value, _dt.datetime):
+        raise ConfigError(f"{where}: field `as_of`: must be a date YYYY-MM-DD without a time, was {value.isoformat()}")
+    if isinstance(value, _dt.date):
+        return value.isoformat()
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or len(text) != 10:
+        raise ConfigError(f"{where}: field `as_of`: must be an ISO 8601 date YYYY-MM-DD, was {value!r}")
+    try:
+        return _dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ConfigError(f"{where}: field `as_of`: must be an ISO 8601 date YYYY-MM-DD, was {value!r}") from None
 
 
 def _fee(raw: Mapping[str, Any], where: str, field: str, default: float, bounds: tuple[float, float]) -> float:
@@ -176,7 +200,7 @@ def instrument_from_mapping(raw: Mapping[str, Any], where: str = "instrument") -
             taker_fee=_fee(raw, label, "taker_fee", 0.0005, TAKER_FEE_RANGE),
             ccxt_symbol=str(raw.get("ccxt_symbol", "")),
             source=str(source),
-            as_of=str(raw.get("as_of", "")),
+            as_of=_as_of(raw["as_of"], label) if raw.get("as_of") not in (None, "") else "",
             notes=tuple(str(n) for n in notes),
         )
     except ConfigError as exc:

@@ -80,6 +80,10 @@ __all__ = [
 ]
 
 
+#: Contract sizes an exchange could list (coin per contract for linear, USD for inverse).
+MIN_FACE_VALUE, MAX_FACE_VALUE = 1e-8, 1e8
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HedgeOverrides:
     """Command-line values that replace the file's ``hedge:`` block (None = keep the file's)."""
@@ -166,10 +170,48 @@ def build_portfolio(pfile: PortfolioFile, source: str) -> Portfolio:
         raise _prefixed(source, exc) from None
 
 
+_OVERRIDE_CHOICES = {
+    "collateral": ("--collateral", ("buy", "holdings", "stable")),
+    "method": ("--method", ("notional", "beta", "min_variance")),
+}
+
+
+def _check_overrides(ov: HedgeOverrides) -> None:
+    """Command-line overrides are checked naming their flag (not the portfolio file, which is not at fault)."""
+    for name, flag in (("instrument", "--instrument"), ("proxy", "--proxy"), ("scope", "--scope")):
+        value = getattr(ov, name)
+        if value is not None and not value.strip():
+            raise ConfigError(f"invalid `{flag}`: must not be empty, was {value!r}")
+    for name, (flag, choices) in _OVERRIDE_CHOICES.items():
+        value = getattr(ov, name)
+        if value is not None and value not in choices:
+            raise ConfigError(f"invalid `{flag}`: must be {', '.join(choices[:-1])} or {choices[-1]}, was {value!r}")
+    if ov.ratio is not None and not 0.0 <= ov.ratio <= 2.0:
+        raise ConfigError(f"invalid `--ratio`: must be in [0, 2] (a fraction of the exposure), was {ov.ratio:g}")
+    if ov.leverage is not None and ov.leverage < 1.0:
+        raise ConfigError(f"invalid `--leverage`: must be >= 1, was {ov.leverage:g}")
+    if ov.funding_rate_8h is not None and abs(ov.funding_rate_8h) > 0.05:
+        raise ConfigError(f"invalid `--funding-rate-8h`: must be within ±0.05 per 8h, was {ov.funding_rate_8h:g}")
+
+
 def _resolve_legs(
     spec: str | None, legs: Sequence[Any] | None, proxy: str | None, portfolio: Portfolio, registry: InstrumentRegistry
 ) -> tuple[tuple[LegRequest, ...], dict[str, Instrument], str]:
     """Proxy legs, direct instruments and a display label from the hedge settings."""
+    if proxy and not (spec and spec.lower().startswith("direct:")):
+        # `proxy` names the instrument that carries assets without their own perpetual in direct mode;
+        # anywhere else the hedge's own instrument is the proxy and another one would be ignored silently
+        same = False
+        if spec and not legs:
+            with contextlib.suppress(ConfigError):
+                same = registry.get(proxy).id == registry.get(spec).id
+        if not same:
+            shown = "`legs`" if legs else f"instrument {spec!r}" if spec else "no instrument"
+            raise ConfigError(
+                f"invalid `proxy` {proxy!r}: it applies only with `instrument: direct:<exchange>:<linear|inverse>` "
+                f"(the instrument for assets without their own perpetual); with {shown} the hedge's instrument is "
+                "the proxy: drop `proxy`/`--proxy`, or change the instrument"
+            )
     if legs:
         reqs = tuple(LegRequest(instrument=registry.get(leg.instrument), weight=leg.weight) for leg in legs)
         return reqs, {}, " + ".join(f"{leg.weight:g}x{registry.get(leg.instrument).id}" for leg in legs)
@@ -227,6 +269,7 @@ def plan_portfolio(
     With ``as_of`` (a date or ``latest``), prices the file does not give are the stored daily
     closes (Binance spot, ``<ASSET>/USDT``) of that UTC day or the last one before it.
     """
+    _check_overrides(overrides)
     if as_of is not None:  # a UTC day YYYY-MM-DD or latest, for every edge (plan, stress, ...)
         day = parse_date_or_latest(as_of, "--as-of")
         as_of = "latest" if day is None else day.isoformat()
@@ -253,9 +296,16 @@ def plan_portfolio(
         plan = plan_hedge(portfolio, req)
         proxy = req.proxy_asset
         results = [evaluate(plan, s) for s in default_scenarios(proxy)]
+        names = {r.name for r in results}
         for text in scenarios:
             custom = parse_scenario(text, proxy, "--scenario")
             check_assets(plan, custom.shocks, "--scenario")
+            if custom.name in names:  # one row per name: a second one would be dropped from the table/JSON
+                raise ConfigError(
+                    f"invalid `--scenario` {text!r}: a scenario named {custom.name!r} is already shown; "
+                    "give each `--scenario` its own NAME:"
+                )
+            names.add(custom.name)
             results.append(evaluate(plan, custom))
         rows = _compare(pfile, overrides, portfolio, registry, proxy_legs[0].instrument, req.betas) if compare else ()
         moves = parse_moves(drift_moves, "--drift") if drift_moves else {}
@@ -602,6 +652,12 @@ def calc_instrument(
         lm.check_kind(inst.kind)
     if face_value is not None and (not math.isfinite(face_value) or face_value <= 0):
         raise ConfigError(f"invalid `--face-value`: must be > 0, was {face_value!r}")
+    if face_value is not None and not MIN_FACE_VALUE <= face_value <= MAX_FACE_VALUE:
+        # a contract of 1e-300 BTC prints every amount as 0: no exchange lists such a contract
+        raise ConfigError(
+            f"invalid `--face-value`: must be in [{MIN_FACE_VALUE:g}, {MAX_FACE_VALUE:g}] "
+            f"({inst.contract_size_unit} per contract), was {face_value:g}"
+        )
     return inst.with_overrides(margin=schedule, liquidation_method=lm, contract_size=face_value)
 
 

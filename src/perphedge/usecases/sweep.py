@@ -72,8 +72,11 @@ def _set(doc: dict[str, Any], dotted: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
-    """The grid document and the base run document (raw), with the base file's path."""
+def load_grid(path: str | Path, max_configs: int | None = None) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """The grid document and the base run document (raw), with the base file's path.
+
+    With ``max_configs``, a grid of more combinations is refused before its values are checked.
+    """
     from perphedge.config import read_yaml
 
     p = Path(path)
@@ -86,8 +89,20 @@ def load_grid(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     if "base" not in doc or "grid" not in doc:
         raise ConfigError(f"{p}: needs `base:` (a run file) and `grid:` (dotted keys → lists)")
     grid = doc["grid"]
-    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+    if not isinstance(grid, dict) or not grid:
         raise ConfigError(f"{p}: field `grid`: must map dotted run-file keys to non-empty lists")
+    for key, values in grid.items():
+        if not (isinstance(values, list) and values):
+            shown = "an empty list" if values == [] else repr(values)
+            raise ConfigError(
+                f"{p}: field `grid.{key}`: must be a non-empty list of values, e.g. [0.25, 0.5], was {shown}"
+            )
+    count = count_configs(grid)
+    if max_configs is not None and count > max_configs:
+        raise ConfigError(
+            f"{p}: the grid makes {count:,} combinations, more than --max-configs {max_configs:,}: "
+            "narrow the grid or raise --max-configs"
+        )
     if "rank_by" in doc and not (isinstance(doc["rank_by"], str) and doc["rank_by"].strip()):
         raise ConfigError(f"{p}: field `rank_by`: must be a metric name such as hedged.sharpe, was {doc['rank_by']!r}")
     if "rank_by" in doc and doc["rank_by"] not in RANKABLE:
@@ -129,10 +144,29 @@ def _check_grid_values(
     import math
 
     from perphedge.config import parse_run
-    from perphedge.files import line_of
+    from perphedge.files import line_of, plain
 
     parse_run(base_doc, str(base_path))
     for key, values in grid.items():
+        line = line_of(doc, ("grid", key))
+        at = f"line {line}: " if line else ""
+        for i, value in enumerate(values):  # the same combination twice is a typo, not a wish
+            if any(type(value) is type(prev) and value == prev for prev in values[:i]):
+                raise ConfigError(f"{path}: {at}field `grid.{key}[{i}]`: {value!r} is given twice")
+        probe = copy.deepcopy(plain(base_doc))
+        try:
+            _set(probe, key, values[0])
+        except ConfigError as exc:  # a key through a value of the base run: every combination would fail
+            raise ConfigError(f"{path}: {at}{exc}") from None
+        if _base_value(base_doc, key) is None:  # not in the base run: it must at least be a run-file field
+            try:
+                parse_run(probe, str(base_path))
+            except ConfigError as exc:
+                if "unknown key" in str(exc):
+                    raise ConfigError(
+                        f"{path}: {at}field `grid.{key}`: `{key}` is not a field of a run file (check the spelling); "
+                        "every combination would fail"
+                    ) from None
         base = _base_value(base_doc, key)
         if base is None or isinstance(base, dict | list):
             continue
@@ -290,7 +324,7 @@ def _checked_grid(
         raise ConfigError(f"invalid `--max-configs`: must be >= 1, was {max_configs!r}")
     if workers is not None and workers < 1:
         raise ConfigError(f"invalid `--workers`: must be >= 1, was {workers!r}")
-    gdoc, base_doc, base_path = load_grid(path)
+    gdoc, base_doc, base_path = load_grid(path, max_configs)
     count = count_configs(gdoc["grid"])
     if count > max_configs:
         raise ConfigError(
