@@ -255,7 +255,7 @@ def _jit(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn
     import numba
 
-    return numba.njit(cache=True)(fn)
+    return numba.njit(cache=False)(fn)  # frozen copy: compiled per session, never cached (was cache=True)
 
 
 #: Liquidation price of a short (jitted unless PERPHEDGE_DISABLE_NUMBA=1).
