@@ -173,9 +173,7 @@ def test_array_api_replays_the_kernel_exactly(seed: int) -> None:
 
 def test_step_functions_by_hand_linear() -> None:
     """Linear, at-LP family: fill, funding, mark, transfer, liquidation by an intrabar high."""
-    p = np.array(
-        [S.LINEAR, S.STABLE, 2.0, 1.0, 0.001, 0.005, 0.0, S.AT_LP_FAMILY, 0.001, 0.0, 0.1, 3.0, 1.0, 0.5]
-    )
+    p = np.array([S.LINEAR, S.STABLE, 2.0, 1.0, 0.001, 0.005, 0.0, S.AT_LP_FAMILY, 0.001, 0.0, 0.1, 3.0, 1.0, 0.5])
     state = np.zeros(len(S.STATE))
     S.init_state(state, p)
     assert state[3] == math.inf and state[6] == -math.inf and state[4] == 0.005
@@ -223,9 +221,7 @@ def test_step_functions_by_hand_linear() -> None:
 
 def test_step_functions_by_hand_inverse_buy() -> None:
     """Inverse with bought collateral: contracts sized d·L/(L−1), delta (equity − Q/P)·P, move in coin."""
-    p = np.array(
-        [S.INVERSE, S.BUY, 2.0, 100.0, 1.0, 0.005, 0.0, S.ENTRY_FAMILY, 0.0005, 0.0, 0.1, -1.0, 0.0, 0.5]
-    )
+    p = np.array([S.INVERSE, S.BUY, 2.0, 100.0, 1.0, 0.005, 0.0, S.ENTRY_FAMILY, 0.0005, 0.0, 0.1, -1.0, 0.0, 0.5])
     state = np.zeros(len(S.STATE))
     S.init_state(state, p)
     assert S.target_contracts(p, 50_000.0, 10_000.0) == 200.0  # 20,000 USD of contracts
