@@ -343,3 +343,23 @@ def test_policy_decision_at_keeps_the_missing_signal_errors() -> None:
         policy_decision_at(PolicySpec(kind="fear_greed"), t=5, days=days, proxy_close=close)
     with pytest.raises(ConfigError, match="funding"):
         policy_decision_at(PolicySpec(kind="funding_aware"), t=5, days=days, proxy_close=close)
+
+
+def test_policy_decision_at_fear_greed_forward_fills_across_long_gaps() -> None:
+    """Leading unknown days, gaps of many days, a value above the table: same ratio and fallback text per bar."""
+    rng = np.random.default_rng(3)
+    n = 300
+    days = np.arange(19_000, 19_000 + n, dtype=np.int64)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, n)))
+    fg = rng.uniform(0, 100, n).round()
+    fg[:12] = np.nan
+    for start in (40, 100, 101, 180):
+        fg[start : start + int(rng.integers(5, 40))] = np.nan
+    spec = PolicySpec(kind="fear_greed", table=((20.0, 0.6), (50.0, 0.4), (80.0, 0.2), (100.0, 0.1)))
+    inputs: dict[str, object] = {"days": days, "proxy_close": close, "fear_greed": fg}
+    for origin in (0, 5, 45, 150):
+        tail = {k: v[origin:] for k, v in inputs.items()}  # type: ignore[index]
+        full = policy_decisions(spec, **tail)  # type: ignore[arg-type]
+        assert any("last known value" in w for w in full.fallback)
+        for t in range(origin, n):
+            assert_bar_equal(spec, inputs, origin, t, full)
