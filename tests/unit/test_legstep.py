@@ -363,3 +363,26 @@ def test_policy_decision_at_fear_greed_forward_fills_across_long_gaps() -> None:
         assert any("last known value" in w for w in full.fallback)
         for t in range(origin, n):
             assert_bar_equal(spec, inputs, origin, t, full)
+
+
+@pytest.mark.parametrize("kind", ["funding_aware", "trend"])
+def test_policy_decision_at_is_exact_at_a_threshold_after_a_long_history(kind: str) -> None:
+    """The backtest averages a window as a difference of running sums from the run's start; a large early
+    history leaves rounding in that difference. At a value sitting exactly on the threshold, a sum over the
+    window alone could decide the other way: policy_decision_at must still equal the run bar by bar."""
+    n = 400
+    days = np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(11)
+    if kind == "funding_aware":
+        spec = PolicySpec(kind=kind, ratio=1.0, lookback_days=7, cost_threshold_8h=1e-4, max_ratio=1.2)
+        f = np.full(n, -3e-4)  # exactly −0.01% per 8h on daily bars: on the cost threshold
+        f[:200] = rng.uniform(-30.0, 30.0, 200)  # a wild early history
+        inputs: dict[str, object] = {"days": days, "proxy_close": np.ones(n), "funding_daily": f}
+    else:
+        spec = PolicySpec(kind=kind, sma_days=5, ratio_on=1.0, ratio_off=0.0)
+        close = np.full(n, 0.1)  # the close equals its average: on the threshold
+        close[:200] = rng.uniform(1e6, 3e6, 200)
+        inputs = {"days": days, "proxy_close": close}
+    full = policy_decisions(spec, **inputs)  # type: ignore[arg-type]
+    for t in range(n):
+        assert_bar_equal(spec, inputs, 0, t, full)
