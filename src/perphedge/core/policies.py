@@ -23,6 +23,9 @@ Nothing falls back silently: :func:`policy_decisions` returns, with the targets,
 every bar whose ratio did not come from the policy's rule on a full signal (no Fear & Greed value
 that day, a volatility above the last band, a day before the first schedule entry, a trailing
 window not yet full, …); ``""`` where the rule applied as stated.
+
+:func:`policy_decision_at` is the decision of one bar (a live loop's tick) computed by the same rule on
+a trailing slice, equal to that bar of :func:`policy_decisions` over a run starting at ``origin``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,16 @@ from numpy.typing import NDArray
 
 from perphedge.errors import ConfigError
 
-__all__ = ["KINDS", "PolicyDecisions", "PolicySpec", "policy_decisions", "policy_targets"]
+__all__ = [
+    "KINDS",
+    "BarDecision",
+    "PolicyDecisions",
+    "PolicySpec",
+    "lookback_bars",
+    "policy_decision_at",
+    "policy_decisions",
+    "policy_targets",
+]
 
 Array = NDArray[np.float64]
 KINDS = (
@@ -144,6 +156,17 @@ class PolicyDecisions:
     fallback: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BarDecision:
+    """A policy's decision at one bar: ``target`` ratio, rebalancing ``allowed`` (1/0), ``band`` and the
+    ``fallback`` reason (``""`` where the rule applied on a full signal)."""
+
+    target: float
+    allowed: float
+    band: float
+    fallback: str
+
+
 def _table(values: Array, table: Sequence[tuple[float, float]], default: float) -> tuple[Array, list[bool]]:
     """Ratio of each value by a table of upper bounds; ``default`` (and a True flag) where no bound holds it."""
     bounds = sorted(table)
@@ -203,6 +226,7 @@ def policy_decisions(
     funding_daily: Array | None = None,
     periods_per_year: float = 365.0,
     bar_hours: float = 24.0,
+    offset: int = 0,
 ) -> PolicyDecisions:
     """Targets, rebalancing days, band and the fallback reason of every bar for ``spec``.
 
@@ -210,8 +234,100 @@ def policy_decisions(
     windows are then in bars, and ``funding_daily`` is funding per bar).
 
     ``fear_greed`` (per bar, NaN where unknown) and ``funding_daily`` (fraction of notional per bar,
-    positive = a short receives) are needed by the policies that use them.
+    positive = a short receives) are needed by the policies that use them. ``offset`` is the index of
+    ``days[0]`` counted from the policy's origin (only ``calendar`` uses it: it rebalances on the bars
+    ``offset + i`` that are multiples of ``every_days``).
     """
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, was {offset}")
+    return _decisions(
+        spec,
+        days=days,
+        proxy_close=proxy_close,
+        fear_greed=fear_greed,
+        funding_daily=funding_daily,
+        periods_per_year=periods_per_year,
+        bar_hours=bar_hours,
+        offset=offset,
+        from_bar=0,
+    )
+
+
+def lookback_bars(spec: PolicySpec) -> int:
+    """Bars before ``t`` that the rule of ``spec`` reads to decide bar ``t`` (its trailing window).
+
+    0 for static, drift_band, beta, calendar, schedule and events; ``vol_days`` for volatility (returns
+    need one more close); ``lookback_days − 1`` for funding_aware; ``sma_days − 1`` for trend. Fear &
+    Greed reads back to the last known value (forward fill), which :func:`policy_decision_at` finds.
+    """
+    if spec.kind == "volatility":
+        return spec.vol_days
+    if spec.kind == "funding_aware":
+        return spec.lookback_days - 1
+    if spec.kind == "trend":
+        return spec.sma_days - 1
+    return 0
+
+
+def policy_decision_at(
+    spec: PolicySpec,
+    *,
+    t: int,
+    origin: int = 0,
+    days: NDArray[np.int64],
+    proxy_close: Array,
+    fear_greed: Array | None = None,
+    funding_daily: Array | None = None,
+    periods_per_year: float = 365.0,
+    bar_hours: float = 24.0,
+) -> BarDecision:
+    """The decision at bar ``t`` of a policy that started at bar ``origin`` (arrays indexed by bar, as for
+    :func:`policy_decisions`); equal to ``policy_decisions(...)[t − origin]`` over the arrays from ``origin``.
+
+    The rule runs on the trailing slice ``[max(origin, t − lookback_bars(spec)), t]`` with the offset of
+    its first bar, so the "window not yet full" rules and the calendar count from ``origin``. Fear &
+    Greed starts the slice at the last known value at or before ``t`` (or at ``origin``), so the forward
+    fill and the fallback texts are the same. funding_aware and trend average their window as a
+    difference of running sums from the origin (as the backtest does); their slice starts at ``origin``
+    so the sums are the same to the last bit, and only bar ``t`` is evaluated.
+    """
+    n = len(days)
+    if not 0 <= origin <= t < n:
+        raise ValueError(f"need 0 <= origin <= t < {n} bars, were origin={origin}, t={t}")
+    lo = max(origin, t - lookback_bars(spec))
+    if spec.kind in ("funding_aware", "trend"):
+        lo = origin
+    elif spec.kind == "fear_greed" and fear_greed is not None:
+        known = np.nonzero(~np.isnan(np.asarray(fear_greed[origin : t + 1], dtype=np.float64)))[0]
+        lo = origin + int(known[-1]) if len(known) else origin
+    d = _decisions(
+        spec,
+        days=days[lo : t + 1],
+        proxy_close=proxy_close[lo : t + 1],
+        fear_greed=None if fear_greed is None else fear_greed[lo : t + 1],
+        funding_daily=None if funding_daily is None else funding_daily[lo : t + 1],
+        periods_per_year=periods_per_year,
+        bar_hours=bar_hours,
+        offset=lo - origin,
+        from_bar=t - lo,
+    )
+    return BarDecision(target=float(d.target[-1]), allowed=float(d.allowed[-1]), band=d.band, fallback=d.fallback[-1])
+
+
+def _decisions(
+    spec: PolicySpec,
+    *,
+    days: NDArray[np.int64],
+    proxy_close: Array,
+    fear_greed: Array | None,
+    funding_daily: Array | None,
+    periods_per_year: float,
+    bar_hours: float,
+    offset: int,
+    from_bar: int,
+) -> PolicyDecisions:
+    """:func:`policy_decisions`; the per-bar loops of funding_aware and trend start at bar ``from_bar`` (the bars
+    before it keep the base ratio: :func:`policy_decision_at` reads only the last one)."""
     n = len(days)
     allowed = np.ones(n)
     band = spec.band
@@ -221,7 +337,7 @@ def policy_decisions(
         target = np.full(n, spec.ratio)
     elif k == "calendar":
         target = np.full(n, spec.ratio)
-        allowed = np.where((np.arange(n) % spec.every_days) == 0, 1.0, 0.0)
+        allowed = np.where(((offset + np.arange(n)) % spec.every_days) == 0, 1.0, 0.0)
         band = 0.0
     elif k == "schedule":
         target = np.full(n, spec.ratio)
@@ -264,7 +380,7 @@ def policy_decisions(
         f = np.asarray(funding_daily, dtype=np.float64)
         target = np.full(n, spec.ratio)
         csum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(f))])
-        for t in range(n):
+        for t in range(from_bar, n):
             lo = max(0, t - spec.lookback_days + 1)
             per_8h = (csum[t + 1] - csum[lo]) / (t + 1 - lo) * 8.0 / bar_hours  # per bar → per 8h
             if per_8h < -spec.cost_threshold_8h:  # the short pays: hedge less
@@ -279,7 +395,7 @@ def policy_decisions(
     elif k == "trend":
         csum = np.concatenate([[0.0], np.cumsum(proxy_close)])
         target = np.full(n, spec.ratio_off)
-        for t in range(n):
+        for t in range(from_bar, n):
             lo = max(0, t - spec.sma_days + 1)
             sma = (csum[t + 1] - csum[lo]) / (t + 1 - lo)
             target[t] = spec.ratio_on if proxy_close[t] < sma else spec.ratio_off
