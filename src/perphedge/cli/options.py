@@ -262,9 +262,7 @@ def usage_error_line(exc: Any) -> str:
     return f"{text.rstrip('.')}{see}"
 
 
-def write_plots(
-    plot: Callable[[dict[str, Any], Path], list[str]], doc: dict[str, Any], out_dir: Path
-) -> list[str]:
+def write_plots(plot: Callable[[dict[str, Any], Path], list[str]], doc: dict[str, Any], out_dir: Path) -> list[str]:
     """Write a command's plots into ``out_dir``; a file-system failure (disk full, a folder made read-only
     meanwhile) is one line naming the folder, and no half-written plot file is left behind."""
     before = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()

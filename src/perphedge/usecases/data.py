@@ -14,6 +14,7 @@ and in which transactions, is decided here:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -301,10 +302,8 @@ def _record_failure(store: MarketStore, run_id: int, *, files: int, rows: int, d
     """Mark the run ``failed``; when even that cannot be written (a full disk, a store DuckDB has invalidated),
     leave it: the original error is the one to show, and the run, still ``running``, is marked failed
     (interrupted) by the next import and shown so by ``data status``."""
-    try:
+    with contextlib.suppress(DataError):
         store.finish_run(run_id, state="failed", files=files, rows=rows, detail=detail)
-    except DataError:
-        pass
 
 
 def _symbols(values: Sequence[str], flag: str) -> tuple[str, ...]:

@@ -225,7 +225,9 @@ def plan_portfolio(
     if as_of is not None:  # a UTC day YYYY-MM-DD or latest, for every edge (plan, stress, ...)
         day = parse_date_or_latest(as_of, "--as-of")
         if day is not None and day > datetime.now(UTC).date():
-            raise ConfigError(f"invalid `--as-of`: {day.isoformat()} is in the future (use latest for the newest close)")
+            raise ConfigError(
+                f"invalid `--as-of`: {day.isoformat()} is in the future (use latest for the newest close)"
+            )
         as_of = "latest" if day is None else day.isoformat()
     sources = {normalise_asset(k): "file" for k in pfile.prices}
     if as_of:
@@ -421,7 +423,9 @@ def _prices_from_store(
             "or import/fetch their history (`perphedge data`)"
         )
     if when is not None:
-        stale = {a: ts for a, (_, ts) in found.items() if (date.fromisoformat(when) - ts.date()).days > STALE_AS_OF_DAYS}
+        stale = {
+            a: ts for a, (_, ts) in found.items() if (date.fromisoformat(when) - ts.date()).days > STALE_AS_OF_DAYS
+        }
         if stale:
             a, ts = sorted(stale.items())[0]
             raise ConfigError(
