@@ -248,7 +248,7 @@ def analyze_cmd(
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
-    from perphedge.cli.options import date_range, days, output_dir
+    from perphedge.cli.options import date_range, days, output_dir, write_plots
     from perphedge.usecases.analyze import AnalyzeRequest, run_analyze
 
     if fmt not in ("table", "json"):
@@ -272,7 +272,7 @@ def analyze_cmd(
     plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None  # checked before the work
     doc = run_analyze(req)
     if plots is not None:
-        doc["plots"] = plot(doc, output_dir(plots, "--plot"))
+        doc["plots"] = write_plots(plot, doc, output_dir(plots, "--plot"))
     if fmt == "json":
         sys.stdout.write(json.dumps(_clean_json(doc), indent=2, allow_nan=False) + "\n")
     else:

@@ -45,7 +45,9 @@ def _console(stderr: bool = False) -> Any:
 
 
 def _split(text: str | None) -> tuple[str, ...]:
-    return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+    """Comma-separated symbols; an empty item (``BTC/USDT,,``) is kept for the use case to refuse."""
+    items = tuple(s.strip() for s in (text or "").split(","))
+    return items if any(items) else ()
 
 
 def _json(doc: dict[str, Any]) -> None:

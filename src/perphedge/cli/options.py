@@ -18,8 +18,10 @@ This module imports nothing heavy: it is on the path of every command.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +260,17 @@ def usage_error_line(exc: Any) -> str:
     text = " ".join(str(exc.format_message()).split())
     text = text[:1].lower() + text[1:]
     return f"{text.rstrip('.')}{see}"
+
+
+def write_plots(plot: Callable[[dict[str, Any], Path], list[str]], doc: dict[str, Any], out_dir: Path) -> list[str]:
+    """Write a command's plots into ``out_dir``; a file-system failure (disk full, a folder made read-only
+    meanwhile) is one line naming the folder, and no half-written plot file is left behind."""
+    before = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    try:
+        return plot(doc, out_dir)
+    except OSError as exc:
+        for p in out_dir.iterdir() if out_dir.is_dir() else ():
+            if p.name not in before and p.is_file():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        raise ConfigError(f"invalid `--plot`: cannot write the plots in {out_dir}: {exc.strerror or exc}") from exc

@@ -300,8 +300,13 @@ def stress_cmd(
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
     levs = None
     if leverage is not None:
+        items = [x.strip() for x in leverage.split(",")]
+        if "" in items:
+            raise ConfigError(
+                f"invalid `--leverage`: {leverage!r} has an empty item between commas; write numbers such as 1,2,3,5"
+            )
         try:
-            levs = tuple(float(x) for x in leverage.split(",") if x.strip())
+            levs = tuple(float(x) for x in items)
         except ValueError:
             raise ConfigError(f"invalid `--leverage`: {leverage!r} must be numbers such as 1,2,3,5") from None
     req = StressRequest(
@@ -320,12 +325,12 @@ def stress_cmd(
         store_path=store,
         specs=specs,
     )
-    from perphedge.cli.options import output_dir
+    from perphedge.cli.options import output_dir, write_plots
 
     plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None  # checked before the work
     doc = run_stress(req)
     if plots is not None:
-        doc["plots"] = plot(doc, output_dir(plots, "--plot"))
+        doc["plots"] = write_plots(plot, doc, output_dir(plots, "--plot"))
     if fmt == "json":
         sys.stdout.write(json.dumps(_clean(doc), indent=2, allow_nan=False) + "\n")
     else:

@@ -89,6 +89,27 @@ _TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+MAX_PRICE = 1e15
+"""Largest price accepted on import: far above any real quote, far below where products overflow."""
+
+_SYMBOL = re.compile(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?")
+
+
+def check_symbol(symbol: str, kind: str) -> None:
+    """``BASE/QUOTE`` (OHLCV) or ``BASE/QUOTE:SETTLE`` (funding of a perpetual), as ccxt spells them."""
+    match = _SYMBOL.fullmatch(symbol)
+    if match is None:
+        raise ConfigError(
+            f"invalid `--symbol`: must be BASE/QUOTE such as SOL/USDT, or BASE/QUOTE:SETTLE for a perpetual "
+            f"such as BTC/USDT:USDT, was {symbol!r}"
+        )
+    if kind == "funding" and match.group(1) is None:
+        raise ConfigError(
+            f"invalid `--symbol`: funding belongs to a perpetual, BASE/QUOTE:SETTLE such as BTC/USDT:USDT or "
+            f"BTC/USD:BTC, was {symbol!r}"
+        )
+
+
 def last_year() -> int:
     """The newest year a timestamp may be in: next year (UTC)."""
     return datetime.now(UTC).year + 1
@@ -206,6 +227,7 @@ def read_frame(path: Path) -> pd.DataFrame:
             if rel is None:
                 raise DataError(f"{path}: cannot read the parquet file")
             return rel.df()
+        _unique_header(path)
         return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
     except DataError:
         raise
@@ -215,6 +237,25 @@ def read_frame(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a text CSV file ({_one_line(exc)})") from exc
     except Exception as exc:  # pandas parser errors, OSError, duckdb errors on a corrupt parquet
         raise DataError(f"{path}: cannot read: {_one_line(exc)}") from exc
+
+
+def _unique_header(path: Path) -> None:
+    """Refuse a CSV header that names a column twice (pandas would silently read ``close.1`` beside ``close``)."""
+    import csv
+
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        key = name.strip().lower()
+        if not key:
+            continue  # a trailing comma: an unnamed, empty column
+        if key in seen:
+            raise DataError(
+                f"{path}: line 1: column {name.strip()!r} appears twice in the header (columns {seen[key]} and {i}); "
+                "one column per field"
+            )
+        seen[key] = i
 
 
 def parse_columns(text: str | None) -> dict[str, str]:
@@ -585,6 +626,10 @@ def validate_ohlcv(
     if nonpos.any():
         i = _first(nonpos)
         raise DataError(f"{_line(path, i)}: prices must be > 0, row has {prices.iloc[i].to_dict()}")
+    huge = (prices > MAX_PRICE).any(axis=1)
+    if huge.any():
+        i = _first(huge)
+        raise DataError(f"{_line(path, i)}: prices must be <= {MAX_PRICE:g}, row has {prices.iloc[i].to_dict()}")
     bad = (frame["low"] > frame[["open", "close"]].min(axis=1)) | (frame["high"] < frame[["open", "close"]].max(axis=1))
     bad |= frame["low"] > frame["high"]
     if bad.any():
@@ -733,6 +778,7 @@ def parse_file(
         raise ConfigError(f"invalid `--source`/`--symbol`: no spaces allowed, was {source!r} / {symbol!r}")
     check_tz(tz)
     source, symbol = source.strip().lower(), symbol.strip()
+    check_symbol(symbol, kind)
     if kind == "ohlcv":
         check_timeframe(timeframe)
         if interval_hours is not None:

@@ -177,6 +177,16 @@ class MarketStore:
             _check_file(Path(target), read_only)
         self.con = self._connect(target, read_only, lock_timeout)
         try:
+            self._open_checks(target, read_only, lock_timeout)
+        except duckdb.Error as exc:  # a damaged file: DuckDB opened it, reading its catalogue failed
+            self.close()
+            raise DataError(
+                f"the market store {target} is damaged (truncated or corrupt?): {_one_line(exc)}; restore it from "
+                "a backup or import into a new --store"
+            ) from exc
+
+    def _open_checks(self, target: str, read_only: bool, lock_timeout: float) -> None:
+        try:
             self._identify()
             if not read_only:
                 self._migrate()

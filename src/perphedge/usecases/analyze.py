@@ -407,11 +407,24 @@ def funding_stats(store: MarketStore, since: str | None, until: str | None) -> l
     return out
 
 
-def basis_stats(store: MarketStore) -> list[dict[str, Any]]:
-    """Perp–spot basis (bp) and the daily HE of spot hedged with each perpetual (USD accounting)."""
-    frame = store.query("SELECT * FROM basis ORDER BY source, asset, ts")
+def basis_stats(store: MarketStore, since: str | None = None, until: str | None = None) -> list[dict[str, Any]]:
+    """Perp–spot basis (bp) and the daily HE of spot hedged with each perpetual (USD accounting), over the
+    8h bars of ``since..until`` (UTC days, both included; None: unbounded), as the funding statistics."""
+    sql, params = "SELECT * FROM basis", []
+    bounds = []
+    if since:
+        bounds.append("ts >= CAST(? AS TIMESTAMP)")
+        params.append(f"{since} 00:00:00")
+    if until:
+        bounds.append("ts <= CAST(? AS TIMESTAMP)")
+        params.append(f"{until} 23:59:59")
+    if bounds:
+        sql += " WHERE " + " AND ".join(bounds)
+    frame = store.query(sql + " ORDER BY source, asset, ts", params)
     out = []
     for (source, asset), g in frame.groupby(["source", "asset"], sort=True):
+        if len(g[g["ts"].dt.hour == 16]) < 3:
+            continue  # fewer than two daily returns in the window: nothing to state
         row: dict[str, Any] = {
             "source": source,
             "asset": asset,
@@ -455,6 +468,11 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
     assets = tuple(dict.fromkeys(normalise_asset(a) for a in req.assets))
     defaulted = req.factors is None
     factors = tuple(normalise_asset(x) for x in (req.factors if req.factors is not None else DEFAULT_FACTORS))
+    twice = sorted({x for x in factors if factors.count(x) > 1})
+    if twice:
+        raise ConfigError(
+            f"invalid `--factors`: {', '.join(twice)} is listed twice (a factor twice makes the fit singular)"
+        )
     req = AnalyzeRequest(
         **{
             **{f: getattr(req, f) for f in req.__dataclass_fields__},
@@ -506,7 +524,7 @@ def analyze(store: MarketStore, req: AnalyzeRequest) -> dict[str, Any]:
     }
     if req.funding:
         doc["funding"] = funding_stats(store, req.since, req.until)
-        doc["basis"] = basis_stats(store)
+        doc["basis"] = basis_stats(store, req.since, req.until)
     return doc
 
 

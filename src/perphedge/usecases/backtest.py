@@ -294,6 +294,12 @@ def _load_prices(
 
     frames = ohlc(store, wanted, start, f"{end} 23:59:59", fields=("open", "high", "low", "close"), timeframe=tf)
     close = frames["close"]
+    last = close.index[-1].date() if len(close.index) else None
+    if last is not None and str(last) < end:
+        raise DataError(
+            f"the store's {tf} history of {', '.join(wanted)} ends {last}, before the run's `end` {end}: "
+            f"end on or before {last}, or import/fetch the missing days"
+        )
     for a in wanted:
         col = close[a]
         if (a in assets or any(i.base == a for i in instruments.values())) and col.isna().any():

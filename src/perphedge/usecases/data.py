@@ -14,7 +14,9 @@ and in which transactions, is decided here:
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -153,7 +155,7 @@ def import_frames(store: MarketStore, files: Sequence[ParsedFile], *, source: st
             store.finish_run(run_id, state="complete", files=len(files), rows=total)
     except BaseException as exc:
         detail = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
-        store.finish_run(run_id, state="failed", files=len(files), rows=0, detail=detail)
+        _record_failure(store, run_id, files=len(files), rows=0, detail=detail)
         raise
     return ImportOutcome(run_id=run_id, files=tuple(files))
 
@@ -293,9 +295,27 @@ def _utc_ms(text: str, flag: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
+_FETCH_SYMBOL = re.compile(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(:[A-Za-z0-9._-]+)?")
+
+
+def _record_failure(store: MarketStore, run_id: int, *, files: int, rows: int, detail: str) -> None:
+    """Mark the run ``failed``; when even that cannot be written (a full disk, a store DuckDB has invalidated),
+    leave it: the original error is the one to show, and the run, still ``running``, is marked failed
+    (interrupted) by the next import and shown so by ``data status``."""
+    with contextlib.suppress(DataError):
+        store.finish_run(run_id, state="failed", files=files, rows=rows, detail=detail)
+
+
 def _symbols(values: Sequence[str], flag: str) -> tuple[str, ...]:
     out: list[str] = []
     for sym in values:
+        if not sym:
+            raise ConfigError(f"invalid `{flag}`: an empty symbol between commas, was {','.join(values)!r}")
+        perp = flag == "--perps"
+        if not _FETCH_SYMBOL.fullmatch(sym) or (":" in sym) != perp:
+            shape = "BASE/QUOTE:SETTLE such as BTC/USDT:USDT" if perp else "BASE/QUOTE such as BTC/USDT"
+            other = " (a perpetual belongs in --perps)" if ":" in sym and not perp else ""
+            raise ConfigError(f"invalid `{flag}`: {sym!r} must be {shape}{other}")
         if sym in out:
             raise ConfigError(f"invalid `{flag}`: {sym} is listed twice")
         out.append(sym)
@@ -314,6 +334,8 @@ def _window(req: FetchRequest) -> tuple[int, int]:
     since_ms = _utc_ms(req.since, "--since")
     until_ms = _utc_ms(req.until, "--until") if req.until else int(time.time() * 1000)
     if until_ms < since_ms:
+        if not req.until:
+            raise ConfigError(f"invalid `--since`: {req.since} is in the future (there is nothing to fetch yet)")
         raise ConfigError(f"invalid `--until`: {req.until} is before `--since` {req.since}")
     return since_ms, until_ms
 
@@ -362,7 +384,7 @@ def fetch_into(
     except BaseException as exc:
         detail = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else _one_line(exc)
         rows = sum(s.rows for s in result.series)
-        store.finish_run(run_id, state="failed", files=len(result.series), rows=rows, detail=detail)
+        _record_failure(store, run_id, files=len(result.series), rows=rows, detail=detail)
         raise
     store.finish_run(run_id, state="complete", files=len(result.series), rows=sum(s.rows for s in result.series))
     return result

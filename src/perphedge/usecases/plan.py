@@ -11,6 +11,7 @@ import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from perphedge.core.contracts import (
@@ -66,6 +67,9 @@ from perphedge.errors import ConfigError, DataError, InfeasibleHedgeError, Perph
 if TYPE_CHECKING:
     from perphedge.config import PortfolioFile
     from perphedge.specs import InstrumentRegistry
+
+STALE_AS_OF_DAYS = 7
+"""``--as-of DATE`` refuses a stored close more than this many days older than DATE (a delisted or unimported coin)."""
 
 __all__ = [
     "CalcInput",
@@ -272,6 +276,10 @@ def plan_portfolio(
     _check_overrides(overrides)
     if as_of is not None:  # a UTC day YYYY-MM-DD or latest, for every edge (plan, stress, ...)
         day = parse_date_or_latest(as_of, "--as-of")
+        if day is not None and day > datetime.now(UTC).date():
+            raise ConfigError(
+                f"invalid `--as-of`: {day.isoformat()} is in the future (use latest for the newest close)"
+            )
         as_of = "latest" if day is None else day.isoformat()
     sources = {normalise_asset(k): "file" for k in pfile.prices}
     if as_of:
@@ -473,6 +481,17 @@ def _prices_from_store(
             f"no stored price for {', '.join(missing)} on or before {as_of}: add them under `prices:` "
             "or import/fetch their history (`perphedge data`)"
         )
+    if when is not None:
+        stale = {
+            a: ts for a, (_, ts) in found.items() if (date.fromisoformat(when) - ts.date()).days > STALE_AS_OF_DAYS
+        }
+        if stale:
+            a, ts = sorted(stale.items())[0]
+            raise ConfigError(
+                f"invalid `--as-of`: the newest stored close of {a} on or before {when} is from {ts:%Y-%m-%d}, "
+                f"{(date.fromisoformat(when) - ts.date()).days} days earlier (more than {STALE_AS_OF_DAYS}): "
+                "choose a date the store covers, or give the price under `prices:`"
+            )
     prices = dict(pfile.prices)
     prices.update({a: p for a, (p, _) in found.items()})
     stamped = {a: f"store: binance {a}/USDT 1d close {ts:%Y-%m-%d}" for a, (_, ts) in found.items()}

@@ -213,8 +213,34 @@ def _data_key(run_doc: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _one(index: int) -> dict[str, Any]:
+def _parse_config(index: int, run_doc: dict[str, Any]) -> tuple[Any, Any]:
+    """The run and portfolio of combination ``index`` (ConfigError when the combination is not a valid run)."""
     from perphedge.config import parse_portfolio, parse_run, read_yaml
+
+    run_cfg = parse_run(run_doc, f"grid #{index}")
+    if isinstance(run_cfg.portfolio, str):
+        pdoc, _ = read_yaml(run_cfg.portfolio)
+        return run_cfg, parse_portfolio(pdoc, run_cfg.portfolio)
+    return run_cfg, parse_portfolio(run_cfg.portfolio, f"grid #{index}: portfolio")
+
+
+def _some_valid(path: str | Path, configs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """Refuse, before any work, a grid none of whose combinations is a valid run file (a misspelt or
+    misplaced grid key, values all out of range): that is the grid's mistake, not a failed backtest."""
+    from perphedge.errors import PerphedgeError
+
+    first: str | None = None
+    for index, (_, run_doc) in enumerate(configs):
+        try:
+            _parse_config(index, run_doc)
+        except PerphedgeError as exc:
+            first = first or str(exc)
+            continue
+        return
+    raise ConfigError(f"{path}: none of the {len(configs):,} combinations is a valid run (first: {first})")
+
+
+def _one(index: int) -> dict[str, Any]:
     from perphedge.data.store import MarketStore
     from perphedge.errors import PerphedgeError
     from perphedge.usecases.backtest import config_hash, prepare, run
@@ -222,12 +248,7 @@ def _one(index: int) -> dict[str, Any]:
     overrides, run_doc = _STATE["configs"][index]
     row: dict[str, Any] = {"index": index, "overrides": overrides}
     try:
-        run_cfg = parse_run(run_doc, f"grid #{index}")
-        if isinstance(run_cfg.portfolio, str):
-            pdoc, _ = read_yaml(run_cfg.portfolio)
-            pfile = parse_portfolio(pdoc, run_cfg.portfolio)
-        else:
-            pfile = parse_portfolio(run_cfg.portfolio, f"grid #{index}: portfolio")
+        run_cfg, pfile = _parse_config(index, run_doc)
         key = _data_key(run_doc)
         cache = _STATE.setdefault("prepared", {})
         if key not in cache:
@@ -265,7 +286,11 @@ def _watch_parent(parent: int) -> None:
 
 def _worker_init(parent: int) -> None:
     """A worker dies with its parent: the kernel kills it (Linux), and a watchdog thread exits it when the parent
-    pid changes (every platform; also covers a parent that died before this ran)."""
+    pid changes (every platform; also covers a parent that died before this ran).
+
+    Ctrl-C reaches the whole foreground process group: a worker ignores SIGINT and leaves it to the parent,
+    which stops the pool and prints one line (a worker's KeyboardInterrupt would print its traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -341,7 +366,8 @@ def check(request: SweepRequest) -> int:
 
     if request.out is not None:
         check_output_file(request.out)
-    gdoc, _, _ = _checked_grid(request.grid_file, request.max_configs, request.workers)
+    gdoc, base_doc, _ = _checked_grid(request.grid_file, request.max_configs, request.workers)
+    _some_valid(request.grid_file, expand(gdoc["grid"], base_doc))
     return count_configs(gdoc["grid"])
 
 
@@ -364,6 +390,7 @@ def run_sweep(
 
     gdoc, base_doc, base_path = _checked_grid(path, max_configs, workers)
     configs = expand(gdoc["grid"], base_doc)
+    _some_valid(path, configs)
     rank_by = str(gdoc.get("rank_by", "hedged.sharpe"))
     descending = bool(gdoc.get("descending", True))
     top = int(gdoc.get("top", 20))
