@@ -153,17 +153,12 @@ def output_dir(path: str | Path, flag: str, *, create: bool = True) -> Path:
     ConfigError
         The path or one of its parents is a file, it cannot be created, or it is not writable.
     """
+    from perphedge.usecases.outputs import check_writable
+
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"invalid `{flag}`: {p} is a file, not a directory")
-    existing = p
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"invalid `{flag}`: cannot create {p}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "write into" if existing == p else f"create {p} in"
-        raise ConfigError(f"invalid `{flag}`: cannot {what} {existing}: permission denied")
+    check_writable(p, flag)
     if create:
         try:
             p.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perphedge.data.tables import TABLE_COLUMNS
 from perphedge.data.timeframes import TIMEFRAME_SECONDS, WEEK_ANCHOR_SECONDS, check_timeframe
 from perphedge.errors import ConfigError, DataError
 
@@ -70,23 +71,6 @@ FUNDING = ("timestamp", "funding_rate")
 COLUMN_NAMES = ("timestamp", "open", "high", "low", "close", "volume", "funding_rate", "interval_hours", "mark_price")
 #: No crypto market data is older than Bitcoin.
 FIRST_YEAR = 2009
-_TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "candles": ("source", "symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"),
-    "funding": ("source", "symbol", "ts", "rate", "interval_hours", "mark_price"),
-    "basis": (
-        "source",
-        "asset",
-        "ts",
-        "timeframe",
-        "spot_open",
-        "spot_close",
-        "perp_linear_open",
-        "perp_linear_close",
-        "perp_inverse_open",
-        "perp_inverse_close",
-    ),
-    "sentiment": ("source", "name", "ts", "value"),
-}
 
 
 MAX_PRICE = 1e15
@@ -170,9 +154,9 @@ class ParsedFile:
     warnings: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if self.table not in _TABLE_COLUMNS:
+        if self.table not in TABLE_COLUMNS:
             raise DataError(f"{self.file}: unknown table {self.table!r}")
-        missing = [c for c in _TABLE_COLUMNS[self.table] if c not in self.frame.columns]
+        missing = [c for c in TABLE_COLUMNS[self.table] if c not in self.frame.columns]
         if missing:
             raise DataError(f"{self.file}: rows for {self.table} lack the columns {', '.join(missing)}")
 
@@ -754,7 +738,7 @@ def _first_last(frame: pd.DataFrame) -> tuple[str | None, str | None]:
 
 def _series_frame(frame: pd.DataFrame, table: str, **key: Any) -> pd.DataFrame:
     out = frame.assign(**key)
-    return out.loc[:, list(_TABLE_COLUMNS[table])].reset_index(drop=True)
+    return out.loc[:, list(TABLE_COLUMNS[table])].reset_index(drop=True)
 
 
 def parse_file(

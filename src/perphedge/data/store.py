@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from perphedge.data.tables import TABLE_COLUMNS
 from perphedge.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -78,24 +79,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-
-_COLUMNS: dict[str, tuple[str, ...]] = {
-    "candles": ("source", "symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"),
-    "funding": ("source", "symbol", "ts", "rate", "interval_hours", "mark_price"),
-    "basis": (
-        "source",
-        "asset",
-        "ts",
-        "timeframe",
-        "spot_open",
-        "spot_close",
-        "perp_linear_open",
-        "perp_linear_close",
-        "perp_inverse_open",
-        "perp_inverse_close",
-    ),
-    "sentiment": ("source", "name", "ts", "value"),
-}
 
 
 def default_store_path() -> Path:
@@ -331,9 +314,9 @@ class MarketStore:
 
     def upsert(self, table: str, frame: pd.DataFrame) -> int:
         """Insert or replace the rows of ``frame`` into ``table`` in one transaction; returns the row count."""
-        if table not in _COLUMNS:
+        if table not in TABLE_COLUMNS:
             raise DataError(f"unknown table {table!r}")
-        cols = _COLUMNS[table]
+        cols = TABLE_COLUMNS[table]
         missing = [c for c in cols if c not in frame.columns]
         if missing:
             raise DataError(f"cannot write {table}: missing columns {missing}")
@@ -473,7 +456,7 @@ class MarketStore:
     def counts(self) -> dict[str, int]:
         """Rows per table."""
         out = {}
-        for table in ("instruments", *_COLUMNS):
+        for table in ("instruments", *TABLE_COLUMNS):
             rows = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()
             row = rows[0] if rows else None
             out[table] = int(row[0]) if row else 0

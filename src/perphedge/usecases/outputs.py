@@ -32,7 +32,14 @@ from typing import Any
 
 from perphedge.errors import ConfigError
 
-__all__ = ["RUN_FILES", "check_output_dir", "check_output_file", "write_file_atomic", "write_run_folder"]
+__all__ = [
+    "RUN_FILES",
+    "check_output_dir",
+    "check_output_file",
+    "check_writable",
+    "write_file_atomic",
+    "write_run_folder",
+]
 
 #: The files a run folder may hold; anything else there means it is not a perphedge run folder.
 RUN_FILES = frozenset({"result.json", "report.html", "report.png", "manifest.json"})
@@ -45,18 +52,19 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def _check_parent(parent: Path, flag: str) -> None:
-    """The nearest existing ancestor of ``parent`` is a writable directory (so ``parent`` can be created)."""
-    probe = parent
+def check_writable(path: Path, flag: str) -> None:
+    """The nearest existing ancestor of ``path`` (``path`` itself when it exists) is a writable directory, so
+    ``path`` can be created or written into; otherwise a ConfigError naming ``flag`` and the path."""
+    probe = path
     while not probe.exists():
         if probe.parent == probe:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise ConfigError(f"invalid `{flag}`: cannot create {parent}: {probe} is a file, not a directory")
+        raise ConfigError(f"invalid `{flag}`: cannot create {path}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        what = "write in" if probe == parent else f"create {parent} in"
-        raise ConfigError(f"invalid `{flag}`: cannot {what} {probe} (read-only)")
+        what = "write into" if probe == path else f"create {path} in"
+        raise ConfigError(f"invalid `{flag}`: cannot {what} {probe}: permission denied")
 
 
 def _make_parent(parent: Path, flag: str) -> None:
@@ -84,7 +92,7 @@ def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
             )
         if not os.access(out, os.W_OK | os.X_OK):
             raise ConfigError(f"invalid `{flag}`: {out} is read-only")
-    _check_parent(out.absolute().parent, flag)
+    check_writable(out.absolute().parent, flag)
     return out
 
 
@@ -94,7 +102,7 @@ def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     out = Path(path)
     if out.is_dir():
         raise ConfigError(f"invalid `{flag}`: {out} is a directory, not a file")
-    _check_parent(out.absolute().parent, flag)
+    check_writable(out.absolute().parent, flag)
     if out.exists() and not os.access(out, os.W_OK):
         raise ConfigError(f"invalid `{flag}`: {out} is read-only")
     return out
