@@ -12,6 +12,7 @@ the test suite.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -36,9 +37,15 @@ def write_portfolio(path: Path, n: int = 50) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+#: What a user's shell has: bytecode is cached after the first run (installed packages such as numpy ship
+#: theirs; an editable perphedge writes its own on first import). A PYTHONDONTWRITEBYTECODE=1 in the
+#: caller's environment would make every run compile perphedge from source and measure that instead.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_once(cmd: list[str]) -> float:
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False, env=ENV)
     elapsed = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {r.stderr}")
