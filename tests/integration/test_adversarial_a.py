@@ -13,7 +13,7 @@ import pytest
 
 from perphedge.errors import ConfigError
 from perphedge.files import load_yaml_text
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.integration.test_cli_errors import one_line_error
 
 EXAMPLE = "examples/altcoins.yaml"
@@ -352,3 +352,50 @@ def test_face_value_outside_what_exchanges_list(instrument: str, face: str, unit
 def test_face_value_within_range_still_reproduces_a_small_contract() -> None:
     r = run_cli(*CALC, "--face-value", "0.0001", "--format", "json")
     assert r.returncode == 0, r.stderr
+
+
+def test_as_of_that_prices_nothing_says_so(sample_store_path: Path) -> None:
+    """`plan --as-of` on a file that prices every asset used no stored close: stated, not silent."""
+    r = run_cli(
+        "plan",
+        str(REPO / "examples" / "altcoins.yaml"),
+        "--as-of",
+        "2024-01-02",
+        "--store",
+        str(sample_store_path),
+        "--format",
+        "json",
+    )
+    assert r.returncode == 0, r.stderr
+    codes = [w["code"] for w in json.loads(r.stdout)["warnings"]]
+    assert "as_of_not_used_for_prices" in codes
+    r = run_cli(
+        "plan",
+        str(REPO / "examples" / "altcoins-stored-prices.yaml"),
+        "--as-of",
+        "2024-03-13",
+        "--store",
+        str(sample_store_path),
+        "--format",
+        "json",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "as_of_not_used_for_prices" not in [w["code"] for w in json.loads(r.stdout)["warnings"]]
+
+
+def test_calc_method_for_the_wrong_kind_names_the_flag() -> None:
+    r = run_cli(
+        "calc",
+        "--instrument",
+        "binance:BTCUSD_PERP",
+        "--side",
+        "short",
+        "--contracts",
+        "100",
+        "--entry",
+        "60000",
+        "--method",
+        "binance_usdm",
+    )
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "invalid `--method`: binance_usdm is for linear contracts" in r.stderr

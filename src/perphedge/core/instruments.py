@@ -66,14 +66,15 @@ class LiquidationMethod(StrEnum):
         """True for the families that compute maintenance margin on the entry value."""
         return self in (LiquidationMethod.MM_ON_ENTRY_VALUE, LiquidationMethod.BYBIT_LINEAR)
 
-    def check_kind(self, kind: ContractKind) -> None:
-        """Raise ConfigError if this method does not apply to ``kind``."""
+    def check_kind(self, kind: ContractKind, name: str = "method") -> None:
+        """Raise ConfigError (naming ``name``: the field or flag it came from) if this method does not
+        apply to ``kind``."""
         if kind is ContractKind.INVERSE and self in (
             LiquidationMethod.BINANCE_USDM,
             LiquidationMethod.BYBIT_LINEAR,
         ):
             raise ConfigError(
-                f"invalid `method`: {self.value} is for linear contracts; use "
+                f"invalid `{name}`: {self.value} is for linear contracts; use "
                 "mm_on_entry_value or mm_at_liquidation_price for inverse ones"
             )
 

@@ -216,7 +216,8 @@ def plan_document(outcome: PlanOutcome) -> dict[str, Any]:
         },
         "hedge": _plan_summary(plan),
         "scenarios": [_scenario(s) for s in outcome.scenarios],
-        "warnings": [{"code": w.code, "message": w.message} for w in plan.warnings],
+        "warnings": [{"code": w.code, "message": w.message} for w in plan.warnings]
+        + [{"code": code, "message": message} for code, message in outcome.warnings],
         "notes": list(plan.notes),
     }
     if outcome.leverage_recommendation:

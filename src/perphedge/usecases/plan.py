@@ -128,6 +128,8 @@ class PlanOutcome:
     price_sources: dict[str, str] = field(default_factory=dict)
     beta_estimation: dict[str, Any] | None = None
     leverage_recommendation: dict[str, Any] | None = None
+    #: (code, message) pairs the use case adds to the plan's own warnings (e.g. an option that had no effect)
+    warnings: tuple[tuple[str, str], ...] = ()
 
 
 def _prefixed(source: str, exc: PerphedgeError) -> PerphedgeError:
@@ -288,6 +290,15 @@ def plan_portfolio(
         except PerphedgeError as exc:
             raise _prefixed(source, exc) from None
         sources.update(stored)
+    notes: list[tuple[str, str]] = []
+    if as_of and not any(v.startswith("store") for v in sources.values()):
+        notes.append(
+            (
+                "as_of_not_used_for_prices",
+                f"--as-of {as_of}: the file gives every price, so no stored close was used (prices under "
+                "`prices:` win; remove one to price it from the store)",
+            )
+        )
     portfolio = build_portfolio(pfile, source)
     hb = pfile.hedge
     try:
@@ -332,6 +343,7 @@ def plan_portfolio(
         price_sources={a: sources.get(a, "default (stablecoin)") for a in portfolio.prices},
         beta_estimation=estimation,
         leverage_recommendation=recommendation,
+        warnings=tuple(notes),
     )
 
 
@@ -668,7 +680,7 @@ def calc_instrument(
         except ValueError:
             names = ", ".join(m.value for m in LiquidationMethod)
             raise ConfigError(f"invalid `--method`: must be one of {names}, was {method!r}") from None
-        lm.check_kind(inst.kind)
+        lm.check_kind(inst.kind, "--method")
     if face_value is not None and (not math.isfinite(face_value) or face_value <= 0):
         raise ConfigError(f"invalid `--face-value`: must be > 0, was {face_value!r}")
     if face_value is not None and not MIN_FACE_VALUE <= face_value <= MAX_FACE_VALUE:
