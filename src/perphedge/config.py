@@ -35,14 +35,21 @@ __all__ = [
     "MAX_PRICE_USD",
     "MAX_QUANTITY",
     "MAX_VALUE_USD",
+    "AlertsModel",
+    "BookFile",
+    "FeedModel",
     "HedgeModel",
     "HoldingModel",
     "IsoDate",
     "LegModel",
+    "LimitsModel",
+    "PaperAccountModel",
     "PolicyModel",
     "PortfolioFile",
     "RunFile",
     "load_portfolio_file",
+    "parse_book",
+    "parse_duration",
     "parse_portfolio",
     "parse_run",
     "read_yaml",
@@ -671,3 +678,187 @@ def read_yaml(path: str | Path, what: str = "a YAML file") -> tuple[Any, bytes]:
     from perphedge.files import read_yaml as _read
 
     return _read(path, what)
+
+
+# --------------------------------------------------------------------------------------------------
+# Book files (`perphedge book`, design docs/design/book.md §3)
+
+_DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhd])$")
+_DURATION_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Longest duration a book file may give (a year).
+MAX_DURATION_S = 366 * 86400
+
+
+def parse_duration(value: Any) -> int:
+    """``"<int>(s|m|h|d)"`` → seconds (``15m`` → 900); anything else is refused (ValueError naming the form)."""
+    if not isinstance(value, str):
+        raise ValueError(f'must be a duration such as "15m", "1h" or "30s", was {_shown(value)}')
+    m = _DURATION.match(value.strip())
+    if not m:
+        raise ValueError(f'must be a duration: a whole number and one of s, m, h, d (e.g. "15m"), was "{value}"')
+    seconds = int(m.group(1)) * _DURATION_S[m.group(2)]
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f'must be at most 366d, was "{value}"')
+    return seconds
+
+
+Duration = Annotated[str, BeforeValidator(lambda v: (parse_duration(v), v.strip())[1])]
+
+_SECRET_NAME = re.compile(r"(key|secret|password|passphrase|token)", re.IGNORECASE)
+
+
+class PaperAccountModel(BaseModel):
+    """A simulated account on ``exchange``'s instruments with starting ``balances`` (asset → units)."""
+
+    model_config = _STRICT
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["paper"]
+    exchange: str = Field(min_length=1)
+    balances: dict[str, float] = Field(min_length=1)
+    overdraft: bool = False
+
+    @field_validator("exchange")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    @field_validator("balances")
+    @classmethod
+    def _balances(cls, value: dict[str, float]) -> dict[str, float]:
+        seen: dict[str, str] = {}
+        for asset, amount in value.items():
+            code = asset.strip().upper()
+            if code in seen:
+                raise _At((asset,), f"`{asset}` and `{seen[code]}` are the same asset: give {code} once")
+            seen[code] = asset
+            if not 0 < amount <= MAX_VALUE_USD:
+                raise _At((asset,), f"starting balance of {asset} must be > 0 and <= {MAX_VALUE_USD:g}, was {amount!r}")
+        return {k.strip().upper(): v for k, v in value.items()}
+
+
+class FeedModel(BaseModel):
+    """Where the book's prices come from: the market ``store``, ``live`` public tickers, or the ``portfolio``
+    file's own prices (offline demo and tests)."""
+
+    model_config = _STRICT
+    kind: Literal["store", "live", "portfolio"] = "store"
+    source: str = Field(default="binance", min_length=1)
+    store: str | None = Field(default=None, min_length=1)  # market store path; default: the CLI's --store
+
+
+class LimitsModel(BaseModel):
+    """Limits checked on the whole rebalance before anything is sent; a breach refuses all of it."""
+
+    model_config = _STRICT
+    max_order_usd: float | None = Field(default=None, gt=0, le=MAX_VALUE_USD)
+    max_turnover_usd_per_day: float | None = Field(default=None, gt=0, le=MAX_VALUE_USD)
+    max_leverage: float | None = Field(default=None, ge=1, le=200)
+    min_liquidation_distance: float | None = Field(default=None, gt=0, le=100)
+    instruments: list[str] = Field(default_factory=list)
+
+
+class AlertsModel(BaseModel):
+    """Thresholds; an alert fires once per episode and re-arms after crossing back past ``rearm``."""
+
+    model_config = _STRICT
+    liquidation_distance_below: float | None = Field(default=0.30, gt=0, le=100)
+    ratio_off_by: float | None = Field(default=0.15, gt=0, le=2)
+    funding_cost_8h_above: float | None = Field(default=0.0003, ge=0, le=0.05)
+    feed_stale_after: Duration = "15m"
+    order_rejected: bool = True
+    rearm: float = Field(default=0.8, gt=0, lt=1)
+    webhook: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2000)
+
+
+class BookFile(BaseModel):
+    """A book: holdings (portfolio), the hedge and its policy, accounts, limits and alerts."""
+
+    model_config = _STRICT
+    book: Literal[1]
+    id: str = Field(pattern=r"^[0-9a-f]{8}$")
+    name: str | None = Field(default=None, max_length=200)
+    portfolio: str | dict[str, Any]
+    hedge: dict[str, Any] = Field(default_factory=dict)
+    step: Literal["1d", "8h"] = "1d"
+    policy: PolicyModel = Field(default_factory=PolicyModel)
+    policy_origin: IsoDate | None = None
+    decide: Literal["close", "every_tick"] = "close"
+    costs: CostsModel = Field(default_factory=CostsModel)
+    margin: MarginRunModel = Field(default_factory=MarginRunModel)
+    funding: FundingRunModel = Field(default_factory=FundingRunModel)
+    feed: FeedModel = Field(default_factory=FeedModel)
+    accounts: list[PaperAccountModel] = Field(min_length=1, max_length=16)
+    limits: LimitsModel = Field(default_factory=LimitsModel)
+    alerts: AlertsModel = Field(default_factory=AlertsModel)
+    store: str | None = Field(default=None, min_length=1)
+
+    @field_validator("portfolio")
+    @classmethod
+    def _portfolio_given(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, str) and not value:
+            raise ValueError("must be a portfolio file path or an inline portfolio mapping, was ''")
+        return value
+
+    @field_validator("hedge")
+    @classmethod
+    def _hedge_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            HedgeModel.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise _At(("hedge", *_loc_parts(tuple(err.get("loc", ())), value)), _message(err)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _accounts_unique(self) -> BookFile:
+        seen: dict[str, int] = {}
+        for i, acc in enumerate(self.accounts):
+            if acc.name in seen:
+                raise _At(("accounts", i, "name"), f"`{acc.name}` is already `accounts[{seen[acc.name]}]`")
+            seen[acc.name] = i
+        return self
+
+
+def _secret_literals(doc: Any, path: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+    """The path of the first key that names a secret and holds a literal value (``*_env`` names are fine)."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if (
+                isinstance(k, str)
+                and _SECRET_NAME.search(k)
+                and not k.endswith("_env")
+                and k != "keyring"
+                and isinstance(v, str | int)
+            ):
+                return (*path, k)
+            found = _secret_literals(v, (*path, k))
+            if found:
+                return found
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            found = _secret_literals(v, (*path, i))
+            if found:
+                return found
+    return None
+
+
+def parse_book(doc: Any, source: str) -> BookFile:
+    """Validate a parsed book document; ConfigError names ``source``, the line and the field.
+
+    A key that names a secret (``api_key``, ``secret``, ``password``…) with a literal value is refused
+    before anything else: keys come from the environment or the keyring, never from files.
+    """
+    if not isinstance(doc, dict):
+        raise ConfigError(
+            f"{source}: must be a YAML mapping with `book: 1`, `id:`, `portfolio:` and `accounts:`, was {_kind_of(doc)}"
+        )
+    secret = _secret_literals(doc)
+    if secret is not None:
+        raise ConfigError(
+            f"{source}: field `{_loc(secret)}`: a secret written in a file is refused: keys come from the "
+            "environment or the keyring (name the variable with `key_env` / `secret_env`), never from files"
+        )
+    try:
+        return BookFile.model_validate(doc)
+    except ValidationError as exc:
+        raise _invalid(exc, doc, source) from None
