@@ -146,7 +146,10 @@ class OrderResult:
 class TransferRequest:
     """Move ``amount_settle`` (> 0 into the position's isolated margin, < 0 out) between wallet and margin.
 
-    ``transfer_id`` makes it idempotent: a second request with the same id changes nothing.
+    ``transfer_id`` makes it idempotent: a second request with the same id changes nothing. ``reset``:
+    set the margin to ``value / leverage`` at the snapshot's price (the backtest's margin reset after a
+    fill, :func:`perphedge.core.legstep.reset_margin`); ``amount_settle`` is then what the book expects
+    and the account books the exact move it made.
     """
 
     transfer_id: str
@@ -156,18 +159,25 @@ class TransferRequest:
     reason: Literal["rebalance", "top_up"]
     decision: int
     leg: int
+    reset: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransferResult:
-    """A transfer as booked: ``conversion_usd`` is what a fee-free conversion of the wallet cost (buy)."""
+    """A transfer as booked: ``amount_settle`` moved into the margin (settle units), and where it came from:
+    ``cash_usd`` out of the wallet's quote/stablecoin (a fee-free conversion at the snapshot price for bought
+    coin collateral), ``coins`` out of the wallet's coin of the base (collateral from holdings; the wallet
+    may go below zero: coins drawn from the off-exchange holdings)."""
 
     transfer_id: str
     account: str
     instrument: str
     amount_settle: float
     asset: str
-    applied: bool  # False: already booked earlier under the same id (idempotent replay)
+    applied: bool  # False: already booked earlier under the same id, or refused (then ``reason`` says why)
+    cash_usd: float = 0.0
+    coins: float = 0.0
+    duplicate: bool = False  # True: this id was booked before; nothing changed now
     reason: str = ""
 
 
