@@ -1,0 +1,2102 @@
+"""``perphedge book``: hold a hedge — status, rebalance, watch, journal and replay (design docs/design/book.md).
+
+One code path for every command. A :class:`Session` is the opened book: the book file and its portfolio, the
+history the policy needs (:func:`perphedge.usecases.backtest.prepare` on the book's equivalent run, so the
+sizing, the betas, the legs, the pinned margin tier and the policy are the backtest's own), the feed, the
+accounts and the state store. Each tick:
+
+1. :func:`advance` — the feed's snapshot; every account syncs to it (funding settlements, liquidations), and
+   the events are journaled once each;
+2. :func:`status_document` — the whole book now (``perphedge.book/1``);
+3. alerts — once per episode (:mod:`perphedge.core.alerts`), to the terminal, the journal and the webhook;
+4. :func:`plan_rebalance` — the policy's target at this bar through :mod:`perphedge.core.legstep`'s band check
+   → orders and margin moves, limits checked on the whole plan (:mod:`perphedge.core.limits`);
+5. :func:`execute_plan` — the crash-safe protocol of design §4: intent journaled before anything is sent,
+   client order ids from (book, decision, leg, attempt), lookup before any resend.
+
+``book replay`` runs the same ticks on a paper account over stored history with a simulated clock, so its
+equity, funding, fees, rebalances and liquidations are the backtest's (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from perphedge.core import legstep as L
+from perphedge.core.book import (
+    Account,
+    Feed,
+    FeedSnapshot,
+    FundingPayment,
+    Liquidation,
+    OrderRequest,
+    OrderResult,
+    TransferRequest,
+)
+from perphedge.core.hedge import CollateralSource
+from perphedge.core.units import is_stablecoin
+from perphedge.errors import ConfigError, DataError, ExchangeError, PerphedgeError
+
+if TYPE_CHECKING:
+    from perphedge.config import BookFile, PortfolioFile, RunFile
+    from perphedge.core.instruments import Instrument
+    from perphedge.core.policies import PolicySpec
+    from perphedge.data.bookstore import BookStore, JournalRow
+    from perphedge.usecases.backtest import LegData, Prepared
+
+__all__ = [
+    "BOOK_SCHEMA",
+    "REBALANCE_SCHEMA",
+    "REPLAY_SCHEMA",
+    "LimitRefused",
+    "LoadedBook",
+    "Plan",
+    "Session",
+    "book_store_path",
+    "book_to_run",
+    "init_book",
+    "load_book",
+]
+
+BOOK_SCHEMA = "perphedge.book/1"
+REBALANCE_SCHEMA = "perphedge.book-rebalance/1"
+REPLAY_SCHEMA = "perphedge.book-replay/1"
+DAY_MS = 86_400_000
+#: Decisions use history the policy needs; these kinds need a price history (a market store).
+HISTORY_POLICIES = frozenset({"volatility", "trend", "funding_aware", "fear_greed", "beta"})
+
+
+class LimitRefused(PerphedgeError):
+    """A limit of the book refused the whole rebalance (CLI exit 3)."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _crash_point(label: str) -> None:
+    """Tests: ``PERPHEDGE_TEST_CRASH=<label>`` ends the process at that point, as kill -9 would."""
+    if os.environ.get("PERPHEDGE_TEST_CRASH") == label:
+        os._exit(137)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedBook:
+    """A book file with its portfolio, and the hash of both (recorded in every journal row)."""
+
+    book: BookFile
+    pfile: PortfolioFile
+    path: Path
+    config_hash: str
+    portfolio_path: Path | None
+
+
+def load_book(path: str | Path) -> LoadedBook:
+    """Read and validate a book file and its portfolio (path relative to the book file, or inline)."""
+    from perphedge.config import parse_book, parse_portfolio, read_yaml
+
+    p = Path(path)
+    doc, raw = read_yaml(p, "a book file")
+    book = parse_book(doc, str(p))
+    pf_path: Path | None = None
+    if isinstance(book.portfolio, str):
+        pf_path = Path(book.portfolio) if Path(book.portfolio).is_absolute() else (p.parent / book.portfolio)
+        pdoc, praw = read_yaml(pf_path, "a portfolio file")
+        pfile = parse_portfolio(pdoc, str(pf_path))
+        raw += b"\n--portfolio--\n" + praw
+    else:
+        pfile = parse_portfolio(book.portfolio, f"{p}: portfolio")
+    _check_book(book, pfile, str(p))
+    return LoadedBook(
+        book=book, pfile=pfile, path=p, config_hash=hashlib.sha256(raw).hexdigest(), portfolio_path=pf_path
+    )
+
+
+def _check_book(book: BookFile, pfile: PortfolioFile, source: str) -> None:
+    held = {(h.asset.upper(), h.group) for h in pfile.holdings}
+    for acc in book.accounts:
+        for asset in acc.balances:
+            if (asset, f"paper-{acc.name}") in held:
+                raise ConfigError(
+                    f"{source}: the portfolio already has a holding of {asset} in group `paper-{acc.name}`, the "
+                    "group of that paper account's balances: rename the group"
+                )
+    if book.decide == "every_tick":
+        raise ConfigError(
+            f"{source}: field `decide`: `every_tick` is for live exchange accounts, which this version does not "
+            "hold yet; use `close` (a decision at each bar close of `step`)"
+        )
+
+
+def book_store_path(lb: LoadedBook) -> Path:
+    """The book's state store: ``store:`` (relative to the book file) or ``$PERPHEDGE_HOME/books/<id>.sqlite``."""
+    if lb.book.store:
+        s = Path(lb.book.store)
+        return s if s.is_absolute() else lb.path.parent / s
+    home = os.environ.get("PERPHEDGE_HOME")
+    root = Path(home) if home else Path.home() / ".perphedge"
+    return root / "books" / f"{lb.book.id}.sqlite"
+
+
+def _paper_holdings(book: BookFile) -> list[dict[str, Any]]:
+    """Paper starting balances as holdings of the equivalent run (group ``paper-<account>``)."""
+    return [
+        {"asset": asset, "quantity": amount, "group": f"paper-{acc.name}"}
+        for acc in book.accounts
+        for asset, amount in acc.balances.items()
+    ]
+
+
+def _run_document(lb: LoadedBook, start: date, end: date) -> dict[str, Any]:
+    pf = lb.pfile.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    pf["holdings"] = [*pf["holdings"], *_paper_holdings(lb.book)]
+    b = lb.book
+    doc: dict[str, Any] = {
+        "name": f"{b.name or lb.path.stem} (book {b.id})",
+        "portfolio": pf,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "step": b.step,
+        "hedge": dict(b.hedge),
+        "policy": b.policy.model_dump(mode="json", exclude_unset=True, by_alias=True),
+        "costs": b.costs.model_dump(mode="json", exclude_unset=True),
+        "margin": b.margin.model_dump(mode="json", exclude_unset=True),
+        "funding": b.funding.model_dump(mode="json", exclude_unset=True),
+    }
+    if "kind" not in doc["policy"]:
+        doc["policy"]["kind"] = b.policy.kind
+    return doc
+
+
+def book_to_run(lb: LoadedBook, start: date, end: date) -> tuple[RunFile, PortfolioFile, dict[str, Any]]:
+    """The backtest run equivalent to replaying the book from ``start`` to ``end``: the book's portfolio plus the
+    paper accounts' starting balances as holdings, its step, hedge, policy, costs, margin and funding."""
+    from perphedge.config import parse_portfolio, parse_run
+
+    doc = _run_document(lb, start, end)
+    run_cfg = parse_run(doc, f"{lb.path}: equivalent run")
+    pfile = parse_portfolio(doc["portfolio"], f"{lb.path}: equivalent run portfolio")
+    return run_cfg, pfile, doc
+
+
+# ------------------------------------------------------------------------------------------------ init
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitOutcome:
+    path: Path
+    book_id: str
+    feed: str
+    balances: dict[str, float]
+    instruments: list[str]
+
+
+def init_book(
+    path: str | Path,
+    *,
+    portfolio: str | Path,
+    exchange: str,
+    balances: Mapping[str, float] | None = None,
+    feed: str | None = None,
+    market_store: str | None = None,
+    force: bool = False,
+    today: date | None = None,
+) -> InitOutcome:
+    """Write a new book file holding ``portfolio`` with a paper account on ``exchange`` (never overwrites
+    unless ``force``)."""
+    import yaml
+
+    from perphedge.config import load_portfolio_file
+    from perphedge.specs import default_registry
+    from perphedge.usecases.outputs import write_file_atomic
+    from perphedge.usecases.plan import _resolve_legs
+
+    out = Path(path)
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists: choose another name, or pass --force to replace it")
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"{out} is a directory: give the book file's path, e.g. {out}/my.book.yaml")
+    pf_path = Path(portfolio)
+    pfile = load_portfolio_file(pf_path)
+    registry = default_registry()
+    exchange = exchange.strip().lower()
+    if exchange not in {i.exchange for i in registry.all()}:
+        raise ConfigError(
+            f"invalid `--paper`: no bundled instruments of `{exchange}`; choose one of "
+            f"{', '.join(sorted({i.exchange for i in registry.all()}))}"
+        )
+    from perphedge.core.portfolio import Holding, Portfolio
+
+    port = Portfolio(
+        name=pfile.name,
+        holdings=tuple(Holding(asset=h.asset.upper(), quantity=h.quantity or 1.0) for h in pfile.holdings),
+        prices={k.upper(): v for k, v in pfile.prices.items()},
+    )
+    hb = pfile.hedge
+    proxy_legs, direct, _ = _resolve_legs(hb.instrument, hb.legs, hb.proxy, port, registry)
+    instruments = sorted({leg.instrument.id for leg in proxy_legs} | {i.id for i in direct.values()})
+    foreign = [i for i in instruments if not i.startswith(f"{exchange}:")]
+    if foreign:
+        raise ConfigError(
+            f"invalid `--paper`: the portfolio's hedge trades {', '.join(foreign)}, which a paper account on "
+            f"`{exchange}` does not list; use --paper {foreign[0].split(':')[0]}, or change `hedge.instrument`"
+        )
+    prices = {k.upper(): v for k, v in pfile.prices.items()}
+    priced = all(is_stablecoin(h.asset) or h.asset.upper() in prices for h in pfile.holdings)
+    feed_kind = feed or ("portfolio" if priced else "live")
+    if feed_kind not in ("store", "live", "portfolio"):
+        raise ConfigError(f"invalid `--feed`: must be store, live or portfolio, was {feed_kind!r}")
+    if feed_kind == "portfolio" and not priced:
+        missing = [h.asset for h in pfile.holdings if not is_stablecoin(h.asset) and h.asset.upper() not in prices]
+        raise ConfigError(f"invalid `--feed portfolio`: the portfolio gives no price for {', '.join(missing)}")
+    if balances:
+        bal = {k.upper(): float(v) for k, v in balances.items()}
+    else:
+        value = sum(
+            (h.value_usd if h.value_usd is not None else (h.quantity or 0.0) * prices.get(h.asset.upper(), 0.0))
+            for h in pfile.holdings
+            if not is_stablecoin(h.asset)
+        )
+        need = value * hb.ratio / max(hb.leverage, 1.0) * 2.0
+        bal = {"USDT": float(max(1000.0, math.ceil(need / 1000.0) * 1000.0))}
+    rel = os.path.relpath(pf_path.resolve(), out.resolve().parent)
+    book_id = secrets.token_hex(4)
+    day = today or datetime.now(UTC).date()
+    doc: dict[str, Any] = {
+        "book": 1,
+        "id": book_id,
+        "name": f"{pfile.name} (paper {exchange})",
+        "portfolio": rel,
+        "step": "1d",
+        "policy": {"kind": "drift_band", "ratio": float(hb.ratio), "band": 0.10},
+        "policy_origin": day.isoformat(),
+        "feed": {"kind": feed_kind, "source": exchange} | ({"store": market_store} if market_store else {}),
+        "accounts": [{"name": "paper", "kind": "paper", "exchange": exchange, "balances": bal}],
+        "limits": {
+            "max_leverage": max(3.0, float(hb.leverage) * 1.5),
+            "min_liquidation_distance": 0.10,
+            "instruments": instruments,
+        },
+        "alerts": {
+            "liquidation_distance_below": 0.30,
+            "ratio_off_by": 0.15,
+            "funding_cost_8h_above": 0.0003,
+            "feed_stale_after": "15m" if feed_kind == "live" else ("2d" if feed_kind == "store" else "15m"),
+            "order_rejected": True,
+        },
+    }
+    header = (
+        "# perphedge book (issue 10): edit the policy, limits and alerts; never edit `id` (it is part of every\n"
+        "# client order id). Keys come from the environment, never from this file.\n"
+    )
+    text = header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110)
+    write_file_atomic(out, text, "BOOK")
+    load_book(out)  # what was written must read back
+    return InitOutcome(path=out, book_id=book_id, feed=feed_kind, balances=bal, instruments=instruments)
+
+
+# ------------------------------------------------------------------------------------------------ session
+
+
+@dataclass(slots=True, kw_only=True)
+class LegCtx:
+    """One hedge leg of the book: its instrument, the account holding it and the backtest's params vector."""
+
+    index: int
+    inst: Instrument
+    account: str
+    params: np.ndarray
+    weights: dict[str, float]
+    data: LegData
+    collateral: CollateralSource
+
+
+@dataclass(slots=True, kw_only=True)
+class Session:
+    """An opened book (see the module docstring)."""
+
+    lb: LoadedBook
+    run_cfg: RunFile
+    prep: Prepared
+    spec: PolicySpec
+    betas: dict[str, np.ndarray]
+    legs: list[LegCtx]
+    bar_ms: int
+    bar_open_ms: np.ndarray
+    feed: Feed
+    accounts: dict[str, Account]
+    store: BookStore | None
+    replay: bool = False
+    stale_after_s: int = 900
+    warnings: list[str] = field(default_factory=list)
+    alerts_out: Callable[[str], None] | None = None
+    last_snapshot: FeedSnapshot | None = None
+
+    @property
+    def book(self) -> BookFile:
+        return self.lb.book
+
+    def decision_bar(self, snap: FeedSnapshot) -> int:
+        """The history bar a decision at ``snap`` uses: the replay's bar, else the last prepared bar."""
+        if snap.bar is not None and self.replay:
+            return int(snap.bar)
+        return len(self.prep.dates) - 1
+
+    def bar_number(self, snap: FeedSnapshot) -> float:
+        """Bar count for the reopen rule (only differences matter): the replay's index, else ``now // bar``."""
+        return float(snap.bar) if snap.bar is not None else float(snap.now_ms // self.bar_ms)
+
+
+def _origin(lb: LoadedBook) -> date:
+    return lb.book.policy_origin or datetime.now(UTC).date()
+
+
+def _constant_store(prices: Mapping[str, float], assets: Sequence[str], step: str, start: date, end: date) -> Any:
+    """An in-memory market store holding constant candles at ``prices`` (portfolio and live feeds)."""
+    import pandas as pd
+
+    from perphedge.data.store import MarketStore
+
+    freq = "1D" if step == "1d" else "8h"
+    ts = pd.date_range(pd.Timestamp(start, tz="UTC"), pd.Timestamp(end, tz="UTC") + pd.Timedelta("1D"), freq=freq)
+    ts = ts[ts < pd.Timestamp(end, tz="UTC") + pd.Timedelta("1D")]
+    rows = []
+    for a in assets:
+        p = float(prices[a])
+        rows.append(
+            pd.DataFrame(
+                {
+                    "source": "binance",
+                    "symbol": f"{a}/USDT",
+                    "timeframe": step,
+                    "ts": ts,
+                    "open": p,
+                    "high": p,
+                    "low": p,
+                    "close": p,
+                    "volume": 0.0,
+                }
+            )
+        )
+    store = MarketStore(":memory:")
+    store.upsert("candles", pd.concat(rows, ignore_index=True))
+    return store
+
+
+def _prices_for_constant(lb: LoadedBook, assets: Sequence[str]) -> dict[str, float]:
+    prices = {k.upper(): v for k, v in lb.pfile.prices.items()}
+    missing = [a for a in assets if a not in prices]
+    if missing:
+        raise ConfigError(
+            f"{lb.path}: feed `{lb.book.feed.kind}` needs the portfolio's `prices:` for {', '.join(missing)} "
+            "(to convert value_usd holdings and size the hedge at the policy origin); add them, give quantities, "
+            "or use `feed: {kind: store}`"
+        )
+    return prices
+
+
+def _market_store_path(lb: LoadedBook, override: str | None) -> Path:
+    from perphedge.data.store import default_store_path
+
+    if override:
+        return Path(override)
+    if lb.book.feed.store:
+        s = Path(lb.book.feed.store)
+        return s if s.is_absolute() else lb.path.parent / s
+    return default_store_path()
+
+
+def _bar_ms(step: str) -> int:
+    return DAY_MS if step == "1d" else 8 * 3_600_000
+
+
+def _prepare(lb: LoadedBook, start: date, end: date, store: Any) -> tuple[RunFile, Prepared]:
+    from perphedge.specs import default_registry
+    from perphedge.usecases.backtest import prepare
+
+    run_cfg, pfile, _doc = book_to_run(lb, start, end)
+    return run_cfg, prepare(run_cfg, pfile, store, default_registry())
+
+
+def _legs(
+    lb: LoadedBook, run_cfg: RunFile, prep: Prepared, spec: PolicySpec, betas: dict[str, np.ndarray]
+) -> list[LegCtx]:
+    from perphedge.core.policies import policy_decision_at
+    from perphedge.usecases.backtest import _leg_params
+
+    by_exchange: dict[str, list[str]] = {}
+    for acc in lb.book.accounts:
+        by_exchange.setdefault(acc.exchange, []).append(acc.name)
+    out: list[LegCtx] = []
+    for i, leg in enumerate(prep.legs):
+        inst = leg.instrument
+        names = by_exchange.get(inst.exchange, [])
+        if not names:
+            raise ConfigError(
+                f"{lb.path}: the hedge trades {inst.id} but no account is on `{inst.exchange}`: add a paper account "
+                f"with `exchange: {inst.exchange}`"
+            )
+        if len(names) > 1:
+            raise ConfigError(
+                f"{lb.path}: accounts {', '.join(names)} are all on `{inst.exchange}`: the book cannot tell which "
+                f"holds {inst.id}; keep one account per exchange"
+            )
+        allowed = set(lb.book.limits.instruments)
+        if allowed and inst.id not in allowed:
+            raise ConfigError(
+                f"{lb.path}: field `limits.instruments`: the hedge trades {inst.id}, which the limits do not allow "
+                f"(allowed: {', '.join(sorted(allowed))})"
+            )
+        d0 = policy_decision_at(
+            spec,
+            t=0,
+            days=prep.days,
+            proxy_close=prep.closes[prep.proxy],
+            fear_greed=prep.fear_greed,
+            funding_daily=leg.funding,
+            periods_per_year=prep.periods_per_year,
+            bar_hours=prep.bar_hours,
+        )
+        exposure0 = _exposure_at(prep, betas, leg.weights, 0, {a: prep.closes[a][0] for a in leg.weights})
+        coll = prep.collateral if inst.is_inverse else CollateralSource.STABLE
+        params = _leg_params(prep, run_cfg, leg, coll, float(d0.target * exposure0), d0.band)
+        out.append(
+            LegCtx(index=i, inst=inst, account=names[0], params=params, weights=leg.weights, data=leg, collateral=coll)
+        )
+    return out
+
+
+def _exposure_at(
+    prep: Prepared, betas: Mapping[str, np.ndarray], weights: Mapping[str, float], t: int, prices: Mapping[str, float]
+) -> float:
+    """The leg's exposure (USD) at bar ``t`` and ``prices``, summed in the backtest's order."""
+    e = 0.0
+    for a, w in weights.items():
+        e += w * betas[a][t] * prep.quantities[a] * prices[a]
+    return e
+
+
+def open_session(
+    lb: LoadedBook,
+    *,
+    market_store: str | None = None,
+    writer: bool,
+    replay: tuple[date, date] | None = None,
+    replay_store: Path | None = None,
+    now_ms: int | None = None,
+    feed: Feed | None = None,
+) -> Session:
+    """Open the book for a command: history, legs, feed, accounts and (``writer``) the store's write lock."""
+    from perphedge.config import parse_duration
+    from perphedge.data.bookstore import BookStore
+    from perphedge.data.store import MarketStore
+    from perphedge.usecases.backtest import _betas, _policy_spec
+
+    b = lb.book
+    bar_ms = _bar_ms(b.step)
+    now = now_ms if now_ms is not None else _now_ms()
+    stale_after_s = parse_duration(b.alerts.feed_stale_after)
+    if replay is not None:
+        start, end = replay
+        with MarketStore(_market_store_path(lb, market_store), read_only=True) as ms:
+            run_cfg, prep = _prepare(lb, start, end, ms)
+    else:
+        origin = _origin(lb)
+        today = datetime.fromtimestamp(now / 1000, tz=UTC).date()
+        if origin > today:
+            raise ConfigError(f"{lb.path}: field `policy_origin`: {origin} is in the future (today is {today} UTC)")
+        if b.feed.kind == "store":
+            path = _market_store_path(lb, market_store)
+            with MarketStore(path, read_only=True) as ms:
+                last = ms.query(
+                    "SELECT max(ts) AS t FROM candles WHERE source = 'binance' AND timeframe = ?", [b.step]
+                )["t"].iloc[0]
+                if last is None or str(last) == "NaT":
+                    raise DataError(f"the market store {path} has no {b.step} candles: import or fetch data first")
+                last_day = last.date() if hasattr(last, "date") else date.fromisoformat(str(last)[:10])
+                if last_day <= origin:
+                    raise DataError(
+                        f"the market store {path} ends {last_day}, not after the book's policy origin {origin}: fetch "
+                        "newer data (`perphedge data fetch`), or set `policy_origin` earlier"
+                    )
+                run_cfg, prep = _prepare(lb, origin, last_day, ms)
+        else:
+            if b.policy.kind in HISTORY_POLICIES:
+                raise ConfigError(
+                    f"{lb.path}: policy `{b.policy.kind}` decides on price history; feed `{b.feed.kind}` has none: "
+                    "use `feed: {kind: store}` with a market store"
+                )
+            _run_probe, pf_probe, _ = book_to_run(lb, origin, today + timedelta(days=1))
+            assets = sorted({h.asset.upper() for h in pf_probe.holdings if not is_stablecoin(h.asset)} | {"BTC"})
+            prices = _prices_for_constant(lb, [a for a in assets if a != "BTC"])
+            hedge_bases = _hedge_bases(lb, pf_probe)
+            missing = [a for a in hedge_bases if a not in prices]
+            if missing:
+                raise ConfigError(
+                    f"{lb.path}: feed `{b.feed.kind}` needs the portfolio's `prices:` for the hedge's "
+                    f"{', '.join(missing)} too"
+                )
+            prices.setdefault("BTC", prices.get("BTC", 1.0))
+            cstore = _constant_store(prices, sorted({*assets, *hedge_bases}), b.step, origin, today)
+            try:
+                run_cfg, prep = _prepare(lb, origin, max(today, origin + timedelta(days=1)), cstore)
+            finally:
+                cstore.close()
+    spec = _policy_spec(run_cfg, prep.bars_per_day)
+    betas, _why = _betas(prep, run_cfg)
+    legs = _legs(lb, run_cfg, prep, spec, betas)
+    bar_open_ms = np.array([int(d.value // 1_000_000) for d in prep.dates], dtype=np.int64)
+    if feed is None:
+        feed = _make_feed(lb, prep, legs, bar_open_ms, bar_ms, stale_after_s, replay is not None, market_store)
+    store: BookStore | None = None
+    if writer:
+        store_path = replay_store if replay_store is not None else book_store_path(lb)
+        store = BookStore.open(
+            store_path, book_id=b.id, book_hash=lb.config_hash, sync="off" if replay is not None else "normal"
+        )
+    elif replay is None:
+        path = book_store_path(lb)
+        if path.exists():
+            store = BookStore.open_reader(path)
+    accounts = _make_accounts(lb, legs, store, overdraft_all=replay is not None)
+    return Session(
+        lb=lb,
+        run_cfg=run_cfg,
+        prep=prep,
+        spec=spec,
+        betas=betas,
+        legs=legs,
+        bar_ms=bar_ms,
+        bar_open_ms=bar_open_ms,
+        feed=feed,
+        accounts=accounts,
+        store=store,
+        replay=replay is not None,
+        stale_after_s=stale_after_s,
+        warnings=list(prep.warnings),
+    )
+
+
+def _hedge_bases(lb: LoadedBook, pfile: PortfolioFile) -> list[str]:
+    from perphedge.core.portfolio import Holding, Portfolio
+    from perphedge.specs import default_registry
+    from perphedge.usecases.plan import _resolve_legs
+
+    port = Portfolio(
+        name=pfile.name,
+        holdings=tuple(Holding(asset=h.asset.upper(), quantity=h.quantity or 1.0) for h in pfile.holdings),
+        prices={},
+    )
+    from perphedge.usecases.backtest import _hedge_block
+
+    run_cfg, _, _ = book_to_run(lb, date(2020, 1, 1), date(2020, 1, 2))
+    hb = _hedge_block(pfile, run_cfg)
+    proxy_legs, direct, _ = _resolve_legs(hb.instrument, hb.legs, hb.proxy, port, default_registry())
+    return sorted({leg.instrument.base for leg in proxy_legs} | {i.base for i in direct.values()})
+
+
+def _make_feed(
+    lb: LoadedBook,
+    prep: Prepared,
+    legs: list[LegCtx],
+    bar_open_ms: np.ndarray,
+    bar_ms: int,
+    stale_after_s: int,
+    replay: bool,
+    market_store: str | None,
+) -> Feed:
+    from perphedge.data import bookfeed
+
+    b = lb.book
+    if replay:
+        highs = {leg.inst.base: leg.data.h for leg in legs}
+        return bookfeed.HistoryFeed(
+            bar_open_ms=bar_open_ms,
+            bar_ms=bar_ms,
+            closes=prep.closes,
+            highs=highs,
+            funding={leg.inst.id: leg.data.funding for leg in legs},
+        )
+    assets = sorted(prep.closes)
+    if b.feed.kind == "portfolio":
+        prices = {a: float(prep.closes[a][-1]) for a in assets}
+        return bookfeed.PortfolioFeed(
+            prices, instruments=[leg.inst.id for leg in legs], rate_8h=b.funding.assumed_rate_8h
+        )
+    if b.feed.kind == "store":
+        return bookfeed.StoreFeed(
+            _market_store_path(lb, market_store),
+            source=b.feed.source,
+            assets=assets,
+            instruments={leg.inst.id: f"{leg.inst.exchange}:{leg.inst.ccxt_symbol}" for leg in legs},
+            step=b.step,
+            stale_after_s=stale_after_s,
+            assumed_rate_8h=b.funding.assumed_rate_8h,
+        )
+    from perphedge.exchange.ccxt_feed import LiveTickerFeed
+
+    return LiveTickerFeed(
+        source=b.feed.source,
+        assets=assets,
+        instruments={leg.inst.id: leg.inst for leg in legs},
+        stale_after_s=stale_after_s,
+    )
+
+
+def _make_accounts(
+    lb: LoadedBook, legs: list[LegCtx], store: BookStore | None, *, overdraft_all: bool
+) -> dict[str, Account]:
+    import sqlite3
+
+    from perphedge.exchange.paper import PaperAccount, PaperLeg
+
+    out: dict[str, Account] = {}
+    for acc in lb.book.accounts:
+        mine = {
+            leg.inst.id: PaperLeg(instrument=leg.inst, params=leg.params) for leg in legs if leg.account == acc.name
+        }
+        if store is not None and store.writable:
+            db = store.conn
+        else:
+            # read-only views (status, dry-run rebalance): the stored state copied into memory, so nothing is written
+            db = sqlite3.connect(":memory:", isolation_level=None)
+            if store is not None:
+                store.conn.backup(db)
+        out[acc.name] = PaperAccount(
+            db,
+            name=acc.name,
+            venue=acc.exchange,
+            legs=mine,
+            starting_balances=acc.balances,
+            overdraft=acc.overdraft or overdraft_all,
+        )
+    return out
+
+
+def close_session(s: Session) -> None:
+    if s.store is not None:
+        s.store.close()
+        s.store = None
+
+
+# ------------------------------------------------------------------------------------------------ tick: advance
+
+
+def _journal(
+    s: Session, kind: str, data: Mapping[str, Any], *, ts_ms: int, once: bool = False, **kw: Any
+) -> int | None:
+    if s.store is None or not s.store.writable:
+        return None
+    return s.store.append(kind, data, ts_ms=ts_ms, once=once, **kw)
+
+
+def _state(s: Session, key: str, default: Any = None) -> Any:
+    return s.store.get_state(key, default) if s.store is not None else default
+
+
+def _set_state(s: Session, key: str, value: Any) -> None:
+    if s.store is not None and s.store.writable:
+        s.store.set_state(key, value)
+
+
+def snapshot(s: Session, now_ms: int) -> FeedSnapshot:
+    """The feed's snapshot at ``now_ms`` (since the last tick)."""
+    last = _state(s, "last_tick_ms")
+    since = int(last) if last is not None and int(last) < now_ms else now_ms - s.bar_ms
+    snap = s.feed.snapshot(now_ms, since)
+    if snap.bar is None:
+        snap = replace(snap, bar=None)
+    s.last_snapshot = snap
+    return snap
+
+
+def advance(s: Session, snap: FeedSnapshot) -> list[Any]:
+    """Every account syncs to ``snap``; funding payments and liquidations are journaled once each."""
+    events: list[Any] = []
+    bar = s.bar_number(snap)
+    for name, acc in s.accounts.items():
+        evs = acc.sync(replace(snap, bar=int(bar)) if snap.bar is None else snap)
+        with _txn(s):
+            for ev in evs:
+                if isinstance(ev, FundingPayment):
+                    _journal(
+                        s,
+                        "funding",
+                        {
+                            "settlement_ms": ev.settlement_ms,
+                            "rate": ev.rate,
+                            "amount": ev.amount_settle,
+                            "asset": ev.asset,
+                            "amount_usd": ev.amount_usd,
+                        },
+                        ts_ms=snap.now_ms,
+                        account=name,
+                        instrument=ev.instrument,
+                        once=True,
+                    )
+                elif isinstance(ev, Liquidation):
+                    _journal(
+                        s,
+                        "liquidation",
+                        {
+                            "price": ev.price,
+                            "contracts": ev.contracts,
+                            "loss_settle": ev.loss_settle,
+                            "loss_usd": ev.loss_usd,
+                            "asset": ev.asset,
+                            "bar": bar,
+                        },
+                        ts_ms=snap.now_ms,
+                        account=name,
+                        instrument=ev.instrument,
+                    )
+        events += evs
+    return events
+
+
+@contextlib.contextmanager
+def _txn(s: Session) -> Iterator[None]:
+    if s.store is not None and s.store.writable:
+        with s.store.transaction():
+            yield
+    else:
+        yield
+
+
+# ------------------------------------------------------------------------------------------------ status
+
+
+def _position_rows(s: Session, snap: FeedSnapshot) -> dict[str, list[dict[str, Any]]]:
+    from perphedge.core.contracts import bankruptcy_price, liquidation_price
+
+    rows: dict[str, list[dict[str, Any]]] = {}
+    by_inst = {leg.inst.id: leg for leg in s.legs}
+    proxy = s.prep.proxy
+    for name, acc in s.accounts.items():
+        out = rows.setdefault(name, [])
+        for pos in acc.positions():
+            leg = by_inst.get(pos.instrument)
+            if leg is None:
+                continue
+            inst = leg.inst
+            price = snap.price(inst.base)
+            st = np.asarray(pos.state, dtype=np.float64) if pos.state is not None else None
+            contracts = pos.contracts
+            size = inst.size_of(contracts)
+            inverse = inst.is_inverse
+            settle = inst.settle
+            eq = L.equity(st, leg.params, price) if st is not None else math.nan
+            upnl = eq - pos.margin_settle if st is not None else math.nan
+            to_usd = price if inverse else 1.0
+            notional = inst.notional_usd(contracts, price)
+            liq = bk = None
+            mmr = pos.mmr
+            if contracts > 0:
+                try:
+                    res = liquidation_price(
+                        kind=inst.kind,
+                        method=inst.liquidation_method,
+                        side="short",
+                        size=size,
+                        entry=pos.entry_price,
+                        margin=pos.margin_settle,
+                        schedule=inst.margin,
+                    )
+                    liq = res.price
+                    mmr = getattr(res, "mmr", mmr)
+                except PerphedgeError:
+                    liq = None
+                try:
+                    bk = bankruptcy_price(inst.kind, "short", size, pos.entry_price, pos.margin_settle)
+                except PerphedgeError:
+                    bk = None
+            trigger = pos.liquidation_price if contracts > 0 else math.nan
+            dist = (trigger / price - 1.0) if contracts > 0 and math.isfinite(trigger) else None
+            proxy_move = None
+            if dist is not None and inst.base == proxy:
+                proxy_move = dist
+            rate8 = snap.funding_rate_8h.get(inst.id, s.book.funding.assumed_rate_8h)
+            value_settle = (size / price) if inverse else size * price
+            note = ""
+            if liq is not None and math.isfinite(trigger) and abs(liq - trigger) > 1e-9 * max(1.0, abs(liq)):
+                note = (
+                    "liquidation_price is the exchange formula with the tier at the position's value; the paper "
+                    "account triggers at the backtest's price (tier pinned at the book's start)"
+                )
+            out.append(
+                {
+                    "instrument": inst.id,
+                    "kind": inst.kind.value,
+                    "side": "short" if contracts > 0 else "flat",
+                    "contracts": contracts,
+                    "contract_size": inst.contract_size,
+                    "contract_size_unit": inst.contract_size_unit,
+                    "size": size,
+                    "size_unit": "USD" if inverse else inst.base,
+                    "notional_usd": notional,
+                    "entry_price": pos.entry_price if contracts > 0 else None,
+                    "entry_basis": pos.entry_basis,
+                    "mark_price": price,
+                    "upnl_settle": upnl,
+                    "settle_asset": settle,
+                    "upnl_usd": upnl * to_usd,
+                    "margin_settle": pos.margin_settle,
+                    "margin_usd": pos.margin_settle * to_usd,
+                    "equity_usd": eq * to_usd,
+                    "leverage": (notional / (eq * to_usd)) if contracts > 0 and eq > 0 else None,
+                    "liquidation_method": inst.liquidation_method.value,
+                    "liquidation_price": liq,
+                    "bankruptcy_price": bk,
+                    "trigger_price": trigger if contracts > 0 and math.isfinite(trigger) else None,
+                    "liquidation_formula_note": note,
+                    "distance_to_liquidation": dist,
+                    "proxy_asset": proxy,
+                    "proxy_move_to_liquidation": proxy_move,
+                    "maintenance_margin_rate": mmr,
+                    "funding_rate_8h": rate8,
+                    "funding_usd_per_day": rate8 * 3.0 * value_settle * to_usd if contracts > 0 else 0.0,
+                    "collateral_source": leg.collateral.value,
+                    "hedge_delta_usd": L.hedge_delta_usd(st, leg.params, price) if st is not None else 0.0,
+                }
+            )
+    return rows
+
+
+def _asset_price(snap: FeedSnapshot, asset: str) -> float:
+    a = asset.upper()
+    if is_stablecoin(a):
+        return 1.0
+    return float(snap.prices[a])
+
+
+def status_document(
+    s: Session, snap: FeedSnapshot, *, decision: Plan | None = None, totals: bool = True
+) -> dict[str, Any]:
+    """The whole book at ``snap`` (``perphedge.book/1``); ``totals=False`` skips the journal sums (replay)."""
+    from perphedge.core.alerts import firing
+
+    b = s.book
+    btc = snap.prices.get("BTC")
+    prep = s.prep
+    holdings = []
+    paper_assets = {(f"paper-{a.name}", asset) for a in b.accounts for asset in a.balances}
+    for h in _portfolio_holdings(s):
+        if (h["group"], h["asset"]) in paper_assets:
+            continue
+        px = _asset_price(snap, h["asset"])
+        holdings.append(
+            {
+                "asset": h["asset"],
+                "group": h["group"],
+                "location": "off-exchange",
+                "quantity": h["quantity"],
+                "price_usd": px,
+                "value_usd": h["quantity"] * px,
+                "value_btc": h["quantity"] * px / btc if btc else None,
+            }
+        )
+    positions = _position_rows(s, snap)
+    accounts = []
+    accounts_usd = 0.0
+    for name, acc in s.accounts.items():
+        bals = []
+        for bal in acc.balances():
+            px = _asset_price(snap, bal.asset) if (is_stablecoin(bal.asset) or bal.asset in snap.prices) else math.nan
+            bals.append(
+                {
+                    "asset": bal.asset,
+                    "wallet": bal.wallet,
+                    "free": bal.free,
+                    "used": bal.used,
+                    "value_usd": bal.wallet * px,
+                    "value_btc": bal.wallet * px / btc if btc else None,
+                }
+            )
+            accounts_usd += bal.wallet * px if math.isfinite(px) else 0.0
+        for row in positions.get(name, []):
+            accounts_usd += row["equity_usd"] if math.isfinite(row["equity_usd"]) else 0.0
+        acc_cfg = next(a for a in b.accounts if a.name == name)
+        accounts.append(
+            {
+                "name": name,
+                "kind": acc.kind,
+                "venue": acc.venue,
+                "read_only": False,
+                "halted": bool(_state(s, "halted", False)),
+                "margin_mode": "isolated",
+                "overdraft": acc_cfg.overdraft,
+                "balances": bals,
+                "positions": positions.get(name, []),
+            }
+        )
+    holdings_usd = sum(h["value_usd"] for h in holdings)
+    t = s.decision_bar(snap)
+    exposure = 0.0
+    hedge_delta = 0.0
+    by_asset: dict[str, float] = {}
+    for h in holdings:
+        by_asset[h["asset"]] = by_asset.get(h["asset"], 0.0) + (0.0 if is_stablecoin(h["asset"]) else h["value_usd"])
+    for leg in s.legs:
+        exposure += _exposure_at(prep, s.betas, leg.weights, t, {a: snap.price(a) for a in leg.weights})
+    for rows in positions.values():
+        for row in rows:
+            hedge_delta += row["hedge_delta_usd"]
+            base = row["instrument"].split(":")[1]
+            inst = next(leg.inst for leg in s.legs if leg.inst.id == row["instrument"])
+            base = inst.base
+            by_asset[base] = by_asset.get(base, 0.0) + row["hedge_delta_usd"]
+    for acc in accounts:
+        for bal in acc["balances"]:
+            if not is_stablecoin(bal["asset"]) and math.isfinite(bal["value_usd"]):
+                by_asset[bal["asset"]] = by_asset.get(bal["asset"], 0.0) + bal["value_usd"]
+    plan = decision
+    target_ratio = plan.target_ratio if plan is not None else _target_now(s, snap)[0]
+    achieved = -hedge_delta / exposure if exposure > 0 else None
+    band = s.spec.band
+    funding_rows = s.store.journal(kinds=["funding"]) if s.store is not None and totals else []
+    received = sum(r.data["amount_usd"] for r in funding_rows if r.data["amount_usd"] > 0)
+    paid = -sum(r.data["amount_usd"] for r in funding_rows if r.data["amount_usd"] < 0)
+    fills = s.store.journal(kinds=["fill"]) if s.store is not None and totals else []
+    fees = sum(r.data.get("fee_usd", 0.0) for r in fills)
+    slip = sum(r.data.get("slippage_usd", 0.0) for r in fills)
+    expected = sum(row["funding_usd_per_day"] for rows in positions.values() for row in rows)
+    alert_state = _state(s, "alerts", {}) or {}
+    age_s = max(0.0, (snap.now_ms - snap.last_price_ms) / 1000.0) if snap.last_price_ms else None
+    return {
+        "schema": BOOK_SCHEMA,
+        "book": {
+            "id": b.id,
+            "name": b.name,
+            "file": str(s.lb.path),
+            "config_hash": s.lb.config_hash,
+            "store": str(book_store_path(s.lb)) if not s.replay else None,
+            "step": b.step,
+            "policy": b.policy.model_dump(mode="json", exclude_unset=True, by_alias=True) | {"kind": b.policy.kind},
+            "policy_origin": str(_origin(s.lb)) if not s.replay else str(prep.dates[0].date()),
+        },
+        "as_of": _iso_ms(snap.now_ms),
+        "feed": {
+            "kind": b.feed.kind if not s.replay else "history",
+            "source": snap.source,
+            "last_price_ms": snap.last_price_ms,
+            "age_s": age_s,
+            "stale": snap.stale,
+            "price_basis": "spot close" if b.feed.kind in ("store", "portfolio") or s.replay else "mark price",
+        },
+        "prices": {k: float(v) for k, v in sorted(snap.prices.items())},
+        "holdings": holdings,
+        "accounts": accounts,
+        "value": {
+            "total_usd": holdings_usd + accounts_usd,
+            "total_btc": (holdings_usd + accounts_usd) / btc if btc else None,
+            "holdings_usd": holdings_usd,
+            "accounts_usd": accounts_usd,
+        },
+        "delta": {
+            "by_asset": by_asset,
+            "exposure_usd": exposure,
+            "hedge_delta_usd": hedge_delta,
+            "net_delta_usd": exposure + hedge_delta,
+        },
+        "hedge": {
+            "target_ratio": target_ratio,
+            "achieved_ratio": achieved,
+            "band": band,
+            "off_by": (achieved - target_ratio) if achieved is not None and target_ratio is not None else None,
+            "rebalance_due": bool(plan.items) if plan is not None else None,
+            "reason": plan.reason if plan is not None else None,
+            "policy_fallback": plan.fallback if plan is not None else None,
+        },
+        "funding": {
+            "received_usd": received,
+            "paid_usd": paid,
+            "net_usd": received - paid,
+            "expected_usd_per_day": expected,
+        },
+        "fees_usd": fees,
+        "slippage_usd": slip,
+        "alerts": firing(alert_state),
+        "journal": {
+            "last_seq": s.store.last_seq() if s.store is not None else 0,
+            "last_tick_ms": _state(s, "last_tick_ms"),
+            "open_decision": _state(s, "open_decision"),
+        },
+        "warnings": list(s.warnings),
+    }
+
+
+def _portfolio_holdings(s: Session) -> list[dict[str, Any]]:
+    """Holdings of the equivalent run as quantities at the policy origin (value_usd converted there)."""
+    prep = s.prep
+    out: list[dict[str, Any]] = []
+    pf = s.run_cfg.portfolio
+    assert isinstance(pf, dict)
+    for h in pf["holdings"]:
+        code = h["asset"].upper()
+        if "quantity" in h and h["quantity"] is not None:
+            q = float(h["quantity"])
+        else:
+            q = float(h["value_usd"]) / (1.0 if is_stablecoin(code) else float(prep.closes[code][0]))
+        out.append({"asset": code, "group": h.get("group") or "ungrouped", "quantity": q})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanItem:
+    """One action of a rebalance: an order (``kind == "order"``) or a margin move (``"transfer"``)."""
+
+    kind: str
+    leg: int
+    account: str
+    instrument: str
+    side: str | None = None
+    contracts: float = 0.0
+    contracts_before: float = 0.0
+    contracts_after: float = 0.0
+    reduce_only: bool = False
+    ref_price: float = math.nan
+    notional_usd: float = 0.0
+    residual_usd: float = 0.0
+    fee_usd: float = 0.0
+    slippage_usd: float = 0.0
+    liquidation_after: float | None = None
+    leverage_before: float = 0.0
+    leverage_after: float = 0.0
+    distance_before: float = math.inf
+    distance_after: float = math.inf
+    amount_settle: float = 0.0
+    settle_asset: str = ""
+    reset: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """A rebalance decision: its items in execution order and why."""
+
+    bar: int
+    now_ms: int
+    reason: str
+    items: tuple[PlanItem, ...]
+    target_ratio: float | None
+    achieved_ratio: float | None
+    exposure_usd: float
+    fallback: str
+    rebalances: int  # legs the band check decided to rebalance (the backtest's `rebalanced`)
+    legs: tuple[dict[str, Any], ...] = ()
+
+
+def _decision_at(s: Session, leg: LegCtx, t: int) -> Any:
+    from perphedge.core.policies import policy_decision_at
+
+    prep = s.prep
+    return policy_decision_at(
+        s.spec,
+        t=t,
+        days=prep.days,
+        proxy_close=prep.closes[prep.proxy],
+        fear_greed=prep.fear_greed,
+        funding_daily=leg.data.funding,
+        periods_per_year=prep.periods_per_year,
+        bar_hours=prep.bar_hours,
+    )
+
+
+def _target_now(s: Session, snap: FeedSnapshot) -> tuple[float | None, str]:
+    if not s.legs:
+        return None, ""
+    d = _decision_at(s, s.legs[-1], s.decision_bar(snap))
+    return (float(d.target) if math.isfinite(d.target) else None), d.fallback
+
+
+def _leverage(st: np.ndarray, leg: LegCtx, price: float) -> float:
+    eq = L.equity(st, leg.params, price)
+    if st[L.S_N] <= 0:
+        return 0.0
+    notional = leg.inst.notional_usd(float(st[L.S_N]), price)
+    eq_usd = eq * price if leg.inst.is_inverse else eq
+    return notional / eq_usd if eq_usd > 0 else math.inf
+
+
+def _distance(st: np.ndarray, price: float) -> float:
+    if st[L.S_N] <= 0 or not math.isfinite(st[L.S_LIQ]):
+        return math.inf
+    return float(st[L.S_LIQ] / price - 1.0)
+
+
+def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> Plan:
+    """The policy's target at ``snap`` through the band check of every leg → orders and margin moves.
+
+    Each leg's state is the account's (paper: the very legstep vector it keeps); the decision runs on a copy,
+    so the plan shows the liquidation price after the trade without touching the account.
+    """
+    t = s.decision_bar(snap)
+    bar = s.bar_number(snap)
+    items: list[PlanItem] = []
+    reasons: list[str] = []
+    legs_out: list[dict[str, Any]] = []
+    rebalances = 0
+    total_exposure = 0.0
+    total_delta = 0.0
+    target_ratio: float | None = None
+    fallback = ""
+    for leg in s.legs:
+        acc = s.accounts[leg.account]
+        st = _leg_state(acc, leg)
+        price = snap.price(leg.inst.base)
+        exposure = _exposure_at(s.prep, s.betas, leg.weights, t, {a: snap.price(a) for a in leg.weights})
+        dec = _decision_at(s, leg, t)
+        target, allowed = float(dec.target), float(dec.allowed)
+        if unwind:
+            target, allowed = 0.0, 1.0
+        target_ratio = target if math.isfinite(target) else None
+        fallback = dec.fallback or fallback
+        before_delta = L.hedge_delta_usd(st, leg.params, price)
+        total_exposure += exposure
+        total_delta += before_delta
+        d = L.rebalance_target(st, leg.params, bar, price, exposure, target, allowed)
+        settle = leg.inst.settle
+        to_usd = price if leg.inst.is_inverse else 1.0
+        info = {
+            "leg": leg.index,
+            "instrument": leg.inst.id,
+            "exposure_usd": exposure,
+            "target_ratio": target,
+            "allowed": bool(allowed),
+            "hedge_delta_usd": before_delta,
+            "achieved_ratio": -before_delta / exposure if exposure > 0 else None,
+            "contracts": float(st[L.S_N]),
+            "action": "hold",
+        }
+        if not math.isnan(d):
+            rebalances += 1
+            n = float(st[L.S_N])
+            n_new = L.target_contracts(leg.params, price, d)
+            why = "unwind" if unwind else _why(st, leg, d, exposure, before_delta, n)
+            reasons.append(f"{leg.inst.id}: {why}")
+            work = st.copy()
+            row = np.zeros(len(L.OUT_COLUMNS))
+            lev_before, dist_before = _leverage(st, leg, price), _distance(st, price)
+            if n_new != n:
+                L.fill(work, leg.params, price, n_new, row)
+                move = L.reset_margin(work, leg.params, price)
+                raw = _raw_contracts(leg, price, d)
+                items.append(
+                    PlanItem(
+                        kind="order",
+                        leg=leg.index,
+                        account=leg.account,
+                        instrument=leg.inst.id,
+                        side="sell" if n_new > n else "buy",
+                        contracts=abs(n_new - n),
+                        contracts_before=n,
+                        contracts_after=n_new,
+                        reduce_only=n_new < n,
+                        ref_price=price,
+                        notional_usd=leg.inst.notional_usd(abs(n_new - n), price),
+                        residual_usd=leg.inst.notional_usd(raw - n_new, price) if math.isfinite(raw) else 0.0,
+                        fee_usd=float(row[L.O_FEE]),
+                        slippage_usd=float(row[L.O_SLIP]),
+                        liquidation_after=float(work[L.S_LIQ]) if n_new > 0 else None,
+                        leverage_before=lev_before,
+                        leverage_after=_leverage(work, leg, price),
+                        distance_before=dist_before,
+                        distance_after=_distance(work, price),
+                        reason=why,
+                    )
+                )
+                items.append(
+                    PlanItem(
+                        kind="transfer",
+                        leg=leg.index,
+                        account=leg.account,
+                        instrument=leg.inst.id,
+                        ref_price=price,
+                        amount_settle=move,
+                        settle_asset=settle,
+                        notional_usd=abs(move) * to_usd,
+                        reset=True,
+                        reason="margin to value/leverage after the trade",
+                    )
+                )
+                info["action"] = f"{'sell' if n_new > n else 'buy'} {abs(n_new - n):g}"
+            else:
+                # the lot rounding keeps the size: no trade; the margin goes back to value/leverage
+                move = L.margin_move(st, leg.params, price)
+                if move != 0.0 and n > 0:
+                    L.transfer(work, leg.params, move)
+                    items.append(
+                        PlanItem(
+                            kind="transfer",
+                            leg=leg.index,
+                            account=leg.account,
+                            instrument=leg.inst.id,
+                            ref_price=price,
+                            amount_settle=move,
+                            settle_asset=settle,
+                            notional_usd=abs(move) * to_usd,
+                            leverage_before=lev_before,
+                            leverage_after=_leverage(work, leg, price),
+                            distance_before=dist_before,
+                            distance_after=_distance(work, price),
+                            reason="size unchanged after lot rounding: margin back to value/leverage",
+                        )
+                    )
+                info["action"] = "margin reset (size unchanged by lot rounding)"
+            info["contracts_after"] = n_new
+        else:
+            add = L.top_up_amount(st, leg.params, price)
+            if not math.isnan(add):
+                work = st.copy()
+                L.transfer(work, leg.params, add)
+                items.append(
+                    PlanItem(
+                        kind="transfer",
+                        leg=leg.index,
+                        account=leg.account,
+                        instrument=leg.inst.id,
+                        ref_price=price,
+                        amount_settle=add,
+                        settle_asset=settle,
+                        notional_usd=abs(add) * to_usd,
+                        leverage_before=_leverage(st, leg, price),
+                        leverage_after=_leverage(work, leg, price),
+                        distance_before=_distance(st, price),
+                        distance_after=_distance(work, price),
+                        reason="top-up: equity below top_up_level of the margin",
+                    )
+                )
+                reasons.append(f"{leg.inst.id}: top-up")
+                info["action"] = "top-up"
+        legs_out.append(info)
+    achieved = -total_delta / total_exposure if total_exposure > 0 else None
+    return Plan(
+        bar=t,
+        now_ms=snap.now_ms,
+        reason="; ".join(reasons) if reasons else "within band: nothing to do",
+        items=tuple(items),
+        target_ratio=target_ratio,
+        achieved_ratio=achieved,
+        exposure_usd=total_exposure,
+        fallback=fallback,
+        rebalances=rebalances,
+        legs=tuple(legs_out),
+    )
+
+
+def _raw_contracts(leg: LegCtx, price: float, d: float) -> float:
+    p = leg.params
+    if leg.inst.is_inverse:
+        lev = p[L.P_LEV]
+        q = d * lev / (lev - 1.0) if leg.collateral is CollateralSource.BUY and lev > 1 else d
+        return q / leg.inst.contract_size
+    return d / price / leg.inst.contract_size
+
+
+def _why(st: np.ndarray, leg: LegCtx, d: float, exposure: float, delta: float, n: float) -> str:
+    if n <= 0:
+        return "open: the policy wants a hedge and the leg is flat"
+    if d <= 0:
+        return "unwind: the policy's target is zero"
+    achieved = -delta / exposure if exposure > 0 else 0.0
+    target = d / exposure if exposure > 0 else 0.0
+    return f"drift beyond band: hedge at {achieved:.1%} of exposure, target {target:.1%}"
+
+
+def _leg_state(acc: Account, leg: LegCtx) -> np.ndarray:
+    state = getattr(acc, "state", None)
+    if callable(state):
+        return np.asarray(state(leg.inst.id), dtype=np.float64).copy()
+    st = np.zeros(L.N_STATE)
+    L.init_state(st, leg.params)
+    for pos in acc.positions():
+        if pos.instrument == leg.inst.id and pos.state is not None:
+            return np.asarray(pos.state, dtype=np.float64).copy()
+    return st
+
+
+def check_plan_limits(s: Session, plan: Plan) -> list[Any]:
+    """The limits of the book on the whole plan; the journal's last 24 h of fills count towards turnover."""
+    from perphedge.core.limits import LimitSpec, PlannedOrder, check_limits
+
+    orders = [
+        PlannedOrder(
+            leg=i.leg,
+            account=i.account,
+            instrument=i.instrument,
+            side=i.side or "",
+            contracts=i.contracts,
+            notional_usd=i.notional_usd,
+            reduce_only=i.reduce_only,
+            leverage_before=i.leverage_before,
+            leverage_after=i.leverage_after,
+            liq_distance_before=i.distance_before,
+            liq_distance_after=i.distance_after,
+        )
+        for i in plan.items
+        if i.kind == "order"
+    ]
+    if not orders:
+        return []
+    turnover = 0.0
+    if s.store is not None:
+        for r in s.store.journal(kinds=["fill"], since_ms=plan.now_ms - DAY_MS):
+            turnover += abs(float(r.data.get("notional_usd", 0.0)))
+    spec = LimitSpec.from_model(s.book.limits)
+    return list(check_limits(orders, spec, turnover_24h_usd=turnover))
+
+
+def plan_document(
+    s: Session, plan: Plan, *, executed: bool = False, results: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """A rebalance (``perphedge.book-rebalance/1``)."""
+    return {
+        "schema": REBALANCE_SCHEMA,
+        "book": {"id": s.book.id, "file": str(s.lb.path), "config_hash": s.lb.config_hash},
+        "as_of": _iso_ms(plan.now_ms),
+        "dry_run": not executed,
+        "reason": plan.reason,
+        "target_ratio": plan.target_ratio,
+        "achieved_ratio": plan.achieved_ratio,
+        "exposure_usd": plan.exposure_usd,
+        "policy_fallback": plan.fallback or None,
+        "legs": list(plan.legs),
+        "orders": [
+            {
+                "leg": i.leg,
+                "account": i.account,
+                "instrument": i.instrument,
+                "side": i.side,
+                "contracts": i.contracts,
+                "contracts_before": i.contracts_before,
+                "contracts_after": i.contracts_after,
+                "reduce_only": i.reduce_only,
+                "ref_price": i.ref_price,
+                "notional_usd": i.notional_usd,
+                "residual_usd": i.residual_usd,
+                "fee_usd": i.fee_usd,
+                "slippage_usd": i.slippage_usd,
+                "liquidation_price_after": i.liquidation_after,
+                "leverage_after": i.leverage_after,
+                "reason": i.reason,
+            }
+            for i in plan.items
+            if i.kind == "order"
+        ],
+        "transfers": [
+            {
+                "leg": i.leg,
+                "account": i.account,
+                "instrument": i.instrument,
+                "amount_settle": i.amount_settle,
+                "asset": i.settle_asset,
+                "amount_usd": i.notional_usd,
+                "reason": i.reason,
+            }
+            for i in plan.items
+            if i.kind == "transfer"
+        ],
+        "results": list(results),
+        "warnings": list(s.warnings),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ execution
+
+
+def _next_decision(s: Session) -> int:
+    assert s.store is not None
+    rows = s.store.journal(kinds=["decision"], descending=True, limit=1)
+    return (rows[0].decision or 0) + 1 if rows else 1
+
+
+def _item_json(i: PlanItem) -> dict[str, Any]:
+    return {
+        "kind": i.kind,
+        "leg": i.leg,
+        "account": i.account,
+        "instrument": i.instrument,
+        "side": i.side,
+        "contracts": i.contracts,
+        "reduce_only": i.reduce_only,
+        "ref_price": i.ref_price,
+        "amount_settle": i.amount_settle,
+        "reset": i.reset,
+        "reason": i.reason,
+    }
+
+
+def execute_plan(s: Session, plan: Plan, snap: FeedSnapshot) -> list[dict[str, Any]]:
+    """Send ``plan`` through the crash-safe protocol (design §4); returns one result per item.
+
+    W1 one transaction: the decision, an intent per order and per transfer, ``open_decision``; then per item:
+    W2 ``order_sent`` → N1 the account → W3 ack/fills/final (or a reject, which abandons the rest); W4 done.
+    """
+    from perphedge.core.orders import client_order_id, transfer_id
+
+    assert s.store is not None and s.store.writable
+    b = s.book
+    bar = s.bar_number(snap)
+    decision = _next_decision(s)
+    entries: list[dict[str, Any]] = []
+    for idx, item in enumerate(plan.items):
+        e = _item_json(item) | {"item": idx}
+        if item.kind == "order":
+            e["client_id"] = client_order_id(b.id, decision, item.leg, 0, s.accounts[item.account].venue)
+            e["attempt"] = 0
+        else:
+            e["transfer_id"] = transfer_id(b.id, decision, item.leg, f"t{idx}")
+        entries.append(e)
+    with s.store.transaction():
+        s.store.append(
+            "decision",
+            {
+                "plan": entries,
+                "reason": plan.reason,
+                "target": plan.target_ratio,
+                "achieved": plan.achieved_ratio,
+                "band": s.spec.band,
+                "history_bar": plan.bar,
+                "rebalances": plan.rebalances,
+            },
+            ts_ms=snap.now_ms,
+            bar=int(bar),
+            decision=decision,
+        )
+        for e in entries:
+            if e["kind"] == "order":
+                s.store.append(
+                    "order_intent",
+                    e,
+                    ts_ms=snap.now_ms,
+                    bar=int(bar),
+                    decision=decision,
+                    leg=e["leg"],
+                    account=e["account"],
+                    instrument=e["instrument"],
+                    client_id=e["client_id"],
+                )
+            else:
+                s.store.append(
+                    "transfer_intent",
+                    e,
+                    ts_ms=snap.now_ms,
+                    bar=int(bar),
+                    decision=decision,
+                    leg=e["leg"],
+                    account=e["account"],
+                    instrument=e["instrument"],
+                    client_id=e["transfer_id"],
+                )
+        s.store.set_state("open_decision", {"decision": decision, "bar": int(bar), "book_hash": s.lb.config_hash})
+    _crash_point("after_intent")
+    return _run_items(s, decision, entries, snap)
+
+
+def _run_items(s: Session, decision: int, entries: list[dict[str, Any]], snap: FeedSnapshot) -> list[dict[str, Any]]:
+    assert s.store is not None
+    results: list[dict[str, Any]] = []
+    abandoned = ""
+    for e in entries:
+        if abandoned:
+            results.append({"item": e["item"], "status": "skipped", "reason": abandoned})
+            continue
+        if e["kind"] == "order":
+            res = _send_order(s, decision, e, snap)
+            results.append(res)
+            if res["status"] != "filled":
+                abandoned = f"order {e['client_id']} {res['status']}: {res.get('reason', '')}"
+        else:
+            res = _send_transfer(s, decision, e, snap)
+            results.append(res)
+            if not res["applied"] and not res.get("duplicate"):
+                abandoned = f"transfer {e['transfer_id']} refused: {res.get('reason', '')}"
+    with s.store.transaction():
+        if abandoned:
+            s.store.append("decision_abandoned", {"why": abandoned}, ts_ms=snap.now_ms, decision=decision)
+        else:
+            s.store.append("decision_done", {}, ts_ms=snap.now_ms, decision=decision)
+        s.store.set_state("open_decision", None)
+    return results
+
+
+def _order_request(e: Mapping[str, Any], decision: int, attempt: int, client_id: str) -> OrderRequest:
+    return OrderRequest(
+        client_id=client_id,
+        account=e["account"],
+        instrument=e["instrument"],
+        side=e["side"],
+        contracts=float(e["contracts"]),
+        reduce_only=bool(e["reduce_only"]),
+        ref_price=float(e["ref_price"]),
+        decision=decision,
+        leg=int(e["leg"]),
+        attempt=attempt,
+    )
+
+
+def _journal_result(
+    s: Session, decision: int, e: Mapping[str, Any], res: OrderResult, ts_ms: int, *, reconciled: bool
+) -> None:
+    assert s.store is not None
+    cid = res.client_id
+    with s.store.transaction():
+        s.store.append(
+            "order_ack",
+            {"status": res.status, "reconciled": reconciled, "attempt": e.get("attempt", 0)},
+            ts_ms=ts_ms,
+            decision=decision,
+            leg=e["leg"],
+            account=res.account,
+            instrument=res.instrument,
+            client_id=cid,
+            venue_id=res.venue_id or None,
+            once=True,
+        )
+        for f in res.fills:
+            s.store.append(
+                "fill",
+                {
+                    "fill_id": f.fill_id,
+                    "side": f.side,
+                    "contracts": f.contracts,
+                    "price": f.price,
+                    "fee": f.fee_settle,
+                    "fee_asset": f.fee_asset if hasattr(f, "fee_asset") else f.settle_asset,
+                    "fee_usd": f.fee_usd,
+                    "slippage_usd": f.slippage_usd,
+                    "notional_usd": _fill_notional(s, f.instrument, f.contracts, f.price),
+                },
+                ts_ms=f.ts_ms,
+                decision=decision,
+                leg=e["leg"],
+                account=f.account,
+                instrument=f.instrument,
+                client_id=cid,
+                once=True,
+            )
+        if res.terminal:
+            s.store.append(
+                "order_final",
+                {"status": res.status, "reason": res.reason, "attempt": e.get("attempt", 0)},
+                ts_ms=ts_ms,
+                decision=decision,
+                leg=e["leg"],
+                account=res.account,
+                instrument=res.instrument,
+                client_id=cid,
+                once=True,
+            )
+
+
+def _fill_notional(s: Session, instrument: str, contracts: float, price: float) -> float:
+    for leg in s.legs:
+        if leg.inst.id == instrument:
+            return leg.inst.notional_usd(contracts, price)
+    return 0.0
+
+
+def _send_order(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot) -> dict[str, Any]:
+    assert s.store is not None
+    acc = s.accounts[e["account"]]
+    cid = e["client_id"]
+    attempt = int(e.get("attempt", 0))
+    s.store.append(
+        "order_sent",
+        {"attempt": attempt},
+        ts_ms=snap.now_ms,
+        decision=decision,
+        leg=e["leg"],
+        account=e["account"],
+        instrument=e["instrument"],
+        client_id=cid,
+        once=True,
+    )
+    _crash_point("after_sent")
+    try:
+        res = acc.place_order(_order_request(e, decision, attempt, cid), snap)
+    except ExchangeError as exc:
+        s.store.append("error", {"message": f"order {cid}: {exc}"}, ts_ms=snap.now_ms, decision=decision, client_id=cid)
+        found = _resolve(s, decision, e)
+        if found is None:
+            raise ExchangeError(f"order {cid} state unknown: {exc}; rerun to resolve") from None
+        res = found
+        return {"item": e["item"], "client_id": cid, "status": res.status, "reason": res.reason}
+    _crash_point("after_place")
+    _journal_result(s, decision, e, res, snap.now_ms, reconciled=False)
+    if res.status == "rejected":
+        _journal(
+            s,
+            "alert_open",
+            {"alert": "order_rejected", "subject": cid, "value": 1.0, "threshold": 1.0, "message": res.reason},
+            ts_ms=snap.now_ms,
+            client_id=cid,
+        )
+        _notify(s, f"order {cid} rejected: {res.reason}", alert="order_rejected", subject=cid, ts_ms=snap.now_ms)
+    return {
+        "item": e["item"],
+        "client_id": cid,
+        "status": res.status,
+        "filled_contracts": res.filled_contracts,
+        "avg_price": res.avg_price,
+        "reason": res.reason,
+    }
+
+
+def _send_transfer(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot) -> dict[str, Any]:
+    assert s.store is not None
+    acc = s.accounts[e["account"]]
+    req = TransferRequest(
+        transfer_id=e["transfer_id"],
+        account=e["account"],
+        instrument=e["instrument"],
+        amount_settle=float(e["amount_settle"]),
+        reason="top_up" if "top-up" in e["reason"] else "rebalance",
+        decision=decision,
+        leg=int(e["leg"]),
+        reset=bool(e["reset"]),
+    )
+    res = acc.transfer(req, snap)
+    _crash_point("after_transfer")
+    s.store.append(
+        "transfer",
+        {
+            "tid": res.transfer_id,
+            "amount": res.amount_settle,
+            "asset": res.asset,
+            "applied": res.applied,
+            "duplicate": res.duplicate,
+            "cash_usd": res.cash_usd,
+            "coins": res.coins,
+            "reason": res.reason or e["reason"],
+        },
+        ts_ms=snap.now_ms,
+        decision=decision,
+        leg=e["leg"],
+        account=e["account"],
+        instrument=e["instrument"],
+        client_id=res.transfer_id,
+        once=True,
+    )
+    return {
+        "item": e["item"],
+        "transfer_id": res.transfer_id,
+        "applied": res.applied,
+        "duplicate": res.duplicate,
+        "amount_settle": res.amount_settle,
+        "asset": res.asset,
+        "reason": res.reason,
+    }
+
+
+def _resolve(s: Session, decision: int, e: Mapping[str, Any]) -> OrderResult | None:
+    """Look the order up by its client id (design §4 resolve); journal what was found."""
+    acc = s.accounts[e["account"]]
+    found = acc.fetch_order(e["instrument"], e["client_id"])
+    if found is not None:
+        _journal_result(s, decision, e, found, _ts(s), reconciled=True)
+    return found
+
+
+def _ts(s: Session) -> int:
+    return s.last_snapshot.now_ms if s.last_snapshot is not None else _now_ms()
+
+
+def recover(s: Session, snap: FeedSnapshot) -> list[str]:
+    """Finish what a killed process left (design §4): unsent intents are released, sent ones are looked up, an
+    open decision of this bar is resumed with its original ids, an older one is abandoned. Returns notes."""
+    assert s.store is not None
+    notes: list[str] = []
+    open_dec = s.store.get_state("open_decision")
+    if not open_dec:
+        return notes
+    decision = int(open_dec["decision"])
+    rows = s.store.journal(decision=decision)
+    drow = next((r for r in rows if r.kind == "decision"), None)
+    if drow is None:  # pragma: no cover - the decision row and open_decision are written in one transaction
+        s.store.set_state("open_decision", None)
+        return notes
+    entries: list[dict[str, Any]] = [dict(e) for e in drow.data["plan"]]
+    final = {r.client_id for r in rows if r.kind == "order_final"}
+    sent = {r.client_id for r in rows if r.kind == "order_sent"}
+    done_transfers = {r.client_id for r in rows if r.kind == "transfer"}
+    same_bar = int(open_dec["bar"]) == int(s.bar_number(snap)) and open_dec.get("book_hash") == s.lb.config_hash
+    remaining: list[dict[str, Any]] = []
+    abandoned = ""
+    for e in entries:
+        if e["kind"] == "order":
+            cid = e["client_id"]
+            if cid in final:
+                st = next(r for r in rows if r.kind == "order_final" and r.client_id == cid).data["status"]
+                if st != "filled":
+                    abandoned = f"order {cid} {st}"
+                continue
+            if cid in sent:
+                found = _resolve(s, decision, e)
+                if found is not None:
+                    notes.append(f"order {cid}: found at the account ({found.status}) after a restart")
+                    if found.status != "filled":
+                        abandoned = f"order {cid} {found.status}"
+                    continue
+                s.store.append(
+                    "order_final",
+                    {
+                        "status": "not_found",
+                        "reason": "sent but unknown to the account",
+                        "attempt": e.get("attempt", 0),
+                    },
+                    ts_ms=snap.now_ms,
+                    decision=decision,
+                    leg=e["leg"],
+                    account=e["account"],
+                    instrument=e["instrument"],
+                    client_id=cid,
+                    once=True,
+                )
+                notes.append(f"order {cid}: never reached the account; a new id will be used")
+                e = e | {"attempt": int(e.get("attempt", 0)) + 1}
+                from perphedge.core.orders import client_order_id
+
+                e["client_id"] = client_order_id(
+                    s.book.id, decision, int(e["leg"]), int(e["attempt"]), s.accounts[e["account"]].venue
+                )
+                s.store.append(
+                    "order_intent",
+                    e,
+                    ts_ms=snap.now_ms,
+                    decision=decision,
+                    leg=e["leg"],
+                    account=e["account"],
+                    instrument=e["instrument"],
+                    client_id=e["client_id"],
+                    once=True,
+                )
+            remaining.append(e)
+        else:
+            if e["transfer_id"] in done_transfers:
+                continue
+            remaining.append(e)
+    if abandoned or not same_bar:
+        why = abandoned or "made at an earlier bar (or another book file): a fresh decision replaces it"
+        with s.store.transaction():
+            s.store.append("decision_abandoned", {"why": why}, ts_ms=snap.now_ms, decision=decision)
+            s.store.set_state("open_decision", None)
+        notes.append(f"decision {decision} abandoned: {why}")
+        return notes
+    notes.append(f"decision {decision}: resuming {len(remaining)} remaining item(s) with their original ids")
+    _run_items(s, decision, remaining, snap)
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------ alerts
+
+
+def _notify(s: Session, text: str, *, alert: str, subject: str, ts_ms: int) -> None:
+    if s.alerts_out is not None:
+        s.alerts_out(text)
+
+
+def _observations(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[Any]:
+    from perphedge.core.alerts import Observation
+
+    obs: list[Any] = []
+    for acc in doc["accounts"]:
+        for p in acc["positions"]:
+            if p["distance_to_liquidation"] is not None:
+                obs.append(
+                    Observation(
+                        alert="liquidation_distance", subject=p["instrument"], value=p["distance_to_liquidation"]
+                    )
+                )
+            elif p["contracts"] == 0:
+                obs.append(Observation(alert="liquidation_distance", subject=p["instrument"], value=math.inf))
+            rate = p["funding_rate_8h"]
+            obs.append(
+                Observation(alert="funding_cost", subject=p["instrument"], value=-rate if p["contracts"] > 0 else 0.0)
+            )
+    h = doc["hedge"]
+    if h["off_by"] is not None:
+        obs.append(Observation(alert="ratio_off", subject="book", value=abs(h["off_by"])))
+    age = doc["feed"]["age_s"]
+    obs.append(Observation(alert="feed_stale", subject="feed", value=float(age if age is not None else 0.0)))
+    return obs
+
+
+def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[Any]:
+    """Evaluate the alerts on a status; journal, print and POST each episode's opening and closing once."""
+    from perphedge.core.alerts import AlertSpec, evaluate
+    from perphedge.usecases.book_alerts import post_alert
+
+    spec = AlertSpec.from_model(s.book.alerts)
+    state = _state(s, "alerts", {}) or {}
+    new_state, events = evaluate(
+        state, _observations(s, doc, snap), spec, now_ms=snap.now_ms, stale_after_s=s.stale_after_s
+    )
+    with _txn(s):
+        for ev in events:
+            _journal(
+                s,
+                "alert_open" if ev.kind == "open" else "alert_close",
+                {
+                    "alert": ev.alert,
+                    "subject": ev.subject,
+                    "value": ev.value,
+                    "threshold": ev.threshold,
+                    "message": ev.message,
+                },
+                ts_ms=snap.now_ms,
+            )
+        _set_state(s, "alerts", new_state)
+    for ev in events:
+        _notify(s, f"alert {ev.kind}: {ev.message}", alert=ev.alert, subject=ev.subject, ts_ms=snap.now_ms)
+        url = s.book.alerts.webhook
+        if url and not s.replay:
+            payload = {
+                "schema": "perphedge.alert/1",
+                "book_id": s.book.id,
+                "event": ev.kind,
+                "alert": ev.alert,
+                "subject": ev.subject,
+                "value": ev.value,
+                "threshold": ev.threshold,
+                "ts_ms": ev.ts_ms,
+                "message": ev.message,
+            }
+            err = post_alert(url, payload)
+            if err:
+                _journal(s, "error", {"message": f"webhook: {err}"}, ts_ms=snap.now_ms)
+    return events
+
+
+# ------------------------------------------------------------------------------------------------ ticks
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TickResult:
+    snap: FeedSnapshot
+    status: dict[str, Any]
+    plan: Plan | None
+    refused: list[Any]
+    results: list[dict[str, Any]]
+    events: list[Any]
+    alerts: list[Any]
+    blocked: str
+
+
+def tick(
+    s: Session,
+    now_ms: int,
+    *,
+    decide: bool,
+    execute: bool,
+    confirm: Callable[[Plan], bool] | None = None,
+) -> TickResult:
+    """One cycle: snapshot → sync → status → alerts → (``decide``) plan → limits → (``execute``) send."""
+    snap = snapshot(s, now_ms)
+    events: list[Any] = []
+    if s.store is not None and s.store.writable:
+        recover(s, snap)
+        events = advance(s, snap)
+    plan = plan_rebalance(s, snap) if decide else None
+    status = status_document(s, snap, decision=plan, totals=not s.replay)
+    alerts = run_alerts(s, status, snap) if (s.store is not None and s.store.writable) else []
+    refused: list[Any] = []
+    results: list[dict[str, Any]] = []
+    blocked = ""
+    if plan is not None and plan.items:
+        if snap.stale:
+            blocked = f"feed stale (last price {status['feed']['age_s']:.0f} s old): trading blocked"
+        elif _state(s, "halted", False):
+            blocked = "book halted: trading blocked until `perphedge book resume`"
+        else:
+            refused = check_plan_limits(s, plan)
+            if refused and s.store is not None and s.store.writable:
+                with s.store.transaction():
+                    for r in refused:
+                        s.store.append(
+                            "limit_refused",
+                            {
+                                "limit": r.limit,
+                                "subject": r.subject,
+                                "value": r.value,
+                                "bound": r.bound,
+                                "message": r.message,
+                            },
+                            ts_ms=snap.now_ms,
+                        )
+            if not refused and execute and (confirm is None or confirm(plan)):
+                results = execute_plan(s, plan, snap)
+    if s.store is not None and s.store.writable:
+        with s.store.transaction():
+            s.store.append(
+                "tick",
+                {
+                    "prices": dict(snap.prices),
+                    "value_usd": status["value"]["total_usd"],
+                    "exposure_usd": status["delta"]["exposure_usd"],
+                    "hedge_delta_usd": status["delta"]["hedge_delta_usd"],
+                    "stale": snap.stale,
+                },
+                ts_ms=snap.now_ms,
+                bar=int(s.bar_number(snap)),
+            )
+            s.store.set_state("last_tick_ms", snap.now_ms)
+    return TickResult(
+        snap=snap,
+        status=status,
+        plan=plan,
+        refused=refused,
+        results=results,
+        events=events,
+        alerts=alerts,
+        blocked=blocked,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ replay
+
+
+def replay(
+    lb: LoadedBook,
+    start: date,
+    end: date,
+    *,
+    store_path: Path,
+    market_store: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """The watch loop over stored history on a fresh paper account (``perphedge.book-replay/1``)."""
+    if store_path.exists():
+        raise ConfigError(f"{store_path} exists: a replay starts from a fresh paper account; remove it or use --out")
+    s = open_session(lb, market_store=market_store, writer=True, replay=(start, end), replay_store=store_path)
+    try:
+        n = len(s.prep.dates)
+        closes = s.bar_open_ms + s.bar_ms
+        hedged = np.zeros(n)
+        legs_rebalances = [0] * len(s.legs)
+        for t in range(n):
+            r = tick(s, int(closes[t]), decide=True, execute=True)
+            if r.plan is not None and r.results:
+                for info in r.plan.legs:
+                    if info["action"] not in ("hold", "top-up"):
+                        legs_rebalances[int(info["leg"])] += 1
+            hedged[t] = r.status["value"]["total_usd"]
+            if progress is not None:
+                progress(t + 1, n)
+        return _replay_document(s, hedged, legs_rebalances, start, end)
+    finally:
+        close_session(s)
+
+
+def _replay_document(
+    s: Session, hedged: np.ndarray, legs_rebalances: list[int], start: date, end: date
+) -> dict[str, Any]:
+    from perphedge.usecases.backtest import _hedge_effectiveness
+
+    assert s.store is not None
+    prep = s.prep
+    unhedged = np.zeros(len(prep.dates))
+    for a, q in prep.quantities.items():
+        unhedged += q * prep.closes[a]
+    unhedged += prep.cash0
+    fmt = "%Y-%m-%d" if prep.bar_hours == 24.0 else "%Y-%m-%dT%H:%M"
+    funding = s.store.journal(kinds=["funding"])
+    fills = s.store.journal(kinds=["fill"])
+    liqs = s.store.journal(kinds=["liquidation"])
+    top = s.store.journal(kinds=["transfer"])
+    by_ms = {int(c): d for c, d in zip(s.bar_open_ms + s.bar_ms, prep.dates, strict=True)}
+    return {
+        "schema": REPLAY_SCHEMA,
+        "book": {"id": s.book.id, "file": str(s.lb.path), "config_hash": s.lb.config_hash},
+        "start": str(start),
+        "end": str(end),
+        "step": s.book.step,
+        "bars": len(prep.dates),
+        "funding_received_usd": sum(r.data["amount_usd"] for r in funding),
+        "fees_usd": sum(r.data["fee_usd"] for r in fills),
+        "slippage_usd": sum(r.data["slippage_usd"] for r in fills),
+        "rebalances": sum(legs_rebalances),
+        "orders": len(fills),
+        "top_ups": sum(1 for r in top if "top-up" in str(r.data.get("reason", ""))),
+        "liquidations": [
+            {
+                "date": str(by_ms[r.ts_ms].date()) if r.ts_ms in by_ms else _iso_ms(r.ts_ms)[:10],
+                "instrument": r.instrument,
+                "price": r.data["price"],
+                "loss_usd": r.data["loss_usd"],
+            }
+            for r in liqs
+        ],
+        "hedge_effectiveness": _hedge_effectiveness(hedged, unhedged),
+        "equity": [
+            {"date": d, "hedged_usd": float(h), "unhedged_usd": float(u)}
+            for d, h, u in zip(prep.dates.strftime(fmt), hedged, unhedged, strict=True)
+        ],
+        "journal_rows": s.store.last_seq(),
+        "warnings": list(s.warnings),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ journal view
+
+
+def journal_rows(
+    lb: LoadedBook,
+    *,
+    kinds: Sequence[str] | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int | None = None,
+) -> list[JournalRow]:
+    """The book's journal, oldest first (read-only; safe while ``watch`` writes)."""
+    from perphedge.data.bookstore import BookStore
+
+    path = book_store_path(lb)
+    if not path.exists():
+        return []
+    with BookStore.open_reader(path) as st:
+        rows = st.journal(kinds=kinds, since_ms=since_ms, until_ms=until_ms, limit=limit, descending=limit is not None)
+    return sorted(rows, key=lambda r: r.seq)
+
+
+def journal_json(rows: Sequence[JournalRow]) -> list[dict[str, Any]]:
+    return [
+        {
+            "seq": r.seq,
+            "ts": _iso_ms(r.ts_ms),
+            "ts_ms": r.ts_ms,
+            "kind": r.kind,
+            "bar": r.bar,
+            "decision": r.decision,
+            "leg": r.leg,
+            "account": r.account,
+            "instrument": r.instrument,
+            "client_id": r.client_id,
+            "venue_id": r.venue_id,
+            "book_hash": r.book_hash,
+            "data": r.data,
+        }
+        for r in rows
+    ]
