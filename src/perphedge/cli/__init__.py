@@ -429,6 +429,12 @@ def _register_stress() -> None:
     )(stress_cmd)
 
 
+def _register_book() -> None:
+    from perphedge.cli.book import book_app
+
+    app.add_typer(book_app, name="book")
+
+
 #: name -> registration, in the order `perphedge --help` lists them (after plan, calc, instruments)
 _LAZY_COMMANDS = {
     "data": _register_data,
@@ -436,6 +442,7 @@ _LAZY_COMMANDS = {
     "backtest": _register_backtest,
     "sweep": _register_sweep,
     "stress": _register_stress,
+    "book": _register_book,
 }
 _registered: set[str] = set()
 

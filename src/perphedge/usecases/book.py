@@ -1511,6 +1511,7 @@ def execute_plan(s: Session, plan: Plan, snap: FeedSnapshot) -> list[dict[str, A
                     client_id=e["transfer_id"],
                 )
         s.store.set_state("open_decision", {"decision": decision, "bar": int(bar), "book_hash": s.lb.config_hash})
+        s.store.set_state("last_decision", {"decision": decision, "bar": int(bar), "book_hash": s.lb.config_hash})
     _crash_point("after_intent")
     return _run_items(s, decision, entries, snap)
 
@@ -1814,8 +1815,15 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
 
 
 def _notify(s: Session, text: str, *, alert: str, subject: str, ts_ms: int) -> None:
+    """An alert to the terminal (``alerts_out``) and the book's log file beside its store."""
     if s.alerts_out is not None:
         s.alerts_out(text)
+    if s.store is not None and s.store.writable and not s.replay:
+        try:
+            with open(Path(str(s.store.path) + ".log"), "a", encoding="utf-8") as fh:
+                fh.write(f"{_iso_ms(ts_ms)} {alert} {subject}: {text}\n")
+        except OSError as exc:
+            s.store.append("error", {"message": f"alert log: {exc.strerror or exc}"}, ts_ms=ts_ms)
 
 
 def _observations(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[Any]:
@@ -1946,23 +1954,9 @@ def tick(
                             },
                             ts_ms=snap.now_ms,
                         )
-            if not refused and execute and (confirm is None or confirm(plan)):
+            if not refused and execute and decided_at(s, snap) is None and (confirm is None or confirm(plan)):
                 results = execute_plan(s, plan, snap)
-    if s.store is not None and s.store.writable:
-        with s.store.transaction():
-            s.store.append(
-                "tick",
-                {
-                    "prices": dict(snap.prices),
-                    "value_usd": status["value"]["total_usd"],
-                    "exposure_usd": status["delta"]["exposure_usd"],
-                    "hedge_delta_usd": status["delta"]["hedge_delta_usd"],
-                    "stale": snap.stale,
-                },
-                ts_ms=snap.now_ms,
-                bar=int(s.bar_number(snap)),
-            )
-            s.store.set_state("last_tick_ms", snap.now_ms)
+    finish_tick(s, snap, status)
     return TickResult(
         snap=snap,
         status=status,
@@ -1973,6 +1967,35 @@ def tick(
         alerts=alerts,
         blocked=blocked,
     )
+
+
+def finish_tick(s: Session, snap: FeedSnapshot, status: Mapping[str, Any] | None = None) -> None:
+    """The journal's ``tick`` row and ``last_tick_ms`` (the next snapshot starts there)."""
+    if s.store is None or not s.store.writable:
+        return
+    data: dict[str, Any] = {"prices": dict(snap.prices), "stale": snap.stale}
+    if status is not None:
+        data |= {
+            "value_usd": status["value"]["total_usd"],
+            "exposure_usd": status["delta"]["exposure_usd"],
+            "hedge_delta_usd": status["delta"]["hedge_delta_usd"],
+        }
+    with s.store.transaction():
+        s.store.append("tick", data, ts_ms=snap.now_ms, bar=int(s.bar_number(snap)))
+        s.store.set_state("last_tick_ms", snap.now_ms)
+
+
+def decided_at(s: Session, snap: FeedSnapshot) -> int | None:
+    """The decision already made at this bar by this book file (one decision per bar), else None."""
+    last = _state(s, "last_decision")
+    if last and int(last["bar"]) == int(s.bar_number(snap)) and last.get("book_hash") == s.lb.config_hash:
+        return int(last["decision"])
+    return None
+
+
+def watch_tick(s: Session, now_ms: int, *, auto: bool) -> TickResult:
+    """One tick of ``book watch``: the plan is computed every tick, sent with ``auto`` once per bar."""
+    return tick(s, now_ms, decide=True, execute=auto)
 
 
 # ------------------------------------------------------------------------------------------------ replay

@@ -1,0 +1,670 @@
+"""``perphedge book``: init, status, rebalance, watch, journal, replay (a hedge held on a paper account)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from perphedge.errors import ConfigError
+
+book_app = typer.Typer(
+    help=(
+        "Hold a hedge: the whole book now, the orders that bring it to target, a watch loop with alerts and "
+        "rebalancing within limits, the journal of every decision, and a replay over history.\n\n"
+        "Example:\n\n  perphedge book init my.book.yaml --portfolio examples/altcoins.yaml --paper binance\n\n"
+        "  perphedge book status my.book.yaml"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+BookArg = Annotated[Path, typer.Argument(help="The book file (YAML), as written by `perphedge book init`.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="table or json.")]
+StoreOpt = Annotated[
+    str | None, typer.Option("--store", help="Market store (DuckDB) for `feed: store` and replays; default the book's.")
+]
+
+
+def _console() -> Any:
+    from perphedge.cli import _console as console
+
+    return console(140)
+
+
+def _fmt_choice(value: str, allowed: tuple[str, ...], flag: str = "--format") -> str:
+    v = value.strip().lower()
+    if v not in allowed:
+        raise ConfigError(f"invalid `{flag}`: must be one of {', '.join(allowed)}, was {value!r}")
+    return v
+
+
+def _print_json(doc: Any) -> None:
+    from perphedge.jsonsafe import json_safe
+
+    sys.stdout.write(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
+
+
+def _usd(x: float | None, nd: int = 0) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:,.{nd}f}"
+
+
+def _pct(x: float | None, nd: int = 1) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{nd}%}"
+
+
+def _num(x: float | None, spec: str = ",.6g") -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def render_status(doc: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    b = doc["book"]
+    f = doc["feed"]
+    stale = " [bold red]STALE[/bold red]" if f["stale"] else ""
+    console.print(
+        f"[bold]{b['name'] or b['id']}[/bold] (book {b['id']}) as of {doc['as_of']} · feed {f['kind']} "
+        f"({f['source']}, {f['price_basis']}){stale} · step {b['step']} · policy {b['policy']['kind']}"
+    )
+    v = doc["value"]
+    console.print(
+        f"value {_usd(v['total_usd'])} USD ({_num(v['total_btc'], '.4f')} BTC): holdings {_usd(v['holdings_usd'])}, "
+        f"accounts {_usd(v['accounts_usd'])}"
+    )
+    h = Table(title="Holdings", title_justify="left")
+    for col in ("asset", "group", "quantity", "price USD", "value USD", "value BTC"):
+        h.add_column(col, justify="left" if col in ("asset", "group") else "right")
+    for r in doc["holdings"]:
+        h.add_row(
+            r["asset"],
+            r["group"],
+            _num(r["quantity"]),
+            _num(r["price_usd"]),
+            _usd(r["value_usd"]),
+            _num(r["value_btc"], ".4f"),
+        )
+    console.print(h)
+    for acc in doc["accounts"]:
+        t = Table(title=f"Account {acc['name']} ({acc['kind']} {acc['venue']}, isolated)", title_justify="left")
+        for col in ("asset", "wallet", "used", "value USD"):
+            t.add_column(col, justify="left" if col == "asset" else "right")
+        for bal in acc["balances"]:
+            t.add_row(bal["asset"], _num(bal["wallet"]), _num(bal["used"]), _usd(bal["value_usd"]))
+        console.print(t)
+        if acc["positions"]:
+            p = Table(title="Positions", title_justify="left")
+            for col in (
+                "instrument",
+                "side",
+                "contracts",
+                "size",
+                "notional USD",
+                "entry",
+                "mark",
+                "uPnL",
+                "margin",
+                "lev",
+                "liq (paper)",
+                "liq (exch. formula)",
+                "bankruptcy",
+                "to liq",
+                "funding/day USD",
+            ):
+                p.add_column(col, justify="left" if col in ("instrument", "side") else "right")
+            for r in acc["positions"]:
+                p.add_row(
+                    r["instrument"],
+                    r["side"],
+                    _num(r["contracts"]),
+                    f"{_num(r['size'])} {r['size_unit']}",
+                    _usd(r["notional_usd"]),
+                    _num(r["entry_price"], ",.2f"),
+                    _num(r["mark_price"], ",.2f"),
+                    f"{_num(r['upnl_settle'], ',.6g')} {r['settle_asset']} ({_usd(r['upnl_usd'])} USD)",
+                    f"{_num(r['margin_settle'], ',.6g')} {r['settle_asset']}",
+                    _num(r["leverage"], ".2f"),
+                    _num(r["trigger_price"], ",.2f"),
+                    _num(r["liquidation_price"], ",.2f"),
+                    _num(r["bankruptcy_price"], ",.2f"),
+                    _pct(r["distance_to_liquidation"]),
+                    _usd(r["funding_usd_per_day"], 2),
+                )
+            console.print(p)
+    d = doc["delta"]
+    hg = doc["hedge"]
+    console.print(
+        f"delta: exposure {_usd(d['exposure_usd'])} USD, hedge {_usd(d['hedge_delta_usd'])}, net "
+        f"{_usd(d['net_delta_usd'])} · hedge ratio {_pct(hg['achieved_ratio'])} of target {_pct(hg['target_ratio'])} "
+        f"(band {_pct(hg['band'])})" + (f" · rebalance due: {hg['reason']}" if hg.get("rebalance_due") else "")
+    )
+    fu = doc["funding"]
+    console.print(
+        f"funding: received {_usd(fu['received_usd'], 2)} USD, paid {_usd(fu['paid_usd'], 2)}, expected "
+        f"{_usd(fu['expected_usd_per_day'], 2)} USD/day · fees {_usd(doc['fees_usd'], 2)} · slippage "
+        f"{_usd(doc['slippage_usd'], 2)}"
+    )
+    if doc["alerts"]:
+        for a in doc["alerts"]:
+            console.print(f"[bold red]ALERT[/bold red] {a.get('message', a)}")
+    else:
+        console.print("alerts: none firing")
+    for w in doc["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    console.print(f"journal: {doc['journal']['last_seq']} rows · store {doc['book']['store']}")
+
+
+def render_plan(doc: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    console.print(
+        f"{'DRY RUN — nothing sent' if doc['dry_run'] else 'EXECUTED'} · as of {doc['as_of']} · hedge ratio "
+        f"{_pct(doc['achieved_ratio'])} of target {_pct(doc['target_ratio'])} · exposure "
+        f"{_usd(doc['exposure_usd'])} USD"
+    )
+    console.print(f"reason: {doc['reason']}")
+    if doc["orders"]:
+        t = Table(title="Orders (market)", title_justify="left")
+        for col in (
+            "instrument",
+            "side",
+            "contracts",
+            "before → after",
+            "reduce-only",
+            "notional USD",
+            "residual USD",
+            "fee USD",
+            "slippage USD",
+            "liq. after",
+        ):
+            t.add_column(col, justify="left" if col in ("instrument", "side") else "right")
+        for o in doc["orders"]:
+            t.add_row(
+                o["instrument"],
+                o["side"],
+                _num(o["contracts"]),
+                f"{_num(o['contracts_before'])} → {_num(o['contracts_after'])}",
+                "yes" if o["reduce_only"] else "no",
+                _usd(o["notional_usd"], 2),
+                _usd(o["residual_usd"], 2),
+                _usd(o["fee_usd"], 2),
+                _usd(o["slippage_usd"], 2),
+                _num(o["liquidation_price_after"], ",.2f"),
+            )
+        console.print(t)
+    for tr in doc["transfers"]:
+        console.print(
+            f"margin move {tr['instrument']}: {_num(tr['amount_settle'], '+,.8g')} {tr['asset']} "
+            f"({_usd(tr['amount_usd'], 2)} USD) — {tr['reason']}"
+        )
+    if not doc["orders"] and not doc["transfers"]:
+        console.print("nothing to do")
+    for r in doc["results"]:
+        console.print(f"  result: {json.dumps(r, default=str)}")
+    for w in doc["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+@book_app.command("init")
+def init_cmd(
+    book: BookArg,
+    portfolio: Annotated[Path, typer.Option("--portfolio", help="Portfolio file the book holds.")],
+    paper: Annotated[str, typer.Option("--paper", help="Exchange whose instruments the paper account trades.")],
+    balance: Annotated[
+        list[str] | None,
+        typer.Option("--balance", help="Starting balance ASSET=AMOUNT (repeat); default USDT, 2x the margin."),
+    ] = None,
+    feed: Annotated[
+        str | None,
+        typer.Option("--feed", help="store, live or portfolio (default: portfolio when it prices every holding)."),
+    ] = None,
+    store: StoreOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing book file.")] = False,
+) -> None:
+    """Write a book file: the portfolio, its hedge, a paper account, limits and alerts."""
+    from perphedge.cli.options import positive
+    from perphedge.usecases.book import init_book
+
+    balances: dict[str, float] = {}
+    for item in balance or []:
+        asset, sep, amount = item.partition("=")
+        if not sep or not asset.strip():
+            raise ConfigError(f"invalid `--balance`: must be ASSET=AMOUNT, e.g. USDT=20000, was {item!r}")
+        code = asset.strip().upper()
+        if code in balances:
+            raise ConfigError(f"invalid `--balance`: {code} given twice")
+        try:
+            balances[code] = positive(amount)
+        except Exception as exc:
+            raise ConfigError(f"invalid `--balance` {item!r}: {exc}") from None
+    out = init_book(
+        book, portfolio=portfolio, exchange=paper, balances=balances or None, feed=feed, market_store=store, force=force
+    )
+    bal = ", ".join(f"{v:,.8g} {k}" for k, v in out.balances.items())
+    typer.echo(
+        f"wrote {out.path} (book {out.book_id}): paper account on {paper} with {bal}; feed {out.feed}; "
+        f"hedge {', '.join(out.instruments)}"
+    )
+    typer.echo(f"next: perphedge book status {out.path}")
+
+
+def _open(book: Path, *, writer: bool, store: str | None) -> Any:
+    from perphedge.usecases.book import load_book, open_session
+
+    return open_session(load_book(book), market_store=store, writer=writer)
+
+
+@book_app.command("status")
+def status_cmd(book: BookArg, fmt: FormatOpt = "table", store: StoreOpt = None) -> None:
+    """The whole book now: holdings, balances, positions, liquidation, delta, hedge ratio, funding, alerts."""
+    from perphedge.usecases.book import _now_ms, close_session, plan_rebalance, snapshot, status_document
+
+    fmt = _fmt_choice(fmt, ("table", "json"))
+    s = _open(book, writer=False, store=store)
+    try:
+        snap = snapshot(s, _now_ms())
+        doc = status_document(s, snap, decision=plan_rebalance(s, snap))
+    finally:
+        close_session(s)
+    if fmt == "json":
+        _print_json(doc)
+    else:
+        render_status(doc, _console())
+
+
+@book_app.command("rebalance")
+def rebalance_cmd(
+    book: BookArg,
+    execute: Annotated[bool, typer.Option("--execute", help="Send the orders (default: dry run).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="With --execute: no confirmation prompt.")] = False,
+    unwind: Annotated[bool, typer.Option("--unwind", help="Close every hedge leg (target 0).")] = False,
+    fmt: FormatOpt = "table",
+    store: StoreOpt = None,
+) -> None:
+    """The orders that bring the book to its policy's target now; limits checked; --execute sends them."""
+    from perphedge.usecases import book as B
+
+    fmt = _fmt_choice(fmt, ("table", "json"))
+    if yes and not execute:
+        raise ConfigError("invalid `--yes`: it confirms --execute; add --execute, or drop --yes for a dry run")
+    if execute and not yes and not sys.stdin.isatty():
+        raise ConfigError("--execute without --yes needs a terminal to confirm; add --yes to send without a prompt")
+    s = _open(book, writer=execute, store=store)
+    try:
+        snap = B.snapshot(s, B._now_ms())
+        if execute:
+            notes = B.recover(s, snap)
+            for n in notes:
+                typer.echo(f"recovered: {n}", err=True)
+            B.advance(s, snap)
+        plan = B.plan_rebalance(s, snap, unwind=unwind)
+        already = B.decided_at(s, snap) if not unwind else None
+        refused = B.check_plan_limits(s, plan) if plan.items else []
+        doc = B.plan_document(s, plan)
+        if refused:
+            doc["refused"] = [{"limit": r.limit, "message": r.message} for r in refused]
+        if execute and already is not None and plan.items:
+            doc["reason"] += f" — not sent: decision {already} was made at this bar already"
+        if fmt == "json" and not execute:
+            _print_json(doc)
+        elif not execute:
+            render_plan(doc, _console())
+        if refused:
+            if execute and s.store is not None:
+                with s.store.transaction():
+                    for r in refused:
+                        s.store.append(
+                            "limit_refused",
+                            {
+                                "limit": r.limit,
+                                "subject": r.subject,
+                                "value": r.value,
+                                "bound": r.bound,
+                                "message": r.message,
+                            },
+                            ts_ms=snap.now_ms,
+                        )
+            typer.echo(f"perphedge: refused: {refused[0].message}", err=True)
+            raise typer.Exit(3)
+        if not execute:
+            return
+        if snap.stale:
+            raise ConfigError("the price feed is stale: trading blocked (see `perphedge book status`)")
+        if not plan.items or already is not None:
+            doc["results"] = []
+            _emit_plan(doc, fmt, executed=True)
+            return
+        if not yes:
+            render_plan(doc, _console())
+            if not typer.confirm(f"send {sum(1 for i in plan.items if i.kind == 'order')} order(s)?", default=False):
+                typer.echo("nothing sent")
+                raise typer.Exit(1)
+        results = B.execute_plan(s, plan, snap)
+        B.finish_tick(s, snap)
+        doc = B.plan_document(s, plan, executed=True, results=results)
+        _emit_plan(doc, fmt, executed=True)
+        if any(r.get("status") not in (None, "filled") for r in results):
+            raise typer.Exit(1)
+    finally:
+        B.close_session(s)
+
+
+def _emit_plan(doc: dict[str, Any], fmt: str, *, executed: bool) -> None:
+    doc["dry_run"] = not executed
+    if fmt == "json":
+        _print_json(doc)
+    else:
+        render_plan(doc, _console())
+
+
+@book_app.command("watch")
+def watch_cmd(
+    book: BookArg,
+    every: Annotated[str, typer.Option("--every", help="Interval between ticks, e.g. 30s, 5m, 1h.")] = "5m",
+    auto_rebalance: Annotated[
+        bool, typer.Option("--auto-rebalance", help="Send the policy's orders at each bar close, within limits.")
+    ] = False,
+    ticks: Annotated[str | None, typer.Option("--ticks", help="Stop after this many ticks (default: run on).")] = None,
+    clock: Annotated[
+        str, typer.Option("--clock", help="wall (real time) or sim (no sleeping; tests, drills).")
+    ] = "wall",
+    start: Annotated[
+        str | None, typer.Option("--start", help="sim clock: first tick (ISO date or date-time, UTC); default resume.")
+    ] = None,
+    fmt: FormatOpt = "table",
+    store: StoreOpt = None,
+) -> None:
+    """Every interval: prices and positions, alerts (once per episode), the policy, and with --auto-rebalance the
+    orders. Ctrl-C or kill -9 and the same command resumes from the journal."""
+    from perphedge.cli.options import positive_whole
+    from perphedge.config import parse_duration
+    from perphedge.usecases import book as B
+
+    fmt = _fmt_choice(fmt, ("table", "json"))
+    clock = _fmt_choice(clock, ("wall", "sim"), "--clock")
+    try:
+        every_s = parse_duration(every)
+    except ValueError as exc:
+        raise ConfigError(f"invalid `--every`: {exc}") from None
+    n_ticks = positive_whole(ticks) if ticks is not None else None
+    if start is not None and clock != "sim":
+        raise ConfigError("invalid `--start`: it sets the sim clock; add --clock sim")
+    start_ms = _parse_instant(start, "--start") if start is not None else None
+    s = _open(book, writer=True, store=store)
+    stop = {"now": False}
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    s.alerts_out = lambda text: typer.echo(f"{_stamp()} {text}", err=True)
+    try:
+        last = B._state(s, "last_tick_ms")
+        if clock == "sim":
+            now = start_ms if start_ms is not None else (int(last) + every_s * 1000 if last is not None else None)
+            if now is None:
+                raise ConfigError("--clock sim needs --start the first time (nothing to resume from)")
+            if last is not None and now <= int(last):
+                now = int(last) + every_s * 1000
+        done = 0
+        while not stop["now"]:
+            t_now = now if clock == "sim" else B._now_ms()
+            r = B.watch_tick(s, t_now, auto=auto_rebalance)
+            _print_tick(r, fmt)
+            done += 1
+            if n_ticks is not None and done >= n_ticks:
+                break
+            if clock == "sim":
+                now += every_s * 1000
+            else:
+                _sleep(every_s, stop)
+    except KeyboardInterrupt:
+        typer.echo("stopped (Ctrl-C); run the same command to resume", err=True)
+    finally:
+        B.close_session(s)
+
+
+def _sleep(seconds: int, stop: dict[str, bool]) -> None:
+    end = time.monotonic() + seconds
+    while not stop["now"] and time.monotonic() < end:
+        time.sleep(min(1.0, end - time.monotonic()))
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_instant(text: str, flag: str) -> int:
+    from perphedge.core.parsing import parse_date
+
+    t = text.strip()
+    try:
+        if "T" in t:
+            dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=UTC)
+            return int(dt.timestamp() * 1000)
+        d = parse_date(t, flag)
+        return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+    except ValueError:
+        raise ConfigError(
+            f"invalid `{flag}`: must be an ISO date (2026-01-31) or date-time (2026-01-31T08:00Z), was {text!r}"
+        ) from None
+
+
+def _print_tick(r: Any, fmt: str) -> None:
+    st = r.status
+    if fmt == "json":
+        line = {
+            "as_of": st["as_of"],
+            "value_usd": st["value"]["total_usd"],
+            "achieved_ratio": st["hedge"]["achieved_ratio"],
+            "target_ratio": st["hedge"]["target_ratio"],
+            "stale": st["feed"]["stale"],
+            "decided": r.plan is not None,
+            "orders": [x for x in r.results if "client_id" in x],
+            "refused": [x.message for x in r.refused],
+            "blocked": r.blocked or None,
+            "alerts": [f"{a.kind} {a.alert} {a.subject}" for a in r.alerts],
+            "events": len(r.events),
+        }
+        from perphedge.jsonsafe import json_safe
+
+        sys.stdout.write(json.dumps(json_safe(line), allow_nan=False) + "\n")
+        sys.stdout.flush()
+        return
+    parts = [
+        st["as_of"],
+        f"value {_usd(st['value']['total_usd'])} USD",
+        f"hedge {_pct(st['hedge']['achieved_ratio'])}/{_pct(st['hedge']['target_ratio'])}",
+    ]
+    if st["feed"]["stale"]:
+        parts.append("FEED STALE")
+    if r.results:
+        parts.append(f"sent {sum(1 for x in r.results if 'client_id' in x)} order(s)")
+    elif r.plan is not None and r.plan.items:
+        parts.append(f"rebalance due ({r.plan.reason})")
+    if r.refused:
+        parts.append(f"refused: {r.refused[0].message}")
+    if r.blocked:
+        parts.append(r.blocked)
+    typer.echo(" · ".join(parts))
+    sys.stdout.flush()
+
+
+@book_app.command("journal")
+def journal_cmd(
+    book: BookArg,
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="Only these kinds (repeat), e.g. fill.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="From this ISO date or date-time (UTC).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Up to this ISO date or date-time (UTC).")] = None,
+    limit: Annotated[str | None, typer.Option("--limit", help="Only the last N rows.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+) -> None:
+    """Every decision, order, fill, funding payment, liquidation, alert and error of the book."""
+    from perphedge.cli.options import positive_whole
+    from perphedge.data.bookstore import JOURNAL_KINDS
+    from perphedge.usecases.book import journal_json, journal_rows, load_book
+
+    fmt = _fmt_choice(fmt, ("table", "json", "csv"))
+    kinds = [k.strip().lower() for k in kind or []]
+    unknown = [k for k in kinds if k not in JOURNAL_KINDS]
+    if unknown:
+        raise ConfigError(f"invalid `--kind` {unknown[0]!r}: must be one of {', '.join(sorted(JOURNAL_KINDS))}")
+    since_ms = _parse_instant(since, "--since") if since else None
+    until_ms = _parse_instant(until, "--until") if until else None
+    if since_ms is not None and until_ms is not None and until_ms < since_ms:
+        raise ConfigError(f"invalid `--until`: {until} is before --since {since}")
+    n = positive_whole(limit) if limit is not None else None
+    rows = journal_json(
+        journal_rows(load_book(book), kinds=kinds or None, since_ms=since_ms, until_ms=until_ms, limit=n)
+    )
+    if fmt == "json":
+        _print_json(rows)
+        return
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        cols = [
+            "seq",
+            "ts",
+            "kind",
+            "bar",
+            "decision",
+            "leg",
+            "account",
+            "instrument",
+            "client_id",
+            "venue_id",
+            "book_hash",
+            "data",
+        ]
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([r[c] if c != "data" else json.dumps(r["data"], sort_keys=True) for c in cols])
+        sys.stdout.write(buf.getvalue())
+        return
+    from rich.table import Table
+
+    t = Table(title=f"journal of {book} ({len(rows)} rows)", title_justify="left")
+    for col in ("seq", "time (UTC)", "kind", "decision", "instrument", "client id", "details"):
+        t.add_column(col, justify="right" if col in ("seq", "decision") else "left")
+    for r in rows:
+        t.add_row(
+            str(r["seq"]),
+            r["ts"],
+            r["kind"],
+            "" if r["decision"] is None else str(r["decision"]),
+            r["instrument"] or "",
+            r["client_id"] or "",
+            _details(r["kind"], r["data"]),
+        )
+    _console().print(t)
+
+
+def _details(kind: str, data: dict[str, Any]) -> str:
+    if kind == "fill":
+        return (
+            f"{data.get('side')} {_num(data.get('contracts'))} @ {_num(data.get('price'), ',.2f')} fee "
+            f"{_usd(data.get('fee_usd'), 2)} USD"
+        )
+    if kind == "funding":
+        return f"rate {_num(data.get('rate'), '.4%')} → {_num(data.get('amount_usd'), '+,.2f')} USD"
+    if kind in ("alert_open", "alert_close", "error", "limit_refused"):
+        return str(data.get("message", ""))[:100]
+    if kind == "decision":
+        return str(data.get("reason", ""))[:100]
+    if kind == "tick":
+        return f"value {_usd(data.get('value_usd'))} USD"
+    if kind == "liquidation":
+        return f"at {_num(data.get('price'), ',.2f')}, loss {_usd(data.get('loss_usd'), 2)} USD"
+    text = json.dumps(data, sort_keys=True, default=str)
+    return text[:100]
+
+
+@book_app.command("replay")
+def replay_cmd(
+    book: BookArg,
+    start: Annotated[str, typer.Option("--from", help="First day (ISO date).")],
+    end: Annotated[str, typer.Option("--to", help="Last day (ISO date).")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for replay.json and journal.sqlite (default out/<book>-replay)."),
+    ] = None,
+    emit_run: Annotated[
+        Path | None, typer.Option("--emit-run", help="Also write the equivalent backtest run file here.")
+    ] = None,
+    fmt: FormatOpt = "table",
+    store: StoreOpt = None,
+) -> None:
+    """The watch loop over stored history on a fresh paper account: equal to `perphedge backtest` of the book."""
+    import yaml
+
+    from perphedge.cli.options import date_range, output_dir, write_text
+    from perphedge.usecases import book as B
+    from perphedge.usecases.outputs import write_file_atomic
+
+    fmt = _fmt_choice(fmt, ("table", "json"))
+    first, last = date_range(start, end, "--from", "--to")
+    if first is None or last is None:  # pragma: no cover - both are required options
+        raise ConfigError("--from and --to are required")
+    from datetime import date
+
+    d0, d1 = date.fromisoformat(first), date.fromisoformat(last)
+    lb = B.load_book(book)
+    folder = output_dir(out or Path("out") / f"{book.name.split('.')[0]}-replay", "--out")
+    journal = folder / "journal.sqlite"
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        p = Path(str(journal) + suffix)
+        if p.exists():
+            p.unlink()
+    if emit_run is not None:
+        _run, _pf, doc = B.book_to_run(lb, d0, d1)
+        write_text(emit_run, yaml.safe_dump(doc, sort_keys=False), "--emit-run")
+    progress = None
+    if fmt == "table" and sys.stderr.isatty():
+
+        def progress(i: int, n: int) -> None:
+            if i == n or i % 50 == 0:
+                sys.stderr.write(f"\rreplay {i}/{n} bars")
+                if i == n:
+                    sys.stderr.write("\n")
+
+    doc = B.replay(lb, d0, d1, store_path=journal, market_store=store, progress=progress)
+    from perphedge.jsonsafe import json_safe
+
+    write_file_atomic(folder / "replay.json", json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n", "--out")
+    if fmt == "json":
+        _print_json(doc)
+        return
+    eq = doc["equity"]
+    typer.echo(
+        f"replay {doc['start']} → {doc['end']} ({doc['bars']} bars, step {doc['step']}): hedged "
+        f"{_usd(eq[0]['hedged_usd'])} → {_usd(eq[-1]['hedged_usd'])} USD, unhedged {_usd(eq[-1]['unhedged_usd'])}; "
+        f"hedge effectiveness {_pct(doc['hedge_effectiveness'])}"
+    )
+    typer.echo(
+        f"funding {_usd(doc['funding_received_usd'], 2)} USD, fees {_usd(doc['fees_usd'], 2)}, slippage "
+        f"{_usd(doc['slippage_usd'], 2)}, rebalances {doc['rebalances']} ({doc['orders']} orders), liquidations "
+        f"{len(doc['liquidations'])}"
+    )
+    for liq in doc["liquidations"]:
+        typer.echo(
+            f"  liquidated {liq['date']} {liq['instrument']} at {liq['price']:,.2f}, loss {liq['loss_usd']:,.2f} USD"
+        )
+    typer.echo(f"wrote {folder / 'replay.json'} and {journal}")
