@@ -386,6 +386,9 @@ def watch_cmd(
     start: Annotated[
         str | None, typer.Option("--start", help="sim clock: first tick (ISO date or date-time, UTC); default resume.")
     ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="sim clock: last tick (ISO date or date-time, UTC).")
+    ] = None,
     fmt: FormatOpt = "table",
     store: StoreOpt = None,
 ) -> None:
@@ -405,6 +408,11 @@ def watch_cmd(
     if start is not None and clock != "sim":
         raise ConfigError("invalid `--start`: it sets the sim clock; add --clock sim")
     start_ms = _parse_instant(start, "--start") if start is not None else None
+    if until is not None and clock != "sim":
+        raise ConfigError("invalid `--until`: it ends the sim clock; add --clock sim (a wall clock stops with --ticks)")
+    until_ms = _parse_instant(until, "--until") if until is not None else None
+    if until_ms is not None and start_ms is not None and until_ms < start_ms:
+        raise ConfigError(f"invalid `--until`: {until} is before --start {start}")
     s = _open(book, writer=True, store=store)
     stop = {"now": False}
 
@@ -424,6 +432,8 @@ def watch_cmd(
         done = 0
         while not stop["now"]:
             t_now = now if clock == "sim" else B._now_ms()
+            if until_ms is not None and t_now > until_ms:
+                break
             r = B.watch_tick(s, t_now, auto=auto_rebalance)
             _print_tick(r, fmt)
             done += 1

@@ -356,10 +356,21 @@ class Session:
         return self.lb.book
 
     def decision_bar(self, snap: FeedSnapshot) -> int:
-        """The history bar a decision at ``snap`` uses: the replay's bar, else the last prepared bar."""
+        """The history bar a decision at ``snap`` uses: the replay's bar; on stored prices the last bar closed at
+        or before ``now``; on constant-price feeds (portfolio, live) the bar containing ``now``."""
         if snap.bar is not None and self.replay:
             return int(snap.bar)
-        return len(self.prep.dates) - 1
+        opens = self.bar_open_ms
+        if self.book.feed.kind == "store":
+            i = int(np.searchsorted(opens + self.bar_ms, snap.now_ms, side="right")) - 1
+        else:
+            i = int(np.searchsorted(opens, snap.now_ms, side="right")) - 1
+        if i < 0:
+            raise DataError(
+                f"no {self.book.step} bar of the book's history has closed by {_iso_ms(snap.now_ms)} (the policy origin "
+                f"is {self.prep.dates[0].date()}): nothing to decide on yet"
+            )
+        return min(i, len(opens) - 1)
 
     def bar_number(self, snap: FeedSnapshot) -> float:
         """Bar count for the reopen rule (only differences matter): the replay's index, else ``now // bar``."""
@@ -2021,7 +2032,7 @@ def replay(
         legs_rebalances = [0] * len(s.legs)
         for t in range(n):
             r = tick(s, int(closes[t]), decide=True, execute=True)
-            if r.plan is not None and r.results:
+            if r.plan is not None and not r.refused and not r.blocked:
                 for info in r.plan.legs:
                     if info["action"] not in ("hold", "top-up"):
                         legs_rebalances[int(info["leg"])] += 1
