@@ -367,8 +367,8 @@ class Session:
             i = int(np.searchsorted(opens, snap.now_ms, side="right")) - 1
         if i < 0:
             raise DataError(
-                f"no {self.book.step} bar of the book's history has closed by {_iso_ms(snap.now_ms)} (the policy origin "
-                f"is {self.prep.dates[0].date()}): nothing to decide on yet"
+                f"no {self.book.step} bar of the book's history has closed by {_iso_ms(snap.now_ms)} (the policy "
+                f"origin is {self.prep.dates[0].date()}): nothing to decide on yet"
             )
         return min(i, len(opens) - 1)
 
