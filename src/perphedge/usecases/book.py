@@ -745,8 +745,9 @@ def advance(s: Session, snap: FeedSnapshot) -> list[Any]:
     events: list[Any] = []
     bar = s.bar_number(snap)
     for name, acc in s.accounts.items():
-        evs = acc.sync(replace(snap, bar=int(bar)) if snap.bar is None else snap)
+        # the account's own rows and the journal's commit together: a kill between them cannot lose a payment
         with _txn(s):
+            evs = acc.sync(replace(snap, bar=int(bar)) if snap.bar is None else snap)
             for ev in evs:
                 if isinstance(ev, FundingPayment):
                     _journal(
@@ -1690,8 +1691,23 @@ def _send_transfer(s: Session, decision: int, e: dict[str, Any], snap: FeedSnaps
         leg=int(e["leg"]),
         reset=bool(e["reset"]),
     )
-    res = acc.transfer(req, snap)
+    with s.store.transaction():  # the paper transfer and its journal row commit together
+        res = acc.transfer(req, snap)
+        _journal_transfer(s, decision, e, res, snap.now_ms)
     _crash_point("after_transfer")
+    return {
+        "item": e["item"],
+        "transfer_id": res.transfer_id,
+        "applied": res.applied,
+        "duplicate": res.duplicate,
+        "amount_settle": res.amount_settle,
+        "asset": res.asset,
+        "reason": res.reason,
+    }
+
+
+def _journal_transfer(s: Session, decision: int, e: Mapping[str, Any], res: Any, ts_ms: int) -> None:
+    assert s.store is not None
     s.store.append(
         "transfer",
         {
@@ -1704,7 +1720,7 @@ def _send_transfer(s: Session, decision: int, e: dict[str, Any], snap: FeedSnaps
             "coins": res.coins,
             "reason": res.reason or e["reason"],
         },
-        ts_ms=snap.now_ms,
+        ts_ms=ts_ms,
         decision=decision,
         leg=e["leg"],
         account=e["account"],
@@ -1712,15 +1728,6 @@ def _send_transfer(s: Session, decision: int, e: dict[str, Any], snap: FeedSnaps
         client_id=res.transfer_id,
         once=True,
     )
-    return {
-        "item": e["item"],
-        "transfer_id": res.transfer_id,
-        "applied": res.applied,
-        "duplicate": res.duplicate,
-        "amount_settle": res.amount_settle,
-        "asset": res.asset,
-        "reason": res.reason,
-    }
 
 
 def _resolve(s: Session, decision: int, e: Mapping[str, Any]) -> OrderResult | None:
