@@ -91,7 +91,9 @@ def _projection(state: Path) -> tuple[list[Any], list[Any], list[Any]]:
 
 
 def _run_to_end(book: Path, store: Path, home: Path) -> None:
-    r = subprocess.run(_cmd(book, store), env=_env(home), capture_output=True, text=True, cwd=REPO, timeout=300)
+    r = subprocess.run(
+        _cmd(book, store), check=False, env=_env(home), capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -118,6 +120,7 @@ def test_deterministic_crash_points_resume_identically(
     r = subprocess.run(
         _cmd(book, sample_store_path),
         env=_env(home, {"PERPHEDGE_TEST_CRASH": label}),
+        check=False,
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -164,13 +167,13 @@ def test_status_and_journal_read_while_watch_writes(tmp_path: Path, sample_store
         while p.poll() is None and reads < 6:
             st = subprocess.run(
                 [exe, "book", "status", str(book), "--format", "json", "--store", str(sample_store_path)],
-                env=_env(home), capture_output=True, text=True, cwd=REPO, timeout=120,
+                env=_env(home), capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
             )  # fmt: skip
             assert st.returncode == 0, st.stderr
             seqs.append(json.loads(st.stdout)["journal"]["last_seq"])
             jr = subprocess.run(
                 [exe, "book", "journal", str(book), "--format", "json", "--limit", "5"],
-                env=_env(home), capture_output=True, text=True, cwd=REPO, timeout=120,
+                env=_env(home), capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
             )  # fmt: skip
             assert jr.returncode == 0, jr.stderr
             assert len(json.loads(jr.stdout)) <= 5
