@@ -189,7 +189,7 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def _dumps(value: Any, where: str) -> str:
-    return json.dumps(_plain(value, where), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(_plain(value, where), allow_nan=False, separators=(",", ":"))
 
 
 def _opt_int(value: Any, name: str) -> int | None:
