@@ -336,14 +336,8 @@ class BookStore:
         """Open the store read-only (``mode=ro``): never blocks nor is blocked by the writer; cannot write."""
         p = Path(path)
         _check_file(p, reader=True)
-        uri = p.resolve().as_uri() + "?mode=ro"
+        conn = _reader_conn(p)
         try:
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
-        except sqlite3.Error as exc:
-            raise DataError(f"cannot open the book store {p} for reading: {_one_line(exc)}") from exc
-        try:
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute("PRAGMA query_only=ON")
             _identify(conn, p)
             tables = _tables(conn)
             if "schema_version" not in tables or "journal" not in tables:
@@ -698,6 +692,32 @@ def _identify(conn: sqlite3.Connection, path: Path) -> None:
     )
 
 
+def _reader_conn(path: Path) -> sqlite3.Connection:
+    """A ``mode=ro`` connection. In a folder we cannot write (no ``-shm`` can be made) a store with no pending
+    WAL content is opened ``immutable`` instead: no writer can be active there, since a writer needs the folder."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA query_only=ON")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        wal = path.with_name(path.name + "-wal")
+        pending = wal.exists() and wal.stat().st_size > 0
+        if "readonly" not in str(exc) or pending or os.access(path.parent, os.W_OK):
+            raise DataError(f"cannot open the book store {path} for reading: {_one_line(exc)}") from exc
+    except sqlite3.Error as exc:
+        raise DataError(f"cannot open the book store {path} for reading: {_one_line(exc)}") from exc
+    try:
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+        conn.execute("PRAGMA query_only=ON")
+    except sqlite3.Error as exc:
+        raise DataError(f"cannot open the book store {path} for reading: {_one_line(exc)}") from exc
+    return conn
+
+
 def _connect(target: str, path: Path) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(target, isolation_level=None, timeout=5.0)
@@ -719,7 +739,7 @@ def _take_lock(path: Path) -> int:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise DataError(
-            f"cannot create the lock file {lock} of the book store: {_one_line(exc)} (its folder must be writable)"
+            f"cannot open the lock file {lock} of the book store: {_one_line(exc)} (the store's folder must be writable)"
         ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
