@@ -3,6 +3,7 @@ queries), HistoryFeed on hand-built arrays, PortfolioFeed's settlement grid."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -215,17 +216,17 @@ def test_store_feed_missing_asset_is_named(sample_store_path: Path) -> None:
     with pytest.raises(DataError, match=r"no 1d candle of PEPE \(PEPE/USDT from binance\).*`perphedge data fetch`"):
         _feed(sample_store_path, assets=["BTC", "PEPE"]).snapshot(t, t - DAY)
     early = ms("2020-01-01 00:00")  # SOL is listed 2020-08-11
-    with pytest.raises(DataError, match="no 1d candle of SOL .* at or before 2020-01-01 00:00:00 UTC"):
+    with pytest.raises(DataError, match=r"no 1d candle of SOL .* at or before 2020-01-01 00:00:00 UTC"):
         _feed(sample_store_path).snapshot(early, early - DAY)
-    with pytest.raises(DataError, match="no 8h candle of BTC"):  # the sample has daily candles only
+    with pytest.raises(DataError, match=r"no 8h candle of BTC"):  # the sample has daily candles only
         _feed(sample_store_path, step="8h").snapshot(t, t - DAY)
-    with pytest.raises(DataError, match="window starts after it ends"):
+    with pytest.raises(DataError, match=r"window starts after it ends"):
         _feed(sample_store_path).snapshot(t, t + 1)
-    with pytest.raises(DataError, match="no market store at"):
+    with pytest.raises(DataError, match=r"no market store at"):
         _feed(sample_store_path.parent / "nothing.duckdb").snapshot(t, t - DAY)
-    with pytest.raises(DataError, match="step must be 1d or 8h"):
+    with pytest.raises(DataError, match=r"step must be 1d or 8h"):
         _feed(sample_store_path, step="1h")
-    with pytest.raises(DataError, match="stale_after_s must be > 0"):
+    with pytest.raises(DataError, match=r"stale_after_s must be > 0"):
         _feed(sample_store_path, stale_after_s=0)
 
 
@@ -319,13 +320,13 @@ def test_history_since_equal_now_and_refusals() -> None:
     snap = feed.snapshot(closes[2], closes[2])
     assert snap.highs == snap.prices  # no bar in the window
     assert snap.funding == {}
-    with pytest.raises(DataError, match="is not a bar close of the history"):
+    with pytest.raises(DataError, match=r"is not a bar close of the history"):
         feed.snapshot(closes[2] - 1, closes[1])
-    with pytest.raises(DataError, match="2024-01-01 00:00:00 UTC is not a bar close"):
+    with pytest.raises(DataError, match=r"2024-01-01 00:00:00 UTC is not a bar close"):
         feed.snapshot(int(OPENS[0]), int(OPENS[0]) - DAY)
-    with pytest.raises(DataError, match="is not a bar close"):
+    with pytest.raises(DataError, match=r"is not a bar close"):
         feed.snapshot(closes[-1] + DAY, closes[-1])
-    with pytest.raises(DataError, match="window starts after it ends"):
+    with pytest.raises(DataError, match=r"window starts after it ends"):
         feed.snapshot(closes[1], closes[2])
 
 
@@ -376,7 +377,9 @@ def test_history_bad_arrays_are_refused(kw: dict[str, object], message: str) -> 
 
 
 def test_portfolio_feed_settles_at_00_08_16_utc() -> None:
-    feed = PortfolioFeed({"btc": 60_000.0, "SOL": 150}, instruments=["binance:BTCUSDT", "okx:BTC-USDT-SWAP"], rate_8h=1e-4)
+    feed = PortfolioFeed(
+        {"btc": 60_000.0, "SOL": 150}, instruments=["binance:BTCUSDT", "okx:BTC-USDT-SWAP"], rate_8h=1e-4
+    )
     assert isinstance(feed, Feed)
     midnight = ms("2024-01-02 00:00")
     snap = feed.snapshot(midnight, midnight - 1)
@@ -409,15 +412,19 @@ def test_portfolio_feed_edges() -> None:
     now = ms("2024-01-02 00:00")
     assert feed.snapshot(now, now).funding == {}  # since == now: empty window
     assert feed.snapshot(now, now - 1).funding["i"][0].rate == -2e-4
-    with pytest.raises(DataError, match="window starts after it ends: since 2024-01-02 00:00:00 UTC"):
+    with pytest.raises(DataError, match=r"window starts after it ends: since 2024-01-02 00:00:00 UTC"):
         feed.snapshot(now - 1, now)
     before_1970 = feed.snapshot(-EIGHT_HOURS_MS, -3 * EIGHT_HOURS_MS - 1)
-    assert [s.settlement_ms for s in before_1970.funding["i"]] == [-3 * EIGHT_HOURS_MS, -2 * EIGHT_HOURS_MS, -EIGHT_HOURS_MS]
-    with pytest.raises(DataError, match="price of ETH must be a finite number > 0, was 0"):
+    assert [s.settlement_ms for s in before_1970.funding["i"]] == [
+        -3 * EIGHT_HOURS_MS,
+        -2 * EIGHT_HOURS_MS,
+        -EIGHT_HOURS_MS,
+    ]
+    with pytest.raises(DataError, match=r"price of ETH must be a finite number > 0, was 0"):
         PortfolioFeed({"eth": 0}, instruments=[], rate_8h=0.0)
-    with pytest.raises(DataError, match="price of ETH must be a finite number > 0, was nan"):
+    with pytest.raises(DataError, match=r"price of ETH must be a finite number > 0, was nan"):
         PortfolioFeed({"eth": float("nan")}, instruments=[], rate_8h=0.0)
-    with pytest.raises(DataError, match="rate_8h must be finite"):
+    with pytest.raises(DataError, match=r"rate_8h must be finite"):
         PortfolioFeed({"eth": 1}, instruments=[], rate_8h=float("inf"))
 
 
@@ -427,7 +434,7 @@ def test_portfolio_settlement_grid(since: int, span: int) -> None:
     times = PortfolioFeed.settlement_times(since, now)
     assert all(since < t <= now for t in times)
     assert all(t % EIGHT_HOURS_MS == 0 for t in times)
-    assert all(b - a == EIGHT_HOURS_MS for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a == EIGHT_HOURS_MS for a, b in itertools.pairwise(times))
     assert len(times) == now // EIGHT_HOURS_MS - since // EIGHT_HOURS_MS
     snap: FeedSnapshot = PortfolioFeed({"BTC": 2.0}, instruments=["i"], rate_8h=1e-4).snapshot(now, since)
     assert [s.settlement_ms for s in snap.funding.get("i", ())] == times

@@ -79,7 +79,15 @@ def test_new_store_has_the_schema_and_settings(tmp_path: Path) -> None:
         assert store.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
         assert store.conn.isolation_level is None
         names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
-        assert {"journal", "book_state", "j_once", "j_fill", "j_fund", "journal_no_update", "journal_no_delete"} <= names
+        assert {
+            "journal",
+            "book_state",
+            "j_once",
+            "j_fill",
+            "j_fund",
+            "journal_no_update",
+            "journal_no_delete",
+        } <= names
         assert not any(n.startswith("paper_") for n in names)
         assert store.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         assert store.last_seq() == 0
@@ -125,7 +133,9 @@ def test_append_and_read_back(tmp_path: Path) -> None:
 def test_journal_filters(tmp_path: Path) -> None:
     with _open(tmp_path / "b.sqlite") as store:
         for i in range(10):
-            store.append("tick" if i % 2 else "decision", {"i": i}, ts_ms=1000 + i, decision=i // 4, client_id=f"c{i % 3}")
+            store.append(
+                "tick" if i % 2 else "decision", {"i": i}, ts_ms=1000 + i, decision=i // 4, client_id=f"c{i % 3}"
+            )
         assert [r.data["i"] for r in store.journal(kinds=["tick"])] == [1, 3, 5, 7, 9]
         assert [r.data["i"] for r in store.journal(kinds="decision")] == [0, 2, 4, 6, 8]
         assert [r.seq for r in store.journal(since_seq=7)] == [8, 9, 10]
@@ -136,9 +146,9 @@ def test_journal_filters(tmp_path: Path) -> None:
         assert [r.seq for r in store.journal(limit=3, descending=True)] == [10, 9, 8]
         assert [r.seq for r in store.journal(limit=2)] == [1, 2]
         assert store.journal(kinds=[]) == []
-        with pytest.raises(DataError, match="unknown journal kind 'bogus'"):
+        with pytest.raises(DataError, match=r"unknown journal kind 'bogus'"):
             store.journal(kinds=["bogus"])
-        with pytest.raises(DataError, match="limit must be >= 0"):
+        with pytest.raises(DataError, match=r"limit must be >= 0"):
             store.journal(limit=-1)
 
 
@@ -150,13 +160,13 @@ def test_every_design_kind_is_accepted_and_unknown_refused(tmp_path: Path) -> No
     }  # fmt: skip
     assert expected == JOURNAL_KINDS
     with _open(tmp_path / "b.sqlite") as store:
-        with pytest.raises(DataError, match="unknown journal kind 'order'"):
+        with pytest.raises(DataError, match=r"unknown journal kind 'order'"):
             store.append("order", {}, ts_ms=1)
-        with pytest.raises(DataError, match="must be a mapping"):
+        with pytest.raises(DataError, match=r"must be a mapping"):
             store.append("tick", [1, 2], ts_ms=1)  # type: ignore[arg-type]
-        with pytest.raises(DataError, match="`bar` must be an integer"):
+        with pytest.raises(DataError, match=r"`bar` must be an integer"):
             store.append("tick", {}, ts_ms=1, bar=1.5)  # type: ignore[arg-type]
-        with pytest.raises(DataError, match="`account` must be text"):
+        with pytest.raises(DataError, match=r"`account` must be text"):
             store.append("tick", {}, ts_ms=1, account=3)  # type: ignore[arg-type]
         assert store.last_seq() == 0
 
@@ -174,9 +184,9 @@ def test_non_finite_numbers_are_refused_naming_the_key(tmp_path: Path, data: dic
     with _open(tmp_path / "b.sqlite") as store:
         with pytest.raises(DataError, match=re.escape(f"cannot journal `{where}`")):
             store.append("tick", data, ts_ms=1)
-        with pytest.raises(DataError, match="not JSON data"):
+        with pytest.raises(DataError, match=r"not JSON data"):
             store.append("tick", {"when": object()}, ts_ms=1)
-        with pytest.raises(DataError, match="is not a string"):
+        with pytest.raises(DataError, match=r"is not a string"):
             store.append("tick", {"m": {1: 2}}, ts_ms=1)
         assert store.last_seq() == 0
 
@@ -188,9 +198,9 @@ def test_journal_is_append_only(tmp_path: Path) -> None:
     with _open(tmp_path / "b.sqlite") as store:
         store.append("tick", {"a": 1}, ts_ms=1)
         for sql in ("UPDATE journal SET data = '{}'", "UPDATE journal SET seq = 5", "DELETE FROM journal"):
-            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            with pytest.raises(sqlite3.IntegrityError, match=r"append-only"):
                 store.conn.execute(sql)
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"), store.transaction():
+        with pytest.raises(sqlite3.IntegrityError, match=r"append-only"), store.transaction():
             store.conn.execute("DELETE FROM journal WHERE seq = 1")
         assert [r.data for r in store.journal()] == [{"a": 1}]
 
@@ -202,7 +212,7 @@ def test_order_rows_once_per_client_id_and_attempt(tmp_path: Path) -> None:
     with _open(tmp_path / "b.sqlite") as store:
         for kind in ("order_intent", "order_sent", "order_final"):
             assert store.append(kind, {"attempt": 0}, ts_ms=1, client_id="phA") is not None
-            with pytest.raises(JournalConflictError, match=f"already holds this `{kind}` row .j_once: client id phA"):
+            with pytest.raises(JournalConflictError, match=rf"already holds this `{kind}` row .j_once: client id phA"):
                 store.append(kind, {"attempt": 0, "other": 1}, ts_ms=2, client_id="phA")
             with pytest.raises(sqlite3.IntegrityError):  # the conflict is also an IntegrityError
                 store.append(kind, {"attempt": 0}, ts_ms=2, client_id="phA")
@@ -218,13 +228,13 @@ def test_order_rows_once_per_client_id_and_attempt(tmp_path: Path) -> None:
 def test_fill_and_funding_once(tmp_path: Path) -> None:
     with _open(tmp_path / "b.sqlite") as store:
         store.append("fill", {"fill_id": "f1", "qty": 1.0}, ts_ms=1, account="p1", client_id="phA")
-        with pytest.raises(JournalConflictError, match="account p1, fill f1"):
+        with pytest.raises(JournalConflictError, match=r"account p1, fill f1"):
             store.append("fill", {"fill_id": "f1", "qty": 2.0}, ts_ms=2, account="p1", client_id="phB")
         assert store.append("fill", {"fill_id": "f1"}, ts_ms=2, account="p1", once=True) is None
         assert store.append("fill", {"fill_id": "f1"}, ts_ms=2, account="p2") is not None
         fund = {"settlement_ms": 1_700_000_000_000, "rate": 1e-4, "amount": 1.0, "asset": "USDT", "amount_usd": 1.0}
         store.append("funding", fund, ts_ms=3, account="p1", instrument="binance:BTCUSDT")
-        with pytest.raises(JournalConflictError, match="binance:BTCUSDT settlement 1700000000000"):
+        with pytest.raises(JournalConflictError, match=r"binance:BTCUSDT settlement 1700000000000"):
             store.append("funding", {**fund, "rate": 2e-4}, ts_ms=4, account="p1", instrument="binance:BTCUSDT")
         assert store.append("funding", fund, ts_ms=4, account="p1", instrument="binance:BTCUSDT", once=True) is None
         assert store.append("funding", fund, ts_ms=4, account="p1", instrument="binance:ETHUSDT") is not None
@@ -237,11 +247,14 @@ def test_fill_and_funding_once(tmp_path: Path) -> None:
 
 def test_unique_indexes_hold_for_raw_sql_too(tmp_path: Path) -> None:
     with _open(tmp_path / "b.sqlite") as store:
-        sql = "INSERT INTO journal (ts_ms, kind, client_id, account, instrument, book_hash, data) VALUES (1,?,?,?,?,'h',?)"
+        sql = (
+            "INSERT INTO journal (ts_ms, kind, client_id, account, instrument, book_hash, data) "
+            "VALUES (1, ?, ?, ?, ?, 'h', ?)"
+        )
         store.conn.execute(sql, ("order_sent", "phX", None, None, '{"attempt":2}'))
-        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        with pytest.raises(sqlite3.IntegrityError, match=r"UNIQUE"):
             store.conn.execute(sql, ("order_sent", "phX", None, None, '{"attempt":2}'))
-        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        with pytest.raises(sqlite3.IntegrityError, match=r"CHECK"):
             store.conn.execute(sql, ("tick", None, None, None, "not json"))
 
 
@@ -261,7 +274,7 @@ def test_keyed_kinds_need_their_key_fields(
     tmp_path: Path, kind: str, kw: dict[str, str], data: dict[str, object], missing: str
 ) -> None:
     with _open(tmp_path / "b.sqlite") as store:
-        with pytest.raises(DataError, match=f"journal `{kind}` needs {missing}"):
+        with pytest.raises(DataError, match=rf"journal `{kind}` needs {missing}"):
             store.append(kind, data, ts_ms=1, **kw)  # type: ignore[arg-type]
         assert store.last_seq() == 0
 
@@ -304,17 +317,17 @@ def test_state_values_round_trip(tmp_path: Path) -> None:
         store.set_state("halted", False)
         store.set_state("open_decision", None)
         assert store.get_state("open_decision", "default") is None  # a stored null is a value
-        with pytest.raises(DataError, match="cannot journal `x.v`: nan"):
+        with pytest.raises(DataError, match=r"cannot journal `x.v`: nan"):
             store.set_state("x", {"v": math.nan})
     reader = BookStore.open_reader(path)
     try:
         assert reader.get_state("alerts") == {"liq|BTC": {"firing": True, "since_ms": 5}}
         assert reader.get_state("halted") is False
-        with pytest.raises(DataError, match="open read-only; cannot write book state"):
+        with pytest.raises(DataError, match=r"open read-only; cannot write book state"):
             reader.set_state("halted", True)
-        with pytest.raises(DataError, match="open read-only; cannot append"):
+        with pytest.raises(DataError, match=r"open read-only; cannot append"):
             reader.append("tick", {}, ts_ms=1)
-        with pytest.raises(DataError, match="open read-only; cannot create tables"):
+        with pytest.raises(DataError, match=r"open read-only; cannot create tables"):
             reader.ensure_schema("paper/1", "CREATE TABLE t (a)")
     finally:
         reader.close()
@@ -335,11 +348,11 @@ def test_ensure_schema_once(tmp_path: Path) -> None:
         store.ensure_schema("paper/1", PAPER_DDL)  # again: nothing happens, data kept
         assert store.conn.execute("SELECT amount FROM paper_balances").fetchall() == [(100.0,)]
         store.conn.execute("INSERT INTO paper_ledger VALUES ('p1', 'funding', 'r', 1.0)")
-        with pytest.raises(sqlite3.IntegrityError, match="no; never"):
+        with pytest.raises(sqlite3.IntegrityError, match=r"no; never"):
             store.conn.execute("DELETE FROM paper_ledger")
-        with pytest.raises(DataError, match="schema 'paper/1' created from a different DDL"):
+        with pytest.raises(DataError, match=r"schema 'paper/1' created from a different DDL"):
             store.ensure_schema("paper/1", PAPER_DDL + "CREATE TABLE paper_more (a);")
-        with pytest.raises(DataError, match="schema 'bad' cannot be created"):
+        with pytest.raises(DataError, match=r"schema 'bad' cannot be created"):
             store.ensure_schema("bad", "CREATE TABLE paper_balances (x);")  # exists already
         assert store.conn.execute("SELECT count(*) FROM book_schemas").fetchone()[0] == 1
     with _open(path) as store:
@@ -353,13 +366,13 @@ def test_ensure_schema_once(tmp_path: Path) -> None:
 def test_wrong_files_are_refused(tmp_path: Path) -> None:
     folder = tmp_path / "dir.sqlite"
     folder.mkdir()
-    with pytest.raises(DataError, match="is a directory"):
+    with pytest.raises(DataError, match=r"is a directory"):
         _open(folder)
     text = tmp_path / "notes.sqlite"
     text.write_text("hello, this is a text file that is long enough\n")
-    with pytest.raises(DataError, match="is not an SQLite file, so not a perphedge book store"):
+    with pytest.raises(DataError, match=r"is not an SQLite file, so not a perphedge book store"):
         _open(text)
-    with pytest.raises(DataError, match="is not an SQLite file"):
+    with pytest.raises(DataError, match=r"is not an SQLite file"):
         BookStore.open_reader(text)
     assert text.read_text().startswith("hello")
     other = tmp_path / "other.sqlite"
@@ -367,11 +380,13 @@ def test_wrong_files_are_refused(tmp_path: Path) -> None:
     con.execute("CREATE TABLE customers (id INTEGER)")
     con.commit()
     con.close()
-    with pytest.raises(DataError, match=r"SQLite database but not a perphedge book store \(it holds the tables customers\)"):
+    with pytest.raises(
+        DataError, match=r"SQLite database but not a perphedge book store \(it holds the tables customers\)"
+    ):
         _open(other)
-    with pytest.raises(DataError, match="not a perphedge book store"):
+    with pytest.raises(DataError, match=r"not a perphedge book store"):
         BookStore.open_reader(other)
-    with pytest.raises(DataError, match="sync must be one of full, normal, off"):
+    with pytest.raises(DataError, match=r"sync must be one of full, normal, off"):
         _open(tmp_path / "x.sqlite", sync="fast")
 
 
@@ -380,9 +395,9 @@ def test_market_store_is_refused(tmp_path: Path) -> None:
 
     duck = tmp_path / "market.duckdb"
     MarketStore(duck).close()
-    with pytest.raises(DataError, match="is a DuckDB file .a market store.., not a perphedge book store"):
+    with pytest.raises(DataError, match=r"is a DuckDB file .a market store.., not a perphedge book store"):
         _open(duck)
-    with pytest.raises(DataError, match="DuckDB file"):
+    with pytest.raises(DataError, match=r"DuckDB file"):
         BookStore.open_reader(duck)
 
 
@@ -390,26 +405,26 @@ def test_other_book_and_newer_schema_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     with _open(path) as store:
         store.append("tick", {}, ts_ms=1)
-    with pytest.raises(DataError, match=f"belongs to book {BOOK}, not 00000000"):
+    with pytest.raises(DataError, match=rf"belongs to book {BOOK}, not 00000000"):
         _open(path, book_id="00000000")
     with _open(path, book_hash="new") as store:  # same book, edited file: a new hash is fine
         assert store.book_hash == "new"
         store.conn.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
-    with pytest.raises(DataError, match=f"has schema v{SCHEMA_VERSION + 1}, newer than this perphedge"):
+    with pytest.raises(DataError, match=rf"has schema v{SCHEMA_VERSION + 1}, newer than this perphedge"):
         _open(path)
-    with pytest.raises(DataError, match=f"has schema v{SCHEMA_VERSION + 1}, newer"):
+    with pytest.raises(DataError, match=rf"has schema v{SCHEMA_VERSION + 1}, newer"):
         BookStore.open_reader(path)
     # a refused open releases the lock: another writer can take it
-    with pytest.raises(DataError, match="newer"):
+    with pytest.raises(DataError, match=r"newer"):
         _open(path)
 
 
 def test_reader_of_missing_or_empty_store(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no book store at .*: it is created by the first writing `perphedge book`"):
+    with pytest.raises(DataError, match=r"no book store at .*: it is created by the first writing `perphedge book`"):
         BookStore.open_reader(tmp_path / "none.sqlite")
     empty = tmp_path / "empty.sqlite"
     empty.write_bytes(b"")
-    with pytest.raises(DataError, match="is empty .0 bytes."):
+    with pytest.raises(DataError, match=r"is empty .0 bytes."):
         BookStore.open_reader(empty)
     with _open(empty) as store:  # the writer starts afresh on an empty file (a kill while creating it)
         store.append("tick", {}, ts_ms=1)
@@ -426,7 +441,7 @@ def test_read_only_folder(tmp_path: Path) -> None:
         store.append("tick", {"a": 1}, ts_ms=1)
     folder.chmod(0o555)
     try:
-        with pytest.raises(DataError, match="cannot open the lock file .* the store.s folder must be writable"):
+        with pytest.raises(DataError, match=r"cannot open the lock file .* the store.s folder must be writable"):
             _open(folder / "new.sqlite")
         reader = BookStore.open_reader(folder / "b.sqlite")
         assert reader.journal()[0].data == {"a": 1}
@@ -460,7 +475,7 @@ def test_second_writer_in_another_process_is_refused_with_our_pid(tmp_path: Path
             f"book store {path} is being written by pid {os.getpid()} (perphedge book watch?); stop it or wait"
         )
         # in the same process too: a second writer is refused while the first is open
-        with pytest.raises(BookLockedError, match=f"pid {os.getpid()}"):
+        with pytest.raises(BookLockedError, match=rf"pid {os.getpid()}"):
             _open(path)
     finally:
         store.close()
@@ -480,7 +495,7 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
     """)
     try:
         _await_line(holder, "ready")
-        with pytest.raises(BookLockedError, match=f"being written by pid {holder.pid} "):
+        with pytest.raises(BookLockedError, match=rf"being written by pid {holder.pid} "):
             _open(path)
     finally:
         _kill(holder)

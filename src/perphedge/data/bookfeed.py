@@ -116,7 +116,9 @@ class HistoryFeed:
                 raise DataError(f"history feed: funding of {inst} is not finite at bar {bad} ({_iso(int(opens[bad]))})")
         self._rate_now: dict[str, np.ndarray] = {}
         if funding_rate_8h_now is not None:
-            self._rate_now = {str(k): self._array(f"funding_rate_8h_now[{k}]", v, n) for k, v in funding_rate_8h_now.items()}
+            self._rate_now = {
+                str(k): self._array(f"funding_rate_8h_now[{k}]", v, n) for k, v in funding_rate_8h_now.items()
+            }
 
     @staticmethod
     def _array(name: str, values: Any, n: int) -> np.ndarray:
@@ -183,9 +185,7 @@ class HistoryFeed:
             if total != 0.0:
                 funding[inst] = (FundingSettlement(instrument=inst, settlement_ms=now_ms, rate=total),)
             now_rate = self._rate_now.get(inst)
-            rate_8h[inst] = (
-                float(now_rate[t]) if now_rate is not None else float(arr[t]) * EIGHT_HOURS_MS / self.bar_ms
-            )
+            rate_8h[inst] = float(now_rate[t]) if now_rate is not None else float(arr[t]) * EIGHT_HOURS_MS / self.bar_ms
         return FeedSnapshot(
             now_ms=now_ms,
             source=self.source,
@@ -385,7 +385,9 @@ class PortfolioFeed:
         funding: dict[str, tuple[FundingSettlement, ...]] = {}
         if times:
             for inst in self.instruments:
-                funding[inst] = tuple(FundingSettlement(instrument=inst, settlement_ms=ms, rate=self.rate_8h) for ms in times)
+                funding[inst] = tuple(
+                    FundingSettlement(instrument=inst, settlement_ms=ms, rate=self.rate_8h) for ms in times
+                )
         return FeedSnapshot(
             now_ms=now_ms,
             source=self.source,

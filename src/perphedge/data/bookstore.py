@@ -503,9 +503,7 @@ class BookStore:
         text = _dumps(data, "data")
         if kind in _KEYED:
             col_keys, data_keys = _KEYED[kind]
-            missing = [c for c in col_keys if cols[c] is None] + [
-                f"data.{k}" for k in data_keys if data.get(k) is None
-            ]
+            missing = [c for c in col_keys if cols[c] is None] + [f"data.{k}" for k in data_keys if data.get(k) is None]
             if missing:
                 raise DataError(
                     f"journal `{kind}` needs {', '.join(missing)}: its unique key ({_INDEX_OF_KIND[kind]}) is "
@@ -599,7 +597,23 @@ class BookStore:
             rows = self.conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise DataError(f"cannot read the journal of {self.path}: {_one_line(exc)}") from exc
-        return [JournalRow(*r[:11], data=json.loads(r[11])) for r in rows]
+        return [
+            JournalRow(
+                seq=r[0],
+                ts_ms=r[1],
+                bar=r[2],
+                kind=r[3],
+                decision=r[4],
+                leg=r[5],
+                account=r[6],
+                instrument=r[7],
+                client_id=r[8],
+                venue_id=r[9],
+                book_hash=r[10],
+                data=json.loads(r[11]),
+            )
+            for r in rows
+        ]
 
     def last_seq(self) -> int:
         """The newest journal ``seq`` (0 when the journal is empty)."""
@@ -739,7 +753,8 @@ def _take_lock(path: Path) -> int:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise DataError(
-            f"cannot open the lock file {lock} of the book store: {_one_line(exc)} (the store's folder must be writable)"
+            f"cannot open the lock file {lock} of the book store: {_one_line(exc)} "
+            "(the store's folder must be writable)"
         ) from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
