@@ -74,7 +74,7 @@ def test_store_feed_closes_match_duckdb(sample_store_path: Path, now: str) -> No
     assert "USDT" not in snap.prices  # stablecoins are 1 USD, not read
     assert snap.last_price_ms == min(v[1] for v in expected.values())
     assert snap.last_price_ms <= t < snap.last_price_ms + DAY  # the newest candle that has closed
-    assert snap.now_ms == t and snap.bar is None and not snap.stale
+    assert snap.now_ms == t and snap.bar is None and not snap.stale and snap.source == "binance"
 
 
 def test_store_feed_highs_over_the_window(sample_store_path: Path) -> None:

@@ -386,6 +386,15 @@ def test_wrong_files_are_refused(tmp_path: Path) -> None:
         _open(other)
     with pytest.raises(DataError, match=r"not a perphedge book store"):
         BookStore.open_reader(other)
+    lookalike = tmp_path / "lookalike.sqlite"
+    con = sqlite3.connect(lookalike)
+    con.execute("CREATE TABLE schema_version (version INTEGER)")
+    con.execute("INSERT INTO schema_version VALUES (7)")
+    con.commit()
+    con.close()
+    with pytest.raises(DataError, match=r"not a perphedge book store \(it holds the tables schema_version\)"):
+        _open(lookalike)
+    assert sqlite3.connect(lookalike).execute("SELECT * FROM schema_version").fetchall() == [(7,)]
     with pytest.raises(DataError, match=r"sync must be one of full, normal, off"):
         _open(tmp_path / "x.sqlite", sync="fast")
 
@@ -420,7 +429,7 @@ def test_other_book_and_newer_schema_are_refused(tmp_path: Path) -> None:
 
 
 def test_reader_of_missing_or_empty_store(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"no book store at .*: it is created by the first writing `perphedge book`"):
+    with pytest.raises(DataError, match=r"no book store at .*: `perphedge book init` .* creates it"):
         BookStore.open_reader(tmp_path / "none.sqlite")
     empty = tmp_path / "empty.sqlite"
     empty.write_bytes(b"")

@@ -335,7 +335,7 @@ class StoreFeed:
         last_price_ms = min(times) if times else now_ms
         return FeedSnapshot(
             now_ms=now_ms,
-            source=f"{self.source} {self.step} candles ({self.store_path})",
+            source=self.source,
             prices=prices,
             highs=highs,
             funding=funding,

@@ -232,8 +232,7 @@ def _check_file(path: Path, *, reader: bool) -> bool:
     if not path.exists():
         if reader:
             raise DataError(
-                f"no book store at {path}: it is created by the first writing `perphedge book` command "
-                "(`book init`, `rebalance`, `watch`)"
+                f"no book store at {path}: `perphedge book init` (or the book's first writing command) creates it"
             )
         return False
     try:
@@ -691,8 +690,8 @@ def _identify(conn: sqlite3.Connection, path: Path) -> None:
         raise DataError(
             f"the book store {path} is damaged or not a database ({_one_line(exc)}); restore it from a backup"
         ) from exc
-    if not tables or tables == {"schema_version"}:
-        return  # new, or its creation was interrupted before the first migration committed
+    if not tables:
+        return  # new (a creation interrupted before its first migration committed leaves no table)
     if "perphedge_meta" in tables:
         row = conn.execute("SELECT value FROM perphedge_meta WHERE key = 'application'").fetchone()
         if row and row[0] == APPLICATION:
