@@ -37,7 +37,8 @@ def run(
     st_: dict[str, Any] = state or {}
     events: list[AlertEvent] = []
     for i, v in enumerate(path):
-        st_, ev = evaluate(st_, [Observation(alert=alert, subject=subject, value=v)], spec, now_ms=i, stale_after_s=STALE)
+        obs = [Observation(alert=alert, subject=subject, value=v)]
+        st_, ev = evaluate(st_, obs, spec, now_ms=i, stale_after_s=STALE)
         if through_json:
             st_ = json.loads(json.dumps(st_, allow_nan=False))
         events += ev
@@ -244,9 +245,7 @@ values = st.one_of(st.floats(-1, 3, allow_nan=False), st.just(math.inf), st.samp
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(
-        st.tuples(st.sampled_from(ALERTS[:3]), st.sampled_from(["a", "b", "c"]), values), min_size=1, max_size=60
-    ),
+    st.lists(st.tuples(st.sampled_from(ALERTS[:3]), st.sampled_from(["a", "b", "c"]), values), min_size=1, max_size=60),
     st.lists(st.integers(1, 59), max_size=4),
 )
 def test_property_episodes_alternate(obs: list[tuple[str, str, float]], restarts: list[int]) -> None:

@@ -6,16 +6,16 @@ returns the new state and the :class:`AlertEvent` s to journal, print and POST.
 
 Each ``(alert, subject)`` is *quiet* or *firing*:
 
-============================ ============================================= ==============================================
+============================ ============================================= =============================================
 alert                        opens when (value vs threshold)               closes when
-============================ ============================================= ==============================================
+============================ ============================================= =============================================
 ``liquidation_distance``     distance < ``liquidation_distance_below``     distance > threshold / ``rearm``
 ``ratio_off``                ``|achieved − target|`` > ``ratio_off_by``    value < threshold · ``rearm``
 ``funding_cost``             rate the short pays per 8 h (``−rate``)        value < threshold · ``rearm``
                              > ``funding_cost_8h_above``
 ``feed_stale``               price age (s) > ``stale_after_s``             age < ``stale_after_s`` · ``rearm``
 ``order_rejected``           value 1 (one per client id)                   never (the episode is the rejection)
-============================ ============================================= ==============================================
+============================ ============================================= =============================================
 
 Values between the two thresholds change nothing, so noise around a threshold fires once. Subjects:
 the instrument id for ``liquidation_distance`` and ``funding_cost`` (``account:instrument`` if the caller
@@ -166,7 +166,8 @@ def _open_message(alert: str, subject: str, value: float, threshold: float) -> s
 
 def _close_message(alert: str, subject: str, value: float, threshold: float, rearm: float) -> str:
     if alert == "liquidation_distance":
-        return f"liquidation distance of {subject} back to {_show(alert, value)} (re-armed above {threshold / rearm:.1%})"
+        rearmed = threshold / rearm
+        return f"liquidation distance of {subject} back to {_show(alert, value)} (re-armed above {rearmed:.1%})"
     if alert == "feed_stale":
         return f"price feed {subject} is fresh again: {_show(alert, value)}"
     label = {"ratio_off": "hedge ratio off target", "funding_cost": "funding cost"}[alert]
