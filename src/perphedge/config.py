@@ -705,29 +705,64 @@ def parse_duration(value: Any) -> int:
 Duration = Annotated[str, BeforeValidator(lambda v: (parse_duration(v), v.strip())[1])]
 
 _SECRET_NAME = re.compile(r"(key|secret|password|passphrase|token)", re.IGNORECASE)
+#: An asset code as a mapping key (``balances:``, ``prices:``): letters and digits, e.g. USDT, 1000PEPE.
+_ASSET_CODE = re.compile(r"[A-Za-z0-9]{1,20}")
+#: An exchange name as the bundled specs spell it (lower case).
+_EXCHANGE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+#: An instrument id ``exchange:SYMBOL``.
+_INSTRUMENT_ID = re.compile(r"[a-z][a-z0-9_]{0,31}:[A-Za-z0-9][A-Za-z0-9_./-]{0,63}")
+_WEBHOOK = re.compile(r"(https?)://([^/?#\s@]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?([/?#]\S*)?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _exchange_name(value: str, what: str = "an exchange name") -> str:
+    text = value.lower()
+    if not _EXCHANGE_NAME.fullmatch(text):
+        raise ValueError(f"must be {what} such as binance or bybit (letters, digits, _), was {value!r}")
+    return text
+
+
+def _url_origin(url: str) -> str:
+    """``scheme://host`` of a URL, for messages (the path and query of a webhook often hold its token)."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#@\s]*@)?([^/?#\s]*)", url)
+    return f"{m.group(1)}://{m.group(3)}" if m else "a URL without a scheme"
 
 
 class PaperAccountModel(BaseModel):
     """A simulated account on ``exchange``'s instruments with starting ``balances`` (asset → units)."""
 
     model_config = _STRICT
-    name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     kind: Literal["paper"]
-    exchange: str = Field(min_length=1)
-    balances: dict[str, float] = Field(min_length=1)
+    exchange: str
+    balances: dict[str, float]
     overdraft: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", value):
+            raise ValueError(
+                f"must be 1 to 32 letters, digits, `_`, `.` or `-` (it names the account in orders and the "
+                f"journal), was {value!r}"
+            )
+        return value
 
     @field_validator("exchange")
     @classmethod
     def _lower(cls, value: str) -> str:
-        return value.lower()
+        return _exchange_name(value)
 
     @field_validator("balances")
     @classmethod
     def _balances(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("must give at least one starting balance, e.g. {USDT: 20000}")
         seen: dict[str, str] = {}
         for asset, amount in value.items():
             code = asset.strip().upper()
+            if not _ASSET_CODE.fullmatch(code):
+                raise _At((asset,), f"asset code must be 1 to 20 letters or digits (e.g. USDT), was {asset!r}")
             if code in seen:
                 raise _At((asset,), f"`{asset}` and `{seen[code]}` are the same asset: give {code} once")
             seen[code] = asset
@@ -742,8 +777,13 @@ class FeedModel(BaseModel):
 
     model_config = _STRICT
     kind: Literal["store", "live", "portfolio"] = "store"
-    source: str = Field(default="binance", min_length=1)
+    source: str = "binance"
     store: str | None = Field(default=None, min_length=1)  # market store path; default: the CLI's --store
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        return _exchange_name(value, "a source name")
 
 
 class LimitsModel(BaseModel):
@@ -754,7 +794,20 @@ class LimitsModel(BaseModel):
     max_turnover_usd_per_day: float | None = Field(default=None, gt=0, le=MAX_VALUE_USD)
     max_leverage: float | None = Field(default=None, ge=1, le=200)
     min_liquidation_distance: float | None = Field(default=None, gt=0, le=100)
-    instruments: list[str] = Field(default_factory=list)
+    instruments: list[str] = Field(default_factory=list, max_length=256)
+
+    @field_validator("instruments")
+    @classmethod
+    def _instruments(cls, value: list[str]) -> list[str]:
+        seen: dict[str, int] = {}
+        for i, ident in enumerate(value):
+            if not _INSTRUMENT_ID.fullmatch(ident):
+                raise _At((i,), f"must be an instrument id `exchange:SYMBOL` such as binance:BTCUSDT, was {ident!r}")
+            key = ident.lower()
+            if key in seen:
+                raise _At((i,), f"{ident} is already `instruments[{seen[key]}]`: give each instrument once")
+            seen[key] = i
+        return value
 
 
 class AlertsModel(BaseModel):
@@ -767,7 +820,25 @@ class AlertsModel(BaseModel):
     feed_stale_after: Duration = "15m"
     order_rejected: bool = True
     rearm: float = Field(default=0.8, gt=0, lt=1)
-    webhook: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2000)
+    webhook: str | None = None
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        origin = _url_origin(value)
+        m = re.fullmatch(
+            r"(https?)://([^/?#\s@]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?([/?#]\S*)?", value
+        )
+        if m is None or len(value) > 2000:
+            raise ValueError(
+                f"must be an http:// or https:// URL with a host and no spaces (at most 2000 characters), "
+                f"was {origin}/..."
+            )
+        if m.group(4) and not 0 < int(m.group(4)[1:]) < 65536:
+            raise ValueError(f"port must be 1 to 65535, was {origin}")
+        return value
 
 
 class BookFile(BaseModel):
@@ -775,8 +846,8 @@ class BookFile(BaseModel):
 
     model_config = _STRICT
     book: Literal[1]
-    id: str = Field(pattern=r"^[0-9a-f]{8}$")
-    name: str | None = Field(default=None, max_length=200)
+    id: str
+    name: str | None = None
     portfolio: str | dict[str, Any]
     hedge: dict[str, Any] = Field(default_factory=dict)
     step: Literal["1d", "8h"] = "1d"
@@ -787,16 +858,57 @@ class BookFile(BaseModel):
     margin: MarginRunModel = Field(default_factory=MarginRunModel)
     funding: FundingRunModel = Field(default_factory=FundingRunModel)
     feed: FeedModel = Field(default_factory=FeedModel)
-    accounts: list[PaperAccountModel] = Field(min_length=1, max_length=16)
+    accounts: list[PaperAccountModel]
     limits: LimitsModel = Field(default_factory=LimitsModel)
     alerts: AlertsModel = Field(default_factory=AlertsModel)
     store: str | None = Field(default=None, min_length=1)
+
+    @field_validator("book", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or value != 1:
+            raise ValueError(f"must be 1 (the book file format version), was {_shown(value)}")
+        return value
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> Any:
+        hint = ' (quote it: id: "01234567")' if isinstance(value, int | float) and not isinstance(value, bool) else ""
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{8}", value.strip()):
+            raise ValueError(
+                f"must be 8 lower-case hex digits, written by `book init` and never edited, was {_shown(value)}{hint}"
+            )
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or len(value) > 200 or _CONTROL.search(value)):
+            raise ValueError(f"must be 1 to 200 characters without control characters, was {value[:60]!r}")
+        return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _accounts_count(cls, value: list[PaperAccountModel]) -> list[PaperAccountModel]:
+        if not 1 <= len(value) <= 16:
+            raise ValueError(f"must list 1 to 16 accounts, lists {len(value)}")
+        return value
 
     @field_validator("portfolio")
     @classmethod
     def _portfolio_given(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
         if isinstance(value, str) and not value:
             raise ValueError("must be a portfolio file path or an inline portfolio mapping, was ''")
+        if isinstance(value, dict):  # an inline portfolio is checked now, with its path in the message
+            try:
+                PortfolioFile.model_validate(value)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                cause = (err.get("ctx") or {}).get("error")
+                loc = _loc_parts(tuple(err.get("loc", ())), value)
+                if isinstance(cause, _At):
+                    loc = loc[:-1] + cause.loc if loc and loc[-1] == cause.loc[0] else loc + cause.loc
+                raise _At(("portfolio", *loc), _message(err)) from None
         return value
 
     @field_validator("hedge")
@@ -813,14 +925,24 @@ class BookFile(BaseModel):
     def _accounts_unique(self) -> BookFile:
         seen: dict[str, int] = {}
         for i, acc in enumerate(self.accounts):
-            if acc.name in seen:
-                raise _At(("accounts", i, "name"), f"`{acc.name}` is already `accounts[{seen[acc.name]}]`")
-            seen[acc.name] = i
+            key = acc.name.lower()
+            if key in seen:
+                j = seen[key]
+                raise _At(
+                    ("accounts", i, "name"),
+                    f"`{acc.name}` is already `accounts[{j}]` ({self.accounts[j].name}; names are compared "
+                    "without regard to case)",
+                )
+            seen[key] = i
         return self
 
 
 def _secret_literals(doc: Any, path: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-    """The path of the first key that names a secret and holds a literal value (``*_env`` names are fine)."""
+    """The path of the first key that names a secret and holds a literal value (``*_env`` names are fine).
+
+    Text under such a key is always refused; a number is refused too, unless the key is an upper-case asset
+    code (``balances: {KEY: 100}`` is the coin KEY, not an API key).
+    """
     if isinstance(doc, dict):
         for k, v in doc.items():
             if (
@@ -828,7 +950,10 @@ def _secret_literals(doc: Any, path: tuple[Any, ...] = ()) -> tuple[Any, ...] | 
                 and _SECRET_NAME.search(k)
                 and not k.endswith("_env")
                 and k != "keyring"
-                and isinstance(v, str | int)
+                and (
+                    isinstance(v, str)
+                    or (isinstance(v, int | float) and not (k.isupper() and _ASSET_CODE.fullmatch(k)))
+                )
             ):
                 return (*path, k)
             found = _secret_literals(v, (*path, k))
@@ -854,8 +979,12 @@ def parse_book(doc: Any, source: str) -> BookFile:
         )
     secret = _secret_literals(doc)
     if secret is not None:
+        from perphedge.files import line_of
+
+        line = line_of(doc, secret)
+        at = f"line {line}: " if line else ""
         raise ConfigError(
-            f"{source}: field `{_loc(secret)}`: a secret written in a file is refused: keys come from the "
+            f"{source}: {at}field `{_loc(secret)}`: a secret written in a file is refused: keys come from the "
             "environment or the keyring (name the variable with `key_env` / `secret_env`), never from files"
         )
     try:

@@ -2,8 +2,14 @@
 
 It serves the sample history (``PERPHEDGE_SAMPLE_DATA``) on 127.0.0.1 with the exchanges' real
 page limits, answering the calls ccxt makes (``load_markets``, ``fetch_ohlcv``,
-``fetch_funding_rate_history``), and injects faults on demand: 429 with ``Retry-After``, 500, a
-dropped connection, a slow answer, a page that overlaps the previous one. Only loopback is used.
+``fetch_funding_rate_history``, and the live public tickers ``fetch_funding_rate`` / ``fetch_ticker``),
+and injects faults on demand: 429 with ``Retry-After``, 500, a dropped connection, a slow answer, a
+page that overlaps the previous one. Only loopback is used.
+
+Live tickers answer "now" = ``now_ms`` (settable; wall-clock time when None): the price of an asset is
+``marks[asset]`` when set, else the close of the last daily candle completed by then; the funding rate
+in force is the rate of the next stored settlement after now (the fake knows the future), with that
+settlement's time as ``nextFundingTime``.
 
 Perpetual candles are the spot candles of the same coin (the sample has no perpetual OHLCV);
 funding comes from the sample's funding files of that contract.
@@ -92,6 +98,8 @@ class FakeExchange:
         self.latency = latency
         self.faults: deque[Fault] = deque()
         self.log: list[tuple[str, int]] = []  # (path?query, status)
+        self.now_ms: int | None = None  # the live tickers' "now" (None: wall-clock time)
+        self.marks: dict[str, float] = {}  # asset -> price the live tickers answer (overrides the candles)
         self._lock = threading.Lock()
         handler = self._handler()
         self.server = ThreadingHTTPServer((host, 0), handler)
@@ -373,7 +381,93 @@ class FakeExchange:
             "time": 0,
         }
 
+    # ------------------------------------------------------------------ live tickers
+
+    def _now(self) -> int:
+        return self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+
+    def _price(self, asset: str, now: int) -> str | None:
+        if asset in self.marks:
+            return repr(float(self.marks[asset]))
+        rows = self.data.candles.get(asset) or []
+        done = [r for r in rows if r[0] + DAY_MS <= now]
+        return done[-1][4] if done else None
+
+    def _next_funding(self, exchange: str, native: str, now: int) -> tuple[str, int]:
+        rows = self.data.funding.get((exchange, native), [])
+        for ms, rate in rows:
+            if ms > now:
+                return rate, ms
+        step = 8 * 3_600_000
+        return (rows[-1][1] if rows else "0"), (now // step + 1) * step
+
+    def binance_premium_index(self, inverse: bool, q: dict[str, str]) -> tuple[int, Any]:
+        native = q.get("symbol", "")
+        now = self._now()
+        price = self._price(self._asset_of(native), now)
+        if price is None:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        rate, next_ms = self._next_funding("binance", native, now)
+        row = {
+            "symbol": native,
+            "markPrice": price,
+            "indexPrice": price,
+            "estimatedSettlePrice": price,
+            "lastFundingRate": rate,
+            "interestRate": "0.00010000",
+            "nextFundingTime": next_ms,
+            "time": now,
+        }
+        if inverse:
+            row["pair"] = native.replace("_PERP", "")
+            return 200, [row]
+        return 200, row
+
+    def binance_ticker(self, q: dict[str, str]) -> tuple[int, Any]:
+        native = q.get("symbol", "")
+        now = self._now()
+        price = self._price(self._asset_of(native), now)
+        if price is None:
+            return 400, {"code": -1121, "msg": "Invalid symbol."}
+        return 200, {
+            "symbol": native,
+            "lastPrice": price,
+            "openPrice": price,
+            "highPrice": price,
+            "lowPrice": price,
+            "volume": "0",
+            "quoteVolume": "0",
+            "openTime": now - DAY_MS,
+            "closeTime": now,
+            "count": 0,
+        }
+
+    def bybit_tickers(self, q: dict[str, str]) -> tuple[int, Any]:
+        native = q.get("symbol", "")
+        category = q.get("category", "spot")
+        now = self._now()
+        price = self._price(self._asset_of(native), now)
+        if price is None:
+            return 200, {"retCode": 10001, "retMsg": "Not supported symbols", "result": {}, "time": now}
+        item = {"symbol": native, "lastPrice": price, "bid1Price": price, "ask1Price": price, "volume24h": "0"}
+        if category != "spot":
+            rate, next_ms = self._next_funding("bybit", native, now)
+            item.update({"markPrice": price, "indexPrice": price, "fundingRate": rate, "nextFundingTime": str(next_ms)})
+        return 200, {
+            "retCode": 0,
+            "retMsg": "OK",
+            "result": {"category": category, "list": [item]},
+            "retExtInfo": {},
+            "time": now,
+        }
+
     def route(self, path: str, q: dict[str, str], overlap: int) -> tuple[int, Any]:
+        if path in ("/fapi/v1/premiumIndex", "/dapi/v1/premiumIndex"):
+            return self.binance_premium_index(path.startswith("/dapi"), q)
+        if path == "/api/v3/ticker/24hr":
+            return self.binance_ticker(q)
+        if path == "/v5/market/tickers":
+            return self.bybit_tickers(q)
         if path == "/api/v3/exchangeInfo":
             return 200, self.binance_spot_info()
         if path == "/fapi/v1/exchangeInfo":
