@@ -176,8 +176,8 @@ _savepoints = itertools.count()
 class PaperLeg:
     """One instrument of a paper account and its :mod:`~perphedge.core.legstep` ``params`` vector.
 
-    ``params`` is built by the use case exactly as ``usecases.backtest._leg_params`` builds it (the
-    book-only entries may be NaN); its kind, contract size and lot must be the instrument's.
+    ``params`` is built by the use case exactly as ``usecases.backtest._leg_params`` builds it; its kind,
+    contract size and lot must be the instrument's (the account uses ``reopen_after`` at a liquidation).
     """
 
     instrument: Instrument
@@ -294,7 +294,15 @@ class PaperAccount:
         for label, idx, want in checks:
             if prm[idx] != want:
                 raise ConfigError(f"{where}: params `{label}` must be the instrument's {want!r}, was {prm[idx]!r}")
-        for label, idx in (("leverage", S.P_LEV), ("taker", S.P_TAKER), ("slippage", S.P_SLIP), ("mmr", S.P_MMR)):
+        finite = (
+            ("leverage", S.P_LEV),
+            ("mmr", S.P_MMR),
+            ("cum", S.P_CUM),
+            ("taker", S.P_TAKER),
+            ("slippage", S.P_SLIP),
+            ("reopen_after", S.P_REOPEN),
+        )
+        for label, idx in finite:
             if not math.isfinite(prm[idx]):
                 raise ConfigError(f"{where}: params `{label}` must be finite, was {prm[idx]!r}")
         if prm[S.P_LEV] <= 0.0:
