@@ -391,3 +391,215 @@ def test_replay_with_several_settlements_per_bar(sample_store_path: Path, tmp_pa
     fund = [e for e in stats["events"] if isinstance(e, FundingPayment)]
     assert len(fund) > 300 and len(fund) % 3 == 0
     assert len({(e.instrument, e.settlement_ms) for e in fund}) == len(fund)
+
+
+# ------------------------------------------------------------------------------------ golden numbers by hand
+
+
+def vector(vid: str) -> dict[str, Any]:
+    vectors = json.loads((GOLDEN_DATA / "contract_vectors.json").read_text(encoding="utf-8"))["vectors"]
+    return next(v for v in vectors if v["id"] == vid)
+
+
+def single_tier(inst: Instrument, mmr: float, method: LiquidationMethod | None = None) -> Instrument:
+    return inst.with_overrides(margin=MarginSchedule.single(mmr), liquidation_method=method)
+
+
+def opened(
+    db: sqlite3.Connection, inst: Instrument, prm: np.ndarray, contracts: float, price: float, **kw: Any
+) -> PaperAccount:
+    """An account holding a short of ``contracts`` filled at ``price``, margin reset to value / leverage."""
+    acct = account(db, {inst: prm}, **kw)
+    sn = snap(DAY_MS, {inst.base: price})
+    assert acct.sync(sn) == []
+    assert acct.place_order(order("open", inst, "sell", contracts, account=acct.name), sn).status == "filled"
+    assert acct.transfer(xfer("open-m", inst, reset=True, account=acct.name), sn).applied
+    return acct
+
+
+@pytest.mark.parametrize(
+    ("vid", "method", "family"),
+    [
+        ("V9", LiquidationMethod.MM_ON_ENTRY_VALUE, S.ENTRY_FAMILY),
+        ("V10", LiquidationMethod.MM_AT_LIQUIDATION_PRICE, S.AT_LP_FAMILY),
+        ("V11a", LiquidationMethod.MM_ON_ENTRY_VALUE, S.ENTRY_FAMILY),
+        ("V11b", LiquidationMethod.MM_AT_LIQUIDATION_PRICE, S.AT_LP_FAMILY),
+    ],
+)
+def test_inverse_liquidation_price_equals_the_reference_vectors(
+    db: sqlite3.Connection, vid: str, method: LiquidationMethod, family: float
+) -> None:
+    v = vector(vid)["inputs"]
+    inst = single_tier(INVERSE, v["mmr"], method)
+    prm = params(inst, lev=v["leverage"], taker=0.0, slip=0.0)
+    prm[7] = family
+    acct = opened(db, inst, prm, v["notional_usd"] / inst.contract_size, v["entry"])
+    pos = acct.positions()[0]
+    want = vector(vid)["expected"]["liquidation_price"]
+    assert pos.liquidation_price == pytest.approx(want, abs=1e-4)
+    assert pos.margin_settle == pytest.approx(v["notional_usd"] / v["entry"] / v["leverage"], rel=1e-15)
+    core = C.liquidation_price(
+        kind=inst.kind,
+        method=method,
+        side="short",
+        size=v["notional_usd"],
+        entry=v["entry"],
+        margin=pos.margin_settle,
+        schedule=inst.margin,
+    )
+    assert pos.liquidation_price == pytest.approx(core.price, rel=1e-12)
+    assert pos.state is not None and pos.state[3] == pos.liquidation_price  # the trigger, before any funding
+
+
+@pytest.mark.parametrize(
+    ("vid", "method", "family"),
+    [("V30a", LiquidationMethod.BINANCE_USDM, S.AT_LP_FAMILY), ("V30b", LiquidationMethod.BYBIT_LINEAR, S.ENTRY_FAMILY)],
+)
+def test_linear_liquidation_price_equals_the_reference_vectors(
+    db: sqlite3.Connection, vid: str, method: LiquidationMethod, family: float
+) -> None:
+    v = vector(vid)["inputs"]
+    inst = single_tier(LINEAR, v["mmr"], method)
+    prm = params(inst, lev=2.0, taker=0.0, slip=0.0)
+    prm[7] = family
+    acct = opened(db, inst, prm, v.get("quantity", 1.0), v["entry"])
+    pos = acct.positions()[0]
+    assert pos.margin_settle == 30_000.0  # = V30a's wallet balance
+    assert pos.liquidation_price == pytest.approx(vector(vid)["expected"]["liquidation_price"], abs=1e-4)
+
+
+def test_fill_fee_and_slippage_in_coin_equal_the_contract_maths(db: sqlite3.Connection) -> None:
+    """V33: 10,000 USD inverse at 8,000 with a 0.075% fee is 0.0009375 BTC; slippage the same way."""
+    v = vector("V33")["inputs"]
+    inst = INVERSE
+    prm = params(inst, taker=v["fee_rate"], slip=0.0002)
+    acct = account(db, {inst: prm})
+    sn = snap(DAY_MS, {"BTC": v["price"]})
+    res = acct.place_order(order("c", inst, "sell", v["notional_usd"] / inst.contract_size), sn)
+    f = res.fills[0]
+    assert f.fee_settle == pytest.approx(vector("V33")["expected"]["fee_coin"], abs=1e-15)
+    assert f.fee_settle == C.fee(inst.kind, v["notional_usd"], v["price"], v["fee_rate"])
+    assert f.fee_usd == f.fee_settle * v["price"] == pytest.approx(7.5)
+    assert f.slippage_settle == pytest.approx(10_000 / 8_000 * 0.0002, rel=1e-15)
+    assert f.slippage_usd == pytest.approx(2.0)
+    assert f.price == 8_000 * (1 - 0.0002) and res.avg_price == f.price  # a sell shows price·(1 − slip)
+    st_ = acct.state(inst.id)
+    assert st_[1] == 8_000.0  # booked at the price, slippage charged apart
+    assert st_[2] == -(f.fee_settle + f.slippage_settle)
+    assert (f.fill_id, f.settle_asset, f.side, f.contracts, f.ts_ms) == ("c-1", "BTC", "sell", 100.0, DAY_MS)
+    # a buy back shows price·(1 + slip), linear fees in USDT
+    lin = LINEAR
+    acct2 = account(db, {lin: params(lin, taker=0.0004, slip=0.0001)}, name="p2")
+    sn2 = snap(DAY_MS, {"BTC": 50_000.0})
+    acct2.place_order(order("s", lin, "sell", 0.01, account="p2"), sn2)
+    b = acct2.place_order(order("b", lin, "buy", 0.004, reduce_only=True, account="p2"), sn2).fills[0]
+    assert b.price == 50_000.0 * 1.0001 and b.fee_settle == b.fee_usd == C.fee(lin.kind, 0.004, 50_000.0, 0.0004)
+    assert acct2.state(lin.id)[0] == 0.006
+
+
+def test_funding_equals_the_contract_maths_and_the_reference_vectors(db: sqlite3.Connection) -> None:
+    """V21 (inverse: 500 × 100 USD at 50,000, 0.01% → 0.0001 BTC) and V20 (linear: 10 coin at 2.5, 0.02%)."""
+    acct = opened(db, INVERSE, params(INVERSE, taker=0.0, slip=0.0), 500.0, 50_000.0)
+    m0 = acct.state(INVERSE.id)[2]
+    f = {INVERSE.id: (FundingSettlement(instrument=INVERSE.id, settlement_ms=2 * DAY_MS, rate=0.0001),)}
+    (ev,) = acct.sync(snap(2 * DAY_MS, {"BTC": 50_000.0}, funding=f))
+    assert isinstance(ev, FundingPayment)
+    assert ev.amount_settle == pytest.approx(vector("V21")["expected"]["received_coin"], abs=1e-15)
+    assert ev.amount_settle == C.funding_received("inverse", "short", 50_000.0, 50_000.0, 0.0001)
+    assert (ev.amount_usd, ev.asset, ev.settlement_ms, ev.rate) == (ev.amount_settle * 50_000.0, "BTC", 2 * DAY_MS, 1e-4)
+    assert acct.state(INVERSE.id)[2] == m0 + ev.amount_settle
+    # linear, negative rate: the short pays
+    lin = LINEAR.with_overrides(contract_size=1.0)
+    acct2 = opened(db, lin, params(lin, taker=0.0, slip=0.0), 10.0, 2.5, name="p2")
+    f2 = {lin.id: (FundingSettlement(instrument=lin.id, settlement_ms=2 * DAY_MS, rate=0.0002),)}
+    (ev2,) = acct2.sync(snap(2 * DAY_MS, {"BTC": 2.5}, funding=f2))
+    assert isinstance(ev2, FundingPayment)
+    assert ev2.amount_settle == pytest.approx(vector("V20")["expected"]["received_quote"], abs=1e-15)
+    assert ev2.amount_usd == ev2.amount_settle and ev2.asset == "USDT"
+    f3 = {lin.id: (FundingSettlement(instrument=lin.id, settlement_ms=3 * DAY_MS, rate=-0.0003),)}
+    (ev3,) = acct2.sync(snap(3 * DAY_MS, {"BTC": 2.5}, funding=f3))
+    assert isinstance(ev3, FundingPayment) and ev3.amount_settle == pytest.approx(-0.0075)
+
+
+def test_funding_is_charged_once_per_settlement_across_syncs_and_restarts(db: sqlite3.Connection, tmp_path: Path) -> None:
+    acct = opened(db, LINEAR, params(LINEAR), 0.1, 40_000.0)
+    s1 = FundingSettlement(instrument=LINEAR.id, settlement_ms=DAY_MS + 8 * 3_600_000, rate=0.0001)
+    s2 = FundingSettlement(instrument=LINEAR.id, settlement_ms=DAY_MS + 16 * 3_600_000, rate=0.0002)
+    # live-style: the feed may deliver a settlement again in a later window; only new ones count
+    e1 = acct.sync(snap(DAY_MS + 10 * 3_600_000, {"BTC": 40_000.0}, funding={LINEAR.id: (s1,)}))
+    e2 = acct.sync(snap(DAY_MS + 17 * 3_600_000, {"BTC": 40_000.0}, funding={LINEAR.id: (s1, s2)}))
+    assert [e.settlement_ms for e in e1 + e2 if isinstance(e, FundingPayment)] == [s1.settlement_ms, s2.settlement_ms]
+    before = dump(db)
+    again = account(connect(tmp_path / "book.sqlite"), {LINEAR: params(LINEAR)})
+    assert again.sync(snap(DAY_MS + 17 * 3_600_000, {"BTC": 40_000.0}, funding={LINEAR.id: (s1, s2)})) == []
+    assert dump(db) == before
+    rows = db.execute("SELECT count(*), count(DISTINCT settlement_ms) FROM paper_ledger WHERE kind = 'funding'").fetchone()
+    assert rows == (2, 2)
+
+
+def test_liquidation_closes_at_the_trigger_and_loses_the_margin(db: sqlite3.Connection) -> None:
+    prm = params(LINEAR, lev=5.0, taker=0.0, slip=0.0, reopen=3.0)
+    acct = opened(db, LINEAR, prm, 0.5, 30_000.0)
+    st0 = acct.state(LINEAR.id)
+    liq = st0[3]
+    bankrupt = C.bankruptcy_price("linear", "short", 0.5, 30_000.0, st0[2])
+    assert bankrupt is not None and 30_000.0 < liq < bankrupt
+    # a settlement in the same window is not paid: the position is gone
+    f = {LINEAR.id: (FundingSettlement(instrument=LINEAR.id, settlement_ms=2 * DAY_MS, rate=0.001),)}
+    events = acct.sync(snap(2 * DAY_MS, {"BTC": 31_000.0}, highs={"BTC": liq}, funding=f))
+    (ev,) = events
+    assert isinstance(ev, Liquidation)
+    assert (ev.price, ev.contracts, ev.loss_settle, ev.loss_usd, ev.asset) == (liq, 0.5, st0[2], st0[2], "USDT")
+    st1 = acct.state(LINEAR.id)
+    assert st1[0] == 0.0 and st1[2] == 0.0 and st1[3] == math.inf
+    assert st1[6] == 2 + 3  # bar = now_ms // bar_ms (no snap.bar) + reopen_after
+    (row,) = db.execute("SELECT amount, data FROM paper_ledger WHERE kind = 'liquidation'").fetchall()
+    assert row[0] == -st0[2] and json.loads(row[1])["reopen_bar"] == 5.0
+    usdt = next(b for b in acct.balances() if b.asset == "USDT")
+    assert usdt.used == 0.0 and usdt.free == usdt.wallet == 100_000.0 - st0[2]  # the margin is gone
+    # snap.bar wins over the clock; the book may move the reopen bar
+    acct.place_order(order("again", LINEAR, "sell", 0.5), snap(3 * DAY_MS, {"BTC": 30_000.0}))
+    acct.transfer(xfer("again-m", LINEAR, reset=True), snap(3 * DAY_MS, {"BTC": 30_000.0}))
+    (ev2,) = acct.sync(snap(4 * DAY_MS, {"BTC": 40_000.0}, bar=17))
+    assert isinstance(ev2, Liquidation) and acct.state(LINEAR.id)[6] == 20.0
+    acct.set_reopen_bar(LINEAR.id, math.inf)
+    assert acct.state(LINEAR.id)[6] == math.inf
+    with pytest.raises(ConfigError, match="NaN"):
+        acct.set_reopen_bar(LINEAR.id, math.nan)
+
+
+def test_a_high_below_the_trigger_does_not_liquidate_and_funding_does_not_move_the_trigger(db: sqlite3.Connection) -> None:
+    acct = opened(db, LINEAR, params(LINEAR, lev=5.0), 0.5, 30_000.0)
+    liq = acct.state(LINEAR.id)[3]
+    f = {LINEAR.id: (FundingSettlement(instrument=LINEAR.id, settlement_ms=2 * DAY_MS, rate=0.01),)}
+    (ev,) = acct.sync(snap(2 * DAY_MS, {"BTC": 31_000.0}, highs={"BTC": np.nextafter(liq, 0)}, funding=f))
+    assert isinstance(ev, FundingPayment)
+    st_ = acct.state(LINEAR.id)
+    assert st_[3] == liq  # as the kernel: not recomputed after funding
+    assert acct.positions()[0].liquidation_price == S.liq_of(st_, params(LINEAR, lev=5.0)) > liq
+
+
+def test_a_flat_leg_gets_no_funding_but_advances(db: sqlite3.Connection) -> None:
+    acct = account(db, {LINEAR: params(LINEAR), INVERSE: params(INVERSE, coll=S.BUY)})
+    f = {LINEAR.id: (FundingSettlement(instrument=LINEAR.id, settlement_ms=DAY_MS, rate=0.001),)}
+    assert acct.sync(snap(DAY_MS, {"BTC": 30_000.0}, funding=f)) == []
+    assert db.execute("SELECT count(*) FROM paper_ledger WHERE kind = 'funding'").fetchone() == (0,)
+    assert {r[0] for r in db.execute("SELECT last_settle_ms FROM paper_positions")} == {DAY_MS}
+    pos = acct.positions()
+    assert [(p.instrument, p.contracts, p.liquidation_price, p.entry_basis) for p in pos] == [
+        (LINEAR.id, 0.0, math.inf, "settled"),
+        (INVERSE.id, 0.0, math.inf, "settled"),
+    ]
+    # an open leg with the price missing from the snapshot cannot be settled: refused, nothing changes
+    acct.place_order(order("o", LINEAR, "sell", 0.01), snap(DAY_MS, {"BTC": 30_000.0}))
+    before = dump(db)
+    with pytest.raises(DataError, match="no usable BTC price"):
+        acct.sync(snap(2 * DAY_MS, {"ETH": 2_000.0}))
+    assert dump(db) == before
+    bad = {LINEAR.id: (FundingSettlement(instrument=LINEAR.id, settlement_ms=3 * DAY_MS, rate=0.001),)}
+    with pytest.raises(DataError, match="after the snapshot time"):
+        acct.sync(snap(2 * DAY_MS, {"BTC": 30_000.0}, funding=bad))
+    twice = {LINEAR.id: (bad[LINEAR.id][0], bad[LINEAR.id][0])}
+    with pytest.raises(DataError, match="given twice"):
+        acct.sync(snap(3 * DAY_MS, {"BTC": 30_000.0}, funding=twice))
+    assert dump(db) == before
