@@ -603,3 +603,313 @@ def test_a_flat_leg_gets_no_funding_but_advances(db: sqlite3.Connection) -> None
     with pytest.raises(DataError, match="given twice"):
         acct.sync(snap(3 * DAY_MS, {"BTC": 30_000.0}, funding=twice))
     assert dump(db) == before
+
+
+# ------------------------------------------------------------------------------------------- idempotency
+
+
+def test_the_same_client_id_twice_trades_once(db: sqlite3.Connection, tmp_path: Path) -> None:
+    acct = account(db, {LINEAR: params(LINEAR)})
+    sn = snap(DAY_MS, {"BTC": 30_000.0})
+    first = acct.place_order(order("ph1", LINEAR, "sell", 0.25), sn)
+    before = dump(db)
+    second = acct.place_order(order("ph1", LINEAR, "sell", 0.25), snap(2 * DAY_MS, {"BTC": 99_000.0}))
+    assert second == first and dump(db) == before
+    # even a different request under a known id changes nothing (the id is the identity)
+    assert acct.place_order(order("ph1", LINEAR, "buy", 0.1), sn) == first
+    assert acct.fetch_order(LINEAR.id, "ph1") == first
+    assert acct.fetch_order(LINEAR.id, "nope") is None
+    assert acct.fetch_order(INVERSE.id, "ph1") is None  # looked up on another instrument: not this order
+    # a new object on the same file sees the same order and does not trade it again
+    other = account(connect(tmp_path / "book.sqlite"), {LINEAR: params(LINEAR)})
+    assert other.place_order(order("ph1", LINEAR, "sell", 0.25), sn) == first
+    assert dump(db) == before
+    assert db.execute("SELECT count(*) FROM paper_fills").fetchone() == (1,)
+    assert first.venue_id == "paper-ph1" and first.filled_contracts == 0.25 and first.terminal
+
+
+def test_the_same_transfer_id_twice_moves_once(db: sqlite3.Connection) -> None:
+    acct = opened(db, LINEAR, params(LINEAR), 0.5, 30_000.0)
+    sn = snap(2 * DAY_MS, {"BTC": 30_000.0})
+    r1 = acct.transfer(xfer("t1", LINEAR, 1_000.0), sn)
+    assert r1.applied and not r1.duplicate and (r1.amount_settle, r1.cash_usd, r1.coins, r1.asset) == (
+        1_000.0,
+        1_000.0,
+        0.0,
+        "USDT",
+    )
+    before = dump(db)
+    r2 = acct.transfer(xfer("t1", LINEAR, 5_000.0), sn)
+    assert r2.duplicate and not r2.applied and r2.amount_settle == 1_000.0 and r2.cash_usd == 1_000.0
+    assert dump(db) == before
+
+
+def test_the_same_sync_twice_changes_nothing(db: sqlite3.Connection) -> None:
+    acct = opened(db, INVERSE, params(INVERSE, coll=S.BUY), 300.0, 30_000.0)
+    f = {INVERSE.id: (FundingSettlement(instrument=INVERSE.id, settlement_ms=2 * DAY_MS, rate=0.0003),)}
+    sn = snap(2 * DAY_MS, {"BTC": 31_000.0}, funding=f)
+    assert len(acct.sync(sn)) == 1
+    before = dump(db)
+    assert acct.sync(sn) == []
+    assert acct.sync(snap(DAY_MS, {"BTC": 99_000.0})) == []  # an older snapshot: nothing, not even a liquidation
+    assert dump(db) == before
+
+
+def test_a_new_account_object_continues_where_the_last_one_stopped(tmp_path: Path) -> None:
+    """Two objects over one file, alternating, end exactly where one object running alone ends."""
+    legs = {LINEAR: params(LINEAR, reopen=2.0), INVERSE: params(INVERSE, coll=S.BUY)}
+
+    def script(objects: list[PaperAccount]) -> None:
+        for t in range(1, 30):
+            acct = objects[t % len(objects)]
+            px = 30_000.0 * (1 + 0.03 * math.sin(t))
+            f = {
+                i.id: (FundingSettlement(instrument=i.id, settlement_ms=t * DAY_MS, rate=1e-4 * math.cos(t)),)
+                for i in legs
+            }
+            sn = snap(t * DAY_MS, {"BTC": px}, highs={"BTC": px * 1.01}, funding=f, bar=t)
+            acct.sync(sn)
+            if t % 4 == 1:
+                acct.place_order(order(f"s{t}", LINEAR, "sell", 0.01 * t), sn)
+                acct.place_order(order(f"i{t}", INVERSE, "sell", float(t)), sn)
+                acct.transfer(xfer(f"ts{t}", LINEAR, reset=True), sn)
+                acct.transfer(xfer(f"ti{t}", INVERSE, reset=True), sn)
+            if t % 7 == 3:
+                acct.place_order(order(f"b{t}", LINEAR, "buy", 0.01, reduce_only=True), sn)
+                acct.transfer(xfer(f"u{t}", INVERSE, 0.001), sn)
+
+    one = connect(tmp_path / "one.sqlite")
+    script([account(one, legs)])
+    two = connect(tmp_path / "two.sqlite")
+    script([account(two, legs), account(connect(tmp_path / "two.sqlite"), legs)])
+    assert dump(one) == dump(two)
+    assert one.execute("SELECT count(*) FROM paper_fills").fetchone()[0] >= 10
+
+
+def test_starting_balances_are_credited_once_and_cannot_change(db: sqlite3.Connection, tmp_path: Path) -> None:
+    account(db, {LINEAR: params(LINEAR)}, balances={"usdt": 1_000.0, "BTC": 0.5})
+    account(db, {LINEAR: params(LINEAR)}, balances={"USDT": 1_000.0, "BTC": 0.5})
+    acct = account(connect(tmp_path / "book.sqlite"), {LINEAR: params(LINEAR)}, balances={"USDT": 1_000.0, "BTC": 0.5})
+    assert [(b.asset, b.wallet, b.free, b.used) for b in acct.balances()] == [
+        ("BTC", 0.5, 0.5, 0.0),
+        ("USDT", 1_000.0, 1_000.0, 0.0),
+    ]
+    assert db.execute("SELECT count(*) FROM paper_ledger WHERE kind = 'deposit'").fetchone() == (2,)
+    with pytest.raises(ConfigError, match="started with balances"):
+        account(db, {LINEAR: params(LINEAR)}, balances={"USDT": 2_000.0, "BTC": 0.5})
+    with pytest.raises(ConfigError, match="opened on binance"):
+        PaperAccount(
+            db,
+            name="p1",
+            venue="bybit",
+            legs={},
+            starting_balances={"USDT": 1_000.0, "BTC": 0.5},
+            overdraft=False,
+        )
+    # another account name in the same store is independent
+    assert account(db, {LINEAR: params(LINEAR)}, name="p2", balances={"USDT": 7.0}).balances()[0].wallet == 7.0
+
+
+# -------------------------------------------------------------------------------------------- refusals
+
+
+def test_refused_orders_name_the_reason_change_nothing_and_stay_refused(db: sqlite3.Connection) -> None:
+    acct = account(db, {LINEAR: params(LINEAR), INVERSE: params(INVERSE, coll=S.BUY)})
+    sn = snap(DAY_MS, {"BTC": 30_000.0})
+    acct.place_order(order("open", LINEAR, "sell", 0.01), sn)
+    cases = [
+        (order("r1", REG.get("binance:ETHUSDT"), "sell", 1.0), "unknown instrument binance:ETHUSDT"),
+        (order("r2", LINEAR, "sell", 0.0), "positive whole number of lots of 0.001"),
+        (order("r3", LINEAR, "sell", -0.001), "positive whole number of lots"),
+        (order("r4", LINEAR, "sell", 0.0015), "positive whole number of lots"),
+        (order("r5", LINEAR, "sell", math.nan), "positive whole number of lots"),
+        (order("r6", LINEAR, "sell", math.inf), "positive whole number of lots"),
+        (order("r7", INVERSE, "sell", 0.5), "lots of 1"),
+        (order("r8", LINEAR, "sell", 0.001, reduce_only=True), "reduce-only sell would increase the short"),
+        (order("r9", LINEAR, "buy", 0.011), "beyond the short of 0.01"),
+        (order("r10", INVERSE, "buy", 1.0), "beyond the short of 0"),
+        (order("r11", LINEAR, "sell", 0.001, account="other"), "order for account other sent to account p1"),
+        (order("", LINEAR, "sell", 0.001), "empty client id"),
+    ]
+    before = dump(db)["paper_positions"]
+    for req, why in cases:
+        res = acct.place_order(req, sn)
+        assert res.status == "rejected" and why in res.reason and "\n" not in res.reason, (req.client_id, res.reason)
+        assert res.fills == () and res.filled_contracts == 0.0 and res.terminal
+    for name, bad in [("nan", {"BTC": math.nan}), ("missing", {"ETH": 1.0}), ("zero", {"BTC": 0.0})]:
+        res = acct.place_order(order(f"p-{name}", LINEAR, "sell", 0.001), snap(DAY_MS, bad))
+        assert res.status == "rejected" and "no usable BTC price" in res.reason
+    res = acct.place_order(order("stale", LINEAR, "sell", 0.001), snap(DAY_MS, {"BTC": 30_000.0}, stale=True))
+    assert res.status == "rejected" and "stale" in res.reason
+    assert dump(db)["paper_positions"] == before
+    assert db.execute("SELECT count(*) FROM paper_fills").fetchone() == (1,)
+    # a refused id keeps its answer even when the order would now be fine
+    again = acct.place_order(order("r9", LINEAR, "buy", 0.001), sn)
+    assert again.status == "rejected" and "beyond the short" in again.reason
+    assert acct.fetch_order(LINEAR.id, "r9") == again
+    # lot arithmetic: 0.01 + 0.003 is 13 lots, on the grid the kernel uses (13 × 0.001, not 0.01 + 0.003)
+    acct.place_order(order("ok", LINEAR, "sell", 0.003), sn)
+    assert acct.state(LINEAR.id)[0] == 13 * 0.001 == S.target_contracts(params(LINEAR), 30_000.0, 0.013 * 30_000.0)
+    assert 0.01 + 0.003 != 13 * 0.001
+
+
+def test_overdraft_off_refuses_what_the_wallet_cannot_pay_and_on_allows_it(db: sqlite3.Connection) -> None:
+    prm = params(LINEAR, lev=2.0, taker=0.0, slip=0.0)
+    acct = account(db, {LINEAR: prm}, balances={"USDT": 1_000.0})
+    sn = snap(DAY_MS, {"BTC": 30_000.0})
+    acct.place_order(order("o", LINEAR, "sell", 0.1), sn)  # 3,000 USDT of value: 1,500 margin at 2x
+    before = dump(db)
+    r = acct.transfer(xfer("m", LINEAR, reset=True), sn)
+    assert not r.applied and not r.duplicate
+    assert r.reason == "USDT wallet of paper account p1 cannot pay 1500 USDT: it holds 1000"
+    assert dump(db) == before
+    r2 = acct.transfer(xfer("m2", LINEAR, 1_500.0), sn)
+    assert not r2.applied and "cannot pay 1500 USDT" in r2.reason and dump(db) == before
+    assert acct.transfer(xfer("m3", LINEAR, 1_000.0), sn).applied  # exactly what it holds
+    assert next(b for b in acct.balances() if b.asset == "USDT").free == 0.0
+    r3 = acct.transfer(xfer("m4", LINEAR, -1_200.0), sn)  # would leave the margin below zero
+    assert not r3.applied and "below zero" in r3.reason
+    assert acct.transfer(xfer("m5", LINEAR, -200.0), sn).applied
+    assert [(b.free, b.used, b.wallet) for b in acct.balances()] == [(200.0, 800.0, 1_000.0)]
+    # the same through an account with overdraft: the wallet goes below zero and says so
+    acct2 = account(db, {LINEAR: prm}, balances={"USDT": 1_000.0}, overdraft=True, name="p2")
+    acct2.place_order(order("o", LINEAR, "sell", 0.1, account="p2"), sn)
+    r4 = acct2.transfer(xfer("m", LINEAR, reset=True, account="p2"), sn)
+    assert r4.applied and r4.amount_settle == r4.cash_usd == 1_500.0
+    assert [(b.free, b.used) for b in acct2.balances()] == [(-500.0, 1_500.0)]
+
+
+def test_inverse_collateral_comes_from_cash_or_from_coins(db: sqlite3.Connection) -> None:
+    """Bought coin collateral: USDT at the snapshot price, fee-free. Holdings collateral: the coin wallet,
+    which may go below zero (coins drawn from the off-exchange holdings) even without overdraft."""
+    price = 40_000.0
+    sn = snap(DAY_MS, {"BTC": price})
+    buy = account(db, {INVERSE: params(INVERSE, coll=S.BUY, taker=0.0, slip=0.0)}, balances={"USDC": 10_000.0})
+    buy.place_order(order("o", INVERSE, "sell", 100.0), sn)
+    r = buy.transfer(xfer("m", INVERSE, reset=True), sn)
+    assert r.applied and r.asset == "BTC" and r.amount_settle == 10_000.0 / price / 2
+    assert r.cash_usd == r.amount_settle * price and r.coins == 0.0
+    assert {b.asset: (b.free, b.used) for b in buy.balances()} == {
+        "BTC": (0.0, r.amount_settle),
+        "USDC": (10_000.0 - r.cash_usd, 0.0),
+    }  # the account's only stablecoin pays
+    hold = account(db, {INVERSE: params(INVERSE, coll=S.HOLDINGS, taker=0.0, slip=0.0)}, name="h", balances={})
+    hold.place_order(order("o", INVERSE, "sell", 100.0, account="h"), sn)
+    r2 = hold.transfer(xfer("m", INVERSE, reset=True, account="h"), sn)
+    assert r2.applied and r2.coins == r2.amount_settle == 0.125 and r2.cash_usd == 0.0
+    assert [(b.asset, b.free, b.used, b.wallet) for b in hold.balances()] == [("BTC", -0.125, 0.125, 0.0)]
+    # closing returns the collateral the same way
+    hold.place_order(order("c", INVERSE, "buy", 100.0, reduce_only=True, account="h"), sn)
+    r3 = hold.transfer(xfer("c-m", INVERSE, reset=True, account="h"), sn)
+    assert r3.coins == r3.amount_settle == -0.125
+    assert [(b.free, b.used) for b in hold.balances()] == [(0.0, 0.0)]
+
+
+def test_refused_transfers(db: sqlite3.Connection) -> None:
+    acct = account(db, {LINEAR: params(LINEAR)})
+    sn = snap(DAY_MS, {"BTC": 30_000.0})
+    cases = [
+        (xfer("a", REG.get("binance:ETHUSDT"), 1.0), "unknown instrument"),
+        (xfer("b", LINEAR, math.nan), "must be finite"),
+        (xfer("c", LINEAR, math.inf), "must be finite"),
+        (xfer("d", LINEAR, 1.0, account="x"), "sent to account p1"),
+        (xfer("", LINEAR, 1.0), "empty transfer id"),
+    ]
+    before = dump(db)
+    for req, why in cases:
+        r = acct.transfer(req, sn)
+        assert not r.applied and why in r.reason, r.reason
+    r = acct.transfer(xfer("e", LINEAR, 1.0), snap(DAY_MS, {"BTC": math.nan}))
+    assert not r.applied and "no usable BTC price" in r.reason
+    assert dump(db) == before
+    assert acct.transfer(xfer("b", LINEAR, 5.0), sn).applied  # a refused id was not booked: it may be sent again
+
+
+def test_constructor_refuses_what_it_cannot_run(db: sqlite3.Connection, tmp_path: Path) -> None:
+    ok = params(LINEAR)
+    with pytest.raises(ConfigError, match="autocommit"):
+        account(sqlite3.connect(tmp_path / "x.sqlite"), {LINEAR: ok})
+    with pytest.raises(ConfigError, match="keyed by its instrument id"):
+        PaperAccount(
+            db, name="p", venue="v", legs={"BTCUSDT": PaperLeg(instrument=LINEAR, params=ok)},
+            starting_balances={}, overdraft=False,
+        )  # fmt: skip
+    bad_kind = ok.copy()
+    bad_kind[0] = S.INVERSE
+    bad_lot = ok.copy()
+    bad_lot[4] = 0.01
+    bad_reopen = ok.copy()
+    bad_reopen[11] = math.nan
+    for prm, why in [(bad_kind, "`kind`"), (bad_lot, "`lot`"), (bad_reopen, "`reopen_after`"), (ok[:5], "14 floats")]:
+        with pytest.raises(ConfigError, match=why):
+            account(db, {LINEAR: prm})
+    with pytest.raises(ConfigError, match="starting balance `USDT`"):
+        account(db, {LINEAR: ok}, balances={"USDT": -1.0})
+    with pytest.raises(ConfigError, match="given twice"):
+        account(db, {LINEAR: ok}, balances={"USDT": 1.0, "usdt": 1.0})
+    with pytest.raises(ConfigError, match="bar_ms"):
+        account(db, {LINEAR: ok}, bar_ms=0)
+    with pytest.raises(ConfigError, match="no instrument binance:ETHUSDT"):
+        account(db, {LINEAR: ok}).state("binance:ETHUSDT")
+
+
+# ------------------------------------------------------------------------------------ store and transactions
+
+
+def test_the_schema_is_idempotent_and_a_foreign_table_is_refused(tmp_path: Path) -> None:
+    db = connect(tmp_path / "a.sqlite")
+    for stmt in PAPER_SCHEMA.split(";"):
+        db.execute(stmt)
+    db.executescript(PAPER_SCHEMA)  # run again: nothing changes
+    account(db, {LINEAR: params(LINEAR)})
+    other = connect(tmp_path / "b.sqlite")
+    other.execute("CREATE TABLE paper_orders (account TEXT, client_id TEXT, PRIMARY KEY (account, client_id))")
+    with pytest.raises(DataError, match="paper_orders lacks column"):
+        account(other, {LINEAR: params(LINEAR)})
+
+
+def test_a_read_only_connection_reads_the_account(db: sqlite3.Connection, tmp_path: Path) -> None:
+    acct = opened(db, LINEAR, params(LINEAR), 0.2, 30_000.0)
+    ro = sqlite3.connect(f"file:{tmp_path / 'book.sqlite'}?mode=ro", uri=True, isolation_level=None)
+    reader = account(ro, {LINEAR: params(LINEAR)})
+    assert reader.positions() == acct.positions() and reader.balances() == acct.balances()
+    assert reader.fetch_order(LINEAR.id, "open") == acct.fetch_order(LINEAR.id, "open")
+
+
+def test_a_failure_inside_an_operation_leaves_nothing_behind(
+    db: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acct = account(db, {LINEAR: params(LINEAR)})
+    sn = snap(DAY_MS, {"BTC": 30_000.0})
+    before = dump(db)
+
+    def boom(*_: Any, **__: Any) -> None:
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(PaperAccount, "_save", boom)  # after the order and fill rows were written
+    with pytest.raises(RuntimeError):
+        acct.place_order(order("x", LINEAR, "sell", 0.01), sn)
+    assert dump(db) == before and not db.in_transaction
+    monkeypatch.undo()
+    assert acct.place_order(order("x", LINEAR, "sell", 0.01), sn).status == "filled"
+
+
+def test_inside_the_callers_transaction_it_uses_a_savepoint(db: sqlite3.Connection) -> None:
+    acct = account(db, {LINEAR: params(LINEAR)})
+    sn = snap(DAY_MS, {"BTC": 30_000.0})
+    before = dump(db)
+    db.execute("BEGIN IMMEDIATE")
+    assert acct.place_order(order("x", LINEAR, "sell", 0.01), sn).status == "filled"
+    assert db.in_transaction  # the caller's transaction is still open
+    db.execute("ROLLBACK")
+    assert dump(db) == before
+    db.execute("BEGIN IMMEDIATE")
+    acct.place_order(order("x", LINEAR, "sell", 0.01), sn)
+    acct.transfer(xfer("t", LINEAR, reset=True), sn)
+    db.execute("COMMIT")
+    assert acct.state(LINEAR.id)[0] == 0.01 and acct.fetch_order(LINEAR.id, "x") is not None
+
+
+def test_paper_account_satisfies_the_protocol(db: sqlite3.Connection) -> None:
+    acct = account(db, {LINEAR: params(LINEAR)})
+    assert isinstance(acct, Account) and acct.kind == "paper" and acct.venue == "binance" and acct.name == "p1"
