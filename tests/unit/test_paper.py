@@ -747,10 +747,12 @@ def test_refused_orders_name_the_reason_change_nothing_and_stay_refused(db: sqli
     again = acct.place_order(order("r9", LINEAR, "buy", 0.001), sn)
     assert again.status == "rejected" and "beyond the short" in again.reason
     assert acct.fetch_order(LINEAR.id, "r9") == again
-    # lot arithmetic: 0.01 + 0.003 is 13 lots, on the grid the kernel uses (13 × 0.001, not 0.01 + 0.003)
-    acct.place_order(order("ok", LINEAR, "sell", 0.003), sn)
-    assert acct.state(LINEAR.id)[0] == 13 * 0.001 == S.target_contracts(params(LINEAR), 30_000.0, 0.013 * 30_000.0)
-    assert 0.01 + 0.003 != 13 * 0.001
+    # lot arithmetic: the position lands on the grid the kernel uses (k × lot), not on a float sum
+    acct.place_order(order("ok", LINEAR, "sell", 0.001), sn)
+    assert acct.state(LINEAR.id)[0] == 11 * 0.001
+    acct.place_order(order("ok2", LINEAR, "buy", 0.001), sn)
+    assert acct.state(LINEAR.id)[0] == 10 * 0.001 == S.target_contracts(params(LINEAR), 30_000.0, 0.01 * 30_000.0)
+    assert 11 * 0.001 - 0.001 != 0.01
 
 
 def test_overdraft_off_refuses_what_the_wallet_cannot_pay_and_on_allows_it(db: sqlite3.Connection) -> None:
