@@ -249,7 +249,7 @@ def init_book(
     port = Portfolio(
         name=pfile.name,
         holdings=tuple(Holding(asset=h.asset.upper(), quantity=h.quantity or 1.0) for h in pfile.holdings),
-        prices={k.upper(): v for k, v in pfile.prices.items()},
+        prices={h.asset.upper(): 1.0 for h in pfile.holdings},  # the legs do not depend on prices
     )
     hb = pfile.hedge
     proxy_legs, direct, _ = _resolve_legs(hb.instrument, hb.legs, hb.proxy, port, registry)
@@ -615,7 +615,7 @@ def _hedge_bases(lb: LoadedBook, pfile: PortfolioFile) -> list[str]:
     port = Portfolio(
         name=pfile.name,
         holdings=tuple(Holding(asset=h.asset.upper(), quantity=h.quantity or 1.0) for h in pfile.holdings),
-        prices={},
+        prices={h.asset.upper(): 1.0 for h in pfile.holdings},  # the legs do not depend on prices
     )
     from perphedge.usecases.backtest import _hedge_block
 
@@ -699,6 +699,7 @@ def _make_accounts(
             legs=mine,
             starting_balances=acc.balances,
             overdraft=acc.overdraft or overdraft_all,
+            bar_ms=_bar_ms(lb.book.step),
         )
     return out
 
@@ -1479,7 +1480,9 @@ def execute_plan(s: Session, plan: Plan, snap: FeedSnapshot) -> list[dict[str, A
             e["client_id"] = client_order_id(b.id, decision, item.leg, 0, s.accounts[item.account].venue)
             e["attempt"] = 0
         else:
-            e["transfer_id"] = transfer_id(b.id, decision, item.leg, f"t{idx}")
+            e["transfer_id"] = transfer_id(
+                b.id, decision, item.leg, "top_up" if item.reason.startswith("top-up") else "rebalance"
+            )
         entries.append(e)
     with s.store.transaction():
         s.store.append(
