@@ -85,8 +85,14 @@ def bench_replay(store: str | None) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         doc = yaml.safe_load(write_book(folder, feed="store", step="8h").read_text())
-        doc["portfolio"]["holdings"] = [h for h in doc["portfolio"]["holdings"] if h["asset"] != "MATIC"]
-        doc["portfolio"]["prices"].pop("MATIC")
+        # the sample has 8h candles of BTC and ETH only: 50 holdings of those two, hedged with both perpetuals
+        doc["portfolio"]["holdings"] = [
+            {"asset": "ETH" if i % 2 else "BTC", "value_usd": 1000 + 137 * i, "group": f"g{i // 2}"} for i in range(50)
+        ]
+        doc["portfolio"]["hedge"]["legs"] = [
+            {"instrument": "binance:BTCUSDT", "weight": 0.6},
+            {"instrument": "binance:ETHUSDT", "weight": 0.4},
+        ]
         (folder / "bench.book.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
         lb = B.load_book(folder / "bench.book.yaml")
         t0 = time.perf_counter()

@@ -639,7 +639,8 @@ def _make_feed(
 
     b = lb.book
     if replay:
-        highs = {leg.inst.base: leg.data.h for leg in legs}
+        # highs matter for the legs' liquidation checks only: the leg's own bar highs, closes elsewhere
+        highs = dict(prep.closes) | {leg.inst.base: leg.data.h for leg in legs}
         return bookfeed.HistoryFeed(
             bar_open_ms=bar_open_ms,
             bar_ms=bar_ms,
@@ -944,7 +945,7 @@ def status_document(
                     "value_btc": bal.wallet * px / btc if btc else None,
                 }
             )
-            accounts_usd += bal.wallet * px if math.isfinite(px) else 0.0
+            accounts_usd += bal.free * px if math.isfinite(px) else 0.0  # margins count in the positions' equity
         for row in positions.get(name, []):
             accounts_usd += row["equity_usd"] if math.isfinite(row["equity_usd"]) else 0.0
         acc_cfg = next(a for a in b.accounts if a.name == name)
@@ -1835,6 +1836,11 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
 # ------------------------------------------------------------------------------------------------ alerts
 
 
+def _finite(x: float) -> float | None:
+    """A number for JSON (the journal and webhooks carry no NaN/inf: an unbounded value is null)."""
+    return float(x) if isinstance(x, int | float) and math.isfinite(x) else None
+
+
 def _notify(s: Session, text: str, *, alert: str, subject: str, ts_ms: int) -> None:
     """An alert to the terminal (``alerts_out``) and the book's log file beside its store."""
     if s.alerts_out is not None:
@@ -1891,8 +1897,8 @@ def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[A
                 {
                     "alert": ev.alert,
                     "subject": ev.subject,
-                    "value": ev.value,
-                    "threshold": ev.threshold,
+                    "value": _finite(ev.value),
+                    "threshold": _finite(ev.threshold),
                     "message": ev.message,
                 },
                 ts_ms=snap.now_ms,
@@ -1908,8 +1914,8 @@ def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[A
                 "event": ev.kind,
                 "alert": ev.alert,
                 "subject": ev.subject,
-                "value": ev.value,
-                "threshold": ev.threshold,
+                "value": _finite(ev.value),
+                "threshold": _finite(ev.threshold),
                 "ts_ms": ev.ts_ms,
                 "message": ev.message,
             }
@@ -1977,6 +1983,7 @@ def tick(
                         )
             if not refused and execute and decided_at(s, snap) is None and (confirm is None or confirm(plan)):
                 results = execute_plan(s, plan, snap)
+                status = status_document(s, snap, decision=plan, totals=not s.replay)  # after the trades
     finish_tick(s, snap, status)
     return TickResult(
         snap=snap,
