@@ -1,5 +1,11 @@
 """kill -9 at any moment, and the same command resumes: no order, fill, transfer or funding payment lost or doubled
-(issue 10, items 5 and 9); status and journal read while watch writes (item 6)."""
+(issue 10, items 5 and 9); status and journal read while watch writes (item 6).
+
+The journal of a killed-and-resumed run equals the uninterrupted run's row for row, except for what the kill itself
+caused and the journal must record: an order the kill stopped between `order_sent` and the account is looked up,
+journaled `not_found` and sent again under the next attempt's client id (design §4: an id is never reused). The
+projection drops those rows and the attempt digit of the ids; every decision, fill, funding payment, transfer,
+liquidation and alert must be there exactly once, in the same order, with the same numbers."""
 
 from __future__ import annotations
 
@@ -80,7 +86,19 @@ def _projection(state: Path) -> tuple[list[Any], list[Any], list[Any]]:
             f"({','.join('?' * len(KINDS))}) ORDER BY seq",
             KINDS,
         ).fetchall()
-        journal = [(k, b, d, g, i, c, json.loads(x)) for k, b, d, g, i, c, x in rows]
+        journal = []
+        for k, b, d, g, i, c, x in rows:
+            data = json.loads(x)
+            if k == "order_final" and data["status"] == "not_found":
+                continue  # an attempt the kill stopped before it reached the account: journaled, then retried
+            if k == "order_intent" and data.get("attempt", 0) > 0:
+                continue  # ... under the next attempt's id (a used id is never sent again)
+            if k in ("fill", "order_intent", "order_final"):
+                c = c[:-1] if c else c  # the attempt digit
+                data = {key: v for key, v in data.items() if key not in ("fill_id", "client_id", "attempt")}
+            if k == "decision":
+                data["plan"] = [{key: v for key, v in e.items() if key != "client_id"} for e in data["plan"]]
+            journal.append((k, b, d, g, i, c, data))
         positions = con.execute("SELECT * FROM paper_positions ORDER BY 1, 2").fetchall()
         balances = con.execute("SELECT * FROM paper_balances ORDER BY 1, 2").fetchall()
     finally:

@@ -1884,6 +1884,8 @@ def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[A
     from perphedge.core.alerts import AlertSpec, evaluate
     from perphedge.usecases.book_alerts import post_alert
 
+    if _state(s, "alerts_ms") == snap.now_ms:
+        return []  # this instant was evaluated before a restart (a resumed tick): never twice
     spec = AlertSpec.from_model(s.book.alerts)
     state = _state(s, "alerts", {}) or {}
     new_state, events = evaluate(
@@ -1904,6 +1906,7 @@ def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[A
                 ts_ms=snap.now_ms,
             )
         _set_state(s, "alerts", new_state)
+        _set_state(s, "alerts_ms", snap.now_ms)
     for ev in events:
         _notify(s, f"alert {ev.kind}: {ev.message}", alert=ev.alert, subject=ev.subject, ts_ms=snap.now_ms)
         url = s.book.alerts.webhook
