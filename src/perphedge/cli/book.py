@@ -104,45 +104,37 @@ def render_status(doc: dict[str, Any], console: Any) -> None:
         for bal in acc["balances"]:
             t.add_row(bal["asset"], _num(bal["wallet"]), _num(bal["used"]), _usd(bal["value_usd"]))
         console.print(t)
-        if acc["positions"]:
-            p = Table(title="Positions", title_justify="left")
-            for col in (
-                "instrument",
-                "side",
-                "contracts",
-                "size",
-                "notional USD",
-                "entry",
-                "mark",
-                "uPnL",
-                "margin",
-                "lev",
-                "liq (paper)",
-                "liq (exch. formula)",
-                "bankruptcy",
-                "to liq",
-                "funding/day USD",
-            ):
-                p.add_column(col, justify="left" if col in ("instrument", "side") else "right")
-            for r in acc["positions"]:
-                p.add_row(
-                    r["instrument"],
-                    r["side"],
-                    _num(r["contracts"]),
-                    f"{_num(r['size'])} {r['size_unit']}",
-                    _usd(r["notional_usd"]),
-                    _num(r["entry_price"], ",.2f"),
-                    _num(r["mark_price"], ",.2f"),
-                    f"{_num(r['upnl_settle'], ',.6g')} {r['settle_asset']} ({_usd(r['upnl_usd'])} USD)",
-                    f"{_num(r['margin_settle'], ',.6g')} {r['settle_asset']}",
-                    _num(r["leverage"], ".2f"),
-                    _num(r["trigger_price"], ",.2f"),
-                    _num(r["liquidation_price"], ",.2f"),
-                    _num(r["bankruptcy_price"], ",.2f"),
-                    _pct(r["distance_to_liquidation"]),
-                    _usd(r["funding_usd_per_day"], 2),
-                )
+        for r in acc["positions"]:
+            p = Table(title=f"Position {r['instrument']} ({r['kind']})", title_justify="left", show_header=False)
+            p.add_column("field")
+            p.add_column("value", justify="right")
+            p.add_column("field")
+            p.add_column("value", justify="right")
+            sa = r["settle_asset"]
+            cells = [
+                ("side", f"{r['side']} {_num(r['contracts'])} contracts"),
+                ("size", f"{_num(r['size'])} {r['size_unit']} ({_usd(r['notional_usd'])} USD)"),
+                ("entry (settled)", _num(r["entry_price"], ",.2f")),
+                ("mark", _num(r["mark_price"], ",.2f")),
+                ("unrealised PnL", f"{_num(r['upnl_settle'], ',.6g')} {sa} ({_usd(r['upnl_usd'], 2)} USD)"),
+                ("margin", f"{_num(r['margin_settle'], ',.6g')} {sa} ({_usd(r['margin_usd'], 2)} USD)"),
+                ("leverage", _num(r["leverage"], ".2f")),
+                ("maintenance rate", _pct(r["maintenance_margin_rate"], 2)),
+                ("liquidation (paper trigger)", _num(r["trigger_price"], ",.2f")),
+                ("liquidation (exchange formula)", _num(r["liquidation_price"], ",.2f")),
+                ("bankruptcy", _num(r["bankruptcy_price"], ",.2f")),
+                ("to liquidation", _pct(r["distance_to_liquidation"])),
+                (f"{r['proxy_asset']} move to liquidation", _pct(r["proxy_move_to_liquidation"])),
+                ("funding rate / 8h", _pct(r["funding_rate_8h"], 4)),
+                ("funding / day", f"{_usd(r['funding_usd_per_day'], 2)} USD"),
+                ("collateral", r["collateral_source"]),
+            ]
+            for i in range(0, len(cells), 2):
+                a, b = cells[i], cells[i + 1] if i + 1 < len(cells) else ("", "")
+                p.add_row(a[0], a[1], b[0], b[1])
             console.print(p)
+            if r["liquidation_formula_note"]:
+                console.print(f"  [dim]{r['liquidation_formula_note']}[/dim]")
     d = doc["delta"]
     hg = doc["hedge"]
     console.print(

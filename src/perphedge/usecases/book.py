@@ -239,10 +239,10 @@ def init_book(
     pfile = load_portfolio_file(pf_path)
     registry = default_registry()
     exchange = exchange.strip().lower()
-    if exchange not in {i.exchange for i in registry.all()}:
+    if exchange not in registry.exchanges():
         raise ConfigError(
             f"invalid `--paper`: no bundled instruments of `{exchange}`; choose one of "
-            f"{', '.join(sorted({i.exchange for i in registry.all()}))}"
+            f"{', '.join(sorted(registry.exchanges()))}"
         )
     from perphedge.core.portfolio import Holding, Portfolio
 
@@ -276,9 +276,16 @@ def init_book(
             for h in pfile.holdings
             if not is_stablecoin(h.asset)
         )
-        need = value * hb.ratio / max(hb.leverage, 1.0) * 2.0
-        bal = {"USDT": float(max(1000.0, math.ceil(need / 1000.0) * 1000.0))}
+        inverse_buy = any(i.startswith(f"{exchange}:") and registry.get(i).is_inverse for i in instruments) and (
+            hb.collateral in (None, "buy")
+        )
+        lev = max(float(hb.leverage), 1.0)
+        notional = value * hb.ratio * (lev / (lev - 1.0) if inverse_buy and lev > 1 else 1.0)
+        need = 0.0 if hb.collateral == "holdings" else notional / lev  # the margin at the open
+        bal = {"USDT": float(max(1000.0, math.ceil(need * 1.5 / 1000.0) * 1000.0))}  # + 50 % for drift and top-ups
     rel = os.path.relpath(pf_path.resolve(), out.resolve().parent)
+    if rel.startswith(".."):
+        rel = str(pf_path.resolve())  # outside the book's folder: an absolute path reads better than ../../..
     book_id = secrets.token_hex(4)
     day = today or datetime.now(UTC).date()
     doc: dict[str, Any] = {
@@ -288,7 +295,7 @@ def init_book(
         "portfolio": rel,
         "step": "1d",
         "policy": {"kind": "drift_band", "ratio": float(hb.ratio), "band": 0.10},
-        "policy_origin": day.isoformat(),
+        "policy_origin": day,
         "feed": {"kind": feed_kind, "source": exchange} | ({"store": market_store} if market_store else {}),
         "accounts": [{"name": "paper", "kind": "paper", "exchange": exchange, "balances": bal}],
         "limits": {
@@ -567,9 +574,10 @@ def open_session(
                     f"{', '.join(missing)} too"
                 )
             prices.setdefault("BTC", prices.get("BTC", 1.0))
-            cstore = _constant_store(prices, sorted({*assets, *hedge_bases}), b.step, origin, today)
+            last_day = max(today, origin + timedelta(days=1))  # a run spans at least two days
+            cstore = _constant_store(prices, sorted({*assets, *hedge_bases}), b.step, origin, last_day)
             try:
-                run_cfg, prep = _prepare(lb, origin, max(today, origin + timedelta(days=1)), cstore)
+                run_cfg, prep = _prepare(lb, origin, last_day, cstore)
             finally:
                 cstore.close()
     spec = _policy_spec(run_cfg, prep.bars_per_day)
@@ -603,8 +611,22 @@ def open_session(
         store=store,
         replay=replay is not None,
         stale_after_s=stale_after_s,
-        warnings=list(prep.warnings),
+        warnings=_session_warnings(lb, prep),
     )
+
+
+def _session_warnings(lb: LoadedBook, prep: Prepared) -> list[str]:
+    """The history's warnings; on constant-price feeds the funding note says what the book assumes instead."""
+    if lb.book.feed.kind == "store":
+        return list(prep.warnings)
+    rate = lb.book.funding.assumed_rate_8h
+    out = [w for w in prep.warnings if "funding assumed" not in w]
+    if lb.book.feed.kind == "portfolio":
+        out.append(
+            f"feed `portfolio`: constant prices from the portfolio file and funding assumed at {rate:.4%} per 8h "
+            "(`funding.assumed_rate_8h`), paid at 00:00, 08:00 and 16:00 UTC"
+        )
+    return out
 
 
 def _hedge_bases(lb: LoadedBook, pfile: PortfolioFile) -> list[str]:
@@ -984,7 +1006,7 @@ def status_document(
                 by_asset[bal["asset"]] = by_asset.get(bal["asset"], 0.0) + bal["value_usd"]
     plan = decision
     target_ratio = plan.target_ratio if plan is not None else _target_now(s, snap)[0]
-    achieved = -hedge_delta / exposure if exposure > 0 else None
+    achieved = 0.0 - hedge_delta / exposure if exposure > 0 else None
     band = s.spec.band
     funding_rows = s.store.journal(kinds=["funding"]) if s.store is not None and totals else []
     received = sum(r.data["amount_usd"] for r in funding_rows if r.data["amount_usd"] > 0)
@@ -1200,7 +1222,7 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
             "target_ratio": target,
             "allowed": bool(allowed),
             "hedge_delta_usd": before_delta,
-            "achieved_ratio": -before_delta / exposure if exposure > 0 else None,
+            "achieved_ratio": 0.0 - before_delta / exposure if exposure > 0 else None,
             "contracts": float(st[L.S_N]),
             "action": "hold",
         }
@@ -1281,6 +1303,15 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
                 info["action"] = "margin reset (size unchanged by lot rounding)"
             info["contracts_after"] = n_new
         else:
+            reopen = float(st[L.S_REOPEN])
+            if st[L.S_N] <= 0 and reopen > bar:
+                info["action"] = "closed after liquidation"
+                when = (
+                    "until `margin.reopen_after_days` is set (it stays closed)"
+                    if math.isinf(reopen)
+                    else f"for {reopen - bar:g} more bar(s) (`margin.reopen_after_days`)"
+                )
+                reasons.append(f"{leg.inst.id}: liquidated; stays flat {when}")
             add = L.top_up_amount(st, leg.params, price)
             if not math.isnan(add):
                 work = st.copy()
@@ -1305,7 +1336,7 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
                 reasons.append(f"{leg.inst.id}: top-up")
                 info["action"] = "top-up"
         legs_out.append(info)
-    achieved = -total_delta / total_exposure if total_exposure > 0 else None
+    achieved = 0.0 - total_delta / total_exposure if total_exposure > 0 else None
     return Plan(
         bar=t,
         now_ms=snap.now_ms,
@@ -1372,14 +1403,61 @@ def check_plan_limits(s: Session, plan: Plan) -> list[Any]:
         for i in plan.items
         if i.kind == "order"
     ]
+    breaches: list[Any] = _funds_breaches(s, plan)
     if not orders:
-        return []
+        return breaches
     turnover = 0.0
     if s.store is not None:
         for r in s.store.journal(kinds=["fill"], since_ms=plan.now_ms - DAY_MS):
             turnover += abs(float(r.data.get("notional_usd", 0.0)))
     spec = LimitSpec.from_model(s.book.limits)
-    return list(check_limits(orders, spec, turnover_24h_usd=turnover))
+    return breaches + list(check_limits(orders, spec, turnover_24h_usd=turnover))
+
+
+def _cash_asset(balances: Sequence[Any]) -> str:
+    stables = sorted(b.asset for b in balances if is_stablecoin(b.asset))
+    return "USDT" if "USDT" in stables or not stables else stables[0]
+
+
+def _funds_breaches(s: Session, plan: Plan) -> list[Any]:
+    """The wallet must pay every margin the plan brings in before anything is sent (a venue checks the margin
+    before it accepts the order; the paper account books the fill first, as the backtest): a plan the wallet
+    cannot fund is refused whole. Collateral from holdings draws coins off-exchange and is not checked here."""
+    from perphedge.core.limits import LimitBreach
+
+    need: dict[tuple[str, str], float] = {}
+    for item in plan.items:
+        if item.kind != "transfer" or item.amount_settle <= 0:
+            continue
+        acc_cfg = next(a for a in s.book.accounts if a.name == item.account)
+        if acc_cfg.overdraft or s.replay:
+            continue
+        leg = next(x for x in s.legs if x.index == item.leg)
+        row = np.zeros(len(L.OUT_COLUMNS))
+        L.book_collateral(leg.params, item.ref_price, item.amount_settle, row)
+        cash = float(row[L.O_CASH])
+        if cash > 0:
+            acc = s.accounts[item.account]
+            asset = leg.inst.settle if not leg.inst.is_inverse else _cash_asset(acc.balances())
+            need[(item.account, asset)] = need.get((item.account, asset), 0.0) + cash
+    out = []
+    for (name, asset), amount in need.items():
+        free = sum(b.free for b in s.accounts[name].balances() if b.asset == asset)
+        if amount > free * (1 + 1e-12):
+            out.append(
+                LimitBreach(
+                    limit="funds",
+                    subject=f"{name}:{asset}",
+                    value=amount,
+                    bound=free,
+                    message=(
+                        f"funds: the rebalance needs {amount:,.2f} {asset} of margin in account `{name}`, which holds "
+                        f"{free:,.2f} {asset} free; deposit more (paper: raise `accounts[].balances`), lower the ratio "
+                        "or raise the leverage"
+                    ),
+                )
+            )
+    return out
 
 
 def plan_document(
