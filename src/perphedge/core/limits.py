@@ -101,9 +101,7 @@ class LimitSpec:
             value = getattr(self, name)
             if value is not None and _finite(name, value) <= 0:
                 raise ValueError(f"`{name}` must be > 0, was {value!r}")
-        if not isinstance(self.instruments, frozenset) or not all(
-            isinstance(i, str) and i for i in self.instruments
-        ):
+        if not isinstance(self.instruments, frozenset) or not all(isinstance(i, str) and i for i in self.instruments):
             raise ValueError(f"`instruments` must be a frozenset of instrument ids, was {self.instruments!r}")
 
     @classmethod
