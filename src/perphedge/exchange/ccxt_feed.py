@@ -236,10 +236,12 @@ class LiveTickerFeed:
                 f"fetch_funding_rate {inst.ccxt_symbol}",
                 functools.partial(self.client.fetch_funding_rate, inst.ccxt_symbol),
             )
-            mark = _positive((fr or {}).get("markPrice"))
+            if not isinstance(fr, dict):
+                raise ExchangeError(f"{self.exchange}: no funding rate answer for {inst.id}")
+            mark = _positive(fr.get("markPrice"))
             if mark is None:
                 raise ExchangeError(f"{self.exchange}: no valid mark price for {inst.id} (was {fr.get('markPrice')!r})")
-            rate = (fr or {}).get("fundingRate")
+            rate = fr.get("fundingRate")
             rate_f = float(rate) if rate is not None else math.nan
             if not math.isfinite(rate_f):
                 raise ExchangeError(f"{self.exchange}: no valid funding rate for {inst.id} (was {rate!r})")
@@ -256,7 +258,9 @@ class LiveTickerFeed:
             stamps.append(int(ts) if ts is not None else now_ms)
         for asset in self.spot_assets:
             t = self._read(f"fetch_ticker {asset}/USDT", functools.partial(self.client.fetch_ticker, f"{asset}/USDT"))
-            last = _positive((t or {}).get("last"))
+            if not isinstance(t, dict):
+                raise ExchangeError(f"{self.exchange}: no ticker answer for {asset}/USDT")
+            last = _positive(t.get("last"))
             if last is None:
                 raise ExchangeError(f"{self.exchange}: no valid price for {asset}/USDT (was {t.get('last')!r})")
             prices[asset] = last
