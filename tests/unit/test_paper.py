@@ -915,3 +915,131 @@ def test_inside_the_callers_transaction_it_uses_a_savepoint(db: sqlite3.Connecti
 def test_paper_account_satisfies_the_protocol(db: sqlite3.Connection) -> None:
     acct = account(db, {LINEAR: params(LINEAR)})
     assert isinstance(acct, Account) and acct.kind == "paper" and acct.venue == "binance" and acct.name == "p1"
+
+
+# --------------------------------------------------------------------------------- invariants (hypothesis)
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("sync"),
+            st.integers(0, 2),  # days forward (0: the same snapshot time again)
+            st.floats(0.8, 1.25),  # price move
+            st.floats(1.0, 1.3),  # high over the close
+            st.lists(st.floats(-0.003, 0.003), max_size=3),  # settlement rates in the window
+        ),
+        st.tuples(
+            st.just("order"),
+            st.integers(0, 1),
+            st.sampled_from(["sell", "buy"]),
+            st.integers(1, 400),
+            st.booleans(),
+            st.integers(0, 12),  # client id (repeats on purpose)
+        ),
+        st.tuples(st.just("transfer"), st.integers(0, 1), st.floats(-0.6, 1.0), st.booleans(), st.integers(0, 12)),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS, st.booleans())
+def test_random_sequences_keep_the_books_balanced(ops: list[tuple[Any, ...]], overdraft: bool) -> None:
+    """Margin = transfers + funding + realised PnL − fees − slippage − liquidation losses (per leg); wallets =
+    start − collateral flows; contracts >= 0 on the lot grid; each settlement booked once."""
+    legs = {
+        LINEAR: params(LINEAR, lev=3.0, reopen=1.0),
+        INVERSE: params(INVERSE, coll=S.HOLDINGS, lev=2.0, reopen=0.0),
+    }
+    insts = list(legs)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = connect(Path(tmp) / "h.sqlite")
+        acct = account(db, legs, balances={"USDT": 20_000.0, "BTC": 1.0}, overdraft=overdraft)
+        now, price = DAY_MS, 30_000.0
+        realised = {i.id: 0.0 for i in insts}
+        funding_state = {i.id: 0.0 for i in insts}  # what settle_bar put in the margin
+        seen_cids: set[str] = set()
+        last_sync = 0
+        for op in ops:
+            sn = snap(now, {"BTC": price})
+            if op[0] == "sync":
+                _, days, move, over, rates = op
+                if days:
+                    now += days * DAY_MS
+                    price *= move
+                fund = {
+                    i.id: tuple(
+                        FundingSettlement(instrument=i.id, settlement_ms=now - k * 3_600_000, rate=r)
+                        for k, r in enumerate(rates)
+                    )
+                    for i in insts
+                }
+                before = {i.id: acct.state(i.id) for i in insts}
+                events = acct.sync(snap(now, {"BTC": price}, highs={"BTC": price * over}, funding=fund))
+                for i in insts:
+                    b, a = before[i.id], acct.state(i.id)
+                    if a[0] > 0 and any(isinstance(e, FundingPayment) and e.instrument == i.id for e in events):
+                        funding_state[i.id] += a[2] - b[2]
+                if now <= last_sync:
+                    assert events == []
+                last_sync = max(last_sync, now)
+            elif op[0] == "order":
+                _, li, side, lots, ro, cid_n = op
+                inst = insts[li]
+                cid = f"c{cid_n}"
+                before_st = acct.state(inst.id)
+                res = acct.place_order(order(cid, inst, side, lots * inst.lot_size, reduce_only=ro), sn)
+                if cid not in seen_cids and res.status == "filled":
+                    size = before_st[0] * inst.contract_size
+                    if size > 0:
+                        realised[inst.id] += C.pnl(inst.kind, "short", size, before_st[1], price)
+                    assert acct.state(inst.id)[0] == pytest.approx(
+                        before_st[0] + (lots if side == "sell" else -lots) * inst.lot_size, abs=1e-12
+                    )
+                seen_cids.add(cid)
+            else:
+                _, li, frac, reset, tid_n = op
+                inst = insts[li]
+                margin = acct.state(inst.id)[2]
+                acct.transfer(xfer(f"t{tid_n}", inst, frac * max(abs(margin), 0.01), reset=reset), sn)
+            # ---- invariants
+            for inst in insts:
+                s_ = acct.state(inst.id)
+                lots_held = s_[0] / inst.lot_size
+                assert s_[0] >= 0.0 and lots_held == round(lots_held)
+                led = dict(
+                    db.execute(
+                        "SELECT kind, sum(amount) FROM paper_ledger WHERE instrument = ? GROUP BY kind", (inst.id,)
+                    ).fetchall()
+                )
+                fees = db.execute(
+                    "SELECT coalesce(sum(fee), 0), coalesce(sum(slippage), 0) FROM paper_fills WHERE instrument = ?",
+                    (inst.id,),
+                ).fetchone()
+                funding_ledger = led.get("funding", 0.0)
+                assert funding_ledger == pytest.approx(funding_state[inst.id], rel=1e-9, abs=1e-9)
+                expect = (
+                    led.get("transfer", 0.0)
+                    + funding_ledger
+                    + led.get("liquidation", 0.0)
+                    + realised[inst.id]
+                    - fees[0]
+                    - fees[1]
+                )
+                assert s_[2] == pytest.approx(expect, rel=1e-9, abs=1e-7)
+            flows = db.execute(
+                "SELECT coalesce(sum(json_extract(data, '$.cash_usd')), 0), "
+                "coalesce(sum(json_extract(data, '$.coins')), 0) FROM paper_ledger WHERE kind = 'transfer'"
+            ).fetchone()
+            wallets = {b.asset: b.free for b in acct.balances()}
+            assert wallets["USDT"] == pytest.approx(20_000.0 - flows[0], abs=1e-7)
+            assert wallets["BTC"] == pytest.approx(1.0 - flows[1], abs=1e-12)
+            if not overdraft:
+                assert wallets["USDT"] >= 0.0
+            dup = db.execute(
+                "SELECT count(*) - count(DISTINCT instrument || '@' || settlement_ms) FROM paper_ledger "
+                "WHERE kind = 'funding'"
+            ).fetchone()
+            assert dup == (0,)
+        db.close()
