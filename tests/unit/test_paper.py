@@ -3,6 +3,7 @@ fees, funding and liquidations equal the contract maths, every write is idempote
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -14,7 +15,6 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,9 @@ def order(cid: str, inst: Instrument, side: str, qty: float, *, reduce_only: boo
     )
 
 
-def xfer(tid: str, inst: Instrument, amount: float = 0.0, *, reset: bool = False, account: str = "p1") -> TransferRequest:
+def xfer(
+    tid: str, inst: Instrument, amount: float = 0.0, *, reset: bool = False, account: str = "p1"
+) -> TransferRequest:
     return TransferRequest(
         transfer_id=tid,
         account=account,
@@ -382,7 +384,9 @@ def test_replay_through_the_paper_account_equals_the_backtest_kernel(
 def test_replay_with_several_settlements_per_bar(sample_store_path: Path, tmp_path: Path) -> None:
     """Three settlements per bar: their rates summed in order into one settle_bar; payments add up to it."""
     run_cfg, pfile = SCENARIOS["inverse_buy"]()
-    run_cfg = run_cfg.model_copy(update={"start": run_cfg.start.replace(year=2022), "end": run_cfg.end.replace(year=2022)})
+    run_cfg = run_cfg.model_copy(
+        update={"start": run_cfg.start.replace(year=2022), "end": run_cfg.end.replace(year=2022)}
+    )
     prep, legs = kernel_legs(sample_store_path, run_cfg, pfile)
     outs, stats = replay_on_paper(prep, legs, connect(tmp_path / "r.sqlite"), split_funding=True)
     want = legs[0]["run"].out
@@ -453,7 +457,10 @@ def test_inverse_liquidation_price_equals_the_reference_vectors(
 
 @pytest.mark.parametrize(
     ("vid", "method", "family"),
-    [("V30a", LiquidationMethod.BINANCE_USDM, S.AT_LP_FAMILY), ("V30b", LiquidationMethod.BYBIT_LINEAR, S.ENTRY_FAMILY)],
+    [
+        ("V30a", LiquidationMethod.BINANCE_USDM, S.AT_LP_FAMILY),
+        ("V30b", LiquidationMethod.BYBIT_LINEAR, S.ENTRY_FAMILY),
+    ],
 )
 def test_linear_liquidation_price_equals_the_reference_vectors(
     db: sqlite3.Connection, vid: str, method: LiquidationMethod, family: float
@@ -506,7 +513,12 @@ def test_funding_equals_the_contract_maths_and_the_reference_vectors(db: sqlite3
     assert isinstance(ev, FundingPayment)
     assert ev.amount_settle == pytest.approx(vector("V21")["expected"]["received_coin"], abs=1e-15)
     assert ev.amount_settle == C.funding_received("inverse", "short", 50_000.0, 50_000.0, 0.0001)
-    assert (ev.amount_usd, ev.asset, ev.settlement_ms, ev.rate) == (ev.amount_settle * 50_000.0, "BTC", 2 * DAY_MS, 1e-4)
+    assert (ev.amount_usd, ev.asset, ev.settlement_ms, ev.rate) == (
+        ev.amount_settle * 50_000.0,
+        "BTC",
+        2 * DAY_MS,
+        1e-4,
+    )
     assert acct.state(INVERSE.id)[2] == m0 + ev.amount_settle
     # linear, negative rate: the short pays
     lin = LINEAR.with_overrides(contract_size=1.0)
@@ -521,7 +533,9 @@ def test_funding_equals_the_contract_maths_and_the_reference_vectors(db: sqlite3
     assert isinstance(ev3, FundingPayment) and ev3.amount_settle == pytest.approx(-0.0075)
 
 
-def test_funding_is_charged_once_per_settlement_across_syncs_and_restarts(db: sqlite3.Connection, tmp_path: Path) -> None:
+def test_funding_is_charged_once_per_settlement_across_syncs_and_restarts(
+    db: sqlite3.Connection, tmp_path: Path
+) -> None:
     acct = opened(db, LINEAR, params(LINEAR), 0.1, 40_000.0)
     s1 = FundingSettlement(instrument=LINEAR.id, settlement_ms=DAY_MS + 8 * 3_600_000, rate=0.0001)
     s2 = FundingSettlement(instrument=LINEAR.id, settlement_ms=DAY_MS + 16 * 3_600_000, rate=0.0002)
@@ -533,7 +547,9 @@ def test_funding_is_charged_once_per_settlement_across_syncs_and_restarts(db: sq
     again = account(connect(tmp_path / "book.sqlite"), {LINEAR: params(LINEAR)})
     assert again.sync(snap(DAY_MS + 17 * 3_600_000, {"BTC": 40_000.0}, funding={LINEAR.id: (s1, s2)})) == []
     assert dump(db) == before
-    rows = db.execute("SELECT count(*), count(DISTINCT settlement_ms) FROM paper_ledger WHERE kind = 'funding'").fetchone()
+    rows = db.execute(
+        "SELECT count(*), count(DISTINCT settlement_ms) FROM paper_ledger WHERE kind = 'funding'"
+    ).fetchone()
     assert rows == (2, 2)
 
 
@@ -568,7 +584,9 @@ def test_liquidation_closes_at_the_trigger_and_loses_the_margin(db: sqlite3.Conn
         acct.set_reopen_bar(LINEAR.id, math.nan)
 
 
-def test_a_high_below_the_trigger_does_not_liquidate_and_funding_does_not_move_the_trigger(db: sqlite3.Connection) -> None:
+def test_a_high_below_the_trigger_does_not_liquidate_and_funding_does_not_move_the_trigger(
+    db: sqlite3.Connection,
+) -> None:
     acct = opened(db, LINEAR, params(LINEAR, lev=5.0), 0.5, 30_000.0)
     liq = acct.state(LINEAR.id)[3]
     f = {LINEAR.id: (FundingSettlement(instrument=LINEAR.id, settlement_ms=2 * DAY_MS, rate=0.01),)}
@@ -632,11 +650,16 @@ def test_the_same_transfer_id_twice_moves_once(db: sqlite3.Connection) -> None:
     acct = opened(db, LINEAR, params(LINEAR), 0.5, 30_000.0)
     sn = snap(2 * DAY_MS, {"BTC": 30_000.0})
     r1 = acct.transfer(xfer("t1", LINEAR, 1_000.0), sn)
-    assert r1.applied and not r1.duplicate and (r1.amount_settle, r1.cash_usd, r1.coins, r1.asset) == (
-        1_000.0,
-        1_000.0,
-        0.0,
-        "USDT",
+    assert (
+        r1.applied
+        and not r1.duplicate
+        and (r1.amount_settle, r1.cash_usd, r1.coins, r1.asset)
+        == (
+            1_000.0,
+            1_000.0,
+            0.0,
+            "USDT",
+        )
     )
     before = dump(db)
     r2 = acct.transfer(xfer("t1", LINEAR, 5_000.0), sn)
@@ -1043,3 +1066,88 @@ def test_random_sequences_keep_the_books_balanced(ops: list[tuple[Any, ...]], ov
             ).fetchone()
             assert dup == (0,)
         db.close()
+
+
+# ------------------------------------------------------------------------------------------------ kill -9
+
+CHILD = textwrap.dedent(
+    """
+    import sqlite3, sys
+    import numpy as np
+    from perphedge.core import legstep as S
+    from perphedge.core.book import FeedSnapshot, FundingSettlement, OrderRequest, TransferRequest
+    from perphedge.exchange.paper import PaperAccount, PaperLeg
+    from perphedge.specs import default_registry
+
+    DAY = 86_400_000
+    inst = default_registry().get("binance:BTCUSDT")
+    prm = np.array([S.LINEAR, S.STABLE, 3.0, inst.contract_size, inst.lot_size, 0.004, 0.0, S.AT_LP_FAMILY,
+                    0.0005, 0.0002, 0.1, 2.0, 0.0, 0.5])
+
+
+    def run(path, steps, announce):
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        acct = PaperAccount(db, name="k", venue="binance", legs={inst.id: PaperLeg(instrument=inst, params=prm)},
+                            starting_balances={"USDT": 1e6}, overdraft=False)
+        if announce:
+            print("ready", flush=True)
+        for i in range(steps):
+            now = (i + 1) * DAY
+            px = 30_000.0 * (1.0 + 0.01 * ((i * 7919) % 13 - 6) / 6)
+            f = {inst.id: (FundingSettlement(instrument=inst.id, settlement_ms=now, rate=1e-4),)}
+            snap = FeedSnapshot(now_ms=now, source="t", prices={"BTC": px}, highs={"BTC": px}, funding=f, bar=i)
+            acct.sync(snap)
+            side = "buy" if i % 5 == 4 else "sell"
+            acct.place_order(OrderRequest(client_id=f"k{i}", account="k", instrument=inst.id, side=side,
+                                          contracts=0.001 * (1 + i % 3), reduce_only=side == "buy", ref_price=px,
+                                          decision=i, leg=0), snap)
+            acct.transfer(TransferRequest(transfer_id=f"k{i}-m", account="k", instrument=inst.id, amount_settle=0.0,
+                                          reason="rebalance", decision=i, leg=0, reset=True), snap)
+        db.close()
+
+
+    if __name__ == "__main__":
+        run(sys.argv[1], int(sys.argv[2]), True)
+    """
+)
+
+
+def test_kill_9_during_place_order_leaves_all_or_nothing(tmp_path: Path) -> None:
+    """A subprocess placing orders is SIGKILLed at random moments: after a restart every order has its fill
+    and its position change or none of them exists; resuming with the same ids ends where an uninterrupted
+    run ends."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD, encoding="utf-8")
+    steps = 300
+    spec = importlib.util.spec_from_file_location("paper_crash_child", script)
+    assert spec is not None and spec.loader is not None
+    child = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(child)
+    child.run(str(tmp_path / "clean.sqlite"), steps, False)
+    clean = dump(connect(tmp_path / "clean.sqlite"))
+    rng = np.random.default_rng(20261122)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    killed_mid_run = 0
+    for trial in range(8):
+        path = tmp_path / f"crash{trial}.sqlite"
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path), str(steps)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(float(rng.uniform(0.0, 0.25)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        db = connect(path)
+        orders = db.execute("SELECT client_id, status, qty, side FROM paper_orders").fetchall()
+        fills = {r[0] for r in db.execute("SELECT client_id FROM paper_fills")}
+        assert {o[0] for o in orders if o[1] == "filled"} == fills  # no order without its fill, nor a fill alone
+        signed = round(sum((1 if o[3] == "sell" else -1) * round(o[2] / 0.001) for o in orders if o[1] == "filled"))
+        st_ = np.frombuffer(db.execute("SELECT state FROM paper_positions").fetchone()[0], dtype="<f8")
+        assert st_[0] == signed * 0.001  # the position holds exactly the filled orders
+        killed_mid_run += 0 < len(orders) < steps
+        db.close()
+        child.run(str(path), steps, False)  # resume: same ids, nothing doubled
+        assert dump(connect(path)) == clean, f"trial {trial}"
+    assert killed_mid_run >= 3
