@@ -1105,13 +1105,29 @@ CHILD = textwrap.dedent(
                                           decision=i, leg=0), snap)
             acct.transfer(TransferRequest(transfer_id=f"k{i}-m", account="k", instrument=inst.id, amount_settle=0.0,
                                           reason="rebalance", decision=i, leg=0, reset=True), snap)
+            if announce:
+                print(i, flush=True)
         db.close()
 
 
     if __name__ == "__main__":
+        if len(sys.argv) > 3:  # die inside place_order number argv[3]: after its order and fill rows, before COMMIT
+            import os, signal
+            kill_at, save = f"k{sys.argv[3]}", PaperAccount._save
+            def dying_save(self, instrument, st, updated_ms, last_settle_ms=None):
+                if self._db.execute("SELECT 1 FROM paper_fills WHERE client_id = ?", (kill_at,)).fetchone():
+                    os.kill(os.getpid(), signal.SIGKILL)
+                save(self, instrument, st, updated_ms, last_settle_ms)
+            PaperAccount._save = dying_save
         run(sys.argv[1], int(sys.argv[2]), True)
     """
 )
+
+
+def child_position(db: sqlite3.Connection) -> float:
+    """Contracts implied by the stored filled orders (lots of 0.001)."""
+    orders = db.execute("SELECT qty, side FROM paper_orders WHERE status = 'filled'").fetchall()
+    return round(sum((1 if side == "sell" else -1) * round(qty / 0.001) for qty, side in orders)) * 0.001
 
 
 def test_kill_9_during_place_order_leaves_all_or_nothing(tmp_path: Path) -> None:
@@ -1136,18 +1152,34 @@ def test_kill_9_during_place_order_leaves_all_or_nothing(tmp_path: Path) -> None
             [sys.executable, str(script), str(path), str(steps)], stdout=subprocess.PIPE, text=True, env=env
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        time.sleep(float(rng.uniform(0.0, 0.25)))
+        at = int(rng.integers(0, steps - 20))  # kill after step `at` was reported, a random instant later
+        while proc.stdout.readline().strip() != str(at):
+            pass
+        time.sleep(float(rng.uniform(0.0, 0.004)))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         db = connect(path)
         orders = db.execute("SELECT client_id, status, qty, side FROM paper_orders").fetchall()
         fills = {r[0] for r in db.execute("SELECT client_id FROM paper_fills")}
         assert {o[0] for o in orders if o[1] == "filled"} == fills  # no order without its fill, nor a fill alone
-        signed = round(sum((1 if o[3] == "sell" else -1) * round(o[2] / 0.001) for o in orders if o[1] == "filled"))
         st_ = np.frombuffer(db.execute("SELECT state FROM paper_positions").fetchone()[0], dtype="<f8")
-        assert st_[0] == signed * 0.001  # the position holds exactly the filled orders
+        assert st_[0] == child_position(db)  # the position holds exactly the filled orders
         killed_mid_run += 0 < len(orders) < steps
         db.close()
         child.run(str(path), steps, False)  # resume: same ids, nothing doubled
         assert dump(connect(path)) == clean, f"trial {trial}"
-    assert killed_mid_run >= 3
+    assert killed_mid_run >= 6
+    # deterministic: killed inside the transaction of order k17, after its order and fill rows were written
+    path = tmp_path / "inside.sqlite"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), str(steps), "17"], env=env, capture_output=True, check=False
+    )
+    assert proc.returncode == -signal.SIGKILL
+    db = connect(path)
+    assert db.execute("SELECT count(*) FROM paper_orders WHERE client_id = 'k17'").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM paper_fills").fetchone() == (17,)
+    st_ = np.frombuffer(db.execute("SELECT state FROM paper_positions").fetchone()[0], dtype="<f8")
+    assert st_[0] == child_position(db)
+    db.close()
+    child.run(str(path), steps, False)
+    assert dump(connect(path)) == clean
