@@ -234,3 +234,24 @@ def test_bad_window_refused(fake: FakeExchange) -> None:
     f = feed(fake)
     with pytest.raises(ValueError, match="since_ms"):
         f.snapshot(T0, T0 + 1)
+
+
+def test_history_stamped_a_few_ms_off_is_one_settlement(fake: FakeExchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binance history rows can carry fundingTime a few ms after the announced time: not two payments."""
+    f = feed(fake)
+    real = f.client.fetch_funding_rate_history
+
+    def shifted(*args: Any, **kwargs: Any) -> Any:
+        return [{**r, "timestamp": r["timestamp"] + 4} for r in real(*args, **kwargs)]
+
+    monkeypatch.setattr(f.client, "fetch_funding_rate_history", shifted)
+    f.snapshot(T0, T0 - H)
+    t1 = T0 + 7 * H + 10
+    fake.now_ms = t1
+    got = [(s.settlement_ms, s.rate) for s in f.snapshot(t1, T0).funding["binance:BTCUSDT"]]
+    assert got == rates(fake, "binance", "BTCUSDT", T0, t1)
+
+
+def test_window_longer_than_a_year_refused(fake: FakeExchange) -> None:
+    with pytest.raises(ValueError, match="longer than 366 days"):
+        feed(fake).snapshot(T0, 0)

@@ -3,6 +3,7 @@ fees, funding and liquidations equal the contract maths, every write is idempote
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -14,7 +15,6 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -938,3 +938,248 @@ def test_inside_the_callers_transaction_it_uses_a_savepoint(db: sqlite3.Connecti
 def test_paper_account_satisfies_the_protocol(db: sqlite3.Connection) -> None:
     acct = account(db, {LINEAR: params(LINEAR)})
     assert isinstance(acct, Account) and acct.kind == "paper" and acct.venue == "binance" and acct.name == "p1"
+
+
+# --------------------------------------------------------------------------------- invariants (hypothesis)
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("sync"),
+            st.integers(0, 2),  # days forward (0: the same snapshot time again)
+            st.floats(0.8, 1.25),  # price move
+            st.floats(1.0, 1.3),  # high over the close
+            st.lists(st.floats(-0.003, 0.003), max_size=3),  # settlement rates in the window
+        ),
+        st.tuples(
+            st.just("order"),
+            st.integers(0, 1),
+            st.sampled_from(["sell", "buy"]),
+            st.integers(1, 400),
+            st.booleans(),
+            st.integers(0, 12),  # client id (repeats on purpose)
+        ),
+        st.tuples(st.just("transfer"), st.integers(0, 1), st.floats(-0.6, 1.0), st.booleans(), st.integers(0, 12)),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS, st.booleans())
+def test_random_sequences_keep_the_books_balanced(ops: list[tuple[Any, ...]], overdraft: bool) -> None:
+    """Margin = transfers + funding + realised PnL − fees − slippage − liquidation losses (per leg); wallets =
+    start − collateral flows; contracts >= 0 on the lot grid; each settlement booked once."""
+    legs = {
+        LINEAR: params(LINEAR, lev=3.0, reopen=1.0),
+        INVERSE: params(INVERSE, coll=S.HOLDINGS, lev=2.0, reopen=0.0),
+    }
+    insts = list(legs)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = connect(Path(tmp) / "h.sqlite")
+        acct = account(db, legs, balances={"USDT": 20_000.0, "BTC": 1.0}, overdraft=overdraft)
+        now, price = DAY_MS, 30_000.0
+        realised = {i.id: 0.0 for i in insts}
+        funding_state = {i.id: 0.0 for i in insts}  # what settle_bar put in the margin
+        seen_cids: set[str] = set()
+        last_sync = 0
+        for op in ops:
+            sn = snap(now, {"BTC": price})
+            if op[0] == "sync":
+                _, days, move, over, rates = op
+                if days:
+                    now += days * DAY_MS
+                    price *= move
+                fund = {
+                    i.id: tuple(
+                        FundingSettlement(instrument=i.id, settlement_ms=now - k * 3_600_000, rate=r)
+                        for k, r in enumerate(rates)
+                    )
+                    for i in insts
+                }
+                before = {i.id: acct.state(i.id) for i in insts}
+                events = acct.sync(snap(now, {"BTC": price}, highs={"BTC": price * over}, funding=fund))
+                for i in insts:
+                    b, a = before[i.id], acct.state(i.id)
+                    if a[0] > 0 and any(isinstance(e, FundingPayment) and e.instrument == i.id for e in events):
+                        funding_state[i.id] += a[2] - b[2]
+                if now <= last_sync:
+                    assert events == []
+                last_sync = max(last_sync, now)
+            elif op[0] == "order":
+                _, li, side, lots, ro, cid_n = op
+                inst = insts[li]
+                cid = f"c{cid_n}"
+                before_st = acct.state(inst.id)
+                res = acct.place_order(order(cid, inst, side, lots * inst.lot_size, reduce_only=ro), sn)
+                if cid not in seen_cids and res.status == "filled":
+                    size = before_st[0] * inst.contract_size
+                    if size > 0:
+                        realised[inst.id] += C.pnl(inst.kind, "short", size, before_st[1], price)
+                    assert acct.state(inst.id)[0] == pytest.approx(
+                        before_st[0] + (lots if side == "sell" else -lots) * inst.lot_size, abs=1e-12
+                    )
+                seen_cids.add(cid)
+            else:
+                _, li, frac, reset, tid_n = op
+                inst = insts[li]
+                margin = acct.state(inst.id)[2]
+                acct.transfer(xfer(f"t{tid_n}", inst, frac * max(abs(margin), 0.01), reset=reset), sn)
+            # ---- invariants
+            for inst in insts:
+                s_ = acct.state(inst.id)
+                lots_held = s_[0] / inst.lot_size
+                assert s_[0] >= 0.0 and lots_held == round(lots_held)
+                led = dict(
+                    db.execute(
+                        "SELECT kind, sum(amount) FROM paper_ledger WHERE instrument = ? GROUP BY kind", (inst.id,)
+                    ).fetchall()
+                )
+                fees = db.execute(
+                    "SELECT coalesce(sum(fee), 0), coalesce(sum(slippage), 0) FROM paper_fills WHERE instrument = ?",
+                    (inst.id,),
+                ).fetchone()
+                funding_ledger = led.get("funding", 0.0)
+                assert funding_ledger == pytest.approx(funding_state[inst.id], rel=1e-9, abs=1e-9)
+                expect = (
+                    led.get("transfer", 0.0)
+                    + funding_ledger
+                    + led.get("liquidation", 0.0)
+                    + realised[inst.id]
+                    - fees[0]
+                    - fees[1]
+                )
+                assert s_[2] == pytest.approx(expect, rel=1e-9, abs=1e-7)
+            flows = db.execute(
+                "SELECT coalesce(sum(json_extract(data, '$.cash_usd')), 0), "
+                "coalesce(sum(json_extract(data, '$.coins')), 0) FROM paper_ledger WHERE kind = 'transfer'"
+            ).fetchone()
+            wallets = {b.asset: b.free for b in acct.balances()}
+            assert wallets["USDT"] == pytest.approx(20_000.0 - flows[0], abs=1e-7)
+            assert wallets["BTC"] == pytest.approx(1.0 - flows[1], abs=1e-12)
+            if not overdraft:
+                assert wallets["USDT"] >= 0.0
+            dup = db.execute(
+                "SELECT count(*) - count(DISTINCT instrument || '@' || settlement_ms) FROM paper_ledger "
+                "WHERE kind = 'funding'"
+            ).fetchone()
+            assert dup == (0,)
+        db.close()
+
+
+# ------------------------------------------------------------------------------------------------ kill -9
+
+CHILD = textwrap.dedent(
+    """
+    import sqlite3, sys
+    import numpy as np
+    from perphedge.core import legstep as S
+    from perphedge.core.book import FeedSnapshot, FundingSettlement, OrderRequest, TransferRequest
+    from perphedge.exchange.paper import PaperAccount, PaperLeg
+    from perphedge.specs import default_registry
+
+    DAY = 86_400_000
+    inst = default_registry().get("binance:BTCUSDT")
+    prm = np.array([S.LINEAR, S.STABLE, 3.0, inst.contract_size, inst.lot_size, 0.004, 0.0, S.AT_LP_FAMILY,
+                    0.0005, 0.0002, 0.1, 2.0, 0.0, 0.5])
+
+
+    def run(path, steps, announce):
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        acct = PaperAccount(db, name="k", venue="binance", legs={inst.id: PaperLeg(instrument=inst, params=prm)},
+                            starting_balances={"USDT": 1e6}, overdraft=False)
+        if announce:
+            print("ready", flush=True)
+        for i in range(steps):
+            now = (i + 1) * DAY
+            px = 30_000.0 * (1.0 + 0.01 * ((i * 7919) % 13 - 6) / 6)
+            f = {inst.id: (FundingSettlement(instrument=inst.id, settlement_ms=now, rate=1e-4),)}
+            snap = FeedSnapshot(now_ms=now, source="t", prices={"BTC": px}, highs={"BTC": px}, funding=f, bar=i)
+            acct.sync(snap)
+            side = "buy" if i % 5 == 4 else "sell"
+            acct.place_order(OrderRequest(client_id=f"k{i}", account="k", instrument=inst.id, side=side,
+                                          contracts=0.001 * (1 + i % 3), reduce_only=side == "buy", ref_price=px,
+                                          decision=i, leg=0), snap)
+            acct.transfer(TransferRequest(transfer_id=f"k{i}-m", account="k", instrument=inst.id, amount_settle=0.0,
+                                          reason="rebalance", decision=i, leg=0, reset=True), snap)
+            if announce:
+                print(i, flush=True)
+        db.close()
+
+
+    if __name__ == "__main__":
+        if len(sys.argv) > 3:  # die inside place_order number argv[3]: after its order and fill rows, before COMMIT
+            import os, signal
+            kill_at, save = f"k{sys.argv[3]}", PaperAccount._save
+            def dying_save(self, instrument, st, updated_ms, last_settle_ms=None):
+                if self._db.execute("SELECT 1 FROM paper_fills WHERE client_id = ?", (kill_at,)).fetchone():
+                    os.kill(os.getpid(), signal.SIGKILL)
+                save(self, instrument, st, updated_ms, last_settle_ms)
+            PaperAccount._save = dying_save
+        run(sys.argv[1], int(sys.argv[2]), True)
+    """
+)
+
+
+def child_position(db: sqlite3.Connection) -> float:
+    """Contracts implied by the stored filled orders (lots of 0.001)."""
+    orders = db.execute("SELECT qty, side FROM paper_orders WHERE status = 'filled'").fetchall()
+    return round(sum((1 if side == "sell" else -1) * round(qty / 0.001) for qty, side in orders)) * 0.001
+
+
+def test_kill_9_during_place_order_leaves_all_or_nothing(tmp_path: Path) -> None:
+    """A subprocess placing orders is SIGKILLed at random moments: after a restart every order has its fill
+    and its position change or none of them exists; resuming with the same ids ends where an uninterrupted
+    run ends."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD, encoding="utf-8")
+    steps = 300
+    spec = importlib.util.spec_from_file_location("paper_crash_child", script)
+    assert spec is not None and spec.loader is not None
+    child = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(child)
+    child.run(str(tmp_path / "clean.sqlite"), steps, False)
+    clean = dump(connect(tmp_path / "clean.sqlite"))
+    rng = np.random.default_rng(20261122)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    killed_mid_run = 0
+    for trial in range(8):
+        path = tmp_path / f"crash{trial}.sqlite"
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path), str(steps)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        at = int(rng.integers(0, steps - 20))  # kill after step `at` was reported, a random instant later
+        while proc.stdout.readline().strip() != str(at):
+            pass
+        time.sleep(float(rng.uniform(0.0, 0.004)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        db = connect(path)
+        orders = db.execute("SELECT client_id, status, qty, side FROM paper_orders").fetchall()
+        fills = {r[0] for r in db.execute("SELECT client_id FROM paper_fills")}
+        assert {o[0] for o in orders if o[1] == "filled"} == fills  # no order without its fill, nor a fill alone
+        st_ = np.frombuffer(db.execute("SELECT state FROM paper_positions").fetchone()[0], dtype="<f8")
+        assert st_[0] == child_position(db)  # the position holds exactly the filled orders
+        killed_mid_run += 0 < len(orders) < steps
+        db.close()
+        child.run(str(path), steps, False)  # resume: same ids, nothing doubled
+        assert dump(connect(path)) == clean, f"trial {trial}"
+    assert killed_mid_run >= 6
+    # deterministic: killed inside the transaction of order k17, after its order and fill rows were written
+    path = tmp_path / "inside.sqlite"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), str(steps), "17"], env=env, capture_output=True, check=False
+    )
+    assert proc.returncode == -signal.SIGKILL
+    db = connect(path)
+    assert db.execute("SELECT count(*) FROM paper_orders WHERE client_id = 'k17'").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM paper_fills").fetchone() == (17,)
+    st_ = np.frombuffer(db.execute("SELECT state FROM paper_positions").fetchone()[0], dtype="<f8")
+    assert st_[0] == child_position(db)
+    db.close()
+    child.run(str(path), steps, False)
+    assert dump(connect(path)) == clean

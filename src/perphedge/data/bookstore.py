@@ -299,7 +299,7 @@ class BookStore:
             raise DataError(f"book store sync must be one of full, normal, off; was {sync!r}")
         if not book_id or not isinstance(book_id, str):
             raise DataError(f"book store {p}: book id must be non-empty text, was {book_id!r}")
-        has_data = _check_file(p, reader=False)
+        _check_file(p, reader=False)  # refuse a wrong file before creating anything beside it
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -307,6 +307,7 @@ class BookStore:
         lock_fd = _take_lock(p)
         conn: sqlite3.Connection | None = None
         try:
+            has_data = _check_file(p, reader=False)  # again under the lock: a writer may have finished meanwhile
             if not has_data and p.exists():
                 with contextlib.suppress(OSError):
                     p.unlink()  # an empty file (a kill while creating it) holds nothing: start afresh

@@ -12,9 +12,11 @@ Per tick (:meth:`LiveTickerFeed.snapshot`):
 **Settlements.** When a settlement time falls in ``(since_ms, now_ms]`` — a ``nextFundingTime`` seen in an
 earlier snapshot, or a time on the instrument's funding grid (multiples of ``funding_interval_hours`` from
 00:00 UTC, which also covers the first tick after a restart) — the settled rates are read with
-``fetch_funding_rate_history`` over ``(since_ms, now_ms]``. A settlement that was announced but is missing
-from the history (or the history call failed) is emitted with **the last rate seen for that settlement
-time** (the rate the venue showed in force before it), and logged. If the history cannot be read and a grid
+``fetch_funding_rate_history`` over ``(since_ms, now_ms]``. Settlement times are kept in whole seconds (a
+venue may stamp the history a few ms off the announced time; both paths then give the same key). A
+settlement that was announced but is missing from the history (or the history call failed) is emitted
+with **the last rate seen for that settlement time** (the rate the venue showed in force before it), and
+logged. If the history cannot be read and a grid
 time passed with no rate ever seen for it, the snapshot fails (ExchangeError) rather than drop a payment:
 the caller retries the tick with the same ``since_ms``.
 
@@ -47,13 +49,17 @@ from perphedge.exchange.ccxt_source import SUPPORTED, RetryPolicy, _call, _short
 if TYPE_CHECKING:
     from perphedge.core.instruments import Instrument
 
-__all__ = ["LIVE_POLICY", "LiveTickerFeed"]
+__all__ = ["LIVE_POLICY", "MAX_WINDOW_MS", "LiveTickerFeed"]
 
 log = logging.getLogger("perphedge.book.feed")
 
 #: Retries for a live tick: a few quick ones (the watch loop comes back at the next interval anyway).
 LIVE_POLICY = RetryPolicy(max_retries=2, base_delay=0.25, max_delay=2.0, unreachable_budget=5.0)
 _HOUR_MS = 3_600_000
+#: A venue's history may stamp a settlement a few ms off the announced time: within this, they are one.
+_SAME_SETTLEMENT_MS = 60_000
+#: Longest window one snapshot reads settlements over (a gap longer than this is a caller error).
+MAX_WINDOW_MS = 366 * 24 * _HOUR_MS
 
 
 def _positive(value: Any) -> float | None:
@@ -176,7 +182,7 @@ class LiveTickerFeed:
                 ts, rate = r.get("timestamp"), r.get("fundingRate")
                 if ts is None or rate is None:
                     continue
-                ts = int(ts)
+                ts = (int(ts) + 500) // 1000 * 1000  # whole seconds: one settlement, one key, on every path
                 rate_f = float(rate)
                 if since_ms < ts <= now_ms and math.isfinite(rate_f):
                     out[ts] = rate_f
@@ -187,22 +193,23 @@ class LiveTickerFeed:
         announced = {t: r for t, r in self._announced[inst.id].items() if since_ms < t <= now_ms}
         step = int(inst.funding_interval_hours * _HOUR_MS)
         first_grid = (since_ms // step + 1) * step
-        grid = set(range(first_grid, now_ms + 1, step)) if first_grid <= now_ms else set()
-        if not announced and not grid:
+        if not announced and first_grid > now_ms:
             return ()
         try:
             settled = self._history(inst, since_ms, now_ms)
         except ExchangeError as exc:
-            unknown = sorted(grid - set(announced))
-            if unknown:
+            t = first_grid
+            while t <= now_ms and any(abs(t - a) <= _SAME_SETTLEMENT_MS for a in announced):
+                t += step
+            if t <= now_ms:
                 raise ExchangeError(
-                    f"{self.exchange}: cannot read the funding settled on {inst.id} at {unknown[0]} ms "
+                    f"{self.exchange}: cannot read the funding settled on {inst.id} at {t} ms "
                     f"({_short(exc, 200)}); the tick is retried"
                 ) from exc
             log.warning("%s: funding history failed (%s); using the announced rates", inst.id, _short(exc, 160))
             settled = {}
         for t, rate in announced.items():
-            if t not in settled:
+            if not any(abs(t - s) <= _SAME_SETTLEMENT_MS for s in settled):
                 log.info("%s: settlement %d not in the history; using the rate seen before it (%g)", inst.id, t, rate)
                 settled[t] = rate
         return tuple(FundingSettlement(instrument=inst.id, settlement_ms=t, rate=settled[t]) for t in sorted(settled))
@@ -215,6 +222,10 @@ class LiveTickerFeed:
             raise ValueError(f"`now_ms` must be whole milliseconds, was {now_ms!r}")
         if not isinstance(since_ms, int) or since_ms > now_ms:
             raise ValueError(f"`since_ms` must be whole milliseconds <= now_ms ({now_ms}), was {since_ms!r}")
+        if now_ms - since_ms > MAX_WINDOW_MS:
+            raise ValueError(
+                f"the window ({since_ms}, {now_ms}] is longer than 366 days: pass the previous tick's time"
+            )
         self._check_markets()
         prices: dict[str, float] = {}
         stamps: list[int] = []
@@ -225,10 +236,12 @@ class LiveTickerFeed:
                 f"fetch_funding_rate {inst.ccxt_symbol}",
                 functools.partial(self.client.fetch_funding_rate, inst.ccxt_symbol),
             )
-            mark = _positive((fr or {}).get("markPrice"))
+            if not isinstance(fr, dict):
+                raise ExchangeError(f"{self.exchange}: no funding rate answer for {inst.id}")
+            mark = _positive(fr.get("markPrice"))
             if mark is None:
                 raise ExchangeError(f"{self.exchange}: no valid mark price for {inst.id} (was {fr.get('markPrice')!r})")
-            rate = (fr or {}).get("fundingRate")
+            rate = fr.get("fundingRate")
             rate_f = float(rate) if rate is not None else math.nan
             if not math.isfinite(rate_f):
                 raise ExchangeError(f"{self.exchange}: no valid funding rate for {inst.id} (was {rate!r})")
@@ -236,15 +249,18 @@ class LiveTickerFeed:
             rates_8h[inst.id] = rate_f * 8.0 / hours
             nxt = fr.get("fundingTimestamp")
             if nxt is not None:
-                next_ms[inst.id] = int(nxt)
-                if int(nxt) > now_ms:
-                    self._announced[inst.id][int(nxt)] = rate_f
+                nxt_ms = (int(nxt) + 500) // 1000 * 1000
+                next_ms[inst.id] = nxt_ms
+                if nxt_ms > now_ms:
+                    self._announced[inst.id][nxt_ms] = rate_f
             prices[inst.base.upper()] = mark
             ts = fr.get("timestamp")
             stamps.append(int(ts) if ts is not None else now_ms)
         for asset in self.spot_assets:
             t = self._read(f"fetch_ticker {asset}/USDT", functools.partial(self.client.fetch_ticker, f"{asset}/USDT"))
-            last = _positive((t or {}).get("last"))
+            if not isinstance(t, dict):
+                raise ExchangeError(f"{self.exchange}: no ticker answer for {asset}/USDT")
+            last = _positive(t.get("last"))
             if last is None:
                 raise ExchangeError(f"{self.exchange}: no valid price for {asset}/USDT (was {t.get('last')!r})")
             prices[asset] = last

@@ -108,7 +108,8 @@ def post_alert(
 ) -> str | None:
     """POST ``{"schema": "perphedge.alert/1", **payload}`` as JSON to ``url``; None on 2xx, else one line why.
 
-    NaN and infinities in ``payload`` are sent as ``null``. ValueError only for invalid arguments of the
+    NaN and infinities in ``payload`` are sent as ``null`` (and keys starting with ``_`` are dropped, as in
+    every perphedge JSON document). ValueError only for invalid arguments of the
     call itself (``tries`` < 1, a non-positive timeout, a payload that is not JSON data).
     """
     if isinstance(tries, bool) or not isinstance(tries, int) or tries < 1:
