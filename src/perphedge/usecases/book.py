@@ -1225,9 +1225,11 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
             "achieved_ratio": 0.0 - before_delta / exposure if exposure > 0 else None,
             "contracts": float(st[L.S_N]),
             "action": "hold",
+            "rebalance": False,
         }
         if not math.isnan(d):
             rebalances += 1
+            info["rebalance"] = True
             n = float(st[L.S_N])
             n_new = L.target_contracts(leg.params, price, d)
             why = "unwind" if unwind else _why(st, leg, d, exposure, before_delta, n)
@@ -2132,7 +2134,7 @@ def replay(
             r = tick(s, int(closes[t]), decide=True, execute=True)
             if r.plan is not None and not r.refused and not r.blocked:
                 for info in r.plan.legs:
-                    if info["action"] not in ("hold", "top-up"):
+                    if info.get("rebalance"):
                         legs_rebalances[int(info["leg"])] += 1
             hedged[t] = r.status["value"]["total_usd"]
             if progress is not None:
