@@ -689,10 +689,10 @@ def _make_feed(
     from perphedge.exchange.ccxt_feed import LiveTickerFeed
 
     return LiveTickerFeed(
-        source=b.feed.source,
+        b.feed.source,
+        instruments=[leg.inst for leg in legs],
         assets=assets,
-        instruments={leg.inst.id: leg.inst for leg in legs},
-        stale_after_s=stale_after_s,
+        stale_after_s=float(stale_after_s),
     )
 
 
