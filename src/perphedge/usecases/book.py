@@ -1842,34 +1842,38 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
         s.store.set_state("open_decision", None)
         return notes
     entries: list[dict[str, Any]] = [dict(e) for e in drow.data["plan"]]
-    final = {r.client_id for r in rows if r.kind == "order_final"}
+    # an order retried after a restart has a later intent (attempt + 1, a new id): that attempt is the live one,
+    # and an earlier attempt's `not_found` must neither abandon the decision nor hide the retry's fill
+    latest: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if r.kind == "order_intent" and "item" in r.data:
+            prev = latest.get(int(r.data["item"]))
+            if prev is None or int(r.data.get("attempt", 0)) > int(prev.get("attempt", 0)):
+                latest[int(r.data["item"])] = dict(r.data)
+    entries = [latest.get(int(e["item"]), e) if e["kind"] == "order" else e for e in entries]
+    final = {r.client_id: r.data.get("status") for r in rows if r.kind == "order_final"}
     sent = {r.client_id for r in rows if r.kind == "order_sent"}
     done_transfers = {r.client_id for r in rows if r.kind == "transfer"}
     same_bar = int(open_dec["bar"]) == int(s.bar_number(snap)) and open_dec.get("book_hash") == s.lb.config_hash
     remaining: list[dict[str, Any]] = []
+    filled_legs: set[int] = set()
     abandoned = ""
     for e in entries:
-        if e["kind"] == "order":
-            cid = e["client_id"]
-            if cid in final:
-                st = next(r for r in rows if r.kind == "order_final" and r.client_id == cid).data["status"]
-                if st != "filled":
-                    abandoned = f"order {cid} {st}"
-                continue
-            if cid in sent:
-                found = _resolve(s, decision, e)
-                if found is not None:
-                    notes.append(f"order {cid}: found at the account ({found.status}) after a restart")
-                    if found.status != "filled":
-                        abandoned = f"order {cid} {found.status}"
-                    continue
+        if e["kind"] != "order":
+            if e["transfer_id"] not in done_transfers:
+                remaining.append(e)
+            continue
+        cid = e["client_id"]
+        status = final.get(cid)
+        if status is None and cid in sent:
+            found = _resolve(s, decision, e)
+            if found is not None:
+                notes.append(f"order {cid}: found at the account ({found.status}) after a restart")
+                status = found.status if found.terminal else "open"
+            else:
                 s.store.append(
                     "order_final",
-                    {
-                        "status": "not_found",
-                        "reason": "sent but unknown to the account",
-                        "attempt": e.get("attempt", 0),
-                    },
+                    {"status": "not_found", "reason": "sent but unknown to the account", "attempt": e.get("attempt", 0)},
                     ts_ms=snap.now_ms,
                     decision=decision,
                     leg=e["leg"],
@@ -1878,31 +1882,45 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
                     client_id=cid,
                     once=True,
                 )
-                notes.append(f"order {cid}: never reached the account; a new id will be used")
-                e = e | {"attempt": int(e.get("attempt", 0)) + 1}
-                from perphedge.core.orders import client_order_id
+                notes.append(f"order {cid}: never reached the account")
+                status = "not_found"
+        if status == "filled":
+            filled_legs.add(int(e["leg"]))
+            continue
+        if status is None:  # intent without `order_sent`: it never left; the same id may be sent
+            remaining.append(e)
+            continue
+        if status == "not_found" and same_bar and not abandoned:
+            # resumed under the next attempt's id (an id is never sent twice); the intent is written once
+            from perphedge.core.orders import client_order_id
 
-                e["client_id"] = client_order_id(
-                    s.book.id, decision, int(e["leg"]), int(e["attempt"]), s.accounts[e["account"]].venue
-                )
-                s.store.append(
-                    "order_intent",
-                    e,
-                    ts_ms=snap.now_ms,
-                    decision=decision,
-                    leg=e["leg"],
-                    account=e["account"],
-                    instrument=e["instrument"],
-                    client_id=e["client_id"],
-                    once=True,
-                )
+            e = e | {"attempt": int(e.get("attempt", 0)) + 1}
+            e["client_id"] = client_order_id(
+                s.book.id, decision, int(e["leg"]), int(e["attempt"]), s.accounts[e["account"]].venue
+            )
+            s.store.append(
+                "order_intent",
+                e,
+                ts_ms=snap.now_ms,
+                decision=decision,
+                leg=e["leg"],
+                account=e["account"],
+                instrument=e["instrument"],
+                client_id=e["client_id"],
+                once=True,
+            )
+            notes.append(f"order {cid}: a new id {e['client_id']} will be used")
             remaining.append(e)
-        else:
-            if e["transfer_id"] in done_transfers:
-                continue
-            remaining.append(e)
+            continue
+        abandoned = abandoned or f"order {cid} {status}"
     if abandoned or not same_bar:
         why = abandoned or "made at an earlier bar (or another book file): a fresh decision replaces it"
+        # a leg whose order filled gets its margin reset even so: a filled position must never be left on the
+        # margin the fill's fee and realised PnL ate (it could be at or beyond its liquidation price)
+        for e in remaining:
+            if e["kind"] == "transfer" and e.get("reset") and int(e["leg"]) in filled_legs:
+                res = _send_transfer(s, decision, e, snap)
+                notes.append(f"transfer {e['transfer_id']}: margin reset after the filled order ({res['applied']})")
         with s.store.transaction():
             s.store.append("decision_abandoned", {"why": why}, ts_ms=snap.now_ms, decision=decision)
             s.store.set_state("open_decision", None)

@@ -1,0 +1,192 @@
+"""Adversarial tests of what moves (paper) money in `perphedge book`: crashes inside a resumed run, the
+margin of a filled order whose decision is abandoned, limits, funding, liquidation and status numbers.
+
+Each test drives the use case in-process on a hand-made feed (fixed prices) and simulates kill -9 by raising
+at the use case's crash points (`_crash_point`): what was committed stays, what was not is rolled back, as
+after a real kill."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from perphedge.core import legstep as L
+from perphedge.core.book import FeedSnapshot, FundingSettlement
+
+NOW = 1_790_000_000_000  # inside one daily bar with NOW + 1 h
+DAY = 86_400_000
+
+
+class Kill(BaseException):
+    """kill -9 at a crash point (a BaseException: nothing in the use case may catch it)."""
+
+
+@dataclass
+class Feed:
+    """A feed at fixed prices, with optional funding settlements per instrument (ms → rate)."""
+
+    prices: dict[str, float]
+    funding: dict[str, dict[int, float]] = field(default_factory=dict)
+    highs: dict[str, float] = field(default_factory=dict)
+    stale: bool = False
+    kind: str = "test"
+
+    def snapshot(self, now_ms: int, since_ms: int) -> FeedSnapshot:
+        fund = {
+            inst: tuple(FundingSettlement(settlement_ms=ms, rate=r) for ms, r in sorted(d.items()) if since_ms < ms <= now_ms)
+            for inst, d in self.funding.items()
+        }
+        return FeedSnapshot(
+            now_ms=now_ms,
+            source="test",
+            prices=dict(self.prices),
+            highs=dict(self.prices) | self.highs,
+            funding=fund,
+            last_price_ms=now_ms,
+            stale=self.stale,
+        )
+
+
+def write_book(tmp: Path, **over: Any) -> Path:
+    doc: dict[str, Any] = {
+        "book": 1,
+        "id": "60a0b0c0",
+        "portfolio": {
+            "name": "sol",
+            "prices": {"SOL": 100, "BTC": 50000},
+            "holdings": [{"asset": "SOL", "quantity": 100}],
+            "hedge": {"instrument": "binance:BTCUSDT", "leverage": 2, "ratio": 0.6},
+        },
+        "policy": {"kind": "drift_band", "ratio": 0.6, "band": 0.1},
+        "policy_origin": "2026-01-01",
+        "feed": {"kind": "portfolio"},
+        "store": "money.sqlite",
+        "accounts": [{"name": "paper", "kind": "paper", "exchange": "binance", "balances": {"USDT": 10000}}],
+    }
+    for k, v in over.items():
+        doc[k] = v
+    p = tmp / "money.book.yaml"
+    p.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def crash_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """``crash_at["label"] = "after_place"`` makes the next pass through that point raise :class:`Kill`."""
+    from perphedge.usecases import book as B
+
+    ctl: dict[str, Any] = {"label": None}
+
+    def point(label: str) -> None:
+        if ctl["label"] == label:
+            ctl["label"] = None
+            raise Kill(label)
+
+    monkeypatch.setattr(B, "_crash_point", point)
+    yield ctl
+
+
+def run_tick(book: Path, feed: Feed, now: int, *, execute: bool = True) -> Any:
+    """One writing tick in a fresh session (a fresh process); returns the result, or the Kill raised."""
+    from perphedge.usecases import book as B
+
+    lb = B.load_book(book)
+    s = B.open_session(lb, writer=True, now_ms=now, feed=feed)
+    try:
+        return B.tick(s, now, decide=True, execute=execute)
+    except Kill as k:
+        return k
+    finally:
+        B.close_session(s)
+
+
+def journal(store: Path, *kinds: str) -> list[tuple[str, str | None, dict[str, Any]]]:
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT kind, client_id, data FROM journal ORDER BY seq").fetchall()
+    finally:
+        con.close()
+    return [(k, c, json.loads(d)) for k, c, d in rows if not kinds or k in kinds]
+
+
+def paper_state(store: Path, instrument: str = "binance:BTCUSDT") -> np.ndarray:
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        (blob,) = con.execute("SELECT state FROM paper_positions WHERE instrument = ?", (instrument,)).fetchone()
+    finally:
+        con.close()
+    return np.frombuffer(blob, dtype="<f8").copy()
+
+
+def paper_fills(store: Path) -> list[tuple[str, float]]:
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        return [(c, float(q)) for c, q in con.execute("SELECT client_id, qty FROM paper_fills ORDER BY ts_ms, fill_id")]
+    finally:
+        con.close()
+
+
+def assert_journal_matches_paper(store: Path) -> None:
+    """Every paper fill is journaled exactly once and every journaled fill is at the paper account."""
+    fills = [(c, float(d["contracts"])) for k, c, d in journal(store, "fill")]
+    assert sorted(fills) == sorted(paper_fills(store))
+
+
+# ------------------------------------------------------------------------------------------ crash inside a resume
+
+
+@pytest.mark.parametrize("second", ["after_place", "after_sent", "after_transfer"])
+def test_crash_again_while_resuming_a_retried_order_loses_nothing(
+    tmp_path: Path, crash_at: dict[str, Any], second: str
+) -> None:
+    """kill after `order_sent` (the order never reached the account), then kill again inside the resume, after
+    the retry (attempt 1) was sent or placed: the third start must find attempt 1, journal its fill once, reset
+    the margin and finish the decision; an earlier attempt's `not_found` must not abandon it."""
+    book = write_book(tmp_path)
+    feed = Feed({"BTC": 50000.0, "SOL": 100.0})
+    crash_at["label"] = "after_sent"
+    assert isinstance(run_tick(book, feed, NOW), Kill)
+    crash_at["label"] = second
+    assert isinstance(run_tick(book, feed, NOW), Kill)
+    run_tick(book, feed, NOW)
+    store = tmp_path / "money.sqlite"
+    st = paper_state(store)
+    assert st[L.S_N] == pytest.approx(0.12, abs=1e-12)
+    assert st[L.S_MARGIN] == pytest.approx(3000.0, rel=1e-12)  # value / leverage after the reset
+    assert st[L.S_LIQ] > 50000.0
+    assert_journal_matches_paper(store)
+    kinds = [k for k, _, _ in journal(store, "decision_done", "decision_abandoned")]
+    assert kinds == ["decision_done"]
+    assert len(journal(store, "transfer")) == 1
+    assert len(paper_fills(store)) == 1  # one order reached the account, once
+
+
+@pytest.mark.parametrize("label", ["after_place", "after_sent", "after_intent"])
+def test_resume_on_a_later_bar_still_resets_the_margin_of_a_filled_order(
+    tmp_path: Path, crash_at: dict[str, Any], label: str
+) -> None:
+    """A decision interrupted after its order filled is abandoned on a later bar, but the filled leg's margin
+    is reset: a position must never be left on the margin the fee ate (liquidation price below the mark)."""
+    book = write_book(tmp_path)
+    feed = Feed({"BTC": 50000.0, "SOL": 100.0})
+    crash_at["label"] = label
+    assert isinstance(run_tick(book, feed, NOW), Kill)
+    run_tick(book, feed, NOW + DAY)
+    store = tmp_path / "money.sqlite"
+    st = paper_state(store)
+    assert_journal_matches_paper(store)
+    assert journal(store, "liquidation") == []  # before the fix: liquidated at once, with a *negative* loss
+    assert st[L.S_N] == pytest.approx(0.12, abs=1e-12)
+    assert st[L.S_MARGIN] == pytest.approx(3000.0, rel=1e-12)
+    assert st[L.S_LIQ] > 50000.0 * 1.4
+    # one position's worth: the interrupted order, or (never sent) the fresh decision's
+    assert sum(q for _, q in paper_fills(store)) == pytest.approx(0.12, abs=1e-12)
