@@ -190,3 +190,119 @@ def test_resume_on_a_later_bar_still_resets_the_margin_of_a_filled_order(
     assert st[L.S_LIQ] > 50000.0 * 1.4
     # one position's worth: the interrupted order, or (never sent) the fresh decision's
     assert sum(q for _, q in paper_fills(store)) == pytest.approx(0.12, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ limits
+
+
+ORDER_KINDS = ("decision", "order_intent", "order_sent", "fill", "transfer_intent", "transfer")
+
+
+@pytest.mark.parametrize(
+    ("limits", "name"),
+    [
+        ({"max_order_usd": 5000}, "max_order_usd"),
+        ({"max_turnover_usd_per_day": 5000}, "max_turnover_usd_per_day"),
+        ({"max_leverage": 1.5}, "max_leverage"),
+        ({"min_liquidation_distance": 0.6}, "min_liquidation_distance"),
+    ],
+)
+def test_each_limit_refuses_the_whole_plan_and_journals_no_order(tmp_path: Path, limits: dict[str, Any], name: str) -> None:
+    book = write_book(tmp_path, limits=limits)
+    r = run_tick(book, Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)
+    assert [b.limit for b in r.refused] == [name]
+    assert f"`{name}`" in r.refused[0].message
+    assert r.results == []
+    store = tmp_path / "money.sqlite"
+    assert journal(store, *ORDER_KINDS) == []
+    assert [d["limit"] for _, _, d in journal(store, "limit_refused")] == [name]
+    assert paper_fills(store) == [] and paper_state(store)[L.S_N] == 0.0
+
+
+def test_turnover_counts_the_journals_last_24_hours(tmp_path: Path) -> None:
+    """6,000 USD traded today; a cut of 600 USD a day later is allowed at 6,500 only once the first fill is
+    older than 24 h (the window is the journal's, per fill time)."""
+    run_tick(write_book(tmp_path), Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)
+    book = write_book(tmp_path, limits={"max_turnover_usd_per_day": 6500})
+    feed = Feed({"BTC": 40000.0, "SOL": 70.0})
+    r = run_tick(book, feed, NOW + DAY - 60_000)  # the same day's window still holds the 6,000 USD
+    assert [b.limit for b in r.refused] == ["max_turnover_usd_per_day"]
+    assert r.refused[0].value == pytest.approx(0.12 * 49_990.0 + 600.0)  # the fill at its price, slippage in
+    r = run_tick(book, feed, NOW + DAY + 1)
+    assert r.refused == [] and [x["status"] for x in r.results if "client_id" in x] == ["filled"]
+
+
+def test_a_cut_of_a_short_in_profit_is_not_blocked_by_leverage_or_distance(tmp_path: Path) -> None:
+    """BTC −20 %, SOL −30 %: the policy cuts the short (buy 0.015, reduce-only). The cut itself lowers the
+    leverage (1.14x → 1.0x) and moves the liquidation away; only the margin it frees, withdrawn to value/2,
+    brings the leg back to its 2x. Judged after that withdrawal the cut would be refused by max_leverage 1.5
+    and min distance 60 %, and the book could not de-risk."""
+    run_tick(write_book(tmp_path), Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)
+    book = write_book(tmp_path, limits={"max_leverage": 1.5, "min_liquidation_distance": 0.6})
+    r = run_tick(book, Feed({"BTC": 40000.0, "SOL": 70.0}), NOW + DAY)
+    (order,) = [i for i in r.plan.items if i.kind == "order"]
+    assert (order.side, order.reduce_only) == ("buy", True)
+    assert order.contracts == pytest.approx(0.015, abs=1e-12)
+    assert order.leverage_after == pytest.approx(2.0, rel=1e-9)  # what the plan shows: after the margin move
+    assert r.refused == []
+    assert paper_state(tmp_path / "money.sqlite")[L.S_N] == pytest.approx(0.105, abs=1e-12)
+    # an increase of the same short is still refused
+    r = run_tick(book, Feed({"BTC": 40000.0, "SOL": 120.0}), NOW + 2 * DAY)
+    (order,) = [i for i in r.plan.items if i.kind == "order"]
+    assert order.side == "sell"
+    assert {b.limit for b in r.refused} == {"max_leverage", "min_liquidation_distance"}
+
+
+def test_unwind_is_never_blocked_by_leverage_or_distance(tmp_path: Path) -> None:
+    from perphedge.usecases import book as B
+
+    run_tick(write_book(tmp_path), Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)
+    book = write_book(tmp_path, limits={"max_leverage": 1.01, "min_liquidation_distance": 5.0})
+    s = B.open_session(B.load_book(book), writer=True, now_ms=NOW + DAY, feed=Feed({"BTC": 30000.0, "SOL": 100.0}))
+    try:
+        snap = B.snapshot(s, NOW + DAY)
+        B.advance(s, snap)
+        plan = B.plan_rebalance(s, snap, unwind=True)
+        assert B.check_plan_limits(s, plan) == []
+        B.execute_plan(s, plan, snap)
+    finally:
+        B.close_session(s)
+    assert paper_state(tmp_path / "money.sqlite")[L.S_N] == 0.0
+
+
+def test_funds_short_refuses_before_anything_is_sent(tmp_path: Path) -> None:
+    book = write_book(
+        tmp_path, accounts=[{"name": "paper", "kind": "paper", "exchange": "binance", "balances": {"USDT": 1000}}]
+    )
+    r = run_tick(book, Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)
+    assert [b.limit for b in r.refused] == ["funds"]
+    assert "3,004.20 USDT" in r.refused[0].message and "1,000.00 USDT" in r.refused[0].message
+    store = tmp_path / "money.sqlite"
+    assert journal(store, *ORDER_KINDS) == [] and paper_fills(store) == []
+
+
+def test_stale_feed_blocks_trading(tmp_path: Path) -> None:
+    r = run_tick(write_book(tmp_path), Feed({"BTC": 50000.0, "SOL": 100.0}, stale=True), NOW)
+    assert "stale" in r.blocked and r.results == []
+    assert journal(tmp_path / "money.sqlite", *ORDER_KINDS) == []
+
+
+def test_a_rejected_order_raises_its_alert_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from perphedge.exchange.paper import PaperAccount
+
+    monkeypatch.setattr(PaperAccount, "_refusal", lambda self, req, snap: "venue says no")
+    book = write_book(tmp_path)
+    feed = Feed({"BTC": 50000.0, "SOL": 100.0})
+    r = run_tick(book, feed, NOW)
+    assert [x.get("status") for x in r.results] == ["rejected", "skipped"]
+    run_tick(book, feed, NOW + 60_000)  # the same bar: decided, nothing sent again
+    store = tmp_path / "money.sqlite"
+    opens = [d for k, _, d in journal(store, "alert_open") if d["alert"] == "order_rejected"]
+    assert len(opens) == 1 and "venue says no" in opens[0]["message"]
+    assert [k for k, _, _ in journal(store, "decision_abandoned", "decision_done")] == ["decision_abandoned"]
+    assert journal(store, "transfer") == []  # the margin move after a rejected order is not made
+    # switched off: no alert
+    book = write_book(tmp_path, alerts={"order_rejected": False})
+    run_tick(book, feed, NOW + DAY)
+    opens = [d for k, _, d in journal(store, "alert_open") if d["alert"] == "order_rejected"]
+    assert len(opens) == 1

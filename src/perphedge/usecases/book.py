@@ -1122,6 +1122,10 @@ class PlanItem:
     leverage_after: float = 0.0
     distance_before: float = math.inf
     distance_after: float = math.inf
+    # what the limits judge (design §5.3): the state after the order; for a cut, before the margin it frees
+    # is withdrawn (NaN = the same as leverage_after / distance_after)
+    limit_leverage_after: float = math.nan
+    limit_distance_after: float = math.nan
     amount_settle: float = 0.0
     settle_asset: str = ""
     reset: bool = False
@@ -1239,7 +1243,13 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
             lev_before, dist_before = _leverage(st, leg, price), _distance(st, price)
             if n_new != n:
                 L.fill(work, leg.params, price, n_new, row)
+                # a cut is judged by the trade itself: the margin it frees then goes back to value/leverage (the
+                # book's own move, which only withdraws); judged after that move, a cut of a short in profit
+                # would look like "more leverage" and the limits would block de-risking
+                risk = work.copy()
                 move = L.reset_margin(work, leg.params, price)
+                if n_new > n:
+                    risk = work
                 raw = _raw_contracts(leg, price, d)
                 items.append(
                     PlanItem(
@@ -1262,6 +1272,8 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
                         leverage_after=_leverage(work, leg, price),
                         distance_before=dist_before,
                         distance_after=_distance(work, price),
+                        limit_leverage_after=_leverage(risk, leg, price),
+                        limit_distance_after=_distance(risk, price),
                         reason=why,
                     )
                 )
@@ -1398,9 +1410,9 @@ def check_plan_limits(s: Session, plan: Plan) -> list[Any]:
             notional_usd=i.notional_usd,
             reduce_only=i.reduce_only,
             leverage_before=i.leverage_before,
-            leverage_after=i.leverage_after,
+            leverage_after=i.leverage_after if math.isnan(i.limit_leverage_after) else i.limit_leverage_after,
             liq_distance_before=i.distance_before,
-            liq_distance_after=i.distance_after,
+            liq_distance_after=i.distance_after if math.isnan(i.limit_distance_after) else i.limit_distance_after,
         )
         for i in plan.items
         if i.kind == "order"
@@ -1740,18 +1752,13 @@ def _send_order(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot
         if found is None:
             raise ExchangeError(f"order {cid} state unknown: {exc}; rerun to resolve") from None
         res = found
+        if res.status == "rejected":
+            _order_rejected_alert(s, cid, res.reason, snap.now_ms)
         return {"item": e["item"], "client_id": cid, "status": res.status, "reason": res.reason}
     _crash_point("after_place")
     _journal_result(s, decision, e, res, snap.now_ms, reconciled=False)
     if res.status == "rejected":
-        _journal(
-            s,
-            "alert_open",
-            {"alert": "order_rejected", "subject": cid, "value": 1.0, "threshold": 1.0, "message": res.reason},
-            ts_ms=snap.now_ms,
-            client_id=cid,
-        )
-        _notify(s, f"order {cid} rejected: {res.reason}", alert="order_rejected", subject=cid, ts_ms=snap.now_ms)
+        _order_rejected_alert(s, cid, res.reason, snap.now_ms)
     return {
         "item": e["item"],
         "client_id": cid,
@@ -1760,6 +1767,41 @@ def _send_order(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot
         "avg_price": res.avg_price,
         "reason": res.reason,
     }
+
+
+def _order_rejected_alert(s: Session, cid: str, reason: str, ts_ms: int) -> None:
+    """The `order_rejected` alert of ``cid`` (when `alerts.order_rejected` is on): journaled, shown and POSTed
+    once per client id, also when the rejection is only learnt by a lookup after a restart."""
+    if not s.book.alerts.order_rejected or s.store is None or not s.store.writable:
+        return
+    if any(r.data.get("alert") == "order_rejected" for r in s.store.journal(kinds=["alert_open"], client_id=cid)):
+        return
+    message = f"order {cid} rejected: {reason}"
+    _journal(
+        s,
+        "alert_open",
+        {"alert": "order_rejected", "subject": cid, "value": 1.0, "threshold": 1.0, "message": message},
+        ts_ms=ts_ms,
+        client_id=cid,
+    )
+    _notify(s, message, alert="order_rejected", subject=cid, ts_ms=ts_ms)
+    _webhook(
+        s,
+        {"event": "open", "alert": "order_rejected", "subject": cid, "value": 1.0, "threshold": 1.0, "message": message},
+        ts_ms,
+    )
+
+
+def _webhook(s: Session, payload: Mapping[str, Any], ts_ms: int) -> None:
+    """POST one alert event to `alerts.webhook` (never in replay); a failure is journaled as `error`."""
+    from perphedge.usecases.book_alerts import post_alert
+
+    url = s.book.alerts.webhook
+    if not url or s.replay:
+        return
+    err = post_alert(url, {"schema": "perphedge.alert/1", "book_id": s.book.id, **payload, "ts_ms": ts_ms})
+    if err:
+        _journal(s, "error", {"message": f"webhook: {err}"}, ts_ms=ts_ms)
 
 
 def _send_transfer(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot) -> dict[str, Any]:
@@ -1869,6 +1911,8 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
             found = _resolve(s, decision, e)
             if found is not None:
                 notes.append(f"order {cid}: found at the account ({found.status}) after a restart")
+                if found.status == "rejected":
+                    _order_rejected_alert(s, cid, found.reason, snap.now_ms)
                 status = found.status if found.terminal else "open"
             else:
                 s.store.append(
