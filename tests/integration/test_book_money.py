@@ -42,7 +42,10 @@ class Feed:
 
     def snapshot(self, now_ms: int, since_ms: int) -> FeedSnapshot:
         fund = {
-            inst: tuple(FundingSettlement(settlement_ms=ms, rate=r) for ms, r in sorted(d.items()) if since_ms < ms <= now_ms)
+            inst: tuple(FundingSettlement(instrument=inst, settlement_ms=ms, rate=r)
+                for ms, r in sorted(d.items())
+                if since_ms < ms <= now_ms
+            )
             for inst, d in self.funding.items()
         }
         return FeedSnapshot(
