@@ -8,7 +8,6 @@ after a real kill."""
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import yaml
 
 from perphedge.core import legstep as L
 from perphedge.core.book import FeedSnapshot, FundingSettlement
+from tests.integration.test_book_webhook import Receiver, Script, reply
 
 NOW = 1_790_000_000_000  # inside one daily bar with NOW + 1 h
 DAY = 86_400_000
@@ -42,7 +42,8 @@ class Feed:
 
     def snapshot(self, now_ms: int, since_ms: int) -> FeedSnapshot:
         fund = {
-            inst: tuple(FundingSettlement(instrument=inst, settlement_ms=ms, rate=r)
+            inst: tuple(
+                FundingSettlement(instrument=inst, settlement_ms=ms, rate=r)
                 for ms, r in sorted(d.items())
                 if since_ms < ms <= now_ms
             )
@@ -210,7 +211,9 @@ ORDER_KINDS = ("decision", "order_intent", "order_sent", "fill", "transfer_inten
         ({"min_liquidation_distance": 0.6}, "min_liquidation_distance"),
     ],
 )
-def test_each_limit_refuses_the_whole_plan_and_journals_no_order(tmp_path: Path, limits: dict[str, Any], name: str) -> None:
+def test_each_limit_refuses_the_whole_plan_and_journals_no_order(
+    tmp_path: Path, limits: dict[str, Any], name: str
+) -> None:
     book = write_book(tmp_path, limits=limits)
     r = run_tick(book, Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)
     assert [b.limit for b in r.refused] == [name]
@@ -309,3 +312,107 @@ def test_a_rejected_order_raises_its_alert_once(tmp_path: Path, monkeypatch: pyt
     run_tick(book, feed, NOW + DAY)
     opens = [d for k, _, d in journal(store, "alert_open") if d["alert"] == "order_rejected"]
     assert len(opens) == 1
+
+
+# ------------------------------------------------------------------------------------------ alerts and webhooks
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """``receiver(script)``: a local HTTP receiver recording each POST (see test_book_webhook.Receiver)."""
+    made: list[Receiver] = []
+
+    def make(script: Script | None = None) -> Receiver:
+        made.append(Receiver(script))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _episodes_book(tmp: Path, url: str) -> Path:
+    return write_book(tmp, alerts={"ratio_off_by": 0.15, "rearm": 0.8, "webhook": url, "feed_stale_after": "1d"})
+
+
+def _sol_path(book: Path, prices: list[float], start: int) -> None:
+    """One tick per hour at SOL = each price (BTC 50,000), each in a fresh session (a restart every tick)."""
+    for k, sol in enumerate(prices):
+        run_tick(book, Feed({"BTC": 50000.0, "SOL": sol}), start + k * 3_600_000, execute=False)
+
+
+def test_alerts_fire_once_per_episode_across_restarts_and_post_once(tmp_path: Path, receiver: Any) -> None:
+    """The hedge (0.12 BTC, 6,000 USD) is opened at SOL 100 (60 %). SOL 60 puts it at 100 % (40 points off,
+    above 15): an episode opens; it closes only under 0.8 × 15 = 12 points (SOL 100), not at SOL 75 (80 %, 20
+    off) nor at SOL 80 (75 %, 15 off). Three crossings → three `alert_open`, three open POSTs, each once, with
+    a new process at every tick."""
+    rec = receiver()
+    book = _episodes_book(tmp_path, rec.url)
+    run_tick(book, Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)  # opens the hedge; the flat start's episode closes next
+    before = len(journal(tmp_path / "money.sqlite", "alert_open"))
+    path = [100.0, 60.0, 60.0, 75.0, 80.0, 100.0, 100.0, 55.0, 58.0, 100.0, 60.0, 60.0, 100.0]
+    _sol_path(book, path, NOW + 3_600_000)
+    store = tmp_path / "money.sqlite"
+    opens = [d for k, _, d in journal(store, "alert_open") if d["alert"] == "ratio_off"]
+    closes = [d for k, _, d in journal(store, "alert_close") if d["alert"] == "ratio_off"]
+    assert len(opens) - before == 3 and len(closes) >= 3
+    posted_opens = [b for b in rec.bodies if b["alert"] == "ratio_off" and b["event"] == "open"]
+    assert len(posted_opens) == len(opens)  # every episode POSTed exactly once
+    assert [b["ts_ms"] for b in rec.bodies] == sorted(b["ts_ms"] for b in rec.bodies)
+    assert journal(store, "error") == []
+
+
+def test_webhook_down_then_up_delivers_each_event_once_in_order(tmp_path: Path, receiver: Any) -> None:
+    """The receiver answers 500 three times (and the port is refused before it exists): the events wait in the
+    outbox, each tick tries once, and when the receiver is back every event arrives once, in order."""
+    rec = receiver(lambda h, n: reply(h, 500 if n < 3 else 200))
+    book = _episodes_book(tmp_path, rec.url)
+    run_tick(book, Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)
+    _sol_path(book, [60.0, 60.0, 100.0, 60.0, 60.0, 60.0, 60.0], NOW + 3_600_000)
+    store = tmp_path / "money.sqlite"
+    events = [(d["alert"], k) for k, _, d in journal(store, "alert_open", "alert_close")]
+    delivered = [(b["alert"], "alert_" + b["event"]) for b in rec.bodies[3:]]
+    assert delivered == events  # after the three 500s, every event once and in order
+    assert len(rec.bodies) == len(events) + 3
+    errors = [d["message"] for _, _, d in journal(store, "error")]
+    assert len(errors) == 3 and all("HTTP 500" in m and "retried next tick" in m for m in errors)
+
+
+def test_connection_refused_webhook_never_blocks_the_tick(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sk:  # a port nobody listens on
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    book = _episodes_book(tmp_path, f"http://127.0.0.1:{port}/hook")
+    t0 = time.monotonic()
+    r = run_tick(book, Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)
+    assert time.monotonic() - t0 < 5.0
+    assert [x.get("status") for x in r.results if "client_id" in x] == ["filled"]  # the order went out anyway
+    store = tmp_path / "money.sqlite"
+    assert any("connection refused" in d["message"] for _, _, d in journal(store, "error"))
+
+
+def test_slow_webhook_is_given_up_not_sent_twice(
+    tmp_path: Path, receiver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver slower than the timeout may still take the event: it is journaled as an error and not re-sent
+    (never twice); the order of the same tick was sent before the POST was tried."""
+    import time
+
+    from perphedge.usecases import book as B
+    from tests.integration.test_book_webhook import reply
+
+    monkeypatch.setattr(B, "WEBHOOK_TIMEOUT_S", 0.3)
+    rec = receiver(lambda h, n: (time.sleep(1.0), reply(h, 200)))
+    book = _episodes_book(tmp_path, rec.url)
+    r = run_tick(book, Feed({"BTC": 50000.0, "SOL": 100.0}), NOW)
+    assert [x.get("status") for x in r.results if "client_id" in x] == ["filled"]
+    run_tick(book, Feed({"BTC": 50000.0, "SOL": 100.0}), NOW + 3_600_000)
+    time.sleep(1.2)
+    store = tmp_path / "money.sqlite"
+    errors = [d["message"] for _, _, d in journal(store, "error")]
+    assert errors and all("not retried" in m for m in errors)
+    subjects = [(b["alert"], b["event"], b["ts_ms"]) for b in rec.bodies]
+    assert len(subjects) == len(set(subjects))

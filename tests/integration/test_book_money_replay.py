@@ -52,7 +52,10 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
             "policy": {
                 "kind": "events",
                 "ratio": 0.4,
-                "events": [{"date": "2022-06-15", "ratio": 1.0}, {"date": "2022-11-10", "ratio": 0.9, "before_days": 2}],
+                "events": [
+                    {"date": "2022-06-15", "ratio": 1.0},
+                    {"date": "2022-11-10", "ratio": 0.9, "before_days": 2},
+                ],
             }
         },
     ),

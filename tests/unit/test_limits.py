@@ -255,7 +255,9 @@ def test_property_breaches_exactly_when_a_rule_is_broken(
     for o in orders:
         if o.notional_usd > max_order:
             want.add(("max_order_usd", o.describe()))
-        safer = o.side == "buy" and o.leverage_after <= o.leverage_before and o.liq_distance_after >= o.liq_distance_before
+        safer = (
+            o.side == "buy" and o.leverage_after <= o.leverage_before and o.liq_distance_after >= o.liq_distance_before
+        )
         if not safer and o.leverage_after > max_lev:
             want.add(("max_leverage", o.describe()))
         if not safer and o.liq_distance_after < min_dist:

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +49,7 @@ from perphedge.core.book import (
 from perphedge.core.hedge import CollateralSource
 from perphedge.core.units import is_stablecoin
 from perphedge.errors import ConfigError, DataError, ExchangeError, PerphedgeError
+from perphedge.jsonsafe import json_safe
 
 if TYPE_CHECKING:
     from perphedge.config import BookFile, PortfolioFile, RunFile
@@ -689,9 +691,9 @@ def _make_feed(
     from perphedge.exchange.ccxt_feed import LiveTickerFeed
 
     return LiveTickerFeed(
-        source=b.feed.source,
+        b.feed.source,
+        instruments=[leg.inst for leg in legs],
         assets=assets,
-        instruments={leg.inst.id: leg.inst for leg in legs},
         stale_after_s=stale_after_s,
     )
 
@@ -951,7 +953,7 @@ def status_document(
             }
         )
     positions = _position_rows(s, snap)
-    accounts = []
+    accounts: list[dict[str, Any]] = []
     accounts_usd = 0.0
     for name, acc in s.accounts.items():
         bals = []
@@ -1000,8 +1002,8 @@ def status_document(
             inst = next(leg.inst for leg in s.legs if leg.inst.id == row["instrument"])
             base = inst.base
             by_asset[base] = by_asset.get(base, 0.0) + row["hedge_delta_usd"]
-    for acc in accounts:
-        for bal in acc["balances"]:
+    for adoc in accounts:
+        for bal in adoc["balances"]:
             if not is_stablecoin(bal["asset"]) and math.isfinite(bal["value_usd"]):
                 by_asset[bal["asset"]] = by_asset.get(bal["asset"], 0.0) + bal["value_usd"]
     plan = decision
@@ -1777,31 +1779,92 @@ def _order_rejected_alert(s: Session, cid: str, reason: str, ts_ms: int) -> None
     if any(r.data.get("alert") == "order_rejected" for r in s.store.journal(kinds=["alert_open"], client_id=cid)):
         return
     message = f"order {cid} rejected: {reason}"
-    _journal(
-        s,
-        "alert_open",
-        {"alert": "order_rejected", "subject": cid, "value": 1.0, "threshold": 1.0, "message": message},
-        ts_ms=ts_ms,
-        client_id=cid,
-    )
+    with _txn(s):
+        _journal(
+            s,
+            "alert_open",
+            {"alert": "order_rejected", "subject": cid, "value": 1.0, "threshold": 1.0, "message": message},
+            ts_ms=ts_ms,
+            client_id=cid,
+        )
+        _webhook(
+            s,
+            {
+                "event": "open",
+                "alert": "order_rejected",
+                "subject": cid,
+                "value": 1.0,
+                "threshold": 1.0,
+                "message": message,
+            },
+            ts_ms,
+        )
     _notify(s, message, alert="order_rejected", subject=cid, ts_ms=ts_ms)
-    _webhook(
-        s,
-        {"event": "open", "alert": "order_rejected", "subject": cid, "value": 1.0, "threshold": 1.0, "message": message},
-        ts_ms,
-    )
+
+
+#: a webhook payload not delivered after this many ticks is given up (journaled as `error`)
+WEBHOOK_MAX_TRIES = 20
+#: seconds a tick waits for the webhook receiver's answer (once per tick: the rest of the queue waits)
+WEBHOOK_TIMEOUT_S = 5.0
 
 
 def _webhook(s: Session, payload: Mapping[str, Any], ts_ms: int) -> None:
-    """POST one alert event to `alerts.webhook` (never in replay); a failure is journaled as `error`."""
+    """Queue one alert event for `alerts.webhook` (never in replay).
+
+    The queue (`webhook_outbox` in `book_state`) is written with the alert's journal row (call this inside that
+    transaction), and :func:`flush_webhooks` POSTs it at the end of the tick, after any orders: a slow or dead
+    receiver never delays trading, an event is never lost to a kill, and an undelivered one is retried on the
+    next tick instead of being fired again."""
+    if not s.book.alerts.webhook or s.replay or s.store is None or not s.store.writable:
+        return
+    body = {"schema": "perphedge.alert/1", "book_id": s.book.id, **payload, "ts_ms": ts_ms}
+    with _txn(s):
+        box = list(_state(s, "webhook_outbox", []) or [])
+        box.append({"payload": json_safe(body), "tries": 0})
+        _set_state(s, "webhook_outbox", box)
+
+
+def _webhook_retryable(err: str) -> bool:
+    """Whether the receiver surely did not take the event: no connection, or it answered 5xx / 429."""
+    return "connection refused" in err or "does not resolve" in err or re.search(r"HTTP (5\d\d|429)\b", err) is not None
+
+
+def flush_webhooks(s: Session, *, timeout_s: float | None = None) -> int:
+    """POST the queued alert events in order, one try each; stop at the first failure (the receiver is down or
+    slow: the rest waits for the next tick, so a tick waits at most ``timeout_s``). Returns how many were sent."""
     from perphedge.usecases.book_alerts import post_alert
 
     url = s.book.alerts.webhook
-    if not url or s.replay:
-        return
-    err = post_alert(url, {"schema": "perphedge.alert/1", "book_id": s.book.id, **payload, "ts_ms": ts_ms})
-    if err:
-        _journal(s, "error", {"message": f"webhook: {err}"}, ts_ms=ts_ms)
+    if not url or s.replay or s.store is None or not s.store.writable:
+        return 0
+    sent = 0
+    while True:
+        box = list(_state(s, "webhook_outbox", []) or [])
+        if not box:
+            return sent
+        head = dict(box[0])
+        err = post_alert(url, head["payload"], timeout_s=timeout_s or WEBHOOK_TIMEOUT_S, tries=1)
+        ts = _ts(s)
+        with _txn(s):
+            if err is None:
+                sent += 1
+                _set_state(s, "webhook_outbox", box[1:])
+                continue
+            head["tries"] = int(head.get("tries", 0)) + 1
+            what = f"{head['payload'].get('alert')} {head['payload'].get('subject')}"
+            if not _webhook_retryable(err):
+                # no answer in time (the receiver may have it: never sent twice), or refused for good (4xx)
+                _journal(s, "error", {"message": f"webhook: {err}; {what} not retried"}, ts_ms=ts)
+                _set_state(s, "webhook_outbox", box[1:])
+            elif head["tries"] >= WEBHOOK_MAX_TRIES:
+                _journal(
+                    s, "error", {"message": f"webhook: {err}; {what} given up after {head['tries']} tries"}, ts_ms=ts
+                )
+                _set_state(s, "webhook_outbox", box[1:])
+            else:
+                _journal(s, "error", {"message": f"webhook: {err}; {what} retried next tick"}, ts_ms=ts)
+                _set_state(s, "webhook_outbox", [head, *box[1:]])
+        return sent
 
 
 def _send_transfer(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot) -> dict[str, Any]:
@@ -1917,7 +1980,11 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
             else:
                 s.store.append(
                     "order_final",
-                    {"status": "not_found", "reason": "sent but unknown to the account", "attempt": e.get("attempt", 0)},
+                    {
+                        "status": "not_found",
+                        "reason": "sent but unknown to the account",
+                        "attempt": e.get("attempt", 0),
+                    },
                     ts_ms=snap.now_ms,
                     decision=decision,
                     leg=e["leg"],
@@ -2024,7 +2091,6 @@ def _observations(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> lis
 def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[Any]:
     """Evaluate the alerts on a status; journal, print and POST each episode's opening and closing once."""
     from perphedge.core.alerts import AlertSpec, evaluate
-    from perphedge.usecases.book_alerts import post_alert
 
     if _state(s, "alerts_ms") == snap.now_ms:
         return []  # this instant was evaluated before a restart (a resumed tick): never twice
@@ -2047,26 +2113,22 @@ def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[A
                 },
                 ts_ms=snap.now_ms,
             )
+            _webhook(
+                s,
+                {
+                    "event": ev.kind,
+                    "alert": ev.alert,
+                    "subject": ev.subject,
+                    "value": _finite(ev.value),
+                    "threshold": _finite(ev.threshold),
+                    "message": ev.message,
+                },
+                ev.ts_ms,
+            )
         _set_state(s, "alerts", new_state)
         _set_state(s, "alerts_ms", snap.now_ms)
     for ev in events:
         _notify(s, f"alert {ev.kind}: {ev.message}", alert=ev.alert, subject=ev.subject, ts_ms=snap.now_ms)
-        url = s.book.alerts.webhook
-        if url and not s.replay:
-            payload = {
-                "schema": "perphedge.alert/1",
-                "book_id": s.book.id,
-                "event": ev.kind,
-                "alert": ev.alert,
-                "subject": ev.subject,
-                "value": _finite(ev.value),
-                "threshold": _finite(ev.threshold),
-                "ts_ms": ev.ts_ms,
-                "message": ev.message,
-            }
-            err = post_alert(url, payload)
-            if err:
-                _journal(s, "error", {"message": f"webhook: {err}"}, ts_ms=snap.now_ms)
     return events
 
 
@@ -2156,6 +2218,7 @@ def finish_tick(s: Session, snap: FeedSnapshot, status: Mapping[str, Any] | None
     with s.store.transaction():
         s.store.append("tick", data, ts_ms=snap.now_ms, bar=int(s.bar_number(snap)))
         s.store.set_state("last_tick_ms", snap.now_ms)
+    flush_webhooks(s)  # last: a slow or dead receiver never delays the tick's orders
 
 
 def decided_at(s: Session, snap: FeedSnapshot) -> int | None:
