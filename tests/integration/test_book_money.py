@@ -416,3 +416,117 @@ def test_slow_webhook_is_given_up_not_sent_twice(
     assert errors and all("not retried" in m for m in errors)
     subjects = [(b["alert"], b["event"], b["ts_ms"]) for b in rec.bodies]
     assert len(subjects) == len(set(subjects))
+
+
+# ------------------------------------------------------------------------------------------ status numbers
+
+
+def _status(book: Path, feed: Feed, now: int) -> dict[str, Any]:
+    from perphedge.usecases import book as B
+
+    s = B.open_session(B.load_book(book), writer=False, now_ms=now, feed=feed)
+    try:
+        snap = B.snapshot(s, now)
+        doc = B.status_document(s, snap, decision=B.plan_rebalance(s, snap))
+    finally:
+        B.close_session(s)
+    json.dumps(doc, allow_nan=False, default=float)  # strict JSON: no NaN or infinity anywhere
+    return doc
+
+
+def test_inverse_buy_status_by_hand(tmp_path: Path) -> None:
+    """100 SOL at 100 USD, 60 % hedged with Binance COIN-M BTCUSD_PERP (100 USD contracts) at 2x, collateral bought.
+
+    d = 0.6 × 10,000 = 6,000 USD; bought collateral is a long, so the short is d·L/(L−1) = 12,000 USD = 120
+    contracts. Margin = value / L = 0.24 BTC / 2 = 0.12 BTC (fee 0.00012 BTC and slippage 0.000048 BTC are topped
+    up: 0.120168 BTC bought for 6,008.40 USDT). Delta of the leg = (margin + upnl − Q/P)·P = (0.12 − 0.24)·50,000
+    = −6,000 USD: the hedge is at 60 %. Bankruptcy: 0.12 + 12,000 (1/P − 1/50,000) = 0 → P = 100,000.
+    Liquidation (maintenance 0.4 % at the liquidation price): 0.12 + 12,000/P − 0.24 = 0.004·12,000/P →
+    P = 11,952 / 0.12 = 99,600; distance 99,600 / 50,000 − 1 = 99.2 %. The BTC margin is part of the leg's
+    delta: by asset BTC is −6,000, not −6,000 + 6,000 (counted twice as a balance)."""
+    pf = {
+        "name": "sol",
+        "prices": {"SOL": 100, "BTC": 50000},
+        "holdings": [{"asset": "SOL", "quantity": 100}],
+        "hedge": {"instrument": "binance:BTCUSD_PERP", "leverage": 2, "ratio": 0.6, "collateral": "buy"},
+    }
+    book = write_book(tmp_path, portfolio=pf)
+    feed = Feed({"BTC": 50000.0, "SOL": 100.0})
+    run_tick(book, feed, NOW)
+    doc = _status(book, feed, NOW + 1000)
+    (pos,) = doc["accounts"][0]["positions"]
+    assert pos["contracts"] == 120.0 and pos["notional_usd"] == pytest.approx(12_000.0, rel=1e-12)
+    assert pos["margin_settle"] == pytest.approx(0.12, rel=1e-12)
+    assert pos["leverage"] == pytest.approx(2.0, rel=1e-12)
+    assert pos["bankruptcy_price"] == pytest.approx(100_000.0, rel=1e-9)
+    assert pos["liquidation_price"] == pytest.approx(99_600.0, rel=1e-9)
+    assert pos["distance_to_liquidation"] == pytest.approx(0.992, rel=1e-9)
+    assert pos["hedge_delta_usd"] == pytest.approx(-6_000.0, rel=1e-12)
+    assert doc["delta"]["by_asset"] == pytest.approx({"SOL": 10_000.0, "BTC": -6_000.0}, rel=1e-12)
+    assert doc["delta"]["net_delta_usd"] == pytest.approx(sum(doc["delta"]["by_asset"].values()), rel=1e-12)
+    assert doc["hedge"]["achieved_ratio"] == pytest.approx(0.6, rel=1e-12)
+    usdt = next(b for b in doc["accounts"][0]["balances"] if b["asset"] == "USDT")
+    assert usdt["wallet"] == pytest.approx(10_000.0 - 0.120168 * 50_000.0, rel=1e-12)
+    assert doc["value"]["total_usd"] == pytest.approx(10_000.0 + usdt["wallet"] + 0.12 * 50_000.0, rel=1e-12)
+
+
+def test_funding_sign_once_per_settlement_and_liquidation_loss_by_hand(tmp_path: Path) -> None:
+    """Short 0.12 BTC at 50,000 (margin 3,000 USDT). +0.1 % → the short receives 6 USDT; −0.05 % → it pays 3.
+    Ticks closer than the settlement interval and restarts (every tick is a new process) never pay twice. A high
+    of 80,000 crosses the liquidation price 74,701.19 (computed at the last fill, not after funding, as in the
+    backtest): closed there, and the loss is the margin 3,003 USDT (≥ 0). Status then: a flat leg, strict JSON."""
+    book = write_book(tmp_path)
+    h = 3_600_000
+    feed = Feed({"BTC": 50000.0, "SOL": 100.0}, funding={"binance:BTCUSDT": {NOW + h: 0.001, NOW + 2 * h: -0.0005}})
+    run_tick(book, feed, NOW)
+    for t in (NOW + h // 2, NOW + h, NOW + h + 1, NOW + h + 2, NOW + 3 * h, NOW + 3 * h):
+        run_tick(book, feed, t, execute=False)
+    store = tmp_path / "money.sqlite"
+    got = [(d["settlement_ms"] - NOW, d["amount"]) for _, _, d in journal(store, "funding")]
+    assert got == [(h, pytest.approx(6.0, rel=1e-12)), (2 * h, pytest.approx(-3.0, rel=1e-12))]
+    assert paper_state(store)[L.S_MARGIN] == pytest.approx(3003.0, rel=1e-12)
+    feed.highs = {"BTC": 80000.0}
+    run_tick(book, feed, NOW + 4 * h, execute=False)
+    ((_, _, liq),) = journal(store, "liquidation")
+    assert liq["price"] == pytest.approx(9000.0 / 0.12 / 1.004, rel=1e-12)
+    assert liq["loss_usd"] == pytest.approx(3003.0, rel=1e-12) and liq["loss_usd"] >= 0
+    assert paper_state(store)[L.S_N] == 0.0
+    feed.highs = {}
+    doc = _status(book, feed, NOW + 5 * h)
+    (pos,) = doc["accounts"][0]["positions"]
+    assert pos["side"] == "flat" and pos["liquidation_price"] is None and pos["leverage"] is None
+    assert doc["funding"]["received_usd"] == pytest.approx(6.0) and doc["funding"]["paid_usd"] == pytest.approx(3.0)
+    assert doc["hedge"]["achieved_ratio"] == 0.0
+
+
+# ------------------------------------------------------------------------------------------ doubling
+
+
+def test_a_second_execute_on_the_same_bar_sends_nothing_even_after_editing_the_book(tmp_path: Path) -> None:
+    """Twice on the same bar, then with an edited book file (its hash changes: a new decision may be made), at the
+    same prices: the band check finds the leg on target and nothing new reaches the account."""
+    book = write_book(tmp_path)
+    feed = Feed({"BTC": 50000.0, "SOL": 100.0})
+    run_tick(book, feed, NOW)
+    r = run_tick(book, feed, NOW + 60_000)
+    assert r.results == []
+    book.write_text(book.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    r = run_tick(book, feed, NOW + 120_000)
+    assert r.results == []
+    store = tmp_path / "money.sqlite"
+    assert len(paper_fills(store)) == 1 and len(journal(store, "decision")) == 1
+    assert_journal_matches_paper(store)
+
+
+def test_static_policy_with_band_zero_on_an_edited_book_does_not_trade_again(tmp_path: Path) -> None:
+    """A band of 0 rebalances at every decision; a new decision on the same bar (edited book) recomputes the same
+    lot-rounded size at the same price: no order, and the margin already at value/leverage: no transfer."""
+    book = write_book(tmp_path, policy={"kind": "static", "ratio": 0.6})
+    feed = Feed({"BTC": 50000.0, "SOL": 100.0})
+    run_tick(book, feed, NOW)
+    book.write_text(book.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    r = run_tick(book, feed, NOW + 60_000)
+    assert [x for x in r.results if "client_id" in x] == []
+    store = tmp_path / "money.sqlite"
+    assert len(paper_fills(store)) == 1
+    assert_journal_matches_paper(store)

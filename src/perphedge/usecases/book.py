@@ -995,17 +995,23 @@ def status_document(
         by_asset[h["asset"]] = by_asset.get(h["asset"], 0.0) + (0.0 if is_stablecoin(h["asset"]) else h["value_usd"])
     for leg in s.legs:
         exposure += _exposure_at(prep, s.betas, leg.weights, t, {a: snap.price(a) for a in leg.weights})
-    for rows in positions.values():
+    # the margin of an inverse leg whose collateral was bought is in that leg's delta already ((margin + upnl −
+    # Q/P)·P): its coins must not count a second time as a balance of the account
+    in_leg: dict[tuple[str, str], float] = {}
+    for name, rows in positions.items():
         for row in rows:
             hedge_delta += row["hedge_delta_usd"]
-            base = row["instrument"].split(":")[1]
             inst = next(leg.inst for leg in s.legs if leg.inst.id == row["instrument"])
             base = inst.base
             by_asset[base] = by_asset.get(base, 0.0) + row["hedge_delta_usd"]
+            if inst.is_inverse and row.get("collateral_source") == CollateralSource.BUY.value:
+                key = (name, row["settle_asset"])
+                in_leg[key] = in_leg.get(key, 0.0) + float(row["margin_settle"])
     for adoc in accounts:
         for bal in adoc["balances"]:
             if not is_stablecoin(bal["asset"]) and math.isfinite(bal["value_usd"]):
-                by_asset[bal["asset"]] = by_asset.get(bal["asset"], 0.0) + bal["value_usd"]
+                coins = bal["wallet"] - in_leg.get((adoc["name"], bal["asset"]), 0.0)
+                by_asset[bal["asset"]] = by_asset.get(bal["asset"], 0.0) + coins * _asset_price(snap, bal["asset"])
     plan = decision
     target_ratio = plan.target_ratio if plan is not None else _target_now(s, snap)[0]
     achieved = 0.0 - hedge_delta / exposure if exposure > 0 else None
