@@ -530,3 +530,18 @@ def test_static_policy_with_band_zero_on_an_edited_book_does_not_trade_again(tmp
     store = tmp_path / "money.sqlite"
     assert len(paper_fills(store)) == 1
     assert_journal_matches_paper(store)
+
+
+def test_a_binding_limit_is_journaled_once_per_bar_by_a_watch(tmp_path: Path) -> None:
+    book = write_book(tmp_path, limits={"max_order_usd": 5000})
+    feed = Feed({"BTC": 50000.0, "SOL": 100.0})
+    for k in range(3):  # watch without --auto-rebalance: nothing would be sent, nothing refused in the journal
+        assert run_tick(book, feed, NOW + k * 300_000, execute=False).refused
+    store = tmp_path / "money.sqlite"
+    assert journal(store, "limit_refused") == []
+    for k in range(3, 8):  # --auto-rebalance every 5 minutes on one daily bar
+        assert run_tick(book, feed, NOW + k * 300_000).refused
+    assert len(journal(store, "limit_refused")) == 1
+    run_tick(book, feed, NOW + DAY)  # the next bar: refused again, journaled again
+    assert len(journal(store, "limit_refused")) == 2
+    assert journal(store, *ORDER_KINDS) == []

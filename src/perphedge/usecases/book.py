@@ -2180,8 +2180,19 @@ def tick(
             blocked = "book halted: trading blocked until `perphedge book resume`"
         else:
             refused = check_plan_limits(s, plan)
-            if refused and s.store is not None and s.store.writable:
+            # journaled when the plan would have been sent, once per bar (a watch ticking every few minutes
+            # on a daily bar would otherwise write the same refusal hundreds of times)
+            mark = {"bar": int(s.bar_number(snap)), "book_hash": s.lb.config_hash, "limits": [r.limit for r in refused]}
+            if (
+                refused
+                and execute
+                and decided_at(s, snap) is None
+                and s.store is not None
+                and s.store.writable
+                and _state(s, "limit_refused_at") != mark
+            ):
                 with s.store.transaction():
+                    s.store.set_state("limit_refused_at", mark)
                     for r in refused:
                         s.store.append(
                             "limit_refused",
