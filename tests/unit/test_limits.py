@@ -113,6 +113,18 @@ def test_risk_reducing_order_is_never_refused_by_leverage_or_distance() -> None:
     }
 
 
+def test_a_sell_is_checked_even_at_unchanged_leverage() -> None:
+    """A leg already above the limits may not grow its short, even when the trade keeps its leverage."""
+    spec = LimitSpec(max_leverage=1.5, min_liquidation_distance=0.6)
+    grow = order(leverage_before=2.0, leverage_after=2.0, liq_distance_before=0.49, liq_distance_after=0.49)
+    assert {b.limit for b in check_limits([grow], spec, turnover_24h_usd=0)} == {
+        "max_leverage",
+        "min_liquidation_distance",
+    }
+    cut = replace(grow, side="buy", reduce_only=True)
+    assert check_limits([cut], spec, turnover_24h_usd=0) == []
+
+
 def test_instruments() -> None:
     spec = LimitSpec(instruments=frozenset({"binance:BTCUSDT"}))
     assert check_limits([order(instrument="BINANCE:btcusdt")], spec, turnover_24h_usd=0) == []
@@ -200,7 +212,11 @@ finite = st.floats(0, 1e9, allow_nan=False)
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.tuples(finite, finite, finite, st.floats(-1, 10), st.floats(-1, 10)), min_size=1, max_size=6),
+    st.lists(
+        st.tuples(finite, finite, finite, st.floats(-1, 10), st.floats(-1, 10), st.sampled_from(["sell", "buy"])),
+        min_size=1,
+        max_size=6,
+    ),
     st.floats(1, 1e9),
     st.floats(1, 1e9),
     st.floats(1, 50),
@@ -208,7 +224,7 @@ finite = st.floats(0, 1e9, allow_nan=False)
     finite,
 )
 def test_property_breaches_exactly_when_a_rule_is_broken(
-    rows: list[tuple[float, float, float, float, float]],
+    rows: list[tuple[float, float, float, float, float, str]],
     max_order: float,
     max_turn: float,
     max_lev: float,
@@ -223,8 +239,10 @@ def test_property_breaches_exactly_when_a_rule_is_broken(
             leverage_after=la,
             liq_distance_before=db,
             liq_distance_after=da,
+            side=side,
+            reduce_only=side == "buy",
         )
-        for i, (n, lb, la, db, da) in enumerate(rows)
+        for i, (n, lb, la, db, da, side) in enumerate(rows)
     ]
     spec = LimitSpec(
         max_order_usd=max_order,
@@ -237,7 +255,9 @@ def test_property_breaches_exactly_when_a_rule_is_broken(
     for o in orders:
         if o.notional_usd > max_order:
             want.add(("max_order_usd", o.describe()))
-        safer = o.leverage_after <= o.leverage_before and o.liq_distance_after >= o.liq_distance_before
+        safer = (
+            o.side == "buy" and o.leverage_after <= o.leverage_before and o.liq_distance_after >= o.liq_distance_before
+        )
         if not safer and o.leverage_after > max_lev:
             want.add(("max_leverage", o.describe()))
         if not safer and o.liq_distance_after < min_dist:

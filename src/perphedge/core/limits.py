@@ -12,10 +12,11 @@ Rules:
 * ``max_order_usd``: each order's notional (USD at the decision's price) must not exceed it.
 * ``max_turnover_usd_per_day``: the journaled turnover of the last 24 h plus the sum of this plan's notionals
   must not exceed it.
-* ``max_leverage`` and ``min_liquidation_distance`` are checked **after** the trade. An order that reduces risk
-  (``leverage_after <= leverage_before`` and ``liq_distance_after >= liq_distance_before``) is never refused by
-  these two: a cut that leaves a leg still above the limit is the way back under it, and refusing it would
-  block de-risking. Order size and turnover still apply to such an order.
+* ``max_leverage`` and ``min_liquidation_distance`` are checked **after** the trade. A cut that reduces risk
+  (a buy of the short with ``leverage_after <= leverage_before`` and ``liq_distance_after >= liq_distance_before``)
+  is never refused by these two: a cut that leaves a leg still above the limit is the way back under it, and
+  refusing it would block de-risking. A sell adds to the short and is always checked (a leg already above the
+  limit may not grow at the same leverage). Order size and turnover still apply to every order.
 
 The liquidation distance is ``liquidation_price / mark − 1`` for a short (``inf`` = cannot be liquidated, e.g.
 a flat leg). NaN anywhere is a ValueError: an unknown risk number is never read as "within limits".
@@ -78,8 +79,13 @@ class PlannedOrder:
 
     @property
     def reduces_risk(self) -> bool:
-        """Leverage does not rise and the liquidation distance does not shrink."""
-        return self.leverage_after <= self.leverage_before and self.liq_distance_after >= self.liq_distance_before
+        """A cut of the short (a buy) after which leverage does not rise and the liquidation distance does not
+        shrink. A sell adds to the short: it is always checked, even when the leg's leverage stays the same."""
+        return (
+            self.side == "buy"
+            and self.leverage_after <= self.leverage_before
+            and self.liq_distance_after >= self.liq_distance_before
+        )
 
     def describe(self) -> str:
         """``order binance:BTCUSDT sell 0.51 (30,600 USD)``."""

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import math
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +49,7 @@ from perphedge.core.book import (
 from perphedge.core.hedge import CollateralSource
 from perphedge.core.units import is_stablecoin
 from perphedge.errors import ConfigError, DataError, ExchangeError, PerphedgeError
+from perphedge.jsonsafe import json_safe
 
 if TYPE_CHECKING:
     from perphedge.config import BookFile, PortfolioFile, RunFile
@@ -951,7 +953,7 @@ def status_document(
             }
         )
     positions = _position_rows(s, snap)
-    accounts = []
+    accounts: list[dict[str, Any]] = []
     accounts_usd = 0.0
     for name, acc in s.accounts.items():
         bals = []
@@ -993,17 +995,23 @@ def status_document(
         by_asset[h["asset"]] = by_asset.get(h["asset"], 0.0) + (0.0 if is_stablecoin(h["asset"]) else h["value_usd"])
     for leg in s.legs:
         exposure += _exposure_at(prep, s.betas, leg.weights, t, {a: snap.price(a) for a in leg.weights})
-    for rows in positions.values():
+    # the margin of an inverse leg whose collateral was bought is in that leg's delta already ((margin + upnl −
+    # Q/P)·P): its coins must not count a second time as a balance of the account
+    in_leg: dict[tuple[str, str], float] = {}
+    for name, rows in positions.items():
         for row in rows:
             hedge_delta += row["hedge_delta_usd"]
-            base = row["instrument"].split(":")[1]
             inst = next(leg.inst for leg in s.legs if leg.inst.id == row["instrument"])
             base = inst.base
             by_asset[base] = by_asset.get(base, 0.0) + row["hedge_delta_usd"]
-    for acc in accounts:
-        for bal in acc["balances"]:
+            if inst.is_inverse and row.get("collateral_source") == CollateralSource.BUY.value:
+                key = (name, row["settle_asset"])
+                in_leg[key] = in_leg.get(key, 0.0) + float(row["margin_settle"])
+    for adoc in accounts:
+        for bal in adoc["balances"]:
             if not is_stablecoin(bal["asset"]) and math.isfinite(bal["value_usd"]):
-                by_asset[bal["asset"]] = by_asset.get(bal["asset"], 0.0) + bal["value_usd"]
+                coins = bal["wallet"] - in_leg.get((adoc["name"], bal["asset"]), 0.0)
+                by_asset[bal["asset"]] = by_asset.get(bal["asset"], 0.0) + coins * _asset_price(snap, bal["asset"])
     plan = decision
     target_ratio = plan.target_ratio if plan is not None else _target_now(s, snap)[0]
     achieved = 0.0 - hedge_delta / exposure if exposure > 0 else None
@@ -1122,6 +1130,10 @@ class PlanItem:
     leverage_after: float = 0.0
     distance_before: float = math.inf
     distance_after: float = math.inf
+    # what the limits judge (design §5.3): the state after the order; for a cut, before the margin it frees
+    # is withdrawn (NaN = the same as leverage_after / distance_after)
+    limit_leverage_after: float = math.nan
+    limit_distance_after: float = math.nan
     amount_settle: float = 0.0
     settle_asset: str = ""
     reset: bool = False
@@ -1239,7 +1251,13 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
             lev_before, dist_before = _leverage(st, leg, price), _distance(st, price)
             if n_new != n:
                 L.fill(work, leg.params, price, n_new, row)
+                # a cut is judged by the trade itself: the margin it frees then goes back to value/leverage (the
+                # book's own move, which only withdraws); judged after that move, a cut of a short in profit
+                # would look like "more leverage" and the limits would block de-risking
+                risk = work.copy()
                 move = L.reset_margin(work, leg.params, price)
+                if n_new > n:
+                    risk = work
                 raw = _raw_contracts(leg, price, d)
                 items.append(
                     PlanItem(
@@ -1262,6 +1280,8 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
                         leverage_after=_leverage(work, leg, price),
                         distance_before=dist_before,
                         distance_after=_distance(work, price),
+                        limit_leverage_after=_leverage(risk, leg, price),
+                        limit_distance_after=_distance(risk, price),
                         reason=why,
                     )
                 )
@@ -1398,9 +1418,9 @@ def check_plan_limits(s: Session, plan: Plan) -> list[Any]:
             notional_usd=i.notional_usd,
             reduce_only=i.reduce_only,
             leverage_before=i.leverage_before,
-            leverage_after=i.leverage_after,
+            leverage_after=i.leverage_after if math.isnan(i.limit_leverage_after) else i.limit_leverage_after,
             liq_distance_before=i.distance_before,
-            liq_distance_after=i.distance_after,
+            liq_distance_after=i.distance_after if math.isnan(i.limit_distance_after) else i.limit_distance_after,
         )
         for i in plan.items
         if i.kind == "order"
@@ -1740,18 +1760,13 @@ def _send_order(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot
         if found is None:
             raise ExchangeError(f"order {cid} state unknown: {exc}; rerun to resolve") from None
         res = found
+        if res.status == "rejected":
+            _order_rejected_alert(s, cid, res.reason, snap.now_ms)
         return {"item": e["item"], "client_id": cid, "status": res.status, "reason": res.reason}
     _crash_point("after_place")
     _journal_result(s, decision, e, res, snap.now_ms, reconciled=False)
     if res.status == "rejected":
-        _journal(
-            s,
-            "alert_open",
-            {"alert": "order_rejected", "subject": cid, "value": 1.0, "threshold": 1.0, "message": res.reason},
-            ts_ms=snap.now_ms,
-            client_id=cid,
-        )
-        _notify(s, f"order {cid} rejected: {res.reason}", alert="order_rejected", subject=cid, ts_ms=snap.now_ms)
+        _order_rejected_alert(s, cid, res.reason, snap.now_ms)
     return {
         "item": e["item"],
         "client_id": cid,
@@ -1760,6 +1775,102 @@ def _send_order(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot
         "avg_price": res.avg_price,
         "reason": res.reason,
     }
+
+
+def _order_rejected_alert(s: Session, cid: str, reason: str, ts_ms: int) -> None:
+    """The `order_rejected` alert of ``cid`` (when `alerts.order_rejected` is on): journaled, shown and POSTed
+    once per client id, also when the rejection is only learnt by a lookup after a restart."""
+    if not s.book.alerts.order_rejected or s.store is None or not s.store.writable:
+        return
+    if any(r.data.get("alert") == "order_rejected" for r in s.store.journal(kinds=["alert_open"], client_id=cid)):
+        return
+    message = f"order {cid} rejected: {reason}"
+    with _txn(s):
+        _journal(
+            s,
+            "alert_open",
+            {"alert": "order_rejected", "subject": cid, "value": 1.0, "threshold": 1.0, "message": message},
+            ts_ms=ts_ms,
+            client_id=cid,
+        )
+        _webhook(
+            s,
+            {
+                "event": "open",
+                "alert": "order_rejected",
+                "subject": cid,
+                "value": 1.0,
+                "threshold": 1.0,
+                "message": message,
+            },
+            ts_ms,
+        )
+    _notify(s, message, alert="order_rejected", subject=cid, ts_ms=ts_ms)
+
+
+#: a webhook payload not delivered after this many ticks is given up (journaled as `error`)
+WEBHOOK_MAX_TRIES = 20
+#: seconds a tick waits for the webhook receiver's answer (once per tick: the rest of the queue waits)
+WEBHOOK_TIMEOUT_S = 5.0
+
+
+def _webhook(s: Session, payload: Mapping[str, Any], ts_ms: int) -> None:
+    """Queue one alert event for `alerts.webhook` (never in replay).
+
+    The queue (`webhook_outbox` in `book_state`) is written with the alert's journal row (call this inside that
+    transaction), and :func:`flush_webhooks` POSTs it at the end of the tick, after any orders: a slow or dead
+    receiver never delays trading, an event is never lost to a kill, and an undelivered one is retried on the
+    next tick instead of being fired again."""
+    if not s.book.alerts.webhook or s.replay or s.store is None or not s.store.writable:
+        return
+    body = {"schema": "perphedge.alert/1", "book_id": s.book.id, **payload, "ts_ms": ts_ms}
+    with _txn(s):
+        box = list(_state(s, "webhook_outbox", []) or [])
+        box.append({"payload": json_safe(body), "tries": 0})
+        _set_state(s, "webhook_outbox", box)
+
+
+def _webhook_retryable(err: str) -> bool:
+    """Whether the receiver surely did not take the event: no connection, or it answered 5xx / 429."""
+    return "connection refused" in err or "does not resolve" in err or re.search(r"HTTP (5\d\d|429)\b", err) is not None
+
+
+def flush_webhooks(s: Session, *, timeout_s: float | None = None) -> int:
+    """POST the queued alert events in order, one try each; stop at the first failure (the receiver is down or
+    slow: the rest waits for the next tick, so a tick waits at most ``timeout_s``). Returns how many were sent."""
+    from perphedge.usecases.book_alerts import post_alert
+
+    url = s.book.alerts.webhook
+    if not url or s.replay or s.store is None or not s.store.writable:
+        return 0
+    sent = 0
+    while True:
+        box = list(_state(s, "webhook_outbox", []) or [])
+        if not box:
+            return sent
+        head = dict(box[0])
+        err = post_alert(url, head["payload"], timeout_s=timeout_s or WEBHOOK_TIMEOUT_S, tries=1)
+        ts = _ts(s)
+        with _txn(s):
+            if err is None:
+                sent += 1
+                _set_state(s, "webhook_outbox", box[1:])
+                continue
+            head["tries"] = int(head.get("tries", 0)) + 1
+            what = f"{head['payload'].get('alert')} {head['payload'].get('subject')}"
+            if not _webhook_retryable(err):
+                # no answer in time (the receiver may have it: never sent twice), or refused for good (4xx)
+                _journal(s, "error", {"message": f"webhook: {err}; {what} not retried"}, ts_ms=ts)
+                _set_state(s, "webhook_outbox", box[1:])
+            elif head["tries"] >= WEBHOOK_MAX_TRIES:
+                _journal(
+                    s, "error", {"message": f"webhook: {err}; {what} given up after {head['tries']} tries"}, ts_ms=ts
+                )
+                _set_state(s, "webhook_outbox", box[1:])
+            else:
+                _journal(s, "error", {"message": f"webhook: {err}; {what} retried next tick"}, ts_ms=ts)
+                _set_state(s, "webhook_outbox", [head, *box[1:]])
+        return sent
 
 
 def _send_transfer(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot) -> dict[str, Any]:
@@ -1842,27 +1953,37 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
         s.store.set_state("open_decision", None)
         return notes
     entries: list[dict[str, Any]] = [dict(e) for e in drow.data["plan"]]
-    final = {r.client_id for r in rows if r.kind == "order_final"}
+    # an order retried after a restart has a later intent (attempt + 1, a new id): that attempt is the live one,
+    # and an earlier attempt's `not_found` must neither abandon the decision nor hide the retry's fill
+    latest: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if r.kind == "order_intent" and "item" in r.data:
+            prev = latest.get(int(r.data["item"]))
+            if prev is None or int(r.data.get("attempt", 0)) > int(prev.get("attempt", 0)):
+                latest[int(r.data["item"])] = dict(r.data)
+    entries = [latest.get(int(e["item"]), e) if e["kind"] == "order" else e for e in entries]
+    final = {r.client_id: r.data.get("status") for r in rows if r.kind == "order_final"}
     sent = {r.client_id for r in rows if r.kind == "order_sent"}
     done_transfers = {r.client_id for r in rows if r.kind == "transfer"}
     same_bar = int(open_dec["bar"]) == int(s.bar_number(snap)) and open_dec.get("book_hash") == s.lb.config_hash
     remaining: list[dict[str, Any]] = []
+    filled_legs: set[int] = set()
     abandoned = ""
     for e in entries:
-        if e["kind"] == "order":
-            cid = e["client_id"]
-            if cid in final:
-                st = next(r for r in rows if r.kind == "order_final" and r.client_id == cid).data["status"]
-                if st != "filled":
-                    abandoned = f"order {cid} {st}"
-                continue
-            if cid in sent:
-                found = _resolve(s, decision, e)
-                if found is not None:
-                    notes.append(f"order {cid}: found at the account ({found.status}) after a restart")
-                    if found.status != "filled":
-                        abandoned = f"order {cid} {found.status}"
-                    continue
+        if e["kind"] != "order":
+            if e["transfer_id"] not in done_transfers:
+                remaining.append(e)
+            continue
+        cid = e["client_id"]
+        status = final.get(cid)
+        if status is None and cid in sent:
+            found = _resolve(s, decision, e)
+            if found is not None:
+                notes.append(f"order {cid}: found at the account ({found.status}) after a restart")
+                if found.status == "rejected":
+                    _order_rejected_alert(s, cid, found.reason, snap.now_ms)
+                status = found.status if found.terminal else "open"
+            else:
                 s.store.append(
                     "order_final",
                     {
@@ -1878,31 +1999,45 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
                     client_id=cid,
                     once=True,
                 )
-                notes.append(f"order {cid}: never reached the account; a new id will be used")
-                e = e | {"attempt": int(e.get("attempt", 0)) + 1}
-                from perphedge.core.orders import client_order_id
+                notes.append(f"order {cid}: never reached the account")
+                status = "not_found"
+        if status == "filled":
+            filled_legs.add(int(e["leg"]))
+            continue
+        if status is None:  # intent without `order_sent`: it never left; the same id may be sent
+            remaining.append(e)
+            continue
+        if status == "not_found" and same_bar and not abandoned:
+            # resumed under the next attempt's id (an id is never sent twice); the intent is written once
+            from perphedge.core.orders import client_order_id
 
-                e["client_id"] = client_order_id(
-                    s.book.id, decision, int(e["leg"]), int(e["attempt"]), s.accounts[e["account"]].venue
-                )
-                s.store.append(
-                    "order_intent",
-                    e,
-                    ts_ms=snap.now_ms,
-                    decision=decision,
-                    leg=e["leg"],
-                    account=e["account"],
-                    instrument=e["instrument"],
-                    client_id=e["client_id"],
-                    once=True,
-                )
+            e = e | {"attempt": int(e.get("attempt", 0)) + 1}
+            e["client_id"] = client_order_id(
+                s.book.id, decision, int(e["leg"]), int(e["attempt"]), s.accounts[e["account"]].venue
+            )
+            s.store.append(
+                "order_intent",
+                e,
+                ts_ms=snap.now_ms,
+                decision=decision,
+                leg=e["leg"],
+                account=e["account"],
+                instrument=e["instrument"],
+                client_id=e["client_id"],
+                once=True,
+            )
+            notes.append(f"order {cid}: a new id {e['client_id']} will be used")
             remaining.append(e)
-        else:
-            if e["transfer_id"] in done_transfers:
-                continue
-            remaining.append(e)
+            continue
+        abandoned = abandoned or f"order {cid} {status}"
     if abandoned or not same_bar:
         why = abandoned or "made at an earlier bar (or another book file): a fresh decision replaces it"
+        # a leg whose order filled gets its margin reset even so: a filled position must never be left on the
+        # margin the fill's fee and realised PnL ate (it could be at or beyond its liquidation price)
+        for e in remaining:
+            if e["kind"] == "transfer" and e.get("reset") and int(e["leg"]) in filled_legs:
+                res = _send_transfer(s, decision, e, snap)
+                notes.append(f"transfer {e['transfer_id']}: margin reset after the filled order ({res['applied']})")
         with s.store.transaction():
             s.store.append("decision_abandoned", {"why": why}, ts_ms=snap.now_ms, decision=decision)
             s.store.set_state("open_decision", None)
@@ -1962,7 +2097,6 @@ def _observations(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> lis
 def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[Any]:
     """Evaluate the alerts on a status; journal, print and POST each episode's opening and closing once."""
     from perphedge.core.alerts import AlertSpec, evaluate
-    from perphedge.usecases.book_alerts import post_alert
 
     if _state(s, "alerts_ms") == snap.now_ms:
         return []  # this instant was evaluated before a restart (a resumed tick): never twice
@@ -1985,26 +2119,22 @@ def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[A
                 },
                 ts_ms=snap.now_ms,
             )
+            _webhook(
+                s,
+                {
+                    "event": ev.kind,
+                    "alert": ev.alert,
+                    "subject": ev.subject,
+                    "value": _finite(ev.value),
+                    "threshold": _finite(ev.threshold),
+                    "message": ev.message,
+                },
+                ev.ts_ms,
+            )
         _set_state(s, "alerts", new_state)
         _set_state(s, "alerts_ms", snap.now_ms)
     for ev in events:
         _notify(s, f"alert {ev.kind}: {ev.message}", alert=ev.alert, subject=ev.subject, ts_ms=snap.now_ms)
-        url = s.book.alerts.webhook
-        if url and not s.replay:
-            payload = {
-                "schema": "perphedge.alert/1",
-                "book_id": s.book.id,
-                "event": ev.kind,
-                "alert": ev.alert,
-                "subject": ev.subject,
-                "value": _finite(ev.value),
-                "threshold": _finite(ev.threshold),
-                "ts_ms": ev.ts_ms,
-                "message": ev.message,
-            }
-            err = post_alert(url, payload)
-            if err:
-                _journal(s, "error", {"message": f"webhook: {err}"}, ts_ms=snap.now_ms)
     return events
 
 
@@ -2050,8 +2180,19 @@ def tick(
             blocked = "book halted: trading blocked until `perphedge book resume`"
         else:
             refused = check_plan_limits(s, plan)
-            if refused and s.store is not None and s.store.writable:
+            # journaled when the plan would have been sent, once per bar (a watch ticking every few minutes
+            # on a daily bar would otherwise write the same refusal hundreds of times)
+            mark = {"bar": int(s.bar_number(snap)), "book_hash": s.lb.config_hash, "limits": [r.limit for r in refused]}
+            if (
+                refused
+                and execute
+                and decided_at(s, snap) is None
+                and s.store is not None
+                and s.store.writable
+                and _state(s, "limit_refused_at") != mark
+            ):
                 with s.store.transaction():
+                    s.store.set_state("limit_refused_at", mark)
                     for r in refused:
                         s.store.append(
                             "limit_refused",
@@ -2094,6 +2235,7 @@ def finish_tick(s: Session, snap: FeedSnapshot, status: Mapping[str, Any] | None
     with s.store.transaction():
         s.store.append("tick", data, ts_ms=snap.now_ms, bar=int(s.bar_number(snap)))
         s.store.set_state("last_tick_ms", snap.now_ms)
+    flush_webhooks(s)  # last: a slow or dead receiver never delays the tick's orders
 
 
 def decided_at(s: Session, snap: FeedSnapshot) -> int | None:
