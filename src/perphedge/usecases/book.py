@@ -132,6 +132,21 @@ def load_book(path: str | Path) -> LoadedBook:
 
 
 def _check_book(book: BookFile, pfile: PortfolioFile, source: str) -> None:
+    from perphedge.specs import default_registry
+
+    registry = default_registry()
+    for i, acc in enumerate(book.accounts):
+        if acc.exchange not in registry.exchanges():
+            raise ConfigError(
+                f"{source}: field `accounts[{i}].exchange`: no bundled instruments of `{acc.exchange}`; choose one of "
+                f"{', '.join(sorted(registry.exchanges()))}"
+            )
+    known = {i.lower() for i in registry.ids()}
+    for i, ident in enumerate(book.limits.instruments):
+        if ident.lower() not in known:
+            raise ConfigError(
+                f"{source}: field `limits.instruments[{i}]`: unknown instrument {ident!r} (not in the bundled specs)"
+            )
     held = {(h.asset.upper(), h.group) for h in pfile.holdings}
     for acc in book.accounts:
         for asset in acc.balances:
@@ -261,12 +276,16 @@ def init_book(
             f"`{exchange}` does not list; use --paper {foreign[0].split(':')[0]}, or change `hedge.instrument`"
         )
     prices = {k.upper(): v for k, v in pfile.prices.items()}
-    priced = all(is_stablecoin(h.asset) or h.asset.upper() in prices for h in pfile.holdings)
+    bases = {leg.instrument.base for leg in proxy_legs} | {i.base for i in direct.values()}
+    priced = all(is_stablecoin(h.asset) or h.asset.upper() in prices for h in pfile.holdings) and all(
+        b.upper() in prices for b in bases
+    )
     feed_kind = feed or ("portfolio" if priced else "live")
     if feed_kind not in ("store", "live", "portfolio"):
         raise ConfigError(f"invalid `--feed`: must be store, live or portfolio, was {feed_kind!r}")
     if feed_kind == "portfolio" and not priced:
         missing = [h.asset for h in pfile.holdings if not is_stablecoin(h.asset) and h.asset.upper() not in prices]
+        missing += sorted(b for b in bases if b.upper() not in prices and b not in missing)
         raise ConfigError(f"invalid `--feed portfolio`: the portfolio gives no price for {', '.join(missing)}")
     if balances:
         bal = {k.upper(): float(v) for k, v in balances.items()}
@@ -316,6 +335,12 @@ def init_book(
         "# client order id). Keys come from the environment, never from this file.\n"
     )
     text = header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110)
+    # quoted: an unquoted id such as 1234e567 reads back as a number (YAML 1.2 floats)
+    text = text.replace(f"\nid: {book_id}\n", f"\nid: '{book_id}'\n")
+    from perphedge.config import parse_book
+    from perphedge.files import load_yaml_text
+
+    parse_book(load_yaml_text(text, str(out)), str(out))  # checked before anything is written or replaced
     write_file_atomic(out, text, "BOOK")
     load_book(out)  # what was written must read back
     return InitOutcome(path=out, book_id=book_id, feed=feed_kind, balances=bal, instruments=instruments)
@@ -689,10 +714,7 @@ def _make_feed(
     from perphedge.exchange.ccxt_feed import LiveTickerFeed
 
     return LiveTickerFeed(
-        source=b.feed.source,
-        assets=assets,
-        instruments={leg.inst.id: leg.inst for leg in legs},
-        stale_after_s=stale_after_s,
+        b.feed.source, assets=assets, instruments=[leg.inst for leg in legs], stale_after_s=stale_after_s
     )
 
 
