@@ -350,3 +350,79 @@ def test_parse_book_origin_bounds_direct() -> None:
         assert str(parse_book({**doc, "policy_origin": day}, "b").policy_origin) == day
     with pytest.raises(ConfigError, match=r"field `policy_origin`: must be from 2009-01-03"):
         parse_book({**doc, "policy_origin": "2009-01-02"}, "b")
+
+
+# ------------------------------------------------------------------------------------------- stores
+
+
+@pytest.mark.parametrize("value", ["1000000001", "99999999999999999999999"])
+def test_counts_beyond_a_billion_refused(folder: Path, capsys: pytest.CaptureFixture[str], value: str) -> None:
+    """`--limit 99999999999999999999999` was an internal error (OverflowError in SQLite)."""
+    fails(capsys, ["book", "journal", "b.book.yaml", "--limit", value], "invalid `--limit`", "1,000,000,000")
+    fails(capsys, ["book", "watch", "b.book.yaml", "--ticks", value], "invalid `--ticks`")
+
+
+def test_readers_refuse_another_books_store(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A book whose `id` was edited (or whose `store:` names another book's store) must not show the other book's
+    positions and journal as its own: status, journal and rebalance all refuse it (the writer always did)."""
+    assert main(["book", "rebalance", "b.book.yaml", "--execute", "--yes", "--format", "json"]) == 0
+    capsys.readouterr()
+    from perphedge.usecases.book import book_store_path, load_book
+
+    store = book_store_path(load_book(folder / "b.book.yaml"))
+    other = BOOK.replace("id: 3f9a1c2e", "id: 3f9a1c2f") + f"store: {store}\n"
+    (folder / "o.book.yaml").write_text(other)
+    for argv in (
+        ["book", "status", "o.book.yaml"],
+        ["book", "journal", "o.book.yaml"],
+        ["book", "rebalance", "o.book.yaml"],
+        ["book", "rebalance", "o.book.yaml", "--execute", "--yes"],
+    ):
+        fails(capsys, argv, "belongs to book 3f9a1c2e, not 3f9a1c2f")
+
+
+def test_execute_while_watch_runs_is_one_line(folder: Path) -> None:
+    """`rebalance --execute` (and a second watch) while `book watch` holds the book's store: one line, exit 2;
+    status and journal still read."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).parent / "perphedge")
+    env = dict(os.environ)
+    watch = subprocess.Popen(
+        [exe, "book", "watch", "b.book.yaml", "--every", "1h", "--format", "json"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        first = watch.stdout.readline()  # the first tick is done: the lock is held
+        assert json.loads(first)["as_of"]
+        for argv in (
+            ["book", "rebalance", "b.book.yaml", "--execute", "--yes"],
+            ["book", "watch", "b.book.yaml", "--ticks", "1"],
+        ):
+            r = subprocess.run(
+                [exe, *argv], cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=False
+            )
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 2, r.stderr
+            assert len(lines) == 1 and lines[0].startswith("perphedge: error: "), r.stderr
+            assert "being written by" in lines[0] and str(watch.pid) in lines[0]
+        for argv in (["book", "status", "b.book.yaml", "--format", "json"], ["book", "journal", "b.book.yaml"]):
+            r = subprocess.run(
+                [exe, *argv], cwd=folder, env=env, capture_output=True, text=True, timeout=120, check=False
+            )
+            assert r.returncode == 0, r.stderr
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        try:
+            watch.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            watch.wait()

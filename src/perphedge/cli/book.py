@@ -48,14 +48,21 @@ def _fmt_choice(value: str, allowed: tuple[str, ...], flag: str = "--format") ->
     return v
 
 
+#: Largest ``--ticks`` / ``--limit`` (a billion: beyond any journal, and within SQLite's integers).
+_MAX_COUNT = 1_000_000_000
+
+
 def _count(text: str, flag: str) -> int:
     """A whole number >= 1 for ``flag`` (``--ticks``, ``--limit``); anything else is one ConfigError line."""
     from perphedge.cli.options import positive_whole
 
     try:
-        return positive_whole(text)
+        n = positive_whole(text)
     except ValueError as exc:
         raise ConfigError(f"invalid `{flag}`: {exc}") from None
+    if n > _MAX_COUNT:
+        raise ConfigError(f"invalid `{flag}`: must be <= {_MAX_COUNT:,}, was {text.strip()}")
+    return n
 
 
 def _market_store_opt(store: str | None) -> str | None:
@@ -492,7 +499,7 @@ def watch_cmd(
     def _stop(signum: int, frame: Any) -> None:
         stop["now"] = True
 
-    signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, _stop)
     s.alerts_out = lambda text: typer.echo(f"{_stamp()} {text}", err=True)
     try:
         last = B._state(s, "last_tick_ms")
@@ -522,6 +529,7 @@ def watch_cmd(
     except KeyboardInterrupt:
         typer.echo("stopped (Ctrl-C); run the same command to resume", err=True)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         B.close_session(s)
 
 

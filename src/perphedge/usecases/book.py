@@ -620,7 +620,7 @@ def open_session(
     elif replay is None:
         path = book_store_path(lb)
         if path.exists():
-            store = BookStore.open_reader(path)
+            store = _open_reader(lb, path)
     accounts = _make_accounts(lb, legs, store, overdraft_all=replay is not None)
     return Session(
         lb=lb,
@@ -747,6 +747,19 @@ def _make_accounts(
             bar_ms=_bar_ms(lb.book.step),
         )
     return out
+
+
+def _open_reader(lb: LoadedBook, path: Path) -> BookStore:
+    """The store opened for reading, refused when it belongs to another book (an edited `id` or `store:`)."""
+    from perphedge.data.bookstore import BookStore
+
+    store = BookStore.open_reader(path)
+    if store.book_id and store.book_id != lb.book.id:
+        store.close()
+        raise DataError(
+            f"the book store {path} belongs to book {store.book_id}, not {lb.book.id}; each book has its own store"
+        )
+    return store
 
 
 def close_session(s: Session) -> None:
@@ -2227,12 +2240,10 @@ def journal_rows(
     limit: int | None = None,
 ) -> list[JournalRow]:
     """The book's journal, oldest first (read-only; safe while ``watch`` writes)."""
-    from perphedge.data.bookstore import BookStore
-
     path = book_store_path(lb)
     if not path.exists():
         return []
-    with BookStore.open_reader(path) as st:
+    with _open_reader(lb, path) as st:
         rows = st.journal(kinds=kinds, since_ms=since_ms, until_ms=until_ms, limit=limit, descending=limit is not None)
     return sorted(rows, key=lambda r: r.seq)
 
