@@ -426,3 +426,65 @@ def test_execute_while_watch_runs_is_one_line(folder: Path) -> None:
         except subprocess.TimeoutExpired:
             watch.kill()
             watch.wait()
+
+
+# ------------------------------------------------------------------------------------------- replay --out
+
+
+def test_replay_never_replaces_the_books_store_or_a_foreign_file(
+    folder: Path, capsys: pytest.CaptureFixture[str], sample_store_path: Path
+) -> None:
+    """`replay --out DIR` replaces DIR/journal.sqlite: it deleted the live book's store when the book kept it there
+    (`store: journal.sqlite`), and any other book's store or file of that name."""
+    (folder / "live.book.yaml").write_text(BOOK + "store: journal.sqlite\n")
+    assert main(["book", "rebalance", "live.book.yaml", "--execute", "--yes", "--format", "json"]) == 0
+    capsys.readouterr()
+    store = folder / "journal.sqlite"
+    before = store.read_bytes()
+    replay = ["--from", "2024-01-01", "--to", "2024-02-01", "--store", str(sample_store_path), "--format", "json"]
+    fails(capsys, ["book", "replay", "live.book.yaml", *replay, "--out", "."], "invalid `--out`", "own store")
+    assert store.read_bytes() == before
+    # another book (b.book.yaml, the same positions' id differs) must not replace it either
+    other = BOOK.replace("id: 3f9a1c2e", "id: 0badc0de")
+    (folder / "other.book.yaml").write_text(other)
+    fails(capsys, ["book", "replay", "other.book.yaml", *replay, "--out", "."], "invalid `--out`", "book 3f9a1c2e")
+    assert store.read_bytes() == before
+    (folder / "notes").mkdir()
+    (folder / "notes" / "journal.sqlite").write_text("my notes")
+    fails(capsys, ["book", "replay", "b.book.yaml", *replay, "--out", "notes"], "not a replay journal")
+    assert (folder / "notes" / "journal.sqlite").read_text() == "my notes"
+    # a replay into its own earlier output folder still works
+    for _ in range(2):
+        assert main(["book", "replay", "b.book.yaml", *replay, "--out", "rp"]) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["bars"] > 0
+
+
+# ------------------------------------------------------------------------------------------- portfolio
+
+
+def test_portfolio_pointing_at_a_book_file(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _book(folder, "portfolio: pf.yaml", "portfolio: b.book.yaml")
+    fails(capsys, ["book", "status", "b.book.yaml"], "field `portfolio`", "is a book file")
+    (folder / "c.book.yaml").write_text(BOOK)
+    fails(
+        capsys,
+        ["book", "init", "n.book.yaml", "--portfolio", "c.book.yaml", "--paper", "binance"],
+        "invalid `--portfolio`",
+        "is a book file",
+    )
+    assert not (folder / "n.book.yaml").exists()
+
+
+def test_no_hedge_instrument_anywhere_names_the_book(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "nh.yaml").write_text("prices: {BTC: 60000}\nholdings:\n  - {asset: BTC, quantity: 1}\n")
+    _book(folder, "portfolio: pf.yaml", "portfolio: nh.yaml")
+    fails(capsys, ["book", "status", "b.book.yaml"], "b.book.yaml: field `hedge.instrument`: is required")
+    # given in the book's own `hedge:`, it is enough
+    (folder / "b.book.yaml").write_text(
+        BOOK.replace("portfolio: pf.yaml", "portfolio: nh.yaml") + "hedge: {instrument: binance:BTCUSDT}\n"
+    )
+    assert main(["book", "status", "b.book.yaml", "--format", "json"]) == 0
+    capsys.readouterr()
+    argv = ["book", "init", "n.book.yaml", "--portfolio", "nh.yaml", "--paper", "binance"]
+    fails(capsys, argv, "invalid `--portfolio`", "nh.yaml has no `hedge.instrument`")
+    assert not (folder / "n.book.yaml").exists()

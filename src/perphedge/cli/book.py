@@ -305,7 +305,7 @@ def init_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing book file.")] = False,
 ) -> None:
     """Write a book file: the portfolio, its hedge, a paper account, limits and alerts."""
-    from perphedge.config import load_portfolio_file
+    from perphedge.config import parse_portfolio, read_yaml
     from perphedge.core.units import is_stablecoin
     from perphedge.usecases.book import init_book
 
@@ -320,7 +320,15 @@ def init_cmd(
         )
     if book.exists() and not book.is_dir() and force:
         _refuse_overwriting_non_book(book)
-    pfile = load_portfolio_file(portfolio)
+    pdoc, _raw = read_yaml(portfolio, "a portfolio file")
+    if isinstance(pdoc, dict) and "book" in pdoc and "holdings" not in pdoc:
+        raise ConfigError(f"invalid `--portfolio`: {portfolio} is a book file, not a portfolio file")
+    pfile = parse_portfolio(pdoc, str(portfolio))
+    if not (pfile.hedge.instrument or pfile.hedge.legs):
+        raise ConfigError(
+            f"invalid `--portfolio`: {portfolio} has no `hedge.instrument` (or `hedge.legs`): the book hedges with "
+            "the portfolio's hedge; add e.g. `hedge: {instrument: binance:BTCUSDT}`"
+        )
     if all(is_stablecoin(h.asset) for h in pfile.holdings):
         raise ConfigError(
             f"invalid `--portfolio`: {portfolio} holds only stablecoins "
@@ -679,6 +687,32 @@ def journal_cmd(
     _console().print(t)
 
 
+def _check_replay_journal(journal: Path, lb: Any, book_store: Path) -> None:
+    """The replay replaces ``journal.sqlite`` in ``--out``: never the book's own store, nor a file that is not an
+    earlier replay journal of this book (another book's store, any other file)."""
+    from perphedge.data.bookstore import BookStore
+    from perphedge.errors import PerphedgeError
+
+    if _same_file(journal, book_store):
+        raise ConfigError(
+            f"invalid `--out`: {journal} is the book's own store (its positions and journal); the replay writes a "
+            "fresh journal.sqlite into --out: choose another folder"
+        )
+    if not journal.exists():
+        return
+    owner: str | None = None
+    try:
+        with BookStore.open_reader(journal) as st:
+            owner = st.book_id
+    except (PerphedgeError, OSError):
+        owner = None
+    if owner != lb.book.id:
+        what = f"book {owner}'s store" if owner else "not a replay journal of this book"
+        raise ConfigError(
+            f"invalid `--out`: {journal} exists and is {what}; the replay would replace it: choose another folder"
+        )
+
+
 def _details(kind: str, data: dict[str, Any]) -> str:
     if kind == "fill":
         return (
@@ -736,6 +770,7 @@ def replay_cmd(
                 raise ConfigError(f"invalid `--emit-run`: {emit_run} is {what}; write the run file elsewhere")
     folder = output_dir(out or Path("out") / f"{book.name.split('.')[0]}-replay", "--out")
     journal = folder / "journal.sqlite"
+    _check_replay_journal(journal, lb, B.book_store_path(lb))
     for suffix in ("", "-wal", "-shm", ".lock"):
         p = Path(str(journal) + suffix)
         if p.exists():

@@ -121,6 +121,10 @@ def load_book(path: str | Path) -> LoadedBook:
     if isinstance(book.portfolio, str):
         pf_path = Path(book.portfolio) if Path(book.portfolio).is_absolute() else (p.parent / book.portfolio)
         pdoc, praw = read_yaml(pf_path, "a portfolio file")
+        if isinstance(pdoc, dict) and "book" in pdoc and "holdings" not in pdoc:
+            raise ConfigError(
+                f"{p}: field `portfolio`: {pf_path} is a book file, not a portfolio file (holdings, prices, hedge)"
+            )
         pfile = parse_portfolio(pdoc, str(pf_path))
         raw += b"\n--portfolio--\n" + praw
     else:
@@ -141,6 +145,12 @@ def _check_book(book: BookFile, pfile: PortfolioFile, source: str) -> None:
                 f"{source}: field `accounts[{i}].exchange`: no bundled instruments of `{acc.exchange}`; choose one of "
                 f"{', '.join(sorted(registry.exchanges()))}"
             )
+    hb, over = pfile.hedge, book.hedge
+    if not (hb.instrument or hb.legs or over.get("instrument") or over.get("legs")):
+        raise ConfigError(
+            f"{source}: field `hedge.instrument`: is required, in the book's `hedge:` or its portfolio's (e.g. "
+            "binance:BTCUSDT or binance:BTCUSD_PERP); or give `hedge.legs`"
+        )
     known = {i.lower() for i in registry.ids()}
     for i, ident in enumerate(book.limits.instruments):
         if ident.lower() not in known:
