@@ -309,6 +309,8 @@ def init_cmd(
     from perphedge.core.units import is_stablecoin
     from perphedge.usecases.book import init_book
 
+    if book.is_dir():
+        raise ConfigError(f"invalid BOOK: {book} is a directory: give the book file's path, e.g. {book}/my.book.yaml")
     balances = _init_balances(balance or [])
     if feed is not None:
         feed = _fmt_choice(feed, ("store", "live", "portfolio"), "--feed")
