@@ -133,3 +133,75 @@ def test_every_id_init_writes_reads_back_as_written(book_id: str) -> None:
         assert out.book_id == book_id
         assert load_yaml_text((folder / "b.book.yaml").read_text(), "b")["id"] == book_id
         assert load_book(folder / "b.book.yaml").book.id == book_id
+
+
+FULL = {
+    "book": 1,
+    "id": "3f9a1c2e",
+    "name": "n",
+    "portfolio": {
+        "holdings": [{"asset": "BTC", "quantity": 1}, {"asset": "SOL", "value_usd": 500}],
+        "prices": {"BTC": 60000, "SOL": 150},
+        "hedge": {"instrument": "binance:BTCUSDT", "leverage": 2, "collateral": "stable"},
+    },
+    "hedge": {"leverage": 2},
+    "step": "1d",
+    "policy": {"kind": "drift_band", "ratio": 0.5, "band": 0.1},
+    "policy_origin": "2026-01-01",
+    "decide": "close",
+    "costs": {"fills": "taker", "slippage_bps": 2},
+    "margin": {"top_up": True, "top_up_level": 0.5, "reopen_after_days": 7},
+    "funding": {"history": True, "assumed_rate_8h": 0.0001},
+    "feed": {"kind": "portfolio", "source": "binance"},
+    "accounts": [{"name": "paper", "kind": "paper", "exchange": "binance", "balances": {"USDT": 20000}}],
+    "limits": {"max_order_usd": 25000, "max_leverage": 3, "instruments": ["binance:BTCUSDT"]},
+    "alerts": {"feed_stale_after": "15m", "ratio_off_by": 0.15, "rearm": 0.8},
+}
+
+
+def _leaves(doc: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(doc, dict):
+        return [p for k, v in doc.items() for p in _leaves(v, (*path, k))]
+    if isinstance(doc, list):
+        return [p for i, v in enumerate(doc) for p in _leaves(v, (*path, i))]
+    return [path]
+
+
+LEAVES = _leaves(FULL)
+wild = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["", "binance:FOOUSDT", "nowhere", "1e400", "0s", "366d", "2009-01-02", "../x", "USDT"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=250, deadline=None)
+@given(st.sampled_from(LEAVES), wild)
+def test_any_leaf_mutation_loads_or_is_one_line(path: tuple[Any, ...], value: Any) -> None:
+    """Every leaf of a full book file replaced by any YAML value: `load_book` (the model and the checks against the
+    portfolio and the specs) returns a book or raises one ConfigError/DataError line naming the file."""
+    import copy
+
+    import yaml
+
+    from perphedge.errors import DataError
+    from perphedge.usecases.book import load_book
+
+    doc = copy.deepcopy(FULL)
+    node = doc
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "b.book.yaml"
+        f.write_text(yaml.safe_dump(doc, sort_keys=False))
+        try:
+            load_book(f)
+        except (ConfigError, DataError) as exc:
+            text = str(exc)
+            assert "\n" not in text and text.startswith(str(f)), text
