@@ -513,10 +513,12 @@ def watch_cmd(
     s.alerts_out = lambda text: typer.echo(f"{_stamp()} {text}", err=True)
     try:
         last = B._state(s, "last_tick_ms")
+        now = 0
         if clock == "sim":
-            now = start_ms if start_ms is not None else (int(last) + every_s * 1000 if last is not None else None)
-            if now is None:
+            first = start_ms if start_ms is not None else (int(last) + every_s * 1000 if last is not None else None)
+            if first is None:
                 raise ConfigError("--clock sim needs --start the first time (nothing to resume from)")
+            now = first
             if last is not None and now <= int(last):
                 now = int(last) + every_s * 1000
         done = 0

@@ -996,7 +996,7 @@ def status_document(
             }
         )
     positions = _position_rows(s, snap)
-    accounts = []
+    accounts: list[dict[str, Any]] = []
     accounts_usd = 0.0
     for name, acc in s.accounts.items():
         bals = []
@@ -1045,8 +1045,8 @@ def status_document(
             inst = next(leg.inst for leg in s.legs if leg.inst.id == row["instrument"])
             base = inst.base
             by_asset[base] = by_asset.get(base, 0.0) + row["hedge_delta_usd"]
-    for acc in accounts:
-        for bal in acc["balances"]:
+    for acc_doc in accounts:
+        for bal in acc_doc["balances"]:
             if not is_stablecoin(bal["asset"]) and math.isfinite(bal["value_usd"]):
                 by_asset[bal["asset"]] = by_asset.get(bal["asset"], 0.0) + bal["value_usd"]
     plan = decision
