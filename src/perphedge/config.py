@@ -47,6 +47,7 @@ __all__ = [
     "PolicyModel",
     "PortfolioFile",
     "RunFile",
+    "book_asset_code",
     "load_portfolio_file",
     "parse_book",
     "parse_duration",
@@ -715,6 +716,14 @@ _WEBHOOK = re.compile(r"(https?)://([^/?#\s@]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def book_asset_code(value: str) -> str:
+    """An asset code of a paper balance (``usdt`` → ``USDT``); ValueError naming the rule otherwise."""
+    code = value.strip().upper()
+    if not _ASSET_CODE.fullmatch(code):
+        raise ValueError(f"asset code must be 1 to 20 letters or digits (e.g. USDT), was {value!r}")
+    return code
+
+
 def _exchange_name(value: str, what: str = "an exchange name") -> str:
     text = value.lower()
     if not _EXCHANGE_NAME.fullmatch(text):
@@ -760,9 +769,10 @@ class PaperAccountModel(BaseModel):
             raise ValueError("must give at least one starting balance, e.g. {USDT: 20000}")
         seen: dict[str, str] = {}
         for asset, amount in value.items():
-            code = asset.strip().upper()
-            if not _ASSET_CODE.fullmatch(code):
-                raise _At((asset,), f"asset code must be 1 to 20 letters or digits (e.g. USDT), was {asset!r}")
+            try:
+                code = book_asset_code(asset)
+            except ValueError as exc:
+                raise _At((asset,), str(exc)) from None
             if code in seen:
                 raise _At((asset,), f"`{asset}` and `{seen[code]}` are the same asset: give {code} once")
             seen[code] = asset
@@ -839,6 +849,16 @@ class AlertsModel(BaseModel):
         if m.group(4) and not 0 < int(m.group(4)[1:]) < 65536:
             raise ValueError(f"port must be 1 to 65535, was {origin}")
         return value
+
+
+#: Hedge fields a book takes from elsewhere: giving them under the book's `hedge:` is refused, not ignored.
+_BOOK_HEDGE_IGNORED = {
+    "ratio": "the book's target ratio is its policy's: set `policy.ratio`",
+    "funding_rate_8h": "the book's assumed funding rate is `funding.assumed_rate_8h`",
+}
+#: Days a book's ``policy_origin`` may be (the first bitcoin block to the end of 2099).
+BOOK_FIRST_DAY = date(2009, 1, 3)
+BOOK_LAST_DAY = date(2099, 12, 31)
 
 
 class BookFile(BaseModel):
@@ -919,6 +939,21 @@ class BookFile(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             raise _At(("hedge", *_loc_parts(tuple(err.get("loc", ())), value)), _message(err)) from None
+        for key, instead in _BOOK_HEDGE_IGNORED.items():
+            if key in value:  # a book would silently ignore it: the policy and `funding:` decide
+                raise _At(
+                    ("hedge", key),
+                    f"does not apply to a book (it would be ignored): {instead}, was {_shown(value[key])}",
+                )
+        return value
+
+    @field_validator("policy_origin")
+    @classmethod
+    def _origin_bounds(cls, value: date | None) -> date | None:
+        if value is not None and not BOOK_FIRST_DAY <= value <= BOOK_LAST_DAY:
+            raise ValueError(
+                f"must be from {BOOK_FIRST_DAY} (the first bitcoin block) to {BOOK_LAST_DAY}, was {value.isoformat()}"
+            )
         return value
 
     @model_validator(mode="after")

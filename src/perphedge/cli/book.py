@@ -48,6 +48,82 @@ def _fmt_choice(value: str, allowed: tuple[str, ...], flag: str = "--format") ->
     return v
 
 
+#: Largest ``--ticks`` / ``--limit`` (a billion: beyond any journal, and within SQLite's integers).
+_MAX_COUNT = 1_000_000_000
+
+
+def _count(text: str, flag: str) -> int:
+    """A whole number >= 1 for ``flag`` (``--ticks``, ``--limit``); anything else is one ConfigError line."""
+    from perphedge.cli.options import positive_whole
+
+    try:
+        n = positive_whole(text)
+    except ValueError as exc:
+        raise ConfigError(f"invalid `{flag}`: {exc}") from None
+    if n > _MAX_COUNT:
+        raise ConfigError(f"invalid `{flag}`: must be <= {_MAX_COUNT:,}, was {text.strip()}")
+    return n
+
+
+def _market_store_opt(store: str | None) -> str | None:
+    """``--store``: None (the book's) or a non-empty path."""
+    if store is not None and not store.strip():
+        raise ConfigError("invalid `--store`: must be a market store (DuckDB) file path, was ''")
+    return store
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (resolved; an absent path is compared by its resolved name)."""
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _refuse_overwriting_non_book(path: Path) -> None:
+    """``--force`` replaces a book file, never another file (a portfolio, a run file) given by mistake."""
+    from perphedge.files import read_yaml
+
+    try:
+        doc, _ = read_yaml(path, "a book file")
+    except ConfigError:
+        doc = None
+    if not (isinstance(doc, dict) and "book" in doc and "accounts" in doc):
+        raise ConfigError(
+            f"invalid `--force`: {path} exists and is not a book file (no `book:` and `accounts:`); --force only "
+            "replaces a book file: choose another name"
+        )
+
+
+def _init_balances(items: list[str]) -> dict[str, float]:
+    """``--balance ASSET=AMOUNT`` (repeatable) → {ASSET: amount}, by the book file's own rules (an asset code of
+    1 to 20 letters or digits, 0 < amount <= MAX_VALUE_USD, each asset once), so nothing invalid is written."""
+    from perphedge.cli.options import positive
+    from perphedge.config import MAX_VALUE_USD, book_asset_code
+
+    balances: dict[str, float] = {}
+    for item in items:
+        asset, sep, amount = item.partition("=")
+        if not sep or not asset.strip():
+            raise ConfigError(f"invalid `--balance`: must be ASSET=AMOUNT, e.g. USDT=20000, was {item!r}")
+        try:
+            code = book_asset_code(asset)
+        except ValueError as exc:
+            raise ConfigError(f"invalid `--balance` {item!r}: {exc}") from None
+        if code in balances:
+            raise ConfigError(f"invalid `--balance`: {code} given twice")
+        try:
+            value = positive(amount)
+        except ValueError as exc:
+            raise ConfigError(f"invalid `--balance` {item!r}: {exc}") from None
+        if value > MAX_VALUE_USD:
+            raise ConfigError(f"invalid `--balance` {item!r}: must be <= {MAX_VALUE_USD:g}, was {amount.strip()}")
+        balances[code] = value
+    return balances
+
+
 def _print_json(doc: Any) -> None:
     from perphedge.jsonsafe import json_safe
 
@@ -229,21 +305,37 @@ def init_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing book file.")] = False,
 ) -> None:
     """Write a book file: the portfolio, its hedge, a paper account, limits and alerts."""
-    from perphedge.cli.options import positive
+    from perphedge.config import parse_portfolio, read_yaml
+    from perphedge.core.units import is_stablecoin
     from perphedge.usecases.book import init_book
 
-    balances: dict[str, float] = {}
-    for item in balance or []:
-        asset, sep, amount = item.partition("=")
-        if not sep or not asset.strip():
-            raise ConfigError(f"invalid `--balance`: must be ASSET=AMOUNT, e.g. USDT=20000, was {item!r}")
-        code = asset.strip().upper()
-        if code in balances:
-            raise ConfigError(f"invalid `--balance`: {code} given twice")
-        try:
-            balances[code] = positive(amount)
-        except Exception as exc:
-            raise ConfigError(f"invalid `--balance` {item!r}: {exc}") from None
+    if book.is_dir():
+        raise ConfigError(f"invalid BOOK: {book} is a directory: give the book file's path, e.g. {book}/my.book.yaml")
+    balances = _init_balances(balance or [])
+    if feed is not None:
+        feed = _fmt_choice(feed, ("store", "live", "portfolio"), "--feed")
+    store = _market_store_opt(store)
+    if _same_file(book, portfolio):
+        raise ConfigError(
+            f"invalid BOOK: {book} is the portfolio file given with --portfolio; the book file needs its own name, "
+            "e.g. my.book.yaml"
+        )
+    if book.exists() and not book.is_dir() and force:
+        _refuse_overwriting_non_book(book)
+    pdoc, _raw = read_yaml(portfolio, "a portfolio file")
+    if isinstance(pdoc, dict) and "book" in pdoc and "holdings" not in pdoc:
+        raise ConfigError(f"invalid `--portfolio`: {portfolio} is a book file, not a portfolio file")
+    pfile = parse_portfolio(pdoc, str(portfolio))
+    if not (pfile.hedge.instrument or pfile.hedge.legs):
+        raise ConfigError(
+            f"invalid `--portfolio`: {portfolio} has no `hedge.instrument` (or `hedge.legs`): the book hedges with "
+            "the portfolio's hedge; add e.g. `hedge: {instrument: binance:BTCUSDT}`"
+        )
+    if all(is_stablecoin(h.asset) for h in pfile.holdings):
+        raise ConfigError(
+            f"invalid `--portfolio`: {portfolio} holds only stablecoins "
+            f"({', '.join(sorted({h.asset.upper() for h in pfile.holdings}))}): there is nothing to hedge"
+        )
     out = init_book(
         book, portfolio=portfolio, exchange=paper, balances=balances or None, feed=feed, market_store=store, force=force
     )
@@ -258,7 +350,7 @@ def init_cmd(
 def _open(book: Path, *, writer: bool, store: str | None) -> Any:
     from perphedge.usecases.book import load_book, open_session
 
-    return open_session(load_book(book), market_store=store, writer=writer)
+    return open_session(load_book(book), market_store=_market_store_opt(store), writer=writer)
 
 
 @book_app.command("status")
@@ -386,7 +478,6 @@ def watch_cmd(
 ) -> None:
     """Every interval: prices and positions, alerts (once per episode), the policy, and with --auto-rebalance the
     orders. Ctrl-C or kill -9 and the same command resumes from the journal."""
-    from perphedge.cli.options import positive_whole
     from perphedge.config import parse_duration
     from perphedge.usecases import book as B
 
@@ -396,7 +487,7 @@ def watch_cmd(
         every_s = parse_duration(every)
     except ValueError as exc:
         raise ConfigError(f"invalid `--every`: {exc}") from None
-    n_ticks = positive_whole(ticks) if ticks is not None else None
+    n_ticks = _count(ticks, "--ticks") if ticks is not None else None
     if start is not None and clock != "sim":
         raise ConfigError("invalid `--start`: it sets the sim clock; add --clock sim")
     start_ms = _parse_instant(start, "--start") if start is not None else None
@@ -405,13 +496,20 @@ def watch_cmd(
     until_ms = _parse_instant(until, "--until") if until is not None else None
     if until_ms is not None and start_ms is not None and until_ms < start_ms:
         raise ConfigError(f"invalid `--until`: {until} is before --start {start}")
+    wall_ms = int(time.time() * 1000)
+    for flag, text, ms in (("--start", start, start_ms), ("--until", until, until_ms)):
+        if ms is not None and ms > wall_ms:
+            raise ConfigError(
+                f"invalid `{flag}`: {text} is in the future (now {_stamp()}): the sim clock replays time that has "
+                "passed; the wall clock runs on from now"
+            )
     s = _open(book, writer=True, store=store)
     stop = {"now": False}
 
     def _stop(signum: int, frame: Any) -> None:
         stop["now"] = True
 
-    signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, _stop)
     s.alerts_out = lambda text: typer.echo(f"{_stamp()} {text}", err=True)
     try:
         last = B._state(s, "last_tick_ms")
@@ -428,6 +526,9 @@ def watch_cmd(
             t_now = now if clock == "sim" else B._now_ms()
             if until_ms is not None and t_now > until_ms:
                 break
+            if clock == "sim" and t_now > B._now_ms():
+                typer.echo(f"sim clock reached the present ({_stamp()}): stopped", err=True)
+                break
             r = B.watch_tick(s, t_now, auto=auto_rebalance)
             _print_tick(r, fmt)
             done += 1
@@ -440,6 +541,7 @@ def watch_cmd(
     except KeyboardInterrupt:
         typer.echo("stopped (Ctrl-C); run the same command to resume", err=True)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         B.close_session(s)
 
 
@@ -453,6 +555,11 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: Instants a book command accepts (``--start``, ``--until``, ``--since``): 2009-01-03 ≤ t < 2100-01-01 UTC.
+_FIRST_INSTANT_MS = int(datetime(2009, 1, 3, tzinfo=UTC).timestamp() * 1000)
+_LAST_INSTANT_MS = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
 def _parse_instant(text: str, flag: str) -> int:
     from perphedge.core.parsing import parse_date
 
@@ -462,13 +569,17 @@ def _parse_instant(text: str, flag: str) -> int:
             dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
-            return int(dt.timestamp() * 1000)
-        d = parse_date(t, flag)
-        return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
-    except ValueError:
+            ms = int(dt.timestamp() * 1000)
+        else:
+            d = parse_date(t, flag)
+            ms = int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise ConfigError(
             f"invalid `{flag}`: must be an ISO date (2026-01-31) or date-time (2026-01-31T08:00Z), was {text!r}"
         ) from None
+    if not _FIRST_INSTANT_MS <= ms < _LAST_INSTANT_MS:
+        raise ConfigError(f"invalid `{flag}`: must be from 2009-01-03 (the first bitcoin block) to 2099, was {text!r}")
+    return ms
 
 
 def _print_tick(r: Any, fmt: str) -> None:
@@ -521,7 +632,6 @@ def journal_cmd(
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
 ) -> None:
     """Every decision, order, fill, funding payment, liquidation, alert and error of the book."""
-    from perphedge.cli.options import positive_whole
     from perphedge.data.bookstore import JOURNAL_KINDS
     from perphedge.usecases.book import journal_json, journal_rows, load_book
 
@@ -530,11 +640,11 @@ def journal_cmd(
     unknown = [k for k in kinds if k not in JOURNAL_KINDS]
     if unknown:
         raise ConfigError(f"invalid `--kind` {unknown[0]!r}: must be one of {', '.join(sorted(JOURNAL_KINDS))}")
-    since_ms = _parse_instant(since, "--since") if since else None
-    until_ms = _parse_instant(until, "--until") if until else None
+    since_ms = _parse_instant(since, "--since") if since is not None else None
+    until_ms = _parse_instant(until, "--until") if until is not None else None
     if since_ms is not None and until_ms is not None and until_ms < since_ms:
         raise ConfigError(f"invalid `--until`: {until} is before --since {since}")
-    n = positive_whole(limit) if limit is not None else None
+    n = _count(limit, "--limit") if limit is not None else None
     rows = journal_json(
         journal_rows(load_book(book), kinds=kinds or None, since_ms=since_ms, until_ms=until_ms, limit=n)
     )
@@ -579,6 +689,32 @@ def journal_cmd(
             _details(r["kind"], r["data"]),
         )
     _console().print(t)
+
+
+def _check_replay_journal(journal: Path, lb: Any, book_store: Path) -> None:
+    """The replay replaces ``journal.sqlite`` in ``--out``: never the book's own store, nor a file that is not an
+    earlier replay journal of this book (another book's store, any other file)."""
+    from perphedge.data.bookstore import BookStore
+    from perphedge.errors import PerphedgeError
+
+    if _same_file(journal, book_store):
+        raise ConfigError(
+            f"invalid `--out`: {journal} is the book's own store (its positions and journal); the replay writes a "
+            "fresh journal.sqlite into --out: choose another folder"
+        )
+    if not journal.exists():
+        return
+    owner: str | None = None
+    try:
+        with BookStore.open_reader(journal) as st:
+            owner = st.book_id
+    except (PerphedgeError, OSError):
+        owner = None
+    if owner != lb.book.id:
+        what = f"book {owner}'s store" if owner else "not a replay journal of this book"
+        raise ConfigError(
+            f"invalid `--out`: {journal} exists and is {what}; the replay would replace it: choose another folder"
+        )
 
 
 def _details(kind: str, data: dict[str, Any]) -> str:
@@ -630,9 +766,15 @@ def replay_cmd(
     from datetime import date
 
     d0, d1 = date.fromisoformat(first), date.fromisoformat(last)
+    store = _market_store_opt(store)
     lb = B.load_book(book)
+    if emit_run is not None:
+        for what, path in (("the book file", lb.path), ("the book's portfolio file", lb.portfolio_path)):
+            if path is not None and _same_file(emit_run, path):
+                raise ConfigError(f"invalid `--emit-run`: {emit_run} is {what}; write the run file elsewhere")
     folder = output_dir(out or Path("out") / f"{book.name.split('.')[0]}-replay", "--out")
     journal = folder / "journal.sqlite"
+    _check_replay_journal(journal, lb, B.book_store_path(lb))
     for suffix in ("", "-wal", "-shm", ".lock"):
         p = Path(str(journal) + suffix)
         if p.exists():

@@ -123,6 +123,10 @@ def load_book(path: str | Path) -> LoadedBook:
     if isinstance(book.portfolio, str):
         pf_path = Path(book.portfolio) if Path(book.portfolio).is_absolute() else (p.parent / book.portfolio)
         pdoc, praw = read_yaml(pf_path, "a portfolio file")
+        if isinstance(pdoc, dict) and "book" in pdoc and "holdings" not in pdoc:
+            raise ConfigError(
+                f"{p}: field `portfolio`: {pf_path} is a book file, not a portfolio file (holdings, prices, hedge)"
+            )
         pfile = parse_portfolio(pdoc, str(pf_path))
         raw += b"\n--portfolio--\n" + praw
     else:
@@ -134,6 +138,27 @@ def load_book(path: str | Path) -> LoadedBook:
 
 
 def _check_book(book: BookFile, pfile: PortfolioFile, source: str) -> None:
+    from perphedge.specs import default_registry
+
+    registry = default_registry()
+    for i, acc in enumerate(book.accounts):
+        if acc.exchange not in registry.exchanges():
+            raise ConfigError(
+                f"{source}: field `accounts[{i}].exchange`: no bundled instruments of `{acc.exchange}`; choose one of "
+                f"{', '.join(sorted(registry.exchanges()))}"
+            )
+    hb, over = pfile.hedge, book.hedge
+    if not (hb.instrument or hb.legs or over.get("instrument") or over.get("legs")):
+        raise ConfigError(
+            f"{source}: field `hedge.instrument`: is required, in the book's `hedge:` or its portfolio's (e.g. "
+            "binance:BTCUSDT or binance:BTCUSD_PERP); or give `hedge.legs`"
+        )
+    known = {i.lower() for i in registry.ids()}
+    for i, ident in enumerate(book.limits.instruments):
+        if ident.lower() not in known:
+            raise ConfigError(
+                f"{source}: field `limits.instruments[{i}]`: unknown instrument {ident!r} (not in the bundled specs)"
+            )
     held = {(h.asset.upper(), h.group) for h in pfile.holdings}
     for acc in book.accounts:
         for asset in acc.balances:
@@ -263,12 +288,16 @@ def init_book(
             f"`{exchange}` does not list; use --paper {foreign[0].split(':')[0]}, or change `hedge.instrument`"
         )
     prices = {k.upper(): v for k, v in pfile.prices.items()}
-    priced = all(is_stablecoin(h.asset) or h.asset.upper() in prices for h in pfile.holdings)
+    bases = {leg.instrument.base for leg in proxy_legs} | {i.base for i in direct.values()}
+    priced = all(is_stablecoin(h.asset) or h.asset.upper() in prices for h in pfile.holdings) and all(
+        b.upper() in prices for b in bases
+    )
     feed_kind = feed or ("portfolio" if priced else "live")
     if feed_kind not in ("store", "live", "portfolio"):
         raise ConfigError(f"invalid `--feed`: must be store, live or portfolio, was {feed_kind!r}")
     if feed_kind == "portfolio" and not priced:
         missing = [h.asset for h in pfile.holdings if not is_stablecoin(h.asset) and h.asset.upper() not in prices]
+        missing += sorted(b for b in bases if b.upper() not in prices and b not in missing)
         raise ConfigError(f"invalid `--feed portfolio`: the portfolio gives no price for {', '.join(missing)}")
     if balances:
         bal = {k.upper(): float(v) for k, v in balances.items()}
@@ -318,6 +347,12 @@ def init_book(
         "# client order id). Keys come from the environment, never from this file.\n"
     )
     text = header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110)
+    # quoted: an unquoted id such as 1234e567 reads back as a number (YAML 1.2 floats)
+    text = text.replace(f"\nid: {book_id}\n", f"\nid: '{book_id}'\n")
+    from perphedge.config import parse_book
+    from perphedge.files import load_yaml_text
+
+    parse_book(load_yaml_text(text, str(out)), str(out))  # checked before anything is written or replaced
     write_file_atomic(out, text, "BOOK")
     load_book(out)  # what was written must read back
     return InitOutcome(path=out, book_id=book_id, feed=feed_kind, balances=bal, instruments=instruments)
@@ -597,7 +632,7 @@ def open_session(
     elif replay is None:
         path = book_store_path(lb)
         if path.exists():
-            store = BookStore.open_reader(path)
+            store = _open_reader(lb, path)
     accounts = _make_accounts(lb, legs, store, overdraft_all=replay is not None)
     return Session(
         lb=lb,
@@ -727,6 +762,19 @@ def _make_accounts(
             bar_ms=_bar_ms(lb.book.step),
         )
     return out
+
+
+def _open_reader(lb: LoadedBook, path: Path) -> BookStore:
+    """The store opened for reading, refused when it belongs to another book (an edited `id` or `store:`)."""
+    from perphedge.data.bookstore import BookStore
+
+    store = BookStore.open_reader(path)
+    if store.book_id and store.book_id != lb.book.id:
+        store.close()
+        raise DataError(
+            f"the book store {path} belongs to book {store.book_id}, not {lb.book.id}; each book has its own store"
+        )
+    return store
 
 
 def close_session(s: Session) -> None:
@@ -2347,12 +2395,10 @@ def journal_rows(
     limit: int | None = None,
 ) -> list[JournalRow]:
     """The book's journal, oldest first (read-only; safe while ``watch`` writes)."""
-    from perphedge.data.bookstore import BookStore
-
     path = book_store_path(lb)
     if not path.exists():
         return []
-    with BookStore.open_reader(path) as st:
+    with _open_reader(lb, path) as st:
         rows = st.journal(kinds=kinds, since_ms=since_ms, until_ms=until_ms, limit=limit, descending=limit is not None)
     return sorted(rows, key=lambda r: r.seq)
 
