@@ -545,3 +545,35 @@ def test_a_binding_limit_is_journaled_once_per_bar_by_a_watch(tmp_path: Path) ->
     run_tick(book, feed, NOW + DAY)  # the next bar: refused again, journaled again
     assert len(journal(store, "limit_refused")) == 2
     assert journal(store, *ORDER_KINDS) == []
+
+
+def test_ctrl_c_inside_a_store_query_is_a_keyboard_interrupt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """DuckDB turns SIGINT during a query into RuntimeError("Query interrupted") (seen as `perphedge: internal
+    error` from `book watch`); the store feed raises KeyboardInterrupt instead, so watch says "stopped (Ctrl-C)"."""
+    import duckdb
+
+    from perphedge.data import bookfeed
+    from perphedge.errors import DataError
+
+    feed = bookfeed.StoreFeed(
+        tmp_path / "none.duckdb",
+        source="binance",
+        assets=["BTC"],
+        instruments={},
+        step="1d",
+        stale_after_s=60,
+        assumed_rate_8h=0.0001,
+    )
+    wrapped = DataError("market store query failed: INTERRUPT Error: Interrupted!")
+    wrapped.__cause__ = duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+    for exc in (RuntimeError("Query interrupted"), wrapped):
+
+        def boom(now_ms: int, since_ms: int, exc: BaseException = exc) -> Any:
+            raise exc
+
+        monkeypatch.setattr(feed, "_snapshot", boom)
+        with pytest.raises(KeyboardInterrupt):
+            feed.snapshot(NOW, NOW - DAY)
+    monkeypatch.setattr(feed, "_snapshot", lambda now_ms, since_ms: (_ for _ in ()).throw(DataError("no candle")))
+    with pytest.raises(DataError, match="no candle"):
+        feed.snapshot(NOW, NOW - DAY)
