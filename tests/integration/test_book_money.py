@@ -468,6 +468,16 @@ def test_inverse_buy_status_by_hand(tmp_path: Path) -> None:
     usdt = next(b for b in doc["accounts"][0]["balances"] if b["asset"] == "USDT")
     assert usdt["wallet"] == pytest.approx(10_000.0 - 0.120168 * 50_000.0, rel=1e-12)
     assert doc["value"]["total_usd"] == pytest.approx(10_000.0 + usdt["wallet"] + 0.12 * 50_000.0, rel=1e-12)
+    # BTC −20 %: the short gains 12,000 (1/40,000 − 1/50,000) = 0.06 BTC (2,400 USD) in coin; the leg's delta is
+    # (0.12 + 0.06 − 12,000/40,000)·40,000 = −4,800 USD; leverage 12,000 / (0.18 × 40,000) = 1.667x
+    doc = _status(book, Feed({"BTC": 40000.0, "SOL": 100.0}), NOW + 2000)
+    (pos,) = doc["accounts"][0]["positions"]
+    assert pos["upnl_settle"] == pytest.approx(0.06, rel=1e-12)
+    assert pos["upnl_usd"] == pytest.approx(2_400.0, rel=1e-12)
+    assert pos["hedge_delta_usd"] == pytest.approx(-4_800.0, rel=1e-12)
+    assert pos["leverage"] == pytest.approx(12_000.0 / 7_200.0, rel=1e-12)
+    assert doc["delta"]["by_asset"]["BTC"] == pytest.approx(-4_800.0, rel=1e-12)
+    assert doc["hedge"]["achieved_ratio"] == pytest.approx(0.48, rel=1e-12)
 
 
 def test_funding_sign_once_per_settlement_and_liquidation_loss_by_hand(tmp_path: Path) -> None:
@@ -545,3 +555,35 @@ def test_a_binding_limit_is_journaled_once_per_bar_by_a_watch(tmp_path: Path) ->
     run_tick(book, feed, NOW + DAY)  # the next bar: refused again, journaled again
     assert len(journal(store, "limit_refused")) == 2
     assert journal(store, *ORDER_KINDS) == []
+
+
+def test_ctrl_c_inside_a_store_query_is_a_keyboard_interrupt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """DuckDB turns SIGINT during a query into RuntimeError("Query interrupted") (seen as `perphedge: internal
+    error` from `book watch`); the store feed raises KeyboardInterrupt instead, so watch says "stopped (Ctrl-C)"."""
+    import duckdb
+
+    from perphedge.data import bookfeed
+    from perphedge.errors import DataError
+
+    feed = bookfeed.StoreFeed(
+        tmp_path / "none.duckdb",
+        source="binance",
+        assets=["BTC"],
+        instruments={},
+        step="1d",
+        stale_after_s=60,
+        assumed_rate_8h=0.0001,
+    )
+    wrapped = DataError("market store query failed: INTERRUPT Error: Interrupted!")
+    wrapped.__cause__ = duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+    for exc in (RuntimeError("Query interrupted"), wrapped):
+
+        def boom(now_ms: int, since_ms: int, exc: BaseException = exc) -> Any:
+            raise exc
+
+        monkeypatch.setattr(feed, "_snapshot", boom)
+        with pytest.raises(KeyboardInterrupt):
+            feed.snapshot(NOW, NOW - DAY)
+    monkeypatch.setattr(feed, "_snapshot", lambda now_ms, since_ms: (_ for _ in ()).throw(DataError("no candle")))
+    with pytest.raises(DataError, match="no candle"):
+        feed.snapshot(NOW, NOW - DAY)

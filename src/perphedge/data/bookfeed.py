@@ -275,7 +275,19 @@ class StoreFeed:
 
     def snapshot(self, now_ms: int, since_ms: int) -> FeedSnapshot:
         """Closes at or before ``now_ms``, highs of the candles closing in ``(since_ms, now_ms]``, the stored
-        settlements in ``(since_ms, now_ms]`` and the rate in force (per 8 h)."""
+        settlements in ``(since_ms, now_ms]`` and the rate in force (per 8 h).
+
+        Ctrl-C during a DuckDB query surfaces as DuckDB's "Query interrupted" error: it is raised as the
+        KeyboardInterrupt it is, so ``book watch`` stops with its resumable "stopped (Ctrl-C)" and not as an
+        internal error."""
+        try:
+            return self._snapshot(now_ms, since_ms)
+        except Exception as exc:
+            if _interrupted(exc):
+                raise KeyboardInterrupt from None
+            raise
+
+    def _snapshot(self, now_ms: int, since_ms: int) -> FeedSnapshot:
         from perphedge.data.store import MarketStore
 
         now_ms, since_ms = int(now_ms), int(since_ms)
@@ -344,6 +356,18 @@ class StoreFeed:
             stale=now_ms - last_price_ms > self.stale_after_s * 1000,
             bar=None,
         )
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is DuckDB's answer to Ctrl-C."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if type(seen).__name__ == "InterruptException" or "query interrupted" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # ---------------------------------------------------------------------------------------------- constants
