@@ -587,3 +587,44 @@ def test_ctrl_c_inside_a_store_query_is_a_keyboard_interrupt(monkeypatch: pytest
     monkeypatch.setattr(feed, "_snapshot", lambda now_ms, since_ms: (_ for _ in ()).throw(DataError("no candle")))
     with pytest.raises(DataError, match="no candle"):
         feed.snapshot(NOW, NOW - DAY)
+
+
+def test_a_clock_stepping_back_does_not_decide_an_earlier_bar_again(tmp_path: Path) -> None:
+    """A wall clock set back across a bar boundary (NTP, a VM resumed) must not make a second decision."""
+    from perphedge.usecases import book as B
+
+    lb = B.load_book(_clock_book(tmp_path))
+    day = 86_400_000
+    t1 = 1_790_000_000_000
+    s = B.open_session(lb, writer=True, now_ms=t1)
+    try:
+        first = B.tick(s, t1, decide=True, execute=True)
+        assert [x for x in first.results if "client_id" in x]
+        back = B.tick(s, t1 - day, decide=True, execute=True)
+        assert back.results == []
+        assert B.decided_at(s, back.snap) is not None
+    finally:
+        B.close_session(s)
+
+
+def _clock_book(tmp: Path) -> Path:
+    import yaml
+
+    doc = {
+        "book": 1,
+        "id": "c10c0001",
+        "portfolio": {
+            "name": "sol",
+            "prices": {"SOL": 100, "BTC": 50000},
+            "holdings": [{"asset": "SOL", "quantity": 100}],
+            "hedge": {"instrument": "binance:BTCUSDT", "leverage": 2, "ratio": 0.6},
+        },
+        "policy": {"kind": "calendar", "ratio": 0.6, "every_days": 1},  # band 0: wants a trade every bar
+        "policy_origin": "2026-01-01",
+        "feed": {"kind": "portfolio"},
+        "store": "clock.sqlite",
+        "accounts": [{"name": "paper", "kind": "paper", "exchange": "binance", "balances": {"USDT": 10000}}],
+    }
+    p = tmp / "clock.book.yaml"
+    p.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return p

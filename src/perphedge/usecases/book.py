@@ -2287,9 +2287,13 @@ def finish_tick(s: Session, snap: FeedSnapshot, status: Mapping[str, Any] | None
 
 
 def decided_at(s: Session, snap: FeedSnapshot) -> int | None:
-    """The decision already made at this bar by this book file (one decision per bar), else None."""
+    """The decision already made at this bar by this book file (one decision per bar), else None. A decision at
+    a later bar also blocks: a clock that stepped back must not decide an earlier bar again."""
     last = _state(s, "last_decision")
-    if last and int(last["bar"]) == int(s.bar_number(snap)) and last.get("book_hash") == s.lb.config_hash:
+    if not last:
+        return None
+    bar, done = int(last["bar"]), int(s.bar_number(snap))
+    if bar > done or (bar == done and last.get("book_hash") == s.lb.config_hash):
         return int(last["decision"])
     return None
 
