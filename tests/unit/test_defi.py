@@ -334,3 +334,9 @@ def test_v3_implied_price_inverts_the_amounts(ratio: float) -> None:
     p = 1500.0 + 1000.0 * ratio / 101.0
     x, y = v3_amounts(4000.0, 1500.0, 2500.0, p)
     assert v3_implied_price(float(x), float(y), 1500.0, 2500.0) == pytest.approx(p, rel=1e-9)
+
+
+def test_v3_amounts_fix_the_liquidity_at_the_price_they_imply() -> None:
+    """Amounts read at pool price 2010 (0.5% off the file's 2000): L is still exactly the on-chain 4000."""
+    x, y = v3_amounts(4000.0, 1500.0, 2500.0, 2010.0)
+    assert v3_liquidity_from_amounts(float(x), float(y), 1500.0, 2500.0, 2000.0) == pytest.approx(4000.0, rel=1e-9)

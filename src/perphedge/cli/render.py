@@ -219,9 +219,10 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
     st = Table(title="Scenarios (instant move; altcoins move beta × proxy unless named)", title_justify="left")
     defi = "positions" in pf
     cols = ["scenario", "proxy", "spot PnL USD", "hedge PnL USD", "net PnL USD", "offset", "liq."]
+    pools = defi and any(p["kind"] in ("lp_v2", "lp_v3") for p in pf["positions"])
     if defi:
         cols[2] = "spot+DeFi USD"
-        cols += ["LP IL USD", "DeFi"]
+        cols += ["LP IL USD", "DeFi"] if pools else ["DeFi"]
     for col in cols:
         st.add_column(col, justify="left" if col in ("scenario", "DeFi") else "right")
     for s in doc["scenarios"]:
@@ -234,9 +235,10 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
             "-" if s["offset_fraction"] is None else f"{s['offset_fraction'] * 100:.0f}%",
             "YES" if s["liquidated"] else "",
         ]
+        if pools:
+            row.append(_signed(s["impermanent_loss_usd"]))
         if defi:
-            has_lp = any(o["impermanent_loss_usd"] is not None for o in s["positions"])
-            row += [_signed(s["impermanent_loss_usd"]) if has_lp else "-", _position_flags(s["positions"])]
+            row.append(_position_flags(s["positions"]))
         st.add_row(*row)
     console.print(st)
 

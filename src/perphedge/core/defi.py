@@ -149,12 +149,12 @@ def v3_liquidity_from_amounts(x: float, y: float, p_a: float, p_b: float, price:
     """Liquidity of a v3 position holding ``x`` base and ``y`` quote at pool price ``price``.
 
     Out of range one token is zero (``x = 0`` above the range, ``y = 0`` below) and ``L`` follows from
-    the other; in range ``L`` is the one that gives the stated value ``x·P + y`` at ``price``
-    (``L = (x·P + y)/(2√P − P/√p_b − √p_a)``). Refused (ConfigError, without the field name: the caller
+    the other; in range the two amounts fix the pool price ``P*`` they were read at
+    (:func:`v3_implied_price`) and ``L = (x·P* + y)/(2√P* − P*/√p_b − √p_a)`` exactly. Refused (ConfigError, without the field name: the caller
     adds it): amounts that do not fit the range at this price — both tokens out of range, one token in
     range, or a pool price implied by the two amounts more than :data:`AMOUNTS_PRICE_TOLERANCE` away.
     """
-    sa, sb, sp = math.sqrt(p_a), math.sqrt(p_b), math.sqrt(price)
+    sa, sb = math.sqrt(p_a), math.sqrt(p_b)
     if x < 0 or y < 0 or (x == 0 and y == 0):
         raise ConfigError(f"amounts must be >= 0 and not both 0, were {x:g} and {y:g}")
     if price <= p_a:
@@ -185,7 +185,10 @@ def v3_liquidity_from_amounts(x: float, y: float, p_a: float, p_b: float, price:
             f"{gap:+.1%} from the price {price:g} (more than ±{AMOUNTS_PRICE_TOLERANCE:.0%}): restate the amounts "
             "at today's price, or give `liquidity`"
         )
-    return (x * price + y) / (2.0 * sp - price / sb - sa)
+    # L is what the chain holds: exact from the two amounts at the pool price they imply (both forms of
+    # eq. 6.29/6.30 agree there); the position is then valued at the market ``price``
+    si = math.sqrt(implied)
+    return (x * implied + y) / (2.0 * si - implied / sb - sa)
 
 
 def impermanent_loss_v2(price_ratio: PriceLike) -> FloatArray:

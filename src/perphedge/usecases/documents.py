@@ -126,7 +126,7 @@ def _position(pf: Portfolio, index: int, pos: Position) -> dict[str, Any]:
             out["amounts_above_range"] = {pos.base: 0.0, pos.quote: _r(pos.max_quote)}
         out["gamma"] = _r(float(pos.gamma(prices)))
         out["gamma_unit"] = f"{pos.base} per ({pos.quote} per {pos.base}): d(amount of {pos.base})/d(pool price)"
-        if not pf.has_price(pos.base) or pos.base in delta_usd:
+        if pos.base in delta_usd:  # a volatile base: the PnL of the delta-hedged position for a ±1% move
             out["hedged_pnl_usd_1pct_move"] = {
                 "down": _r(hedged_move_pnl_usd(pos, prices, pos.base, -0.01), 4),
                 "up": _r(hedged_move_pnl_usd(pos, prices, pos.base, 0.01), 4),

@@ -555,7 +555,7 @@ def _estimate_missing_betas(
             )
         return req, None
     proxy_bases = {leg.instrument.base for leg in req.proxy_legs}
-    hedged = {h.asset for h in portfolio.in_scope(req.scope)} - set(req.direct) - proxy_bases
+    hedged = set(portfolio.scope_exposure(req.scope)) - set(req.direct) - proxy_bases
     if req.method is SizingMethod.BETA:
         hedged -= set(req.betas)
     if not hedged:
