@@ -147,3 +147,27 @@ def test_example_v3_lp_hedged_on_its_delta(registry: InstrumentRegistry) -> None
     assert "ETH -25.0% (#0 at range low 1500)" in names and "ETH +25.0% (#0 at range high 2500)" in names
     warn = [w for w in doc["warnings"] if w["code"] == "RangeWarning"]
     assert len(warn) == 1 and "'ETH -30%' (below)" in warn[0]["message"] and "'ETH +30%' (above)" in warn[0]["message"]
+
+
+def test_example_lending_and_v2_pool(registry: InstrumentRegistry) -> None:
+    """examples/defi-lending.yaml at ETH 3000: loan 10 ETH − 12,000 USDC (value 18,000, delta 10 ETH), pool
+    5 ETH + 15,000 USDC (value 30,000, delta 5 ETH): 15 ETH = 45,000 USD hedged, not the 48,000 of value.
+    ETH −51.8% to 1,445.78 liquidates the loan: bonus 5% × 12,000 = 600 lost; the pool at r = 0.481928 loses
+    IL 2√r/(1+r) − 1 = 2 × 0.694210/1.481928 − 1 = −6.3099% of holding 5 × 1,445.78 + 15,000 = 22,228.92:
+    −1,402.61."""
+    doc = plan(registry, "defi-lending.yaml")
+    loan, pool = doc["portfolio"]["positions"]
+    assert loan["value_usd"] == 18000.0 and loan["delta"] == {"ETH": 10.0}
+    assert loan["health_factor"] == pytest.approx(2.075)
+    assert pool["value_usd"] == 30000.0 and pool["delta"] == {"ETH": 5.0}
+    assert doc["portfolio"]["value_usd"] == 48000.0 and doc["portfolio"]["exposure_usd"] == 45000.0
+    assert doc["hedge"]["target_usd"] == 45000.0 and doc["hedge"]["legs"][0]["contracts"] == 15.0
+    s = next(s for s in doc["scenarios"] if "liquidated" in s["name"])
+    assert s["name"] == "ETH -51.8% (#0 liquidated at 1,445.78)"
+    out_loan, out_pool = s["positions"]
+    assert out_loan["liquidated"] and out_loan["liquidation_loss_usd"] == 600.0
+    assert out_pool["impermanent_loss_usd"] == pytest.approx(-1402.61, abs=0.01)
+    r = 1445.783133 / 3000
+    assert out_pool["impermanent_loss_usd"] == pytest.approx(
+        float(impermanent_loss_v2(r)) * (5 * 1445.783133 + 15000), abs=0.01
+    )

@@ -74,7 +74,9 @@ def _render_positions(pf: dict[str, Any], console: Console) -> None:
             state = f"HF {hf}" + (f"; liquidated at {liq}" if liq else "")
         if "gamma" in p:
             gp = p.get("hedged_pnl_usd_1pct_move")
-            state += f"; gamma {p['gamma']:.4g}" + (f", hedged ±1% move {_signed(gp['down'])}" if gp else "")
+            state += f"; gamma {p['gamma']:.4g}" + (
+                f"; hedged -1%/+1% move {_signed(gp['down'])}/{_signed(gp['up'])} USD" if gp else ""
+            )
         t.add_row(
             str(p["index"]),
             p["label"] + (f" [{p['group']}]" if p["group"] else ""),

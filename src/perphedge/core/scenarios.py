@@ -337,12 +337,13 @@ def position_scenarios(plan: HedgePlan) -> tuple[Scenario, ...]:
         out.append(Scenario(name=name, proxy_return=r if asset == proxy else None, shocks={asset: r}))
 
     for i, pos in enumerate(pf.positions):
-        if isinstance(pos, LpV3Position) and not is_stablecoin(pos.base):
+        if isinstance(pos, LpV3Position) and not (is_stablecoin(pos.base) and is_stablecoin(pos.quote)):
             # the pool price P = p_base/p_quote reaches a bound when the base alone moves by bound/P − 1
+            # (or, for a stablecoin base, when the quote alone moves by P/bound − 1)
             p = float(pos.pool_price(pf.prices))
             for bound, where in ((pos.p_a, "low"), (pos.p_b, "high")):
-                r = bound / p - 1.0
-                add(f"{pos.base} {r:+.1%} (#{i} at range {where} {bound:g})", pos.base, r)
+                asset, r = (pos.quote, p / bound - 1.0) if is_stablecoin(pos.base) else (pos.base, bound / p - 1.0)
+                add(f"{asset} {r:+.1%} (#{i} at range {where} {bound:g})", asset, r)
         elif isinstance(pos, LendingPosition):
             for asset in pos.assets:
                 if is_stablecoin(asset):

@@ -24,7 +24,7 @@ from perphedge.core.scenarios import DriftLeg, PositionOutcome, ScenarioResult
 from perphedge.core.units import Money
 from perphedge.usecases.plan import CalcResult, CompareRow, PlanOutcome
 
-__all__ = ["calc_document", "plan_document"]
+__all__ = ["calc_document", "plan_document", "position_document"]
 
 PLAN_SCHEMA = "perphedge.plan/1"
 CALC_SCHEMA = "perphedge.calc/1"
@@ -100,7 +100,7 @@ def _leg(leg: HedgeLeg) -> dict[str, Any]:
     }
 
 
-def _position(pf: Portfolio, index: int, pos: Position) -> dict[str, Any]:
+def position_document(pf: Portfolio, index: int, pos: Position) -> dict[str, Any]:
     """One DeFi position at the portfolio's prices: value, amounts, delta per asset and what is particular to it."""
     prices = pf.prices
     delta_usd = pf.position_delta_usd(pos)
@@ -323,7 +323,7 @@ def plan_document(outcome: PlanOutcome) -> dict[str, Any]:
         port = doc["portfolio"]
         port["positions_value_usd"] = _r(pf.positions_value_usd, 2)
         port["exposure_by_asset_usd"] = {k: _r(v, 2) for k, v in pf.exposure_by_asset().items()}
-        port["positions"] = [_position(pf, i, p) for i, p in enumerate(pf.positions)]
+        port["positions"] = [position_document(pf, i, p) for i, p in enumerate(pf.positions)]
     if outcome.leverage_recommendation:
         doc["hedge"]["leverage_recommendation"] = outcome.leverage_recommendation
     if outcome.beta_estimation:

@@ -88,6 +88,7 @@ __all__ = [
     "HedgeOverrides",
     "PlanOutcome",
     "build_portfolio",
+    "build_positions",
     "calc",
     "plan_from_file",
     "plan_portfolio",
@@ -178,12 +179,18 @@ def build_portfolio(pfile: PortfolioFile, source: str) -> Portfolio:
             )
         total += value
         holdings.append(Holding(asset=asset, quantity=qty, group=h.group))
-    positions = tuple(_build_position(p, i, prices, source) for i, p in enumerate(pfile.positions))
+    positions = build_positions(pfile, prices, source)
     for i, pos in enumerate(positions):
-        value = abs(float(pos.value_usd(prices)))
+        # gross: every token held or owed at its price (a loan's collateral and debt each count)
+        gross = sum(
+            abs(float(q)) * prices.get(a, 1.0 if is_stablecoin(a) else 0.0)
+            for a, q in pos.amounts(prices).items()
+            if not isinstance(pos, StakedPosition)
+        )
+        value = max(gross, abs(float(pos.value_usd(prices))))
         if not math.isfinite(value) or value > MAX_VALUE_USD:
             raise ConfigError(
-                f"{source}: field `positions[{i}]`: {pos.label} worth {value:.3g} USD is above the "
+                f"{source}: field `positions[{i}]`: {pos.label} holds {value:.3g} USD, above the "
                 f"{MAX_VALUE_USD:g} USD any position can be (check its amounts and the prices)"
             )
         total += value
@@ -195,6 +202,15 @@ def build_portfolio(pfile: PortfolioFile, source: str) -> Portfolio:
         return Portfolio(name=pfile.name, holdings=tuple(holdings), prices=prices)
     except PerphedgeError as exc:
         raise _prefixed(source, exc) from None
+
+
+def build_positions(pfile: PortfolioFile, prices: Mapping[str, float], source: str) -> tuple[Position, ...]:
+    """Core DeFi positions of a validated file at USD ``prices`` (pool amounts are read at these prices).
+
+    For every edge that values positions (plan; the backtest and the book call it with their first or
+    current prices); ConfigError names ``source`` and the field ``positions[i]...``.
+    """
+    return tuple(_build_position(p, i, prices, source) for i, p in enumerate(pfile.positions))
 
 
 def _pool_price(base: str, quote: str, prices: Mapping[str, float], where: str) -> float:
