@@ -151,8 +151,9 @@ def v3_liquidity_from_amounts(x: float, y: float, p_a: float, p_b: float, price:
     Out of range one token is zero (``x = 0`` above the range, ``y = 0`` below) and ``L`` follows from
     the other; in range the two amounts fix the pool price ``P*`` they were read at
     (:func:`v3_implied_price`) and ``L = (x·P* + y)/(2√P* − P*/√p_b − √p_a)`` exactly, then the
-    position is valued at ``price``. Refused (ConfigError, without the field name: the caller adds it): amounts that do not fit the range at this price — both tokens out of range, one token in
-    range, or a pool price implied by the two amounts more than :data:`AMOUNTS_PRICE_TOLERANCE` away.
+    position is valued at ``price``. Refused (ConfigError, without the field name: the caller adds it):
+    amounts that do not fit the range at this price — both tokens out of range, one token in range, or a
+    pool price implied by the two amounts more than :data:`AMOUNTS_PRICE_TOLERANCE` away.
     """
     sa, sb = math.sqrt(p_a), math.sqrt(p_b)
     if x < 0 or y < 0 or (x == 0 and y == 0):
