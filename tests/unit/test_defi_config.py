@@ -201,3 +201,9 @@ def test_amounts_must_fit_the_price(positions: str, field: str, rule: str) -> No
     msg = str(err.value)
     assert msg.startswith(f"x.yaml: field `{field}`"), msg
     assert rule in msg and "\n" not in msg
+
+
+def test_a_loan_is_bounded_by_its_gross_size_not_its_net_value() -> None:
+    pf = parse("  - {kind: lending, supplied: {ETH: 1.0e+14}, borrowed: {USDC: 1.0e+14}, liquidation_threshold: 0.8}\n")
+    with pytest.raises(ConfigError, match=r"field `positions\[0\]`: .* holds 2e\+17 USD, above the 1e\+15 USD"):
+        build_portfolio(pf, "x.yaml")

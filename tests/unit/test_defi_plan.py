@@ -88,3 +88,19 @@ def test_scenario_pnl_is_exact_revaluation(registry: InstrumentRegistry) -> None
     assert res.spot_pnl_usd == pytest.approx(expected)
     assert res.positions[0].range == "below"
     assert res.positions[0].impermanent_loss_usd is not None and res.positions[0].impermanent_loss_usd < 0
+
+
+def test_range_scenarios_for_a_stablecoin_base_move_the_quote(registry: InstrumentRegistry) -> None:
+    """Pair [USDC, ETH] on [0.0004, 0.0006] ETH per USDC at ETH 2000 (P = 0.0005): the range's low bound
+    is reached when ETH rises to 2500 (+25%), its high bound when ETH falls to 1666.67 (−16.7%)."""
+    from perphedge.core.scenarios import position_scenarios
+
+    pos = LpV3Position(base="USDC", quote="ETH", p_a=0.0004, p_b=0.0006, liquidity=100)
+    pf = Portfolio(name="lp", holdings=(), prices={"ETH": 2000.0}, positions=(pos,))
+    plan = plan_hedge(pf, request(registry))
+    scen = {s.name: s for s in position_scenarios(plan)}
+    assert set(scen) == {"ETH +25.0% (#0 at range low 0.0004)", "ETH -16.7% (#0 at range high 0.0006)"}
+    low = scen["ETH +25.0% (#0 at range low 0.0004)"]
+    assert low.shocks["ETH"] == pytest.approx(0.25) and low.proxy_return == pytest.approx(0.25)
+    res = evaluate(plan, low)
+    assert res.positions[0].range == "below"  # all USDC (the base) at and below p_a
