@@ -46,6 +46,7 @@ __all__ = [
     "PaperAccountModel",
     "PolicyModel",
     "PortfolioFile",
+    "PositionModel",
     "RunFile",
     "book_asset_code",
     "load_portfolio_file",
@@ -189,13 +190,212 @@ class HedgeModel(BaseModel):
         return self
 
 
+#: Largest liquidity ``L`` of a pool position (token units, ``√(x·y)``).
+MAX_LIQUIDITY = 1e18
+#: Largest exchange rate of a staked token to its underlying (stETH 1, rETH ~1.1, JitoSOL ~1.2).
+MAX_STAKED_RATE = 100.0
+
+_POSITION_FIELDS: dict[str, set[str]] = {
+    "lp_v2": {"pair", "amounts", "share", "reserves"},
+    "lp_v3": {"pair", "range", "liquidity", "amounts"},
+    "staked": {"asset", "underlying", "quantity", "rate", "depeg"},
+    "lending": {"supplied", "borrowed", "liquidation_threshold", "liquidation_bonus"},
+}
+_POSITION_REQUIRED: dict[str, tuple[str, ...]] = {
+    "lp_v2": ("pair",),
+    "lp_v3": ("pair", "range"),
+    "staked": ("asset", "underlying", "quantity"),
+    "lending": ("supplied", "liquidation_threshold"),
+}
+
+
+def _check_assets_map(
+    name: str, value: dict[str, float] | None, *, allow_zero: bool = False
+) -> dict[str, float] | None:
+    """Asset → amount: codes given once (case-insensitive), amounts > 0 (or >= 0) and bounded."""
+    if value is None:
+        return value
+    seen: dict[str, str] = {}
+    for asset, amount in value.items():
+        code = asset.strip().upper()
+        if not code:
+            raise _At((name, asset), "an asset code must not be empty")
+        if code in seen:
+            raise _At((name, asset), f"`{asset}` and `{seen[code]}` are the same asset: give {code} once")
+        seen[code] = asset
+        if not math.isfinite(amount) or amount < 0 or (amount == 0 and not allow_zero):
+            raise _At((name, asset), f"must be {'>= 0' if allow_zero else '> 0'}, was {amount!r}")
+        if amount > MAX_QUANTITY:
+            raise _At((name, asset), f"must be <= {MAX_QUANTITY:g}, was {amount!r}")
+    return value
+
+
+class PositionModel(BaseModel):
+    """One DeFi position under ``positions:``; which fields apply depends on ``kind`` (others are errors).
+
+    * ``lp_v2``: ``pair: [BASE, QUOTE]`` and ``amounts: {BASE: x, QUOTE: y}``, or ``share`` (of the pool,
+      in (0, 1]) and the pool's ``reserves: {BASE: X, QUOTE: Y}``.
+    * ``lp_v3``: ``pair``, ``range: [p_a, p_b]`` (QUOTE per BASE), and ``liquidity`` or the current
+      ``amounts`` (one token only when out of range).
+    * ``staked``: ``asset`` (the token), ``underlying``, ``quantity`` (tokens), ``rate`` (underlying per
+      token, default 1), optional ``depeg`` (a fraction, shown as a scenario).
+    * ``lending``: ``supplied`` and ``borrowed`` (asset → units), ``liquidation_threshold`` in (0, 1),
+      optional ``liquidation_bonus`` in [0, 0.5).
+    """
+
+    model_config = _STRICT
+    kind: Literal["lp_v2", "lp_v3", "staked", "lending"]
+    name: str | None = Field(default=None, min_length=1)
+    group: str | None = Field(default=None, min_length=1)
+    pair: list[str] | None = None
+    range: list[float] | None = None
+    liquidity: float | None = Field(default=None, gt=0, le=MAX_LIQUIDITY)
+    amounts: dict[str, float] | None = None
+    share: float | None = Field(default=None, gt=0, le=1)
+    reserves: dict[str, float] | None = None
+    asset: str | None = Field(default=None, min_length=1)
+    underlying: str | None = Field(default=None, min_length=1)
+    quantity: float | None = Field(default=None, gt=0, le=MAX_QUANTITY)
+    rate: float = Field(default=1.0, gt=0, le=MAX_STAKED_RATE)
+    depeg: float | None = Field(default=None, gt=0, lt=1)
+    supplied: dict[str, float] | None = None
+    borrowed: dict[str, float] = Field(default_factory=dict)
+    liquidation_threshold: float | None = Field(default=None, gt=0, lt=1)
+    liquidation_bonus: float | None = Field(default=None, ge=0, lt=0.5)
+
+    @field_validator("group")
+    @classmethod
+    def _group_not_reserved(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() in RESERVED_GROUPS:
+            raise ValueError(
+                f"`{value}` is reserved (`scope: all` means everything; `ungrouped` labels what has no group): "
+                "choose another group name"
+            )
+        return value
+
+    @field_validator("pair")
+    @classmethod
+    def _pair(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if len(value) != 2:
+            raise ValueError(f"must name two assets [BASE, QUOTE] (e.g. [ETH, USDC]), was a list of {len(value)}")
+        for i, asset in enumerate(value):
+            if not asset:
+                raise _At(("pair", i), "an asset code must not be empty")
+        if value[0].upper() == value[1].upper():
+            raise ValueError(f"must name two different assets, was [{value[0]}, {value[1]}]")
+        return value
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return value
+        if len(value) != 2:
+            raise ValueError(f"must be [p_a, p_b] (QUOTE per BASE, low then high), was a list of {len(value)}")
+        for i, bound in enumerate(value):
+            if not math.isfinite(bound) or not MIN_PRICE_USD <= bound <= MAX_PRICE_USD:
+                raise _At(("range", i), f"must be in [{MIN_PRICE_USD:g}, {MAX_PRICE_USD:g}], was {bound!r}")
+        if value[0] >= value[1]:
+            raise ValueError(
+                f"the lower bound must be below the upper (low then high), was [{value[0]:g}, {value[1]:g}]"
+            )
+        return value
+
+    @field_validator("amounts")
+    @classmethod
+    def _amounts(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return _check_assets_map("amounts", value, allow_zero=True)
+
+    @field_validator("reserves")
+    @classmethod
+    def _reserves(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return _check_assets_map("reserves", value)
+
+    @field_validator("supplied")
+    @classmethod
+    def _supplied(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return _check_assets_map("supplied", value)
+
+    @field_validator("borrowed")
+    @classmethod
+    def _borrowed(cls, value: dict[str, float]) -> dict[str, float]:
+        return _check_assets_map("borrowed", value) or {}
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> PositionModel:
+        allowed = _POSITION_FIELDS[self.kind] | {"kind", "name", "group"}
+        extra = sorted(set(self.model_fields_set) - allowed)
+        if extra:
+            raise _At(
+                (extra[0],),
+                f"does not apply to a position of kind {self.kind} (it takes {', '.join(sorted(allowed - {'kind'}))})",
+            )
+        for name in _POSITION_REQUIRED[self.kind]:
+            if getattr(self, name) is None:
+                raise _At((name,), f"is required for a position of kind {self.kind}")
+        if self.kind in ("lp_v2", "lp_v3"):
+            self._check_pool()
+        if self.kind == "staked":
+            assert self.asset is not None and self.underlying is not None
+            if self.asset.upper() == self.underlying.upper():
+                raise _At(("underlying",), f"must differ from the staked `asset` {self.asset}, was {self.underlying}")
+        if self.kind == "lending":
+            assert self.supplied is not None
+            if not self.supplied:
+                raise _At(("supplied",), "must list at least one asset supplied as collateral")
+            sup = {a.upper() for a in self.supplied}
+            for asset in self.borrowed:
+                if asset.upper() in sup:
+                    raise _At(
+                        ("borrowed", asset),
+                        f"{asset.upper()} is also supplied: give the net amount on one side",
+                    )
+        return self
+
+    def _check_pool(self) -> None:
+        assert self.pair is not None
+        pair = {a.upper() for a in self.pair}
+        shown = f"[{self.pair[0]}, {self.pair[1]}]"
+        for name in ("amounts", "reserves"):
+            given = getattr(self, name)
+            if given is None:
+                continue
+            for asset in given:
+                if asset.upper() not in pair:
+                    raise _At((name, asset), f"{asset} is not an asset of the pair {shown}")
+            keys = {a.upper() for a in given}
+            one_sided = self.kind == "lp_v3" and name == "amounts" and keys  # out of range: one token only
+            if keys != pair and not one_sided:
+                raise _At((name,), f"must give both assets of the pair {shown}, gave {', '.join(given) or 'none'}")
+        if self.kind == "lp_v3":
+            if (self.liquidity is None) == (self.amounts is None):
+                raise _At(("liquidity",), "give exactly one of `liquidity` or `amounts` for an lp_v3 position")
+            if self.amounts is not None and all(v == 0 for v in self.amounts.values()):
+                raise _At(("amounts",), "must not be all 0 (an empty position holds nothing)")
+            return
+        by_amounts = self.amounts is not None
+        by_share = self.share is not None or self.reserves is not None
+        if by_amounts == by_share:
+            raise _At(("amounts",), "give either `amounts`, or `share` and `reserves`, for an lp_v2 position")
+        if by_share and (self.share is None or self.reserves is None):
+            missing = "share" if self.share is None else "reserves"
+            raise _At((missing,), "is required with the other (`share` of the pool and its `reserves`)")
+        if self.amounts is not None:
+            for asset, amount in self.amounts.items():
+                if amount <= 0:
+                    raise _At(("amounts", asset), f"must be > 0 (a v2 pool always holds both tokens), was {amount!r}")
+
+
 class PortfolioFile(BaseModel):
-    """A portfolio file: holdings, prices, optional betas and hedge block."""
+    """A portfolio file: holdings and/or DeFi positions, prices, optional betas and hedge block."""
 
     model_config = _STRICT
     name: str = "portfolio"
     prices: dict[str, float] = Field(default_factory=dict)
-    holdings: list[HoldingModel] = Field(min_length=1)
+    holdings: list[HoldingModel] = Field(default_factory=list)
+    positions: list[PositionModel] = Field(default_factory=list)
     betas: dict[str, float] = Field(default_factory=dict)
     hedge: HedgeModel = Field(default_factory=HedgeModel)
 
@@ -222,6 +422,11 @@ class PortfolioFile(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> PortfolioFile:
+        if not self.holdings and not self.positions:
+            raise _At(
+                ("holdings",),
+                "must list at least one holding (or give `positions:`): the portfolio holds nothing",
+            )
         for name in ("prices", "betas"):
             seen: dict[str, str] = {}
             for key in getattr(self, name):
@@ -251,6 +456,9 @@ class PortfolioFile(BaseModel):
                     f"{MAX_VALUE_USD:g} USD any holding can be (check the quantity and the price)",
                 )
         assets = {a for a, _ in held}
+        for p in self.positions:
+            for names in (p.pair, [p.underlying] if p.underlying else None, p.supplied, p.borrowed):
+                assets |= {a.strip().upper() for a in names or ()}
         for asset in self.betas:
             if asset.strip().upper() not in assets:
                 raise _At(

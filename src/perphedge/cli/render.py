@@ -30,6 +30,69 @@ def _coin(x: float | None) -> str:
     return "-" if x is None else f"{x:,.8f}".rstrip("0").rstrip(".") if abs(x) < 1e6 else f"{x:,.2f}"
 
 
+def _position_flags(outcomes: list[dict[str, Any]]) -> str:
+    """What happened to the DeFi positions in one scenario: out of range, liquidated, depegged."""
+    flags = []
+    for o in outcomes:
+        if o["range"] in ("below", "above"):
+            flags.append(f"#{o['index']} {o['range']} range")
+        if o["liquidated"]:
+            flags.append(f"#{o['index']} LIQUIDATED (−{_usd(o['liquidation_loss_usd'])} bonus)")
+        elif o["health_factor"] is not None:
+            flags.append(f"#{o['index']} HF {o['health_factor']:.2f}")
+        if o["depeg"] is not None:
+            flags.append(f"#{o['index']} depeg {-o['depeg'] * 100:+.0f}%")
+    return ", ".join(flags)
+
+
+def _render_positions(pf: dict[str, Any], console: Console) -> None:
+    """The DeFi positions: value, amounts and delta per asset, and what is particular to each kind."""
+    t = Table(title="DeFi positions (hedged by their delta, not their value)", title_justify="left")
+    for col, just in (
+        ("#", "right"),
+        ("position", "left"),
+        ("value USD", "right"),
+        ("amounts", "left"),
+        ("delta", "left"),
+        ("delta USD", "right"),
+        ("state", "left"),
+    ):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for p in pf["positions"]:
+        state = ""
+        if p["kind"] == "lp_v3":
+            state = f"range {p['range'][0]:g}-{p['range'][1]:g}: {p['range_status']}"
+        elif p["kind"] == "lp_v2":
+            state = f"pool price {p['pool_price']:,.6g}"
+        elif p["kind"] == "staked":
+            state = f"rate {p['rate']:g} {p['underlying']}" + (
+                f", depeg scenario {-p['depeg'] * 100:+.0f}%" if p["depeg"] is not None else ""
+            )
+        elif p["kind"] == "lending":
+            hf = "none (no debt)" if p["health_factor"] is None else f"{p['health_factor']:.3f}"
+            liq = ", ".join(f"{a} {_usd(v)}" for a, v in p["liquidation_prices_usd"].items() if v is not None)
+            state = f"HF {hf}" + (f"; liquidated at {liq}" if liq else "")
+        if "gamma" in p:
+            gp = p.get("hedged_pnl_usd_1pct_move")
+            state += f"; gamma {p['gamma']:.4g}" + (
+                f"; hedged -1%/+1% move {_signed(gp['down'])}/{_signed(gp['up'])} USD" if gp else ""
+            )
+        t.add_row(
+            str(p["index"]),
+            p["label"] + (f" [{p['group']}]" if p["group"] else ""),
+            _usd(p["value_usd"]),
+            ", ".join(f"{_coin(q)} {a}" for a, q in p["amounts"].items()),
+            ", ".join(f"{_coin(q)} {a}" for a, q in p["delta"].items()) or "-",
+            _signed(sum(p["delta_usd"].values())),
+            state,
+        )
+    console.print(t)
+    console.print(
+        "exposure by asset (holdings' value + positions' delta): "
+        + ", ".join(f"{a} {_signed(v)} USD" for a, v in pf["exposure_by_asset_usd"].items())
+    )
+
+
 def render_plan(doc: dict[str, Any], console: Console) -> None:
     """Print a plan document as tables."""
     pf = doc["portfolio"]
@@ -55,7 +118,10 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
             _usd(h["value_usd"]),
             f"{h['weight'] * 100:.1f}%",
         )
-    console.print(t)
+    if pf["holdings"] or "positions" not in pf:
+        console.print(t)
+    if "positions" in pf:
+        _render_positions(pf, console)
     btc = f"  = {_coin(pf['value_btc'])} BTC" if pf["value_btc"] is not None else ""
     console.print(
         f"value {_usd(pf['value_usd'])} USD{btc}   exposure {_usd(pf['exposure_usd'])} USD   "
@@ -153,10 +219,16 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
     )
 
     st = Table(title="Scenarios (instant move; altcoins move beta × proxy unless named)", title_justify="left")
-    for col in ("scenario", "proxy", "spot PnL USD", "hedge PnL USD", "net PnL USD", "offset", "liq."):
-        st.add_column(col, justify="left" if col == "scenario" else "right")
+    defi = "positions" in pf
+    cols = ["scenario", "proxy", "spot PnL USD", "hedge PnL USD", "net PnL USD", "offset", "liq."]
+    pools = defi and any(p["kind"] in ("lp_v2", "lp_v3") for p in pf["positions"])
+    if defi:
+        cols[2] = "spot+DeFi USD"
+        cols += ["LP IL USD", "DeFi"] if pools else ["DeFi"]
+    for col in cols:
+        st.add_column(col, justify="left" if col in ("scenario", "DeFi") else "right")
     for s in doc["scenarios"]:
-        st.add_row(
+        row = [
             s["name"],
             _pct(s["proxy_return"], 0),
             _signed(s["spot_pnl_usd"]),
@@ -164,7 +236,12 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
             _signed(s["net_pnl_usd"]),
             "-" if s["offset_fraction"] is None else f"{s['offset_fraction'] * 100:.0f}%",
             "YES" if s["liquidated"] else "",
-        )
+        ]
+        if pools:
+            row.append(_signed(s["impermanent_loss_usd"]))
+        if defi:
+            row.append(_position_flags(s["positions"]))
+        st.add_row(*row)
     console.print(st)
 
     if "compare" in doc:

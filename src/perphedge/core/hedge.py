@@ -10,7 +10,9 @@ The sizing targets the *net* USD delta of the whole position, collateral include
   dollar and hedges nothing else: refused.
 
 ``D`` is the USD delta the leg must offset: ``ratio × Σ value × β`` of the assets it covers
-(β = 1 for the notional method and for an asset on its own perpetual).
+(β = 1 for the notional method and for an asset on its own perpetual). A DeFi position counts by its
+delta per asset, not its value (:mod:`perphedge.core.defi`): a pool's current token amounts, a staked
+token's underlying, a lending position's collateral minus its debt.
 """
 
 from __future__ import annotations
@@ -231,10 +233,7 @@ class HedgePlan:
         return -self.hedge_delta_usd / base if base else 0.0
 
     def _scope_values(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for h in self.portfolio.in_scope(self.request.scope):
-            out[h.asset] = out.get(h.asset, 0.0) + self.portfolio.value_of(h)
-        return out
+        return self.portfolio.scope_exposure(self.request.scope)
 
     @property
     def funding_usd_per_day(self) -> float:
@@ -281,6 +280,11 @@ def _model_betas(portfolio: Portfolio, req: HedgeRequest) -> dict[str, float]:
             betas[h.asset] = 1.0
         else:
             betas[h.asset] = float(req.betas[h.asset]) if h.asset in req.betas else math.nan
+    for asset in sorted(portfolio.exposed_assets() - set(betas)) if portfolio.positions else ():
+        if req.method is SizingMethod.NOTIONAL or asset in req.direct or asset in proxy_bases:
+            betas[asset] = 1.0
+        else:
+            betas[asset] = float(req.betas[asset]) if asset in req.betas else math.nan
     return betas
 
 
@@ -297,10 +301,7 @@ def plan_hedge(portfolio: Portfolio, req: HedgeRequest) -> HedgePlan:
     """
     warnings: list[PlanWarning] = []
     betas = _model_betas(portfolio, req)
-    scope_holdings = portfolio.in_scope(req.scope)
-    scope_values: dict[str, float] = {}
-    for h in scope_holdings:
-        scope_values[h.asset] = scope_values.get(h.asset, 0.0) + portfolio.value_of(h)
+    scope_values = portfolio.scope_exposure(req.scope)
     for asset in scope_values:
         if math.isnan(betas[asset]):
             raise ConfigError(
@@ -348,10 +349,13 @@ def plan_hedge(portfolio: Portfolio, req: HedgeRequest) -> HedgePlan:
         target = sum(covers.values())
         if target <= 0:
             if target < 0:
+                why = "a negative beta in total"
+                if portfolio.positions and any(v < 0 for v in (scope_values.get(a, 0.0) for a in covers)):
+                    why = "a negative delta in total (debt or a short position outweighs the rest)"
                 warnings.append(
                     PlanWarning(
                         code="AssumptionWarning",
-                        message=f"{inst_id}: the assets it covers have a negative beta in total; "
+                        message=f"{inst_id}: the assets it covers have {why}; "
                         "a short would add risk, so no leg is opened",
                     )
                 )
@@ -375,6 +379,9 @@ def plan_hedge(portfolio: Portfolio, req: HedgeRequest) -> HedgePlan:
     for h in portfolio.holdings:
         if not h.is_stable:
             by_asset[h.asset] = by_asset.get(h.asset, 0.0) + portfolio.value_of(h) * betas[h.asset]
+    for position in portfolio.positions:
+        for asset, usd in portfolio.position_delta_usd(position).items():
+            by_asset[asset] = by_asset.get(asset, 0.0) + usd * betas[asset]
     for sized in legs:
         key = sized.instrument.base
         by_asset[key] = by_asset.get(key, 0.0) + sized.delta_usd

@@ -10,12 +10,21 @@ from typing import Any
 
 from perphedge import __version__
 from perphedge.core.contracts import fee
+from perphedge.core.defi import (
+    LendingPosition,
+    LpV2Position,
+    LpV3Position,
+    Position,
+    StakedPosition,
+    hedged_move_pnl_usd,
+)
 from perphedge.core.hedge import HedgeLeg, HedgePlan
-from perphedge.core.scenarios import DriftLeg, ScenarioResult
+from perphedge.core.portfolio import Portfolio
+from perphedge.core.scenarios import DriftLeg, PositionOutcome, ScenarioResult
 from perphedge.core.units import Money
 from perphedge.usecases.plan import CalcResult, CompareRow, PlanOutcome
 
-__all__ = ["calc_document", "plan_document"]
+__all__ = ["calc_document", "plan_document", "position_document"]
 
 PLAN_SCHEMA = "perphedge.plan/1"
 CALC_SCHEMA = "perphedge.calc/1"
@@ -91,7 +100,97 @@ def _leg(leg: HedgeLeg) -> dict[str, Any]:
     }
 
 
+def position_document(pf: Portfolio, index: int, pos: Position) -> dict[str, Any]:
+    """One DeFi position at the portfolio's prices: value, amounts, delta per asset and what is particular to it."""
+    prices = pf.prices
+    delta_usd = pf.position_delta_usd(pos)
+    out: dict[str, Any] = {
+        "index": index,
+        "kind": pos.kind.value,
+        "label": pos.label,
+        "group": pos.group,
+        "value_usd": _r(float(pos.value_usd(prices)), 2),
+        "amounts": {a: _r(float(q)) for a, q in pos.amounts(prices).items()},
+        "delta": {a: _r(v / pf.price(a)) for a, v in delta_usd.items()},
+        "delta_usd": {a: _r(v, 2) for a, v in delta_usd.items()},
+    }
+    if isinstance(pos, LpV2Position | LpV3Position):
+        out["pair"] = [pos.base, pos.quote]
+        out["pool_price"] = _r(float(pos.pool_price(prices)))
+        out["pool_price_unit"] = f"{pos.quote} per {pos.base}"
+        out["liquidity"] = _r(pos.liquidity)
+        if isinstance(pos, LpV3Position):
+            out["range"] = [pos.p_a, pos.p_b]
+            out["range_status"] = pos.range_status(prices)
+            out["amounts_below_range"] = {pos.base: _r(pos.max_base), pos.quote: 0.0}
+            out["amounts_above_range"] = {pos.base: 0.0, pos.quote: _r(pos.max_quote)}
+        out["gamma"] = _r(float(pos.gamma(prices)))
+        out["gamma_unit"] = f"{pos.base} per ({pos.quote} per {pos.base}): d(amount of {pos.base})/d(pool price)"
+        if pos.base in delta_usd:  # a volatile base: the PnL of the delta-hedged position for a ±1% move
+            out["hedged_pnl_usd_1pct_move"] = {
+                "down": _r(hedged_move_pnl_usd(pos, prices, pos.base, -0.01), 4),
+                "up": _r(hedged_move_pnl_usd(pos, prices, pos.base, 0.01), 4),
+            }
+    elif isinstance(pos, StakedPosition):
+        out.update(
+            {
+                "asset": pos.asset,
+                "underlying": pos.underlying,
+                "quantity": _r(pos.quantity),
+                "rate": pos.rate,
+                "underlying_quantity": _r(pos.underlying_quantity),
+                "depeg": pos.depeg,
+            }
+        )
+    elif isinstance(pos, LendingPosition):
+        hf = float(pos.health_factor(prices))
+        out.update(
+            {
+                "supplied": dict(pos.supplied),
+                "borrowed": dict(pos.borrowed),
+                "collateral_usd": _r(float(pos.collateral_usd(prices)), 2),
+                "debt_usd": _r(float(pos.debt_usd(prices)), 2),
+                "liquidation_threshold": pos.liquidation_threshold,
+                "liquidation_bonus": pos.bonus,
+                "liquidation_bonus_assumed": pos.bonus_assumed,
+                "health_factor": None if hf == float("inf") else _r(hf, 6),
+                "liquidation_prices_usd": {
+                    a: _r(pos.liquidation_price(a, prices), 4) for a in pos.assets if a in delta_usd
+                },
+            }
+        )
+    return out
+
+
+def _position_outcome(o: PositionOutcome) -> dict[str, Any]:
+    return {
+        "index": o.index,
+        "kind": o.kind,
+        "label": o.label,
+        "value_usd": _r(o.value_usd, 2),
+        "pnl_usd": _r(o.pnl_usd, 2),
+        "impermanent_loss_usd": _r(o.impermanent_loss_usd, 2),
+        "range": o.range,
+        "health_factor": _r(o.health_factor, 6),
+        "liquidated": o.liquidated,
+        "liquidation_loss_usd": _r(o.liquidation_loss_usd, 2),
+        "depeg": _r(o.depeg, 6),
+    }
+
+
 def _scenario(s: ScenarioResult) -> dict[str, Any]:
+    out = _scenario_base(s)
+    if s.positions:
+        out["positions_pnl_usd"] = _r(sum(o.pnl_usd for o in s.positions), 2)
+        out["impermanent_loss_usd"] = _r(
+            sum(o.impermanent_loss_usd for o in s.positions if o.impermanent_loss_usd is not None), 2
+        )
+        out["positions_liquidated"] = any(o.liquidated for o in s.positions)
+        out["positions"] = [_position_outcome(o) for o in s.positions]
+    return out
+
+
+def _scenario_base(s: ScenarioResult) -> dict[str, Any]:
     return {
         "name": s.name,
         "proxy_return": _r(s.proxy_return, 6),
@@ -220,6 +319,11 @@ def plan_document(outcome: PlanOutcome) -> dict[str, Any]:
         + [{"code": code, "message": message} for code, message in outcome.warnings],
         "notes": list(plan.notes),
     }
+    if pf.positions:
+        port = doc["portfolio"]
+        port["positions_value_usd"] = _r(pf.positions_value_usd, 2)
+        port["exposure_by_asset_usd"] = {k: _r(v, 2) for k, v in pf.exposure_by_asset().items()}
+        port["positions"] = [position_document(pf, i, p) for i, p in enumerate(pf.positions)]
     if outcome.leverage_recommendation:
         doc["hedge"]["leverage_recommendation"] = outcome.leverage_recommendation
     if outcome.beta_estimation:

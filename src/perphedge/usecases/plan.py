@@ -24,6 +24,14 @@ from perphedge.core.contracts import (
     liquidation_price,
     pnl,
 )
+from perphedge.core.defi import (
+    LendingPosition,
+    LpV2Position,
+    LpV3Position,
+    Position,
+    StakedPosition,
+    v3_liquidity_from_amounts,
+)
 from perphedge.core.hedge import (
     CollateralSource,
     HedgePlan,
@@ -51,6 +59,8 @@ from perphedge.core.scenarios import (
     evaluate,
     parse_moves,
     parse_scenario,
+    position_scenarios,
+    range_warnings,
 )
 from perphedge.core.units import (
     MAX_PRICE_USD,
@@ -78,6 +88,7 @@ __all__ = [
     "HedgeOverrides",
     "PlanOutcome",
     "build_portfolio",
+    "build_positions",
     "calc",
     "plan_from_file",
     "plan_portfolio",
@@ -168,12 +179,101 @@ def build_portfolio(pfile: PortfolioFile, source: str) -> Portfolio:
             )
         total += value
         holdings.append(Holding(asset=asset, quantity=qty, group=h.group))
+    positions = build_positions(pfile, prices, source)
+    for i, pos in enumerate(positions):
+        # gross: every token held or owed at its price (a loan's collateral and debt each count)
+        gross = sum(
+            abs(float(q)) * prices.get(a, 1.0 if is_stablecoin(a) else 0.0)
+            for a, q in pos.amounts(prices).items()
+            if not isinstance(pos, StakedPosition)
+        )
+        value = max(gross, abs(float(pos.value_usd(prices))))
+        if not math.isfinite(value) or value > MAX_VALUE_USD:
+            raise ConfigError(
+                f"{source}: field `positions[{i}]`: {pos.label} holds {value:.3g} USD, above the "
+                f"{MAX_VALUE_USD:g} USD any position can be (check its amounts and the prices)"
+            )
+        total += value
     if total > MAX_VALUE_USD:
         raise ConfigError(f"{source}: the portfolio is worth {total:.3g} USD, above {MAX_VALUE_USD:g} USD")
     try:
+        if positions:
+            return Portfolio(name=pfile.name, holdings=tuple(holdings), prices=prices, positions=positions)
         return Portfolio(name=pfile.name, holdings=tuple(holdings), prices=prices)
     except PerphedgeError as exc:
         raise _prefixed(source, exc) from None
+
+
+def build_positions(pfile: PortfolioFile, prices: Mapping[str, float], source: str) -> tuple[Position, ...]:
+    """Core DeFi positions of a validated file at USD ``prices`` (pool amounts are read at these prices).
+
+    For every edge that values positions (plan; the backtest and the book call it with their first or
+    current prices); ConfigError names ``source`` and the field ``positions[i]...``.
+    """
+    return tuple(_build_position(p, i, prices, source) for i, p in enumerate(pfile.positions))
+
+
+def _pool_price(base: str, quote: str, prices: Mapping[str, float], where: str) -> float:
+    """Pool price (quote per base) from USD prices; ConfigError naming the position when one is missing."""
+    out = []
+    for asset in (base, quote):
+        price = prices.get(asset, 1.0 if is_stablecoin(asset) else None)
+        if price is None:
+            raise ConfigError(
+                f"{where}: no price for {asset}: add it under `prices:` (USD per {asset}), or pass --as-of"
+            )
+        out.append(price)
+    return out[0] / out[1]
+
+
+def _build_position(p: Any, i: int, prices: Mapping[str, float], source: str) -> Position:
+    """A core DeFi position from a validated ``positions[i]`` entry (pool amounts need the prices)."""
+    where = f"{source}: field `positions[{i}]`"
+    field_name = ""
+    try:
+        common: dict[str, Any] = {"group": p.group, "name": p.name}
+        if p.kind in ("lp_v2", "lp_v3"):
+            base, quote = normalise_asset(p.pair[0]), normalise_asset(p.pair[1])
+            price = _pool_price(base, quote, prices, where)
+            amounts = {normalise_asset(k): v for k, v in (p.amounts or {}).items()}
+            if p.kind == "lp_v2":
+                if p.amounts is not None:
+                    field_name = ".amounts"
+                    return LpV2Position.from_amounts(
+                        base=base, quote=quote, x=amounts[base], y=amounts[quote], price=price, **common
+                    )
+                field_name = ".reserves"
+                reserves = {normalise_asset(k): v for k, v in p.reserves.items()}
+                return LpV2Position.from_amounts(
+                    base=base,
+                    quote=quote,
+                    x=p.share * reserves[base],
+                    y=p.share * reserves[quote],
+                    price=price,
+                    **common,
+                )
+            p_a, p_b = p.range
+            if p.liquidity is not None:
+                return LpV3Position(base=base, quote=quote, p_a=p_a, p_b=p_b, liquidity=p.liquidity, **common)
+            field_name = ".amounts"
+            liquidity = v3_liquidity_from_amounts(amounts.get(base, 0.0), amounts.get(quote, 0.0), p_a, p_b, price)
+            return LpV3Position(base=base, quote=quote, p_a=p_a, p_b=p_b, liquidity=liquidity, **common)
+        if p.kind == "staked":
+            return StakedPosition(
+                asset=p.asset, underlying=p.underlying, quantity=p.quantity, rate=p.rate, depeg=p.depeg, **common
+            )
+        return LendingPosition(
+            supplied=p.supplied,
+            borrowed=p.borrowed,
+            liquidation_threshold=p.liquidation_threshold,
+            liquidation_bonus=p.liquidation_bonus,
+            **common,
+        )
+    except ConfigError as exc:
+        msg = str(exc)
+        if msg.startswith(where):
+            raise
+        raise ConfigError(f"{source}: field `positions[{i}]{field_name}`: {msg}") from None
 
 
 _OVERRIDE_CHOICES = {
@@ -252,6 +352,10 @@ def _resolve_legs(
             own = registry.find(exchange, kind, h.asset)
             if own is not None:
                 direct[h.asset] = own
+        for asset in sorted(portfolio.exposed_assets() - set(direct)) if portfolio.positions else ():
+            own = registry.find(exchange, kind, asset)
+            if own is not None:
+                direct[asset] = own
         return (LegRequest(instrument=proxy_inst),), direct, f"direct:{exchange}:{kind.value} (proxy {proxy_inst.id})"
     inst = registry.get(spec)
     return (LegRequest(instrument=inst),), {}, inst.id
@@ -310,11 +414,18 @@ def plan_portfolio(
         req = _request(pfile, overrides, proxy_legs, direct)
         req, estimation = _estimate_missing_betas(req, portfolio, overrides, as_of, store_path)
         recommendation = None
+        if auto_leverage and portfolio.positions:
+            raise ConfigError(
+                "invalid `--leverage auto`: its Monte Carlo simulates holdings only and would leave out the "
+                "DeFi `positions:`; give a leverage (e.g. --leverage 2)"
+            )
         if auto_leverage:
             req, recommendation = _auto_leverage(portfolio, req, store_path)
         plan = plan_hedge(portfolio, req)
         proxy = req.proxy_asset
         results = [evaluate(plan, s) for s in default_scenarios(proxy)]
+        if portfolio.positions:
+            results += [evaluate(plan, s) for s in position_scenarios(plan)]
         names = {r.name for r in results}
         for text in scenarios:
             custom = parse_scenario(text, proxy, "--scenario")
@@ -330,6 +441,9 @@ def plan_portfolio(
         moves = parse_moves(drift_moves, "--drift") if drift_moves else {}
         check_assets(plan, moves, "--drift")
         drifted = drift(plan, moves) if moves else ()
+        if portfolio.positions:
+            notes += [("RangeWarning", line) for line in range_warnings(plan, results)]
+            notes += _position_warnings(portfolio)
     except PerphedgeError as exc:
         raise _prefixed(source, exc) from None
     return PlanOutcome(
@@ -345,6 +459,51 @@ def plan_portfolio(
         leverage_recommendation=recommendation,
         warnings=tuple(notes),
     )
+
+
+def _position_warnings(portfolio: Portfolio) -> list[tuple[str, str]]:
+    """What a plan of DeFi positions must say: ranges left, assumptions made, risks a perpetual does not cover."""
+    out: list[tuple[str, str]] = []
+    for i, pos in enumerate(portfolio.positions):
+        if isinstance(pos, StakedPosition):
+            if pos.asset in portfolio.prices:
+                implied = pos.rate * portfolio.price(pos.underlying)
+                out.append(
+                    (
+                        "AssumptionWarning",
+                        f"positions[{i}]: `prices:` gives {pos.asset} at {portfolio.price(pos.asset):,.6g} USD but "
+                        f"the position is valued at rate × {pos.underlying} = {implied:,.6g} USD; set `rate` "
+                        "(underlying per token) to value it at the market",
+                    )
+                )
+            if pos.depeg is None:
+                out.append(
+                    (
+                        "DepegRiskWarning",
+                        f"positions[{i}]: {pos.asset} is hedged as {pos.underlying_quantity:,.6g} {pos.underlying}; a "
+                        f"depeg of {pos.asset} below {pos.underlying} is not hedged by a {pos.underlying} perpetual "
+                        "(set `depeg: 0.05` to see it as a scenario)",
+                    )
+                )
+        if isinstance(pos, LendingPosition):
+            hf = float(pos.health_factor(portfolio.prices))
+            if hf < 1.0:
+                out.append(
+                    (
+                        "LiquidationRiskWarning",
+                        f"positions[{i}]: health factor {hf:.3f} is below 1 at these prices: the position can "
+                        "be liquidated now",
+                    )
+                )
+        if isinstance(pos, LendingPosition) and pos.bonus_assumed:
+            out.append(
+                (
+                    "AssumptionWarning",
+                    f"positions[{i}]: no `liquidation_bonus`: a liquidation is assumed to cost "
+                    f"{pos.bonus:.0%} of the debt repaid (Aave v3 ETH); give the market's own bonus",
+                )
+            )
+    return out
 
 
 def _auto_leverage(
@@ -412,7 +571,7 @@ def _estimate_missing_betas(
             )
         return req, None
     proxy_bases = {leg.instrument.base for leg in req.proxy_legs}
-    hedged = {h.asset for h in portfolio.in_scope(req.scope)} - set(req.direct) - proxy_bases
+    hedged = set(portfolio.scope_exposure(req.scope)) - set(req.direct) - proxy_bases
     if req.method is SizingMethod.BETA:
         hedged -= set(req.betas)
     if not hedged:
@@ -467,6 +626,9 @@ def _prices_from_store(
 
     have = {normalise_asset(k) for k in pfile.prices}
     wanted = {normalise_asset(h.asset) for h in pfile.holdings} - have
+    for p in pfile.positions:
+        for names in (p.pair, [p.underlying] if p.underlying else None, p.supplied, p.borrowed):
+            wanted |= {normalise_asset(a) for a in names or ()}
     spec = ov.instrument or pfile.hedge.instrument or ""
     ids = [leg.instrument for leg in pfile.hedge.legs or []]
     if spec and not spec.lower().startswith("direct:"):
