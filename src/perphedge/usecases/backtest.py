@@ -161,6 +161,11 @@ def _hedge_block(pfile: PortfolioFile, run_cfg: RunFile) -> Any:
 
 def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry: InstrumentRegistry) -> Prepared:
     """Load and align everything the run needs from the store; validate the configuration against the data."""
+    if pfile.positions:
+        raise ConfigError(
+            "the portfolio has DeFi `positions:`, which the backtest does not simulate yet (it would leave them out): "
+            "plan them with `perphedge plan`, or remove them"
+        )
     tf = run_cfg.step
     hb = _hedge_block(pfile, run_cfg)
     start, end = str(run_cfg.start), str(run_cfg.end)

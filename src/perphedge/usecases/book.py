@@ -138,6 +138,11 @@ def load_book(path: str | Path) -> LoadedBook:
 
 
 def _check_book(book: BookFile, pfile: PortfolioFile, source: str) -> None:
+    if pfile.positions:
+        raise ConfigError(
+            f"{source}: the portfolio has DeFi `positions:`, which a book does not hold yet (it would leave their "
+            "delta out of the hedge): plan them with `perphedge plan`, or remove them"
+        )
     from perphedge.specs import default_registry
 
     registry = default_registry()
@@ -264,6 +269,11 @@ def init_book(
         raise ConfigError(f"{out} is a directory: give the book file's path, e.g. {out}/my.book.yaml")
     pf_path = Path(portfolio)
     pfile = load_portfolio_file(pf_path)
+    if pfile.positions:
+        raise ConfigError(
+            f"{pf_path}: the portfolio has DeFi `positions:`, which a book does not hold yet (it would leave their "
+            "delta out of the hedge): plan them with `perphedge plan`, or remove them"
+        )
     registry = default_registry()
     exchange = exchange.strip().lower()
     if exchange not in registry.exchanges():

@@ -120,6 +120,11 @@ def run_stress(req: StressRequest) -> dict[str, Any]:
 
     registry = default_registry(req.specs)
     pfile = load_portfolio_file(req.file)
+    if pfile.positions:
+        raise ConfigError(
+            f"{req.file}: the portfolio has DeFi `positions:`, which `stress` does not simulate yet (its replays and "
+            "Monte Carlo move holdings only): plan them with `perphedge plan`, or remove them"
+        )
     outcome = plan_portfolio(pfile, source=req.file, registry=registry, as_of=req.as_of, store_path=req.store_path)
     path = Path(req.store_path) if req.store_path else default_store_path()
     if req.store_path and not path.is_file():
