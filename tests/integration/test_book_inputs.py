@@ -488,3 +488,19 @@ def test_no_hedge_instrument_anywhere_names_the_book(folder: Path, capsys: pytes
     argv = ["book", "init", "n.book.yaml", "--portfolio", "nh.yaml", "--paper", "binance"]
     fails(capsys, argv, "invalid `--portfolio`", "nh.yaml has no `hedge.instrument`")
     assert not (folder / "n.book.yaml").exists()
+
+
+@pytest.mark.parametrize("given", ["m.duckdb", "sub/m.duckdb", "./sub/../m.duckdb"])
+def test_init_store_option_is_relative_to_where_it_is_typed(
+    folder: Path, capsys: pytest.CaptureFixture[str], given: str
+) -> None:
+    """`book init sub/x.book.yaml --store m.duckdb` wrote `store: m.duckdb`, which the book reads relative to its
+    own folder (sub/m.duckdb): the book then looked for another file than the one given."""
+    from perphedge.usecases.book import _market_store_path, load_book
+
+    (folder / "sub").mkdir()
+    target = folder / given
+    target.write_bytes(b"")
+    argv = ["book", "init", "sub/x.book.yaml", "--portfolio", "pf.yaml", "--paper", "binance", "--store", given]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert _market_store_path(load_book(folder / "sub" / "x.book.yaml"), None).resolve() == target.resolve()

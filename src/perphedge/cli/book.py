@@ -315,6 +315,13 @@ def init_cmd(
     if feed is not None:
         feed = _fmt_choice(feed, ("store", "live", "portfolio"), "--feed")
     store = _market_store_opt(store)
+    if store is not None and not Path(store).expanduser().is_absolute():
+        # the book reads `feed.store` relative to its own folder; the option is relative to where it is typed
+        import os
+
+        full = Path(store).expanduser().resolve()
+        rel = os.path.relpath(full, book.resolve().parent)
+        store = str(full) if rel.startswith("..") else rel
     if _same_file(book, portfolio):
         raise ConfigError(
             f"invalid BOOK: {book} is the portfolio file given with --portfolio; the book file needs its own name, "
