@@ -1056,6 +1056,11 @@ class AlertsModel(BaseModel):
             )
         if m.group(4) and not 0 < int(m.group(4)[1:]) < 65536:
             raise ValueError(f"port must be 1 to 65535, was {origin}")
+        if m.group(2):
+            raise ValueError(
+                "a user name or password in the URL (`user:pass@host`) is a secret written in the file: give the "
+                "receiver a token in its path or query instead, or put the URL behind a local relay"
+            )
         return value
 
 

@@ -234,6 +234,24 @@ def render_status(doc: dict[str, Any], console: Any) -> None:
     console.print(f"journal: {doc['journal']['last_seq']} rows · store {doc['book']['store']}")
 
 
+def _result_line(r: dict[str, Any]) -> str:
+    """One executed item, readably: an order's outcome, a margin move, or why an item was skipped."""
+    if r.get("status") == "skipped":
+        return f"skipped: {r.get('reason', '')}"
+    if "client_id" in r:
+        text = f"order {r['client_id']}: {r.get('status')}"
+        if r.get("status") == "filled":
+            text += f" {_num(r.get('filled_contracts'))} contracts at {_num(r.get('avg_price'), ',.2f')}"
+        return text + (f" — {r['reason']}" if r.get("reason") else "")
+    if "transfer_id" in r:
+        if r.get("applied"):
+            return f"margin {r['transfer_id']}: {_num(r.get('amount_settle'), '+,.8g')} {r.get('asset', '')} moved"
+        if r.get("duplicate"):
+            return f"margin {r['transfer_id']}: already booked earlier"
+        return f"margin {r['transfer_id']}: refused — {r.get('reason', '')}"
+    return json.dumps(r, default=str)
+
+
 def render_plan(doc: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
@@ -280,7 +298,7 @@ def render_plan(doc: dict[str, Any], console: Any) -> None:
     if not doc["orders"] and not doc["transfers"]:
         console.print("nothing to do")
     for r in doc["results"]:
-        console.print(f"  result: {json.dumps(r, default=str)}")
+        console.print(f"  {_result_line(r)}")
     for w in doc["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
 

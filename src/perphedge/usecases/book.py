@@ -658,8 +658,19 @@ def open_session(
         store=store,
         replay=replay is not None,
         stale_after_s=stale_after_s,
-        warnings=_session_warnings(lb, prep),
+        warnings=_session_warnings(lb, prep) + _idle_accounts(lb, legs),
     )
+
+
+def _idle_accounts(lb: LoadedBook, legs: Sequence[LegCtx]) -> list[str]:
+    """A warning per account that holds none of the hedge's legs (valued, never traded)."""
+    used = {leg.account for leg in legs}
+    return [
+        f"account `{a.name}` ({a.exchange}) holds none of the hedge's instruments "
+        f"({', '.join(sorted({leg.inst.id for leg in legs}))}): its balances are counted but it never trades"
+        for a in lb.book.accounts
+        if a.name not in used
+    ]
 
 
 def _session_warnings(lb: LoadedBook, prep: Prepared) -> list[str]:
