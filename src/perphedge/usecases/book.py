@@ -1294,8 +1294,6 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
         total_exposure += exposure
         total_delta += before_delta
         d = L.rebalance_target(st, leg.params, bar, price, exposure, target, allowed)
-        settle = leg.inst.settle
-        to_usd = price if leg.inst.is_inverse else 1.0
         info = {
             "leg": leg.index,
             "instrument": leg.inst.id,
@@ -1354,43 +1352,15 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
                         reason=why,
                     )
                 )
-                items.append(
-                    PlanItem(
-                        kind="transfer",
-                        leg=leg.index,
-                        account=leg.account,
-                        instrument=leg.inst.id,
-                        ref_price=price,
-                        amount_settle=move,
-                        settle_asset=settle,
-                        notional_usd=abs(move) * to_usd,
-                        reset=True,
-                        reason="margin to value/leverage after the trade",
-                    )
-                )
+                items.append(_transfer_item(leg, price, move, "margin to value/leverage after the trade", reset=True))
                 info["action"] = f"{'sell' if n_new > n else 'buy'} {abs(n_new - n):g}"
             else:
                 # the lot rounding keeps the size: no trade; the margin goes back to value/leverage
                 move = L.margin_move(st, leg.params, price)
                 if move != 0.0 and n > 0:
                     L.transfer(work, leg.params, move)
-                    items.append(
-                        PlanItem(
-                            kind="transfer",
-                            leg=leg.index,
-                            account=leg.account,
-                            instrument=leg.inst.id,
-                            ref_price=price,
-                            amount_settle=move,
-                            settle_asset=settle,
-                            notional_usd=abs(move) * to_usd,
-                            leverage_before=lev_before,
-                            leverage_after=_leverage(work, leg, price),
-                            distance_before=dist_before,
-                            distance_after=_distance(work, price),
-                            reason="size unchanged after lot rounding: margin back to value/leverage",
-                        )
-                    )
+                    why_move = "size unchanged after lot rounding: margin back to value/leverage"
+                    items.append(_transfer_item(leg, price, move, why_move, states=(st, work)))
                 info["action"] = "margin reset (size unchanged by lot rounding)"
             info["contracts_after"] = n_new
         else:
@@ -1407,23 +1377,8 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
             if not math.isnan(add):
                 work = st.copy()
                 L.transfer(work, leg.params, add)
-                items.append(
-                    PlanItem(
-                        kind="transfer",
-                        leg=leg.index,
-                        account=leg.account,
-                        instrument=leg.inst.id,
-                        ref_price=price,
-                        amount_settle=add,
-                        settle_asset=settle,
-                        notional_usd=abs(add) * to_usd,
-                        leverage_before=_leverage(st, leg, price),
-                        leverage_after=_leverage(work, leg, price),
-                        distance_before=_distance(st, price),
-                        distance_after=_distance(work, price),
-                        reason="top-up: equity below top_up_level of the margin",
-                    )
-                )
+                why_add = "top-up: equity below top_up_level of the margin"
+                items.append(_transfer_item(leg, price, add, why_add, states=(st, work)))
                 reasons.append(f"{leg.inst.id}: top-up")
                 info["action"] = "top-up"
         legs_out.append(info)
@@ -1439,6 +1394,36 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
         fallback=fallback,
         rebalances=rebalances,
         legs=tuple(legs_out),
+    )
+
+
+def _transfer_item(
+    leg: LegCtx,
+    price: float,
+    amount: float,
+    reason: str,
+    *,
+    reset: bool = False,
+    states: tuple[np.ndarray, np.ndarray] | None = None,
+) -> PlanItem:
+    """A margin move of ``amount`` (settle units) on ``leg``; with ``states`` (the leg before and after it), the
+    leverage and the liquidation distance either side (what the limits judge)."""
+    before, after = states if states is not None else (None, None)
+    return PlanItem(
+        kind="transfer",
+        leg=leg.index,
+        account=leg.account,
+        instrument=leg.inst.id,
+        ref_price=price,
+        amount_settle=amount,
+        settle_asset=leg.inst.settle,
+        notional_usd=abs(amount) * (price if leg.inst.is_inverse else 1.0),
+        reset=reset,
+        reason=reason,
+        leverage_before=0.0 if before is None else _leverage(before, leg, price),
+        leverage_after=0.0 if after is None else _leverage(after, leg, price),
+        distance_before=math.inf if before is None else _distance(before, price),
+        distance_after=math.inf if after is None else _distance(after, price),
     )
 
 
