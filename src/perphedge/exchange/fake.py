@@ -1,4 +1,5 @@
-"""A fake exchange for tests and benchmarks: Binance (spot, USDⓈ-M, COIN-M) and Bybit public endpoints.
+"""A fake exchange for tests and benchmarks: Binance (spot, USDⓈ-M, COIN-M) and Bybit public endpoints, and
+the venues' private (signed) endpoints mounted by the venue dialects listed in ``PRIVATE_VENUES``.
 
 It serves the sample history (``PERPHEDGE_SAMPLE_DATA``) on 127.0.0.1 with the exchanges' real
 page limits, answering the calls ccxt makes (``load_markets``, ``fetch_ohlcv``,
@@ -17,12 +18,14 @@ funding comes from the sample's funding files of that contract.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +33,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeExchange", "Fault"]
+from perphedge.exchange.fake_ledger import Contract, PrivateLedger
+
+__all__ = ["PRIVATE_VENUES", "FakeExchange", "Fault", "PrivateRequest", "Reply"]
+
+#: modules (under ``perphedge.exchange``) whose ``mount(fx)`` adds a venue's private routes to the fake
+PRIVATE_VENUES: tuple[str, ...] = ()
 
 DAY_MS = 86_400_000
 BINANCE_LIMITS = {"spot": (500, 1000), "fapi": (500, 1500), "dapi": (500, 1500)}  # klines (default, max)
@@ -44,7 +52,10 @@ class Fault:
     """One injected fault for the next request whose path contains ``path``.
 
     ``kind``: ``429`` (with ``Retry-After: retry_after``), ``500``, ``drop`` (close the socket with no
-    answer), ``slow`` (sleep ``delay`` seconds first), ``overlap`` (start the page ``rows`` rows early).
+    answer), ``slow`` (sleep ``delay`` seconds first), ``overlap`` (start the page ``rows`` rows early),
+    ``drop_after_accept`` (process the request — an order is accepted and filled — then close the socket
+    with no answer), ``maintenance`` (503, the venue is in maintenance). ``method`` (``GET``, ``POST``,
+    ``DELETE``; empty = any) narrows which request takes it.
     """
 
     kind: str
@@ -52,6 +63,23 @@ class Fault:
     retry_after: float = 0.2
     delay: float = 3.0
     rows: int = 3
+    method: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateRequest:
+    """One request to a private route: raw ``query`` and ``body`` (for signature checks) and parsed ``q``."""
+
+    method: str
+    path: str
+    query: str
+    q: dict[str, str]
+    body: bytes
+    headers: dict[str, str]  # lower-case names
+
+
+#: (status, JSON body, extra headers)
+Reply = tuple[int, Any, dict[str, str]]
 
 
 def _ms(text: str) -> int:
@@ -92,8 +120,27 @@ def _load(root: Path) -> _Data:
 class FakeExchange:
     """Start with ``with FakeExchange(root) as fx:``; ``fx.url`` is the base to route ccxt to."""
 
-    def __init__(self, root: str | Path, *, latency: float = 0.0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        api_key: str = "",
+        api_secret: str = "",
+        password: str = "",
+        private_key: str = "",
+        balances: dict[str, float] | None = None,
+    ) -> None:
         self.root = Path(root)
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.password = password
+        self.private_key = private_key
+        self.start_balances = dict(balances or {})
+        self.ledgers: dict[str, PrivateLedger] = {}  # venue (e.g. "binance_usdm") -> its account
+        self.private_routes: dict[tuple[str, str], Callable[[PrivateRequest], Reply]] = {}
+        self.requests: list[tuple[int, str, str, int]] = []  # (wall ms, method, path, status) of every request
         self.data = _load(self.root)
         self.latency = latency
         self.faults: deque[Fault] = deque()
@@ -103,6 +150,11 @@ class FakeExchange:
         self._lock = threading.Lock()
         handler = self._handler()
         self.server = ThreadingHTTPServer((host, 0), handler)
+        if api_key or api_secret or private_key:
+            import importlib
+
+            for name in PRIVATE_VENUES:
+                importlib.import_module(f"perphedge.exchange.{name}").mount(self)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="fake-exchange", daemon=True)
 
@@ -124,13 +176,44 @@ class FakeExchange:
         with self._lock:
             self.faults.extend(faults)
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, method: str = "GET") -> Fault | None:
         with self._lock:
             for i, fault in enumerate(self.faults):
-                if fault.path in path:
+                if fault.path in path and (not fault.method or fault.method.upper() == method):
                     del self.faults[i]
                     return fault
         return None
+
+    # ------------------------------------------------------------------ private API plumbing
+
+    def mount(self, method: str, path: str, fn: Callable[[PrivateRequest], Reply]) -> None:
+        """Serve ``method path`` (exact path) with ``fn``; used by the venue dialects' ``mount(fx)``."""
+        self.private_routes[(method.upper(), path)] = fn
+
+    def ledger(self, venue: str, contracts: dict[str, Contract], *, fee_rate: float = 0.0005) -> PrivateLedger:
+        """The account of ``venue`` (created on first use with the fake's starting balances)."""
+        with self._lock:
+            led = self.ledgers.get(venue)
+            if led is None:
+                led = self.ledgers[venue] = PrivateLedger(
+                    contracts,
+                    self.start_balances,
+                    mark=self._mark,
+                    now=self._now,
+                    fee_rate=fee_rate,
+                    funding_rates=self._funding_between,
+                )
+            return led
+
+    def _mark(self, asset: str, ms: int) -> float | None:
+        text = self._price(asset.upper(), ms)
+        return None if text is None else float(text)
+
+    def _funding_between(self, c: Contract, since_ms: int, until_ms: int) -> list[tuple[int, float]]:
+        if c.funding_key is None:
+            return []
+        rows = self.data.funding.get(c.funding_key, [])
+        return [(ms, float(rate)) for ms, rate in rows if since_ms < ms <= until_ms]
 
     # ------------------------------------------------------------------ markets
 
@@ -510,34 +593,72 @@ class FakeExchange:
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self) -> None:
+                self._dispatch("GET")
+
+            def do_POST(self) -> None:
+                self._dispatch("POST")
+
+            def do_DELETE(self) -> None:
+                self._dispatch("DELETE")
+
+            def do_PUT(self) -> None:
+                self._dispatch("PUT")
+
+            def _dispatch(self, method: str) -> None:
                 parts = urlsplit(self.path)
-                q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                q = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length > 0 else b""
                 if fake.latency:
                     time.sleep(fake.latency)
-                fault = fake._take_fault(self.path)
+                fault = fake._take_fault(self.path, method)
                 overlap = 0
+                private = fake.private_routes.get((method, parts.path))
+                if fault is not None and fault.kind == "drop_after_accept":
+                    if private is not None:
+                        headers = {k.lower(): v for k, v in self.headers.items()}
+                        private(PrivateRequest(method, parts.path, parts.query, q, body, headers))
+                    else:
+                        fake.route(parts.path, q, 0)
+                    return self._drop()
+                if fault is not None and fault.kind == "maintenance":
+                    return self._send(503, {"code": -1, "msg": "System is under maintenance."}, method=method)
                 if fault is not None:
                     if fault.kind == "429":
                         return self._send(
-                            429, {"code": -1003, "msg": "Too many requests"}, {"Retry-After": f"{fault.retry_after:g}"}
+                            429,
+                            {"code": -1003, "msg": "Too many requests"},
+                            {"Retry-After": f"{fault.retry_after:g}"},
+                            method=method,
                         )
                     if fault.kind == "500":
-                        return self._send(500, {"code": -1000, "msg": "Internal error"})
+                        return self._send(500, {"code": -1000, "msg": "Internal error"}, method=method)
                     if fault.kind == "drop":
-                        fake.log.append((self.path, 0))
-                        self.close_connection = True
-                        self.connection.shutdown(2)
-                        return None
+                        return self._drop()
                     if fault.kind == "slow":
                         time.sleep(fault.delay)
                     if fault.kind == "overlap":
                         overlap = fault.rows
-                status, body = fake.route(parts.path, q, overlap)
-                return self._send(status, body)
+                if private is not None:
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    status, answer, extra = private(PrivateRequest(method, parts.path, parts.query, q, body, headers))
+                    return self._send(status, answer, extra, method=method)
+                if method != "GET":
+                    return self._send(404, {"code": -1, "msg": f"fake exchange: no route {method} {parts.path}"})
+                status, answer = fake.route(parts.path, q, overlap)
+                return self._send(status, answer)
 
-            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            def _drop(self) -> None:
+                fake.log.append((self.path, 0))
+                fake.requests.append((int(time.time() * 1000), self.command, urlsplit(self.path).path, 0))
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(2)
+
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None, method: str = "GET") -> None:
                 payload = json.dumps(body).encode()
                 fake.log.append((self.path, status))
+                fake.requests.append((int(time.time() * 1000), method, urlsplit(self.path).path, status))
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
