@@ -81,14 +81,20 @@ class Position:
     entry_basis: Literal["settled", "harmonic", "arithmetic"] = "settled"
     updated_ms: int = 0
     state: tuple[float, ...] | None = None
+    # live accounts (what the venue reports; nan / "" when the venue does not say)
+    mark_price: float = float("nan")  # USD per coin
+    leverage: float = float("nan")
+    margin_mode: Literal["isolated", "cross", ""] = ""
+    unrealized_settle: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrderRequest:
-    """An order the book wants sent: to ``side`` ``contracts`` (lot multiple) at market.
+    """An order the book wants sent: to ``side`` ``contracts`` (lot multiple), at market or as a limit order.
 
     ``client_id`` is derived from (book, decision, leg, attempt), so a resent or resumed order carries the
     same id and is never doubled. ``ref_price`` is the price the decision used (USD per coin).
+    ``order_type == "limit"`` rests at ``limit_price`` (USD per coin, a tick multiple).
     """
 
     client_id: str
@@ -101,6 +107,8 @@ class OrderRequest:
     decision: int
     leg: int
     attempt: int = 0
+    order_type: Literal["market", "limit"] = "market"
+    limit_price: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,4 +302,12 @@ class Account(Protocol):
 
     def transfer(self, req: TransferRequest, snap: FeedSnapshot) -> TransferResult:
         """Move margin between the wallet and the position (idempotent by ``transfer_id``)."""
+        ...
+
+    def open_orders(self) -> list[OrderResult]:
+        """Orders resting at the venue on the book's instruments (ours and any other)."""
+        ...
+
+    def cancel_order(self, instrument: str, client_id: str) -> OrderResult | None:
+        """Cancel the open order ``client_id``; its final state (None when the venue has never seen it)."""
         ...

@@ -812,6 +812,14 @@ class PaperAccount:
 
     # ------------------------------------------------------------------------------------------ transfers
 
+    def open_orders(self) -> list[OrderResult]:
+        """None: paper orders are market orders, filled (or rejected) when they are placed."""
+        return []
+
+    def cancel_order(self, instrument: str, client_id: str) -> OrderResult | None:
+        """Nothing to cancel (paper orders never rest): the order's final state, or None when unknown."""
+        return self.fetch_order(instrument, client_id)
+
     def transfer(self, req: TransferRequest, snap: FeedSnapshot) -> TransferResult:
         """Move collateral between the wallet and the leg's isolated margin; idempotent by ``transfer_id``."""
         with self._txn():
