@@ -1039,6 +1039,8 @@ class AlertsModel(BaseModel):
     order_rejected: bool = True
     rearm: float = Field(default=0.8, gt=0, lt=1)
     webhook: str | None = None
+    # live accounts: perphedge's liquidation price vs the venue's, in ticks of the instrument
+    liquidation_mismatch_ticks: float | None = Field(default=5.0, gt=0, le=1e9)
 
     @field_validator("webhook")
     @classmethod
@@ -1062,6 +1064,21 @@ class AlertsModel(BaseModel):
                 "receiver a token in its path or query instead, or put the URL behind a local relay"
             )
         return value
+
+
+class ExecutionModel(BaseModel):
+    """How orders go out on exchange accounts (paper accounts fill at market whatever is set here).
+
+    ``order_type: limit`` sends a marketable limit order at the decision's price moved by ``limit_offset_bps``
+    against us (a sell at ref · (1 − offset), a buy at ref · (1 + offset), rounded to the tick in our favour's
+    opposite direction), so a fast market cannot fill it worse than that. ``lookup_settle``: after an order's
+    answer was lost, the time between the two lookups by client id before it is declared never received.
+    """
+
+    model_config = _STRICT
+    order_type: Literal["market", "limit"] = "market"
+    limit_offset_bps: float = Field(default=10.0, ge=0, le=1000)
+    lookup_settle: Duration = "10s"
 
 
 #: Hedge fields a book takes from elsewhere: giving them under the book's `hedge:` is refused, not ignored.
@@ -1094,6 +1111,7 @@ class BookFile(BaseModel):
     accounts: list[PaperAccountModel]
     limits: LimitsModel = Field(default_factory=LimitsModel)
     alerts: AlertsModel = Field(default_factory=AlertsModel)
+    execution: ExecutionModel = Field(default_factory=ExecutionModel)
     store: str | None = Field(default=None, min_length=1)
 
     @field_validator("book", mode="before")

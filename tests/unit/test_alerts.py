@@ -21,6 +21,7 @@ SPEC = AlertSpec(
     feed_stale=True,
     order_rejected=True,
     rearm=0.8,
+    liquidation_mismatch_ticks=5.0,
 )
 STALE = 900
 
@@ -268,3 +269,65 @@ def test_property_episodes_alternate(obs: list[tuple[str, str, float]], restarts
         assert events.count("open") - events.count("close") in (0, 1)
     firing_now = {(f["alert"], f["subject"]) for f in firing(state)}
     assert firing_now == {k for k, e in seen.items() if e[-1] == "open"}
+
+
+def test_liquidation_mismatch_opens_above_the_ticks_and_closes_below_rearm() -> None:
+    st, ev = evaluate(
+        {},
+        [Observation(alert="liquidation_mismatch", subject="a:binance:BTCUSDT", value=4.0)],
+        SPEC,
+        now_ms=1,
+        stale_after_s=STALE,
+    )
+    assert ev == []
+    st, ev = evaluate(
+        st,
+        [Observation(alert="liquidation_mismatch", subject="a:binance:BTCUSDT", value=12.5)],
+        SPEC,
+        now_ms=2,
+        stale_after_s=STALE,
+    )
+    assert [e.kind for e in ev] == ["open"] and "12.5 ticks" in ev[0].message
+    st, ev = evaluate(
+        st,
+        [Observation(alert="liquidation_mismatch", subject="a:binance:BTCUSDT", value=4.5)],
+        SPEC,
+        now_ms=3,
+        stale_after_s=STALE,
+    )
+    assert ev == []  # between 4 (= 5 x 0.8) and 5: the episode goes on
+    st, ev = evaluate(
+        st,
+        [Observation(alert="liquidation_mismatch", subject="a:binance:BTCUSDT", value=1.0)],
+        SPEC,
+        now_ms=4,
+        stale_after_s=STALE,
+    )
+    assert [e.kind for e in ev] == ["close"]
+
+
+def test_manual_change_and_transfer_are_one_shot_per_subject_and_always_on() -> None:
+    off = AlertSpec(
+        liquidation_distance_below=None,
+        ratio_off_by=None,
+        funding_cost_8h_above=None,
+        feed_stale=False,
+        order_rejected=False,
+        rearm=0.8,
+    )
+    obs = [
+        Observation(alert="manual_change", subject="a:binance:BTCUSDT@5", value=1.0),
+        Observation(alert="manual_transfer", subject="phtid", value=1.0),
+    ]
+    st, ev = evaluate({}, obs, off, now_ms=5, stale_after_s=STALE)
+    assert sorted(e.alert for e in ev) == ["manual_change", "manual_transfer"]
+    st, ev = evaluate(st, obs, off, now_ms=6, stale_after_s=STALE)
+    assert ev == []  # the same subject never fires twice
+    st, ev = evaluate(
+        st,
+        [Observation(alert="manual_change", subject="a:binance:BTCUSDT@7", value=1.0)],
+        off,
+        now_ms=7,
+        stale_after_s=STALE,
+    )
+    assert [e.subject for e in ev] == ["a:binance:BTCUSDT@7"]

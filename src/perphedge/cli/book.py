@@ -426,6 +426,12 @@ def rebalance_cmd(
             for n in notes:
                 typer.echo(f"recovered: {n}", err=True)
             B.advance(s, snap)
+            for c in B.reconcile(s, snap):
+                typer.echo(
+                    f"warning: {c['account']}:{c['instrument']} holds {c['venue']:g} contracts at the venue, the "
+                    f"journal explains {c['expected']:g}: changed outside the book (the plan starts from the venue's)",
+                    err=True,
+                )
         plan = B.plan_rebalance(s, snap, unwind=unwind)
         already = B.decided_at(s, snap) if not unwind else None
         refused = B.check_plan_limits(s, plan) if plan.items else []
@@ -455,10 +461,26 @@ def rebalance_cmd(
                         )
             typer.echo(f"perphedge: refused: {refused[0].message}", err=True)
             raise typer.Exit(3)
+        for m in plan.manual:
+            typer.echo(
+                f"manual: move {m['amount_settle']:.8g} {m['asset']} into the margin of {m['instrument']} on account "
+                f"`{m['account']}` ({m['reason']})",
+                err=True,
+            )
         if not execute:
             return
         if snap.stale:
             raise ConfigError("the price feed is stale: trading blocked (see `perphedge book status`)")
+        if plan.items:
+            B.require_trading(s, plan)
+        h = B.halted(s)
+        if h is not None and plan.items:
+            typer.echo(
+                f"perphedge: refused: book halted ({h.get('reason')}): nothing sent; `perphedge book resume "
+                f"{book}` lifts the halt",
+                err=True,
+            )
+            raise typer.Exit(3)
         if not plan.items or already is not None:
             doc["results"] = []
             _emit_plan(doc, fmt, executed=True)
@@ -534,6 +556,12 @@ def watch_cmd(
                 "passed; the wall clock runs on from now"
             )
     s = _open(book, writer=True, store=store)
+    if auto_rebalance:
+        try:
+            B.require_trading(s)
+        except ConfigError:
+            B.close_session(s)
+            raise
     stop = {"now": False}
 
     def _stop(signum: int, frame: Any) -> None:
@@ -650,6 +678,59 @@ def _print_tick(r: Any, fmt: str) -> None:
         parts.append(r.blocked)
     typer.echo(" · ".join(parts))
     sys.stdout.flush()
+
+
+@book_app.command("halt")
+def halt_cmd(
+    book: BookArg,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (journaled).")] = None,
+    fmt: FormatOpt = "table",
+    store: StoreOpt = None,
+) -> None:
+    """Kill switch: stop all trading by this book (rebalance --execute and watch --auto-rebalance refuse) and
+    cancel its open orders at every account. `book resume` lifts it."""
+    from perphedge.usecases import book as B
+
+    fmt = _fmt_choice(fmt, ("table", "json"))
+    if reason is not None and (not reason.strip() or len(reason) > 500):
+        raise ConfigError("invalid `--reason`: give 1 to 500 characters")
+    s = _open(book, writer=True, store=store)
+    try:
+        doc = B.halt(s, B._now_ms(), reason=(reason or "").strip())
+    finally:
+        B.close_session(s)
+    if fmt == "json":
+        _print_json(doc)
+    else:
+        typer.echo(f"book {doc['book']['id']} halted: trading stops until `perphedge book resume {book}`")
+        for c in doc["cancelled"]:
+            typer.echo(f"  cancelled {c['client_id']} on {c['account']}:{c['instrument']} ({c['status']})")
+        if not doc["cancelled"]:
+            typer.echo("  no open orders of this book")
+        for n in doc["recovery"]:
+            typer.echo(f"  recovery: {n}")
+    for e in doc["errors"]:
+        typer.echo(f"perphedge: error: {e}; rerun `book halt` to retry the cancels", err=True)
+    if doc["errors"]:
+        raise typer.Exit(1)
+
+
+@book_app.command("resume")
+def resume_cmd(book: BookArg, fmt: FormatOpt = "table", store: StoreOpt = None) -> None:
+    """Lift a halt: rebalance --execute and watch --auto-rebalance may send orders again."""
+    from perphedge.usecases import book as B
+
+    fmt = _fmt_choice(fmt, ("table", "json"))
+    s = _open(book, writer=True, store=store)
+    try:
+        doc = B.resume(s, B._now_ms())
+    finally:
+        B.close_session(s)
+    if fmt == "json":
+        _print_json(doc)
+    else:
+        was = "was halted" if doc["was_halted"] else "was not halted"
+        typer.echo(f"book {doc['book']['id']} resumed ({was}): trading allowed within the limits")
 
 
 @book_app.command("journal")

@@ -15,12 +15,20 @@ alert                        opens when (value vs threshold)               close
                              > ``funding_cost_8h_above``
 ``feed_stale``               price age (s) > ``stale_after_s``             age < ``stale_after_s`` · ``rearm``
 ``order_rejected``           value 1 (one per client id)                   never (the episode is the rejection)
+``liquidation_mismatch``     ticks between perphedge's and the venue's      value < threshold · ``rearm``
+                             liquidation price > ``liquidation_mismatch_
+                             ticks`` (live accounts)
+``manual_change``            value 1 (one per change: the position at the  never (the episode is the change)
+                             venue differs from the journal's)
+``manual_transfer``          value 1 (one per transfer id: a live account  never
+                             needs margin moved by hand)
 ============================ ============================================= =============================================
 
 Values between the two thresholds change nothing, so noise around a threshold fires once. Subjects:
 the instrument id for ``liquidation_distance`` and ``funding_cost`` (``account:instrument`` if the caller
 prefers; any text), ``book`` (or a scope) for ``ratio_off``, the feed name for ``feed_stale``, the client
-order id for ``order_rejected``.
+order id for ``order_rejected`` and ``manual_transfer``'s transfer id, ``account:instrument@ms`` for
+``manual_change``.
 
 **Absent subjects keep their state.** A firing episode is not closed because its subject is missing from a
 tick's observations (a position that vanished from an answer, a failed fetch). The caller closes it by
@@ -42,7 +50,18 @@ from typing import Any, Literal
 
 __all__ = ["ALERTS", "STATE_VERSION", "AlertEvent", "AlertSpec", "Observation", "evaluate", "firing"]
 
-ALERTS = ("liquidation_distance", "ratio_off", "funding_cost", "feed_stale", "order_rejected")
+ALERTS = (
+    "liquidation_distance",
+    "ratio_off",
+    "funding_cost",
+    "feed_stale",
+    "order_rejected",
+    "liquidation_mismatch",
+    "manual_change",
+    "manual_transfer",
+)
+#: Alerts whose episode is one event (opens on value 1, never closes; the subject makes each one distinct).
+ONE_SHOT = ("order_rejected", "manual_change", "manual_transfer")
 #: Version of the state mapping :func:`evaluate` reads and writes.
 STATE_VERSION = 1
 
@@ -57,9 +76,10 @@ class AlertSpec:
     feed_stale: bool
     order_rejected: bool
     rearm: float
+    liquidation_mismatch_ticks: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("liquidation_distance_below", "ratio_off_by", "funding_cost_8h_above"):
+        for name in ("liquidation_distance_below", "ratio_off_by", "funding_cost_8h_above", "liquidation_mismatch_ticks"):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -86,6 +106,7 @@ class AlertSpec:
             feed_stale=bool(getattr(m, "feed_stale", True)),
             order_rejected=bool(m.order_rejected),
             rearm=float(m.rearm),
+            liquidation_mismatch_ticks=getattr(m, "liquidation_mismatch_ticks", None),
         )
 
 
@@ -120,13 +141,17 @@ def _threshold(alert: str, spec: AlertSpec, stale_after_s: float) -> float | Non
         return spec.funding_cost_8h_above
     if alert == "feed_stale":
         return float(stale_after_s) if spec.feed_stale else None
+    if alert == "liquidation_mismatch":
+        return spec.liquidation_mismatch_ticks
+    if alert in ("manual_change", "manual_transfer"):
+        return 1.0  # always on: a venue that moved without us, or margin only a person can move
     return 1.0 if spec.order_rejected else None
 
 
 def _opens(alert: str, value: float, threshold: float) -> bool:
     if alert == "liquidation_distance":
         return value < threshold
-    if alert == "order_rejected":
+    if alert in ONE_SHOT:
         return True
     return value > threshold
 
@@ -134,7 +159,7 @@ def _opens(alert: str, value: float, threshold: float) -> bool:
 def _closes(alert: str, value: float, threshold: float, rearm: float) -> bool:
     if alert == "liquidation_distance":
         return value > threshold / rearm
-    if alert == "order_rejected":
+    if alert in ONE_SHOT:
         return False
     return value < threshold * rearm
 
@@ -146,6 +171,8 @@ def _show(alert: str, x: float) -> str:
         return f"{x:.4%} per 8h"
     if alert == "feed_stale":
         return "never priced" if math.isinf(x) else f"{x:,.0f} s old"
+    if alert == "liquidation_mismatch":
+        return f"{x:,.1f} ticks"
     return f"{x:g}"
 
 
@@ -161,6 +188,15 @@ def _open_message(alert: str, subject: str, value: float, threshold: float) -> s
         return f"the short on {subject} pays {_show(alert, value)}, above {_show(alert, threshold)}"
     if alert == "feed_stale":
         return f"price feed {subject} is stale: {_show(alert, value)}, limit {threshold:,.0f} s; trading is blocked"
+    if alert == "liquidation_mismatch":
+        return (
+            f"the venue's liquidation price of {subject} differs from perphedge's by {_show(alert, value)}, more "
+            f"than {_show(alert, threshold)}: see `liquidation_formula_note` in `book status`"
+        )
+    if alert == "manual_change":
+        return f"position {subject} changed at the venue outside the book: target recomputed from the venue"
+    if alert == "manual_transfer":
+        return f"margin move {subject} needs doing by hand on the venue (live accounts never move margin)"
     return f"order {subject} was rejected"
 
 
@@ -170,7 +206,11 @@ def _close_message(alert: str, subject: str, value: float, threshold: float, rea
         return f"liquidation distance of {subject} back to {_show(alert, value)} (re-armed above {rearmed:.1%})"
     if alert == "feed_stale":
         return f"price feed {subject} is fresh again: {_show(alert, value)}"
-    label = {"ratio_off": "hedge ratio off target", "funding_cost": "funding cost"}[alert]
+    label = {
+        "ratio_off": "hedge ratio off target",
+        "funding_cost": "funding cost",
+        "liquidation_mismatch": "liquidation price gap to the venue's",
+    }[alert]
     return f"{label} of {subject} back to {_show(alert, value)} (re-armed below {_show(alert, threshold * rearm)})"
 
 

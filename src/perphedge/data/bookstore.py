@@ -75,7 +75,10 @@ JOURNAL_KINDS: frozenset[str] = frozenset(
         "alert_open",
         "alert_close",
         "manual_change",
+        "positions_adopted",
         "halt",
+        "halt_done",
+        "order_cancelled",
         "resume",
         "error",
     }

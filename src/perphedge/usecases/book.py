@@ -44,6 +44,7 @@ from perphedge.core.book import (
     Liquidation,
     OrderRequest,
     OrderResult,
+    Position,
     TransferRequest,
 )
 from perphedge.core.hedge import CollateralSource
@@ -404,6 +405,7 @@ class Session:
     warnings: list[str] = field(default_factory=list)
     alerts_out: Callable[[str], None] | None = None
     last_snapshot: FeedSnapshot | None = None
+    pending_observations: list[Any] = field(default_factory=list)  # one-shot alerts found during the tick
 
     @property
     def book(self) -> BookFile:
@@ -900,13 +902,25 @@ def _position_rows(s: Session, snap: FeedSnapshot) -> dict[str, list[dict[str, A
     proxy = s.prep.proxy
     for name, acc in s.accounts.items():
         out = rows.setdefault(name, [])
-        for pos in acc.positions():
+        live = _is_live(acc)
+        positions = acc.positions()
+        wallets = _wallets(acc) if live else {}
+        per_settle: dict[str, int] = {}
+        for pos in positions:
+            if pos.contracts > 0 and pos.instrument in by_inst:
+                per_settle[pos.settle_asset] = per_settle.get(pos.settle_asset, 0) + 1
+        for pos in positions:
             leg = by_inst.get(pos.instrument)
             if leg is None:
                 continue
             inst = leg.inst
             price = snap.price(inst.base)
-            st = np.asarray(pos.state, dtype=np.float64) if pos.state is not None else None
+            if pos.state is not None:
+                st = np.asarray(pos.state, dtype=np.float64)
+            elif live:
+                st = _venue_state(pos, leg, price)
+            else:
+                st = None
             contracts = pos.contracts
             size = inst.size_of(contracts)
             inverse = inst.is_inverse
@@ -917,7 +931,16 @@ def _position_rows(s: Session, snap: FeedSnapshot) -> dict[str, list[dict[str, A
             notional = inst.notional_usd(contracts, price)
             liq = bk = None
             mmr = pos.mmr
-            if contracts > 0:
+            liq_margin = pos.margin_settle
+            cross_shared = False
+            if live and pos.margin_mode == "cross":
+                # cross margin: the whole wallet of the settle asset backs the position; our single-position formula
+                # is the venue's account-level number only while this is the one position on that asset
+                liq_margin = wallets.get(pos.settle_asset, math.nan)
+                cross_shared = per_settle.get(pos.settle_asset, 0) > 1
+            elif live and not (math.isfinite(liq_margin) and liq_margin > 0) and st is not None:
+                liq_margin = float(st[L.S_MARGIN])
+            if contracts > 0 and math.isfinite(liq_margin):
                 try:
                     res = liquidation_price(
                         kind=inst.kind,
@@ -925,7 +948,7 @@ def _position_rows(s: Session, snap: FeedSnapshot) -> dict[str, list[dict[str, A
                         side="short",
                         size=size,
                         entry=pos.entry_price,
-                        margin=pos.margin_settle,
+                        margin=liq_margin,
                         schedule=inst.margin,
                     )
                     liq = res.price
@@ -944,7 +967,12 @@ def _position_rows(s: Session, snap: FeedSnapshot) -> dict[str, list[dict[str, A
             rate8 = snap.funding_rate_8h.get(inst.id, s.book.funding.assumed_rate_8h)
             value_settle = (size / price) if inverse else size * price
             note = ""
-            if liq is not None and math.isfinite(trigger) and abs(liq - trigger) > 1e-9 * max(1.0, abs(liq)):
+            gap_ticks: float | None = None
+            if live:
+                if liq is not None and math.isfinite(trigger) and math.isfinite(liq):
+                    gap_ticks = abs(liq - trigger) / float(inst.tick_size)
+                note = _live_liquidation_note(inst, pos, gap_ticks, cross_shared, liq_margin)
+            elif liq is not None and math.isfinite(trigger) and abs(liq - trigger) > 1e-9 * max(1.0, abs(liq)):
                 note = (
                     "liquidation_price is the exchange formula with the tier at the position's value; the paper "
                     "account triggers at the backtest's price (tier pinned at the book's start)"
@@ -983,9 +1011,49 @@ def _position_rows(s: Session, snap: FeedSnapshot) -> dict[str, list[dict[str, A
                     "funding_usd_per_day": rate8 * 3.0 * value_settle * to_usd if contracts > 0 else 0.0,
                     "collateral_source": leg.collateral.value,
                     "hedge_delta_usd": L.hedge_delta_usd(st, leg.params, price) if st is not None else 0.0,
+                    "venue_liquidation_price": _finite(pos.liquidation_price) if live and contracts > 0 else None,
+                    "liquidation_gap_ticks": gap_ticks,
+                    "venue_mark_price": _finite(pos.mark_price) if live else None,
+                    "venue_leverage": _finite(pos.leverage) if live else None,
+                    "position_margin_mode": (pos.margin_mode or None) if live else "isolated",
                 }
             )
     return rows
+
+
+def _wallets(acc: Account) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for b in acc.balances():
+        out[b.asset] = out.get(b.asset, 0.0) + b.wallet
+    return out
+
+
+def _live_liquidation_note(inst: Any, pos: Position, gap: float | None, shared: bool, margin: float) -> str:
+    """Which formula explains the gap between perphedge's liquidation price and the venue's (live accounts)."""
+    method = inst.liquidation_method.value
+    if pos.contracts <= 0:
+        return ""
+    if shared:
+        return (
+            f"cross margin with several positions on {pos.settle_asset}: the venue's liquidation price is "
+            "account-level (every position's PnL moves the shared margin); perphedge's is the single-position "
+            f"`{method}` formula on the whole wallet, so they differ by design"
+        )
+    if pos.margin_mode == "cross":
+        head = (
+            f"cross margin: perphedge's number is the `{method}` formula with the whole {pos.settle_asset} wallet "
+            f"({margin:.8g}) as the position's margin"
+        )
+    else:
+        head = f"isolated margin: perphedge's number is the `{method}` formula on the position's margin ({margin:.8g})"
+    if gap is None:
+        return head + "; the venue gave no liquidation price"
+    if gap <= 1.0:
+        return head + f"; it matches the venue's within {gap:.1f} tick(s)"
+    return head + (
+        f"; the venue's differs by {gap:,.1f} ticks: the venue also counts fees to close, its own maintenance tier "
+        "at the mark, unrealised PnL of other positions or margin added by hand, which this formula does not"
+    )
 
 
 def _asset_price(snap: FeedSnapshot, asset: str) -> float:
@@ -1047,10 +1115,11 @@ def status_document(
                 "name": name,
                 "kind": acc.kind,
                 "venue": acc.venue,
-                "read_only": False,
+                "read_only": bool(getattr(acc_cfg, "read_only", False)),
+                "sandbox": bool(getattr(acc_cfg, "sandbox", False)),
                 "halted": bool(_state(s, "halted", False)),
-                "margin_mode": "isolated",
-                "overdraft": acc_cfg.overdraft,
+                "margin_mode": getattr(acc_cfg, "margin_mode", "isolated"),
+                "overdraft": bool(getattr(acc_cfg, "overdraft", False)),
                 "balances": bals,
                 "positions": positions.get(name, []),
             }
@@ -1223,6 +1292,8 @@ class Plan:
     fallback: str
     rebalances: int  # legs the band check decided to rebalance (the backtest's `rebalanced`)
     legs: tuple[dict[str, Any], ...] = ()
+    # live accounts never move margin: the moves a person must make on the venue (``manual_transfer`` alerts)
+    manual: tuple[dict[str, Any], ...] = ()
 
 
 def _decision_at(s: Session, leg: LegCtx, t: int) -> Any:
@@ -1279,9 +1350,11 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
     total_delta = 0.0
     target_ratio: float | None = None
     fallback = ""
+    manual: list[dict[str, Any]] = []
     for leg in s.legs:
         acc = s.accounts[leg.account]
-        st = _leg_state(acc, leg)
+        live = _is_live(acc)
+        st = _leg_state(acc, leg, snap)
         price = snap.price(leg.inst.base)
         exposure = _exposure_at(s.prep, s.betas, leg.weights, t, {a: snap.price(a) for a in leg.weights})
         dec = _decision_at(s, leg, t)
@@ -1352,12 +1425,15 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
                         reason=why,
                     )
                 )
-                items.append(_transfer_item(leg, price, move, "margin to value/leverage after the trade", reset=True))
+                if not live:  # a venue sets the margin of an order itself (value / the leverage set there)
+                    items.append(
+                        _transfer_item(leg, price, move, "margin to value/leverage after the trade", reset=True)
+                    )
                 info["action"] = f"{'sell' if n_new > n else 'buy'} {abs(n_new - n):g}"
             else:
                 # the lot rounding keeps the size: no trade; the margin goes back to value/leverage
                 move = L.margin_move(st, leg.params, price)
-                if move != 0.0 and n > 0:
+                if move != 0.0 and n > 0 and not live:
                     L.transfer(work, leg.params, move)
                     why_move = "size unchanged after lot rounding: margin back to value/leverage"
                     items.append(_transfer_item(leg, price, move, why_move, states=(st, work)))
@@ -1374,7 +1450,23 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
                 )
                 reasons.append(f"{leg.inst.id}: liquidated; stays flat {when}")
             add = L.top_up_amount(st, leg.params, price)
-            if not math.isnan(add):
+            if not math.isnan(add) and live:
+                manual.append(
+                    {
+                        "leg": leg.index,
+                        "account": leg.account,
+                        "instrument": leg.inst.id,
+                        "amount_settle": add,
+                        "asset": leg.inst.settle,
+                        "amount_usd": add * (price if leg.inst.is_inverse else 1.0),
+                        "subject": f"{leg.account}:{leg.inst.id}@{int(bar)}",
+                        "reason": "top-up: equity below top_up_level of the margin; move it into the position's "
+                        "margin on the venue (live accounts never move margin)",
+                    }
+                )
+                reasons.append(f"{leg.inst.id}: top-up needed by hand")
+                info["action"] = "top-up (manual)"
+            elif not math.isnan(add):
                 work = st.copy()
                 L.transfer(work, leg.params, add)
                 why_add = "top-up: equity below top_up_level of the margin"
@@ -1394,6 +1486,7 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
         fallback=fallback,
         rebalances=rebalances,
         legs=tuple(legs_out),
+        manual=tuple(manual),
     )
 
 
@@ -1446,15 +1539,50 @@ def _why(st: np.ndarray, leg: LegCtx, d: float, exposure: float, delta: float, n
     return f"drift beyond band: hedge at {achieved:.1%} of exposure, target {target:.1%}"
 
 
-def _leg_state(acc: Account, leg: LegCtx) -> np.ndarray:
+def _is_live(acc: Account) -> bool:
+    return getattr(acc, "kind", "paper") == "exchange"
+
+
+def _leg_state(acc: Account, leg: LegCtx, snap: FeedSnapshot | None = None) -> np.ndarray:
     state = getattr(acc, "state", None)
     if callable(state):
         return np.asarray(state(leg.inst.id), dtype=np.float64).copy()
     st = np.zeros(L.N_STATE)
     L.init_state(st, leg.params)
     for pos in acc.positions():
-        if pos.instrument == leg.inst.id and pos.state is not None:
-            return np.asarray(pos.state, dtype=np.float64).copy()
+        if pos.instrument == leg.inst.id:
+            if pos.state is not None:
+                return np.asarray(pos.state, dtype=np.float64).copy()
+            price = snap.price(leg.inst.base) if snap is not None else pos.mark_price
+            return _venue_state(pos, leg, price)
+    return st
+
+
+def _venue_state(pos: Position, leg: LegCtx, price: float) -> np.ndarray:
+    """The legstep state of a position as a venue reports it (live accounts keep no state of ours): its
+    contracts, averaged entry, margin (isolated margin; in cross margin the position's initial margin at the
+    venue's leverage, what the venue would keep if it were isolated), the venue's liquidation price and tier."""
+    st = np.zeros(L.N_STATE)
+    L.init_state(st, leg.params)
+    if pos.contracts <= 0:
+        return st
+    st[L.S_N] = pos.contracts
+    st[L.S_ENTRY] = pos.entry_price
+    margin = pos.margin_settle
+    if not (math.isfinite(margin) and margin > 0):
+        lev = pos.leverage if math.isfinite(pos.leverage) and pos.leverage > 0 else float(leg.params[L.P_LEV])
+        size = leg.inst.size_of(pos.contracts)
+        margin = (size / pos.entry_price if leg.inst.is_inverse else size * pos.entry_price) / lev
+    st[L.S_MARGIN] = margin
+    if math.isfinite(pos.liquidation_price) or math.isinf(pos.liquidation_price):
+        st[L.S_LIQ] = pos.liquidation_price
+    else:
+        st[L.S_LIQ] = L.liq_of(st, leg.params)
+    if math.isfinite(pos.mmr) and pos.mmr > 0:
+        st[L.S_MMR] = pos.mmr
+    if math.isfinite(pos.cum_settle):
+        st[L.S_CUM] = pos.cum_settle
+    st[L.S_HIGH] = price
     return st
 
 
@@ -1503,10 +1631,19 @@ def _funds_breaches(s: Session, plan: Plan) -> list[Any]:
 
     need: dict[tuple[str, str], float] = {}
     for item in plan.items:
+        if item.kind == "order" and item.side == "sell" and _is_live(s.accounts[item.account]):
+            # a venue holds value / leverage of a new short (plus the fee) out of the settle asset's free balance
+            leg = next(x for x in s.legs if x.index == item.leg)
+            size = leg.inst.size_of(item.contracts)
+            value = size / item.ref_price if leg.inst.is_inverse else size * item.ref_price
+            lev = float(leg.params[L.P_LEV])
+            key = (item.account, leg.inst.settle)
+            need[key] = need.get(key, 0.0) + value / lev + value * float(leg.params[L.P_TAKER])
+            continue
         if item.kind != "transfer" or item.amount_settle <= 0:
             continue
         acc_cfg = next(a for a in s.book.accounts if a.name == item.account)
-        if acc_cfg.overdraft or s.replay:
+        if getattr(acc_cfg, "overdraft", False) or s.replay:
             continue
         leg = next(x for x in s.legs if x.index == item.leg)
         row = np.zeros(len(L.OUT_COLUMNS))
@@ -1586,6 +1723,7 @@ def plan_document(
             for i in plan.items
             if i.kind == "transfer"
         ],
+        "manual_transfers": list(plan.manual),
         "results": list(results),
         "warnings": list(s.warnings),
     }
@@ -1634,6 +1772,9 @@ def execute_plan(s: Session, plan: Plan, snap: FeedSnapshot) -> list[dict[str, A
         if item.kind == "order":
             e["client_id"] = client_order_id(b.id, decision, item.leg, 0, s.accounts[item.account].venue)
             e["attempt"] = 0
+            if _is_live(s.accounts[item.account]) and b.execution.order_type == "limit":
+                e["order_type"] = "limit"
+                e["limit_price"] = _limit_price(s, item)
         else:
             e["transfer_id"] = transfer_id(
                 b.id, decision, item.leg, "top_up" if item.reason.startswith("top-up") else "rebalance"
@@ -1713,7 +1854,37 @@ def _run_items(s: Session, decision: int, entries: list[dict[str, Any]], snap: F
     return results
 
 
+def _limit_price(s: Session, item: PlanItem) -> float:
+    """A marketable limit price: the decision's price moved ``limit_offset_bps`` against us, rounded to the tick
+    towards the decision's price (so the cap is never worse than the offset stated in the book file)."""
+    leg = next(x for x in s.legs if x.index == item.leg)
+    tick = float(leg.inst.tick_size)
+    off = s.book.execution.limit_offset_bps / 10_000.0
+    if item.side == "sell":
+        raw = item.ref_price * (1.0 - off)
+        ticks = math.ceil(raw / tick - 1e-9)
+    else:
+        raw = item.ref_price * (1.0 + off)
+        ticks = math.floor(raw / tick + 1e-9)
+    return max(tick, ticks * tick)
+
+
 def _order_request(e: Mapping[str, Any], decision: int, attempt: int, client_id: str) -> OrderRequest:
+    if e.get("order_type") == "limit":
+        return OrderRequest(
+            client_id=client_id,
+            account=e["account"],
+            instrument=e["instrument"],
+            side=e["side"],
+            contracts=float(e["contracts"]),
+            reduce_only=bool(e["reduce_only"]),
+            ref_price=float(e["ref_price"]),
+            decision=decision,
+            leg=int(e["leg"]),
+            attempt=attempt,
+            order_type="limit",
+            limit_price=float(e["limit_price"]),
+        )
     return OrderRequest(
         client_id=client_id,
         account=e["account"],
@@ -1980,12 +2151,38 @@ def _journal_transfer(s: Session, decision: int, e: Mapping[str, Any], res: Any,
 
 
 def _resolve(s: Session, decision: int, e: Mapping[str, Any]) -> OrderResult | None:
-    """Look the order up by its client id (design §4 resolve); journal what was found."""
+    """Look the order up by its client id (design §4 resolve); journal what was found.
+
+    On a live account a first "not found" is not believed: a venue may index an accepted order late, so the
+    order is looked up again after ``execution.lookup_settle``, and the open orders are scanned for its id, before
+    it is declared never received. A lookup that fails (venue unreachable) raises ExchangeError: the order's state
+    stays unknown and nothing is resent."""
     acc = s.accounts[e["account"]]
-    found = acc.fetch_order(e["instrument"], e["client_id"])
+    cid = e["client_id"]
+    found = acc.fetch_order(e["instrument"], cid)
+    if found is None and _is_live(acc):
+        time.sleep(_lookup_settle_s(s))
+        found = acc.fetch_order(e["instrument"], cid)
+        if found is None:
+            found = next((o for o in acc.open_orders() if o.client_id == cid), None)
     if found is not None:
         _journal_result(s, decision, e, found, _ts(s), reconciled=True)
     return found
+
+
+def _lookup_settle_s(s: Session) -> float:
+    from perphedge.config import parse_duration
+
+    env = os.environ.get("PERPHEDGE_LOOKUP_SETTLE_S")  # tests: the fake exchange indexes orders at once
+    if env:
+        try:
+            value = float(env)
+        except ValueError:
+            raise ConfigError(f"PERPHEDGE_LOOKUP_SETTLE_S must be a number of seconds, was {env!r}") from None
+        if math.isfinite(value) and 0 <= value <= 600:
+            return value
+        raise ConfigError(f"PERPHEDGE_LOOKUP_SETTLE_S must be 0 to 600 seconds, was {env!r}")
+    return float(parse_duration(s.book.execution.lookup_settle))
 
 
 def _ts(s: Session) -> int:
@@ -2140,6 +2337,17 @@ def _observations(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> lis
             obs.append(
                 Observation(alert="funding_cost", subject=p["instrument"], value=-rate if p["contracts"] > 0 else 0.0)
             )
+            gap = p.get("liquidation_gap_ticks")
+            if acc.get("kind") == "exchange" and (gap is not None or p["contracts"] == 0):
+                obs.append(
+                    Observation(
+                        alert="liquidation_mismatch",
+                        subject=f"{acc['name']}:{p['instrument']}",
+                        value=float(gap) if gap is not None else 0.0,
+                    )
+                )
+    obs += s.pending_observations
+    s.pending_observations = []
     h = doc["hedge"]
     if h["off_by"] is not None:
         obs.append(Observation(alert="ratio_off", subject="book", value=abs(h["off_by"])))
@@ -2192,6 +2400,182 @@ def run_alerts(s: Session, doc: Mapping[str, Any], snap: FeedSnapshot) -> list[A
     return events
 
 
+# ------------------------------------------------------------------------------------------------ live safety
+
+
+def read_only_accounts(s: Session, plan: Plan | None = None) -> list[str]:
+    """Exchange accounts that may not trade (``read_only: true``, the default): all of them, or those ``plan``
+    sends orders to."""
+    names = {i.account for i in plan.items if i.kind == "order"} if plan is not None else set(s.accounts)
+    out = []
+    for acc_cfg in s.book.accounts:
+        if (
+            acc_cfg.name in names
+            and getattr(acc_cfg, "kind", "paper") == "exchange"
+            and getattr(acc_cfg, "read_only", True)
+        ):
+            out.append(acc_cfg.name)
+    return out
+
+
+def require_trading(s: Session, plan: Plan | None = None) -> None:
+    """Refuse ``--execute`` / ``--auto`` while an exchange account that would trade is read-only (ConfigError)."""
+    blocked = read_only_accounts(s, plan)
+    if blocked:
+        names = ", ".join(f"`{n}`" for n in blocked)
+        raise ConfigError(
+            f"{s.lb.path}: account {names} is read-only (`read_only: true`, the default): sending orders needs both "
+            "`--execute` and `read_only: false` on the account in the book file (try the venue's testnet first: "
+            "`sandbox: true`)"
+        )
+
+
+def halted(s: Session) -> dict[str, Any] | None:
+    """The halt in force (``{since_ms, reason}``), or None."""
+    value = _state(s, "halted")
+    if not value:
+        return None
+    return dict(value) if isinstance(value, Mapping) else {"since_ms": None, "reason": "halted"}
+
+
+def _ours(s: Session, cid: str) -> bool:
+    return cid.startswith("ph" + s.book.id)
+
+
+def _journaled_ids(s: Session) -> set[str]:
+    assert s.store is not None
+    return {r.client_id for r in s.store.journal(kinds=["order_intent"]) if r.client_id}
+
+
+def reconcile(s: Session, snap: FeedSnapshot) -> list[dict[str, Any]]:
+    """Positions at the venue vs what the journal explains (design §4 step 4): the positions seen at the end of
+    the last tick plus the fills and liquidations journaled since. A difference above half a lot is a
+    ``manual_change`` (journaled, alerted); decisions always start from the venue's numbers, so the target is
+    recomputed from them. The first tick adopts what the venue holds (journaled as ``positions_adopted``)."""
+    if s.store is None or not s.store.writable or s.replay:
+        return []
+    current = _positions_now(s)
+    seen = _state(s, "positions_seen")
+    changes: list[dict[str, Any]] = []
+    if not seen:
+        held = {k: v for k, v in current.items() if v != 0}
+        with _txn(s):
+            if held:
+                _journal(s, "positions_adopted", {"positions": held}, ts_ms=snap.now_ms)
+            _set_state(s, "positions_seen", {"seq": s.store.last_seq(), "pos": current})
+        return []
+    expected = {k: float(v) for k, v in seen["pos"].items()}
+    for r in s.store.journal(kinds=["fill", "liquidation"], since_seq=int(seen["seq"])):
+        key = f"{r.account}|{r.instrument}"
+        qty = float(r.data.get("contracts", 0.0))
+        if r.kind == "fill":
+            expected[key] = expected.get(key, 0.0) + (qty if r.data.get("side") == "sell" else -qty)
+        else:
+            expected[key] = expected.get(key, 0.0) - qty
+    lots = {(leg.account, leg.inst.id): float(leg.inst.lot_size) for leg in s.legs}
+    for key in sorted(set(expected) | set(current)):
+        name, inst = key.split("|", 1)
+        want, have = expected.get(key, 0.0), current.get(key, 0.0)
+        if abs(have - want) > 0.5 * lots.get((name, inst), 0.0) + 1e-12:
+            change = {"account": name, "instrument": inst, "expected": want, "venue": have, "difference": have - want}
+            changes.append(change)
+    with _txn(s):
+        for c in changes:
+            _journal(s, "manual_change", c, ts_ms=snap.now_ms, account=c["account"], instrument=c["instrument"])
+        _set_state(s, "positions_seen", {"seq": s.store.last_seq(), "pos": current})
+    from perphedge.core.alerts import Observation
+
+    for c in changes:
+        subject = f"{c['account']}:{c['instrument']}@{snap.now_ms}"
+        s.pending_observations.append(Observation(alert="manual_change", subject=subject, value=1.0))
+    return changes
+
+
+def _positions_now(s: Session) -> dict[str, float]:
+    insts = {(leg.account, leg.inst.id) for leg in s.legs}
+    out: dict[str, float] = {f"{a}|{i}": 0.0 for a, i in insts}
+    for name, acc in s.accounts.items():
+        for pos in acc.positions():
+            if (name, pos.instrument) in insts:
+                out[f"{name}|{pos.instrument}"] = float(pos.contracts)
+    return out
+
+
+def _remember_positions(s: Session) -> None:
+    if s.store is None or not s.store.writable or s.replay:
+        return
+    with _txn(s):
+        _set_state(s, "positions_seen", {"seq": s.store.last_seq(), "pos": _positions_now(s)})
+
+
+def halt(s: Session, now_ms: int, *, reason: str = "") -> dict[str, Any]:
+    """The kill switch: the book is marked halted first (no decision is sent from now on, by any command), then
+    every open order of this book is cancelled at every account. A venue that cannot be reached is reported;
+    rerunning ``halt`` retries its cancels. ``resume`` lifts the halt. A dead price feed does not stop it (the
+    interrupted decision, if any, is then left for the next run to recover)."""
+    assert s.store is not None and s.store.writable
+    with s.store.transaction():
+        s.store.set_state("halted", {"since_ms": now_ms, "reason": reason or "halted by hand"})
+        s.store.append("halt", {"reason": reason or "halted by hand"}, ts_ms=now_ms)
+    recover_notes: list[str] = []
+    try:
+        snap = snapshot(s, now_ms)
+        recover_notes = recover(s, snap)
+    except PerphedgeError as exc:
+        recover_notes = [f"recovery skipped: {exc}"]
+    known = _journaled_ids(s)
+    cancelled: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for name, acc in s.accounts.items():
+        try:
+            orders = acc.open_orders()
+        except ExchangeError as exc:
+            errors.append(f"{name}: open orders unknown: {exc}")
+            continue
+        for o in orders:
+            if not (_ours(s, o.client_id) or o.client_id in known):
+                continue
+            try:
+                res = acc.cancel_order(o.instrument, o.client_id)
+            except ExchangeError as exc:
+                errors.append(f"{name}: cancel {o.client_id}: {exc}")
+                continue
+            status = res.status if res is not None else "not_found"
+            cancelled.append({"account": name, "instrument": o.instrument, "client_id": o.client_id, "status": status})
+            s.store.append(
+                "order_cancelled",
+                {"status": status, "filled_contracts": res.filled_contracts if res is not None else 0.0},
+                ts_ms=now_ms,
+                account=name,
+                instrument=o.instrument,
+                client_id=o.client_id,
+            )
+    s.store.append("halt_done", {"cancelled": len(cancelled), "errors": errors}, ts_ms=now_ms)
+    return {
+        "schema": "perphedge.book-halt/1",
+        "book": {"id": s.book.id, "file": str(s.lb.path)},
+        "halted": True,
+        "cancelled": cancelled,
+        "errors": errors,
+        "recovery": recover_notes,
+    }
+
+
+def resume(s: Session, now_ms: int) -> dict[str, Any]:
+    """Lift a halt: decisions may be sent again (by ``rebalance --execute`` or ``watch --auto``)."""
+    assert s.store is not None and s.store.writable
+    was = _state(s, "halted")
+    with s.store.transaction():
+        s.store.set_state("halted", None)
+        s.store.append("resume", {"was_halted": bool(was)}, ts_ms=now_ms)
+    return {
+        "schema": "perphedge.book-halt/1",
+        "book": {"id": s.book.id, "file": str(s.lb.path)},
+        "halted": False,
+        "was_halted": bool(was),
+    }
+
+
 # ------------------------------------------------------------------------------------------------ ticks
 
 
@@ -2221,7 +2605,13 @@ def tick(
     if s.store is not None and s.store.writable:
         recover(s, snap)
         events = advance(s, snap)
+        reconcile(s, snap)
     plan = plan_rebalance(s, snap) if decide else None
+    if plan is not None and plan.manual and s.store is not None and s.store.writable:
+        from perphedge.core.alerts import Observation
+
+        for m in plan.manual:
+            s.pending_observations.append(Observation(alert="manual_transfer", subject=m["subject"], value=1.0))
     status = status_document(s, snap, decision=plan, totals=not s.replay)
     alerts = run_alerts(s, status, snap) if (s.store is not None and s.store.writable) else []
     refused: list[Any] = []
@@ -2259,7 +2649,9 @@ def tick(
                             },
                             ts_ms=snap.now_ms,
                         )
-            if not refused and execute and decided_at(s, snap) is None and (confirm is None or confirm(plan)):
+            if not refused and execute and decided_at(s, snap) is None and read_only_accounts(s, plan):
+                blocked = "read-only account: " + ", ".join(read_only_accounts(s, plan)) + " (`read_only: true`)"
+            elif not refused and execute and decided_at(s, snap) is None and (confirm is None or confirm(plan)):
                 results = execute_plan(s, plan, snap)
                 status = status_document(s, snap, decision=plan, totals=not s.replay)  # after the trades
     finish_tick(s, snap, status)
@@ -2289,6 +2681,7 @@ def finish_tick(s: Session, snap: FeedSnapshot, status: Mapping[str, Any] | None
     with s.store.transaction():
         s.store.append("tick", data, ts_ms=snap.now_ms, bar=int(s.bar_number(snap)))
         s.store.set_state("last_tick_ms", snap.now_ms)
+    _remember_positions(s)
     flush_webhooks(s)  # last: a slow or dead receiver never delays the tick's orders
 
 
