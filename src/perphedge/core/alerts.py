@@ -79,7 +79,12 @@ class AlertSpec:
     liquidation_mismatch_ticks: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("liquidation_distance_below", "ratio_off_by", "funding_cost_8h_above", "liquidation_mismatch_ticks"):
+        for name in (
+            "liquidation_distance_below",
+            "ratio_off_by",
+            "funding_cost_8h_above",
+            "liquidation_mismatch_ticks",
+        ):
             value = getattr(self, name)
             if value is None:
                 continue
