@@ -174,7 +174,16 @@ def render_status(doc: dict[str, Any], console: Any) -> None:
         )
     console.print(h)
     for acc in doc["accounts"]:
-        t = Table(title=f"Account {acc['name']} ({acc['kind']} {acc['venue']}, isolated)", title_justify="left")
+        flags = [acc.get("margin_mode") or "isolated"]
+        if acc["kind"] == "exchange":
+            flags.append("read-only" if acc.get("read_only") else "trading")
+            if acc.get("sandbox"):
+                flags.append("testnet")
+        if acc.get("halted"):
+            flags.append("HALTED")
+        t = Table(
+            title=f"Account {acc['name']} ({acc['kind']} {acc['venue']}, {', '.join(flags)})", title_justify="left"
+        )
         for col in ("asset", "wallet", "used", "value USD"):
             t.add_column(col, justify="left" if col == "asset" else "right")
         for bal in acc["balances"]:
@@ -187,17 +196,23 @@ def render_status(doc: dict[str, Any], console: Any) -> None:
             p.add_column("field")
             p.add_column("value", justify="right")
             sa = r["settle_asset"]
+            live = acc["kind"] == "exchange"
+            trigger = (
+                ("liquidation (venue)", _num(r.get("venue_liquidation_price"), ",.2f"))
+                if live
+                else ("liquidation (paper trigger)", _num(r["trigger_price"], ",.2f"))
+            )
             cells = [
                 ("side", f"{r['side']} {_num(r['contracts'])} contracts"),
                 ("size", f"{_num(r['size'])} {r['size_unit']} ({_usd(r['notional_usd'])} USD)"),
-                ("entry (settled)", _num(r["entry_price"], ",.2f")),
+                ("entry (averaged)" if live else "entry (settled)", _num(r["entry_price"], ",.2f")),
                 ("mark", _num(r["mark_price"], ",.2f")),
                 ("unrealised PnL", f"{_num(r['upnl_settle'], ',.6g')} {sa} ({_usd(r['upnl_usd'], 2)} USD)"),
                 ("margin", f"{_num(r['margin_settle'], ',.6g')} {sa} ({_usd(r['margin_usd'], 2)} USD)"),
                 ("leverage", _num(r["leverage"], ".2f")),
                 ("maintenance rate", _pct(r["maintenance_margin_rate"], 2)),
-                ("liquidation (paper trigger)", _num(r["trigger_price"], ",.2f")),
-                ("liquidation (exchange formula)", _num(r["liquidation_price"], ",.2f")),
+                trigger,
+                ("liquidation (perphedge formula)", _num(r["liquidation_price"], ",.2f")),
                 ("bankruptcy", _num(r["bankruptcy_price"], ",.2f")),
                 ("to liquidation", _pct(r["distance_to_liquidation"])),
                 (f"{r['proxy_asset']} move to liquidation", _pct(r["proxy_move_to_liquidation"])),
@@ -205,6 +220,17 @@ def render_status(doc: dict[str, Any], console: Any) -> None:
                 ("funding / day", f"{_usd(r['funding_usd_per_day'], 2)} USD"),
                 ("collateral", r["collateral_source"]),
             ]
+            if live:
+                cells += [
+                    (
+                        "gap to the venue's",
+                        "" if r.get("liquidation_gap_ticks") is None else f"{r['liquidation_gap_ticks']:,.1f} ticks",
+                    ),
+                    (
+                        "venue leverage / mode",
+                        f"{_num(r.get('venue_leverage'), '.4g')} {r.get('position_margin_mode') or ''}",
+                    ),
+                ]
             for i in range(0, len(cells), 2):
                 a, b = cells[i], cells[i + 1] if i + 1 < len(cells) else ("", "")
                 p.add_row(a[0], a[1], b[0], b[1])
