@@ -765,6 +765,9 @@ def _make_accounts(
 
     out: dict[str, Account] = {}
     for acc in lb.book.accounts:
+        if getattr(acc, "kind", "paper") == "exchange":
+            out[acc.name] = _live_account(lb, acc, [leg for leg in legs if leg.account == acc.name], store)
+            continue
         mine = {
             leg.inst.id: PaperLeg(instrument=leg.inst, params=leg.params) for leg in legs if leg.account == acc.name
         }
@@ -785,6 +788,37 @@ def _make_accounts(
             bar_ms=_bar_ms(lb.book.step),
         )
     return out
+
+
+def _live_account(lb: LoadedBook, acc: Any, legs: list[LegCtx], store: BookStore | None) -> Account:
+    """A live ccxt account (credentials read now, from the environment or the keyring; never stored)."""
+    from perphedge.exchange.credentials import resolve_credentials
+    from perphedge.exchange.live import open_live_account
+
+    creds = resolve_credentials(acc)
+    since = 0
+    if store is not None:
+        rows = [r for r in store.journal(kinds=["funding"], descending=True) if r.account == acc.name][:1]
+        if rows:
+            since = int(rows[0].data.get("settlement_ms", 0)) + 1
+        else:
+            first = store.journal(descending=False, limit=1)
+            since = first[0].ts_ms if first else 0
+    if since <= 0:
+        since = _now_ms()  # a new book counts the funding from now on, not the account's past
+    options: dict[str, Any] = {"margin_mode": acc.margin_mode}
+    if acc.bybit_account is not None:
+        options["bybit_account"] = acc.bybit_account
+    return open_live_account(
+        name=acc.name,
+        venue=acc.exchange,
+        credentials={"key": creds.key, "secret": creds.secret, "password": creds.password or ""},
+        instruments=[leg.inst for leg in legs],
+        sandbox=acc.sandbox,
+        read_only=acc.read_only,
+        funding_since_ms=since,
+        options=options,
+    )
 
 
 def _open_reader(lb: LoadedBook, path: Path) -> BookStore:
