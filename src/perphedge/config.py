@@ -32,11 +32,11 @@ from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, MIN_PRICE_USD
 from perphedge.errors import ConfigError
 
 __all__ = [
+    "EXCHANGE_ACCOUNT_VENUES",
     "MAX_PRICE_USD",
     "MAX_QUANTITY",
     "MAX_VALUE_USD",
     "AlertsModel",
-    "EXCHANGE_ACCOUNT_VENUES",
     "BookFile",
     "ExchangeAccountModel",
     "FeedModel",
@@ -1010,7 +1010,6 @@ class PaperAccountModel(BaseModel):
                 raise _At((asset,), f"starting balance of {asset} must be > 0 and <= {MAX_VALUE_USD:g}, was {amount!r}")
         return {k.strip().upper(): v for k, v in value.items()}
 
-
     @property
     def venue(self) -> str:
         """The exchange of the instruments this account holds (as the bundled specs spell it)."""
@@ -1349,9 +1348,9 @@ class BookFile(BaseModel):
 
     @field_validator("accounts")
     @classmethod
-    def _accounts_count(cls, value: list[PaperAccountModel | ExchangeAccountModel]) -> list[
-        PaperAccountModel | ExchangeAccountModel
-    ]:
+    def _accounts_count(
+        cls, value: list[PaperAccountModel | ExchangeAccountModel]
+    ) -> list[PaperAccountModel | ExchangeAccountModel]:
         if not 1 <= len(value) <= 16:
             raise ValueError(f"must list 1 to 16 accounts, lists {len(value)}")
         return value

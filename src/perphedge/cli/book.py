@@ -421,7 +421,8 @@ def init_cmd(
     else:
         where = f"keyring service {live.keyring.service}" if live.keyring else f"${live.key_env}, ${live.secret_env}"
         mode = "TRADING (read_only: false)" if not live.read_only else "read-only"
-        what = f"live account on {live.exchange}{' (sandbox)' if live.sandbox else ''}, {mode}, credentials from {where}"
+        venue = f"{live.exchange}{' (sandbox)' if live.sandbox else ''}"
+        what = f"live account on {venue}, {mode}, credentials from {where}"
     typer.echo(f"wrote {out.path} (book {out.book_id}): {what}; feed {out.feed}; hedge {', '.join(out.instruments)}")
     typer.echo(f"next: perphedge book status {out.path}")
 
