@@ -32,6 +32,7 @@ from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, MIN_PRICE_USD
 from perphedge.errors import ConfigError
 
 __all__ = [
+    "ENV_NAME",
     "EXCHANGE_ACCOUNT_VENUES",
     "MAX_PRICE_USD",
     "MAX_QUANTITY",
@@ -53,6 +54,7 @@ __all__ = [
     "RunFile",
     "book_asset_code",
     "load_portfolio_file",
+    "looks_like_a_key",
     "parse_book",
     "parse_duration",
     "parse_portfolio",
