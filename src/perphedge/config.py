@@ -1040,18 +1040,12 @@ _ENV_FIELDS = ("key_env", "secret_env", "password_env")
 
 
 def looks_like_a_key(text: str) -> bool:
-    """Whether ``text``, given where a variable NAME belongs, looks like a key or secret itself: 24+ hex digits,
-    or 16+ characters mixing upper and lower case and digits without the ``_`` that variable names use."""
+    """Whether ``text``, given where a variable NAME belongs, looks like a key or secret itself: 24+ hex digits, or
+    16+ characters mixing letters and digits without the ``_`` that separates the words of variable names."""
     t = text.strip()
     if len(t) >= 24 and re.fullmatch(r"(0[xX])?[0-9A-Fa-f]+", t):
         return True
-    return (
-        len(t) >= 16
-        and "_" not in t
-        and any(c.isdigit() for c in t)
-        and any(c.islower() for c in t)
-        and any(c.isupper() for c in t)
-    )
+    return len(t) >= 16 and "_" not in t and any(c.isdigit() for c in t) and any(c.isalpha() for c in t)
 
 
 def _env_name(value: Any) -> Any:

@@ -225,6 +225,7 @@ def test_bad_variable_names_are_refused_and_not_echoed(field: str, name: str) ->
         "3B9F0C2D4E6A8B1C3D5E7F9A0B2C4D6E",  # 32 hex, all upper: looks like a variable name, is an OKX secret
         "0x" + "ab" * 32,  # a hyperliquid private key
         "0x" + "cd" * 20,  # a wallet address
+        "PHSENTINELKEY0123456789",  # upper case and digits
     ],
 )
 def test_a_key_pasted_as_a_variable_name_is_refused_unseen(value: str) -> None:
