@@ -335,7 +335,7 @@ def test_registering_is_thread_safe() -> None:
 
 def _run_main(monkeypatch: pytest.MonkeyPatch, exc: BaseException, *args: str) -> tuple[int, str, str]:
     """``main`` with ``perphedge instruments`` raising ``exc``; returns (code, stdout, stderr)."""
-    import perphedge.specs as specs
+    from perphedge import specs
 
     def boom(*_a: Any, **_k: Any) -> Any:
         print(f"stdout mentions {KEY}")
