@@ -384,3 +384,38 @@ def test_the_streams_are_restored_after_main(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_module_registry_is_one_object() -> None:
     assert C.redactor() is C.redactor() and isinstance(C.redactor(), Redactor)
+
+
+def test_everything_the_cli_prints_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """typer.echo, rich consoles and logging handlers made inside a command all write through the scrubbed
+    streams (a ccxt error printed by any of them loses its secrets)."""
+    import logging
+
+    import typer
+    from rich.console import Console
+
+    from perphedge import specs
+
+    register_secret(KEY)
+
+    def command(*_a: Any, **_k: Any) -> Any:
+        typer.echo(f"echo {KEY}", err=True)
+        typer.echo(f"echo {KEY}")
+        Console(stderr=True).print(f"rich {KEY}")
+        Console().print(f"rich {KEY}")
+        handler = logging.StreamHandler(sys.stderr)
+        log = logging.getLogger("perphedge.test.redaction")
+        log.addHandler(handler)
+        try:
+            log.warning("log %s", KEY)
+        finally:
+            log.removeHandler(handler)
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(specs, "default_registry", command)
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    assert main(["instruments"]) == 0
+    assert out.getvalue().count(REDACTED) == 2 and err.getvalue().count(REDACTED) == 3
+    assert KEY not in out.getvalue() + err.getvalue()
