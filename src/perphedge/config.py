@@ -32,15 +32,19 @@ from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, MIN_PRICE_USD
 from perphedge.errors import ConfigError
 
 __all__ = [
+    "ENV_NAME",
+    "EXCHANGE_ACCOUNT_VENUES",
     "MAX_PRICE_USD",
     "MAX_QUANTITY",
     "MAX_VALUE_USD",
     "AlertsModel",
     "BookFile",
+    "ExchangeAccountModel",
     "FeedModel",
     "HedgeModel",
     "HoldingModel",
     "IsoDate",
+    "KeyringModel",
     "LegModel",
     "LimitsModel",
     "PaperAccountModel",
@@ -50,6 +54,7 @@ __all__ = [
     "RunFile",
     "book_asset_code",
     "load_portfolio_file",
+    "looks_like_a_key",
     "parse_book",
     "parse_duration",
     "parse_portfolio",
@@ -489,6 +494,7 @@ _TYPE_RULES = {
     "list_type": "must be a list",
     "dict_type": "must be a mapping",
     "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
     "date_type": "must be an ISO 8601 date YYYY-MM-DD",
 }
 
@@ -513,6 +519,13 @@ def _message(err: Any) -> str:
     msg = str(err.get("msg", "invalid"))
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
+    if kind == "union_tag_not_found":
+        return "is required: paper (a simulated account) or exchange (a live account through ccxt)"
+    if kind == "union_tag_invalid":
+        tag = (err.get("ctx") or {}).get("tag")
+        inp = err.get("input")
+        was = _shown(inp.get("kind")) if isinstance(inp, dict) else repr(tag)
+        return f"must be paper (a simulated account) or exchange (a live account through ccxt), was {was}"
     if kind == "extra_forbidden":
         return "unknown key (check the spelling; see the file format in the README)"
     if kind == "missing":
@@ -551,10 +564,15 @@ def _loc_parts(loc: tuple[Any, ...], doc: Any = None) -> tuple[Any, ...]:
     """The field path of a pydantic error without validator and union-member steps (``str``, ``dict[str,any]``)."""
     out: list[Any] = []
     node = doc
+    prev: Any = None
     for part in loc:
         text = str(part)
         if text.startswith("function-"):
             continue
+        if isinstance(node, dict) and isinstance(prev, int) and node.get("kind") == part:
+            prev = part
+            continue  # the tag of a discriminated union (`accounts[0]` of kind `exchange`), not a field
+        prev = part
         in_doc = isinstance(node, dict) and part in node
         if isinstance(part, str) and not in_doc and _UNION_MEMBER.fullmatch(text):
             continue
@@ -576,6 +594,8 @@ def _invalid(exc: ValidationError, doc: Any, source: str) -> ConfigError:
     if isinstance(cause, _At):
         # a field validator's loc ends with its field, which starts the cause's path; a model validator's does not
         loc = loc[:-1] + cause.loc if loc and loc[-1] == cause.loc[0] else loc + cause.loc
+    if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        loc = (*loc, "kind")  # the discriminator of a union (an account's `kind`) is the field at fault
     text = _loc(loc)
     where = f"field `{text}`" if text else "document"
     line = line_of(doc, loc)
@@ -945,6 +965,15 @@ def _url_origin(url: str) -> str:
     return f"{m.group(1)}://{m.group(3)}" if m else "a URL without a scheme"
 
 
+def _account_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", value):
+        raise ValueError(
+            f"must be 1 to 32 letters, digits, `_`, `.` or `-` (it names the account in orders and the "
+            f"journal), was {value!r}"
+        )
+    return value
+
+
 class PaperAccountModel(BaseModel):
     """A simulated account on ``exchange``'s instruments with starting ``balances`` (asset → units)."""
 
@@ -958,12 +987,7 @@ class PaperAccountModel(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", value):
-            raise ValueError(
-                f"must be 1 to 32 letters, digits, `_`, `.` or `-` (it names the account in orders and the "
-                f"journal), was {value!r}"
-            )
-        return value
+        return _account_name(value)
 
     @field_validator("exchange")
     @classmethod
@@ -987,6 +1011,204 @@ class PaperAccountModel(BaseModel):
             if not 0 < amount <= MAX_VALUE_USD:
                 raise _At((asset,), f"starting balance of {asset} must be > 0 and <= {MAX_VALUE_USD:g}, was {amount!r}")
         return {k.strip().upper(): v for k, v in value.items()}
+
+    @property
+    def venue(self) -> str:
+        """The exchange of the instruments this account holds (as the bundled specs spell it)."""
+        return self.exchange
+
+    def holds(self, exchange: str, kind: str) -> bool:
+        """Whether a leg on an instrument of ``exchange`` (bundled-spec name) and ``kind`` (linear|inverse) can be
+        held here: a paper account holds every instrument of its exchange."""
+        del kind
+        return exchange == self.exchange
+
+
+#: Exchange account → (the exchange of the instruments it holds, as the bundled specs spell it; their kinds).
+EXCHANGE_ACCOUNT_VENUES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "binance_usdm": ("binance", ("linear",)),
+    "binance_coinm": ("binance", ("inverse",)),
+    "bybit": ("bybit", ("linear", "inverse")),
+    "okx": ("okx", ("linear", "inverse")),
+    "hyperliquid": ("hyperliquid", ("linear",)),
+}
+#: The name of an environment variable (``key_env``, ``secret_env``, ``password_env``).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: A keyring service name.
+KEYRING_SERVICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}")
+_ENV_FIELDS = ("key_env", "secret_env", "password_env")
+
+
+def looks_like_a_key(text: str) -> bool:
+    """Whether ``text``, given where a variable NAME belongs, looks like a key or secret itself: 24+ hex digits, or
+    16+ characters mixing letters and digits without the ``_`` that separates the words of variable names."""
+    t = text.strip()
+    if len(t) >= 24 and re.fullmatch(r"(0[xX])?[0-9A-Fa-f]+", t):
+        return True
+    return len(t) >= 16 and "_" not in t and any(c.isdigit() for c in t) and any(c.isalpha() for c in t)
+
+
+def _env_name(value: Any) -> Any:
+    """A variable name, checked without ever echoing the value (it may be a key pasted in the wrong place)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"must be the NAME of an environment variable (text such as BINANCE_KEY), was {_kind_of_value(value)} "
+            "(not shown)"
+        )
+    text = value.strip()
+    if looks_like_a_key(text):
+        raise ValueError(
+            f"must be the NAME of an environment variable (such as BINANCE_KEY), not the key itself: the value "
+            f"({len(text)} characters, not shown) looks like a key; export it as a variable and give its name"
+        )
+    if not ENV_NAME.fullmatch(text):
+        raise ValueError(
+            f"must be the NAME of an environment variable: a letter or `_`, then letters, digits or `_`, at most 128 "
+            f"(such as BINANCE_KEY), was {len(text)} characters that are not one (not shown, in case it is a key)"
+        )
+    return text
+
+
+def _kind_of_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "null" if value is None else type(value).__name__
+
+
+class KeyringModel(BaseModel):
+    """``keyring: {service: NAME}``: the OS keyring's entries (NAME, ``key``), (NAME, ``secret``) and, for okx,
+    (NAME, ``password``)."""
+
+    model_config = _STRICT
+    service: str
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        if not KEYRING_SERVICE.fullmatch(value):
+            raise ValueError(
+                "must be a keyring service name: a letter or digit, then letters, digits, `_`, `.`, `:`, `@`, `/` or "
+                f"`-`, at most 128 (such as perphedge-binance), was {len(value)} characters that are not one"
+            )
+        return value
+
+
+class ExchangeAccountModel(BaseModel):
+    """A live account on ``exchange``, reached through ccxt with credentials from the environment or the OS keyring.
+
+    Never a key in the file: ``key_env`` / ``secret_env`` (/ ``password_env``, okx's passphrase) name environment
+    variables, or ``keyring: {service: NAME}`` names keyring entries; both are read when the client is built. For
+    hyperliquid the "key" is the wallet address and the "secret" its private key. ``read_only`` (the default)
+    never sends an order; ``sandbox`` uses the venue's testnet/demo endpoints; ``margin_mode`` is the mode the book
+    expects the venue to use (the account checks the venue's).
+    """
+
+    model_config = _STRICT
+    name: str
+    kind: Literal["exchange"]
+    exchange: str
+    key_env: str | None = None
+    secret_env: str | None = None
+    password_env: str | None = None
+    keyring: KeyringModel | None = None
+    sandbox: bool = False
+    read_only: bool = True
+    bybit_account: Literal["unified", "classic"] | None = None
+    margin_mode: Literal["isolated", "cross"] = "isolated"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _account_name(value)
+
+    @field_validator("exchange", mode="before")
+    @classmethod
+    def _exchange(cls, value: Any) -> Any:
+        choices = ", ".join(EXCHANGE_ACCOUNT_VENUES)
+        if not isinstance(value, str) or value.strip().lower() not in EXCHANGE_ACCOUNT_VENUES:
+            hint = ""
+            if isinstance(value, str) and value.strip().lower() in ("binance", "binanceusdm", "binancecoinm"):
+                hint = " (binance_usdm: USDⓈ-M linear perpetuals; binance_coinm: COIN-M inverse)"
+            shown = repr(value[:40]) if isinstance(value, str) else _shown(value)
+            raise ValueError(f"must be one of {choices}{hint}, was {shown}")
+        return value.strip().lower()
+
+    @field_validator(*_ENV_FIELDS, mode="before")
+    @classmethod
+    def _env(cls, value: Any) -> Any:
+        return _env_name(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bybit_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("exchange") == "bybit" and "bybit_account" not in data:
+            return {**data, "bybit_account": "unified"}
+        return data
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ExchangeAccountModel:
+        env = {f: getattr(self, f) for f in _ENV_FIELDS if getattr(self, f) is not None}
+        if self.keyring is not None and env:
+            raise _At(
+                (next(iter(env)),),
+                "give the credentials from ONE source: `key_env`/`secret_env` (environment variables) or `keyring` "
+                "(the OS keyring), not both",
+            )
+        if self.keyring is None:
+            if not env:
+                raise _At(
+                    ("key_env",),
+                    "is required: name the environment variables that hold the API key and secret with `key_env` "
+                    "and `secret_env` (e.g. key_env: BINANCE_KEY), or give `keyring: {service: NAME}`; never the "
+                    "keys themselves",
+                )
+            for f in ("key_env", "secret_env"):
+                if f not in env:
+                    other = "secret_env" if f == "key_env" else "key_env"
+                    raise _At((f,), f"is required with `{other}` (the API key and its secret are both needed)")
+            if self.key_env == self.secret_env:
+                raise _At(("secret_env",), f"must name another variable than `key_env` ({self.key_env})")
+            if self.exchange == "okx" and self.password_env is None:
+                raise _At(("password_env",), "is required for okx: the variable holding the API passphrase")
+            if self.password_env is not None and self.password_env in (self.key_env, self.secret_env):
+                raise _At(("password_env",), "must name another variable than `key_env` and `secret_env`")
+        if self.password_env is not None and self.exchange != "okx":
+            raise _At(
+                ("password_env",),
+                f"applies to okx only (its API passphrase); {self.exchange} takes a key and a secret: remove it",
+            )
+        if self.bybit_account is not None and self.exchange != "bybit":
+            raise _At(
+                ("bybit_account",),
+                f"applies to bybit only (unified or classic account); remove it for {self.exchange}",
+            )
+        return self
+
+    @property
+    def venue(self) -> str:
+        """The exchange of the instruments this account holds (as the bundled specs spell it: binance, bybit...)."""
+        return EXCHANGE_ACCOUNT_VENUES[self.exchange][0]
+
+    @property
+    def instrument_kinds(self) -> tuple[str, ...]:
+        """The instrument kinds (linear, inverse) this account trades."""
+        return EXCHANGE_ACCOUNT_VENUES[self.exchange][1]
+
+    def holds(self, exchange: str, kind: str) -> bool:
+        """Whether a leg on an instrument of ``exchange`` (bundled-spec name) and ``kind`` can be held here."""
+        return exchange == self.venue and kind in self.instrument_kinds
+
+
+#: An account of a book: ``kind: paper`` (simulated) or ``kind: exchange`` (live, through ccxt).
+AccountModel = Annotated[PaperAccountModel | ExchangeAccountModel, Field(discriminator="kind")]
 
 
 class FeedModel(BaseModel):
@@ -1108,7 +1330,7 @@ class BookFile(BaseModel):
     margin: MarginRunModel = Field(default_factory=MarginRunModel)
     funding: FundingRunModel = Field(default_factory=FundingRunModel)
     feed: FeedModel = Field(default_factory=FeedModel)
-    accounts: list[PaperAccountModel]
+    accounts: list[AccountModel]
     limits: LimitsModel = Field(default_factory=LimitsModel)
     alerts: AlertsModel = Field(default_factory=AlertsModel)
     execution: ExecutionModel = Field(default_factory=ExecutionModel)
@@ -1140,7 +1362,9 @@ class BookFile(BaseModel):
 
     @field_validator("accounts")
     @classmethod
-    def _accounts_count(cls, value: list[PaperAccountModel]) -> list[PaperAccountModel]:
+    def _accounts_count(
+        cls, value: list[PaperAccountModel | ExchangeAccountModel]
+    ) -> list[PaperAccountModel | ExchangeAccountModel]:
         if not 1 <= len(value) <= 16:
             raise ValueError(f"must list 1 to 16 accounts, lists {len(value)}")
         return value

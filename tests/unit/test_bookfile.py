@@ -496,7 +496,7 @@ def test_webhook_urls(url: str, ok: bool) -> None:
         (("feed", "source"), "bin ance", "feed.source"),
         (("feed", "kind"), "ws", "feed.kind"),
         (("accounts", 0, "exchange"), "Bin/ance", "accounts[0].exchange"),
-        (("accounts", 0, "kind"), "exchange", "accounts[0].kind"),
+        (("accounts", 0, "kind"), "live", "accounts[0].kind"),
         (("step",), "4h", "step"),
         (("decide",), "always", "decide"),
         (("book",), 2, "book"),

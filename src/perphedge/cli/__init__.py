@@ -492,7 +492,61 @@ def _os_error_line(exc: OSError) -> str:
     return f"{' -> '.join(paths)}: {reason}"
 
 
+class _RedactingStream:
+    """A text stream that scrubs registered secrets (:mod:`perphedge.exchange.credentials`) from every write: the
+    safety net under the command line's own output, whatever prints (rich, typer, logging, tracebacks)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: Any) -> int:
+        if isinstance(text, str):
+            from perphedge.exchange.credentials import redact
+
+            text = redact(text)
+        return int(self._stream.write(text))
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    @property
+    def buffer(self) -> Any:  # binary writes would bypass the scrubbing: not offered
+        raise AttributeError("buffer")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _print_traceback(exc: BaseException | None = None) -> None:
+    """The traceback of ``exc`` (default: the one being handled) on stderr, with every secret scrubbed."""
+    import traceback
+
+    from perphedge.exchange.credentials import redact
+
+    text = "".join(traceback.format_exception(exc)) if exc is not None else traceback.format_exc()
+    sys.stderr.write(redact(text))
+    sys.stderr.flush()
+
+
+def _error(line: str) -> None:
+    """``perphedge: error: <line>`` on stderr, scrubbed of secrets."""
+    from perphedge.exchange.credentials import redact
+
+    print(f"perphedge: error: {redact(_one_line(line))}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point (see :func:`_main`); everything it prints is scrubbed of registered secrets."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _RedactingStream(out), _RedactingStream(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: list[str] | None = None) -> int:
     """Entry point. Returns the exit code.
 
     * 0 success (also ``--help``, ``--version``, and a command given without its arguments, which prints
@@ -504,8 +558,6 @@ def main(argv: list[str] | None = None) -> int:
       rerun with ``--debug`` (or PERPHEDGE_DEBUG=1), which prints the full traceback;
     * 130 interrupted (Ctrl-C).
     """
-    import traceback
-
     _STATE["debug"] = _debug_env()
     ce = _click_exceptions()
     exits = (typer.Exit, getattr(ce, "Exit", typer.Exit))
@@ -525,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except PerphedgeError as exc:
         if debug():
-            traceback.print_exc()
-        print(f"perphedge: error: {_one_line(str(exc))}", file=sys.stderr)
+            _print_traceback()
+        _error(str(exc))
         return 2
     except exits as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
@@ -540,10 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     except ce.UsageError as exc:
         from perphedge.cli.options import usage_error_line
 
-        print(f"perphedge: error: {_one_line(usage_error_line(exc))}", file=sys.stderr)
+        _error(usage_error_line(exc))
         return 2
     except typer.TyperException as exc:  # e.g. a file the parser could not open
-        print(f"perphedge: error: {_one_line(exc.format_message())}", file=sys.stderr)
+        _error(exc.format_message())
         return 2
     except BrokenPipeError:
         # the reader of our output went away (`perphedge ... | head`): stop quietly
@@ -557,8 +609,8 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno is None:  # not a file-system error: treat as ours
             return _internal_error(exc, debug())
         if debug():
-            traceback.print_exc()
-        print(f"perphedge: error: {_one_line(_os_error_line(exc))}", file=sys.stderr)
+            _print_traceback()
+        _error(_os_error_line(exc))
         return 2
     except Exception as exc:
         return _internal_error(exc, debug())
@@ -566,11 +618,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _internal_error(exc: BaseException, debug: bool) -> int:
     """An exception nobody expected: our bug. One line (or the traceback with --debug), exit 1."""
-    import traceback
+    from perphedge.exchange.credentials import redact
 
-    line = f"perphedge: internal error: {type(exc).__name__}: {_one_line(str(exc))}"
+    line = redact(f"perphedge: internal error: {type(exc).__name__}: {_one_line(str(exc))}")
     if debug:
-        traceback.print_exception(exc)
+        _print_traceback(exc)
         print(line, file=sys.stderr)
     else:
         print(f"{line} (rerun with --debug for the traceback)", file=sys.stderr)

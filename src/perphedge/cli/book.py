@@ -336,7 +336,35 @@ def render_plan(doc: dict[str, Any], console: Any) -> None:
 def init_cmd(
     book: BookArg,
     portfolio: Annotated[Path, typer.Option("--portfolio", help="Portfolio file the book holds.")],
-    paper: Annotated[str, typer.Option("--paper", help="Exchange whose instruments the paper account trades.")],
+    paper: Annotated[
+        str | None, typer.Option("--paper", help="Exchange whose instruments a paper (simulated) account trades.")
+    ] = None,
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            "--exchange",
+            help="A live account instead: binance_usdm, binance_coinm, bybit, okx or hyperliquid (read-only unless "
+            "--trading).",
+        ),
+    ] = None,
+    key_env: Annotated[
+        str | None, typer.Option("--key-env", help="Live: NAME of the environment variable holding the API key.")
+    ] = None,
+    secret_env: Annotated[
+        str | None, typer.Option("--secret-env", help="Live: NAME of the environment variable holding the secret.")
+    ] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option("--password-env", help="Live, okx only: NAME of the variable holding the API passphrase."),
+    ] = None,
+    keyring: Annotated[
+        str | None,
+        typer.Option("--keyring", help="Live: OS keyring service holding entries key, secret (and password)."),
+    ] = None,
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="Live: the venue's testnet/demo endpoints.")] = False,
+    trading: Annotated[
+        bool, typer.Option("--trading", help="Live: allow orders (read_only: false); default read-only.")
+    ] = False,
     balance: Annotated[
         list[str] | None,
         typer.Option("--balance", help="Starting balance ASSET=AMOUNT (repeat); default USDT, 2x the margin."),
@@ -356,6 +384,17 @@ def init_cmd(
     if book.is_dir():
         raise ConfigError(f"invalid BOOK: {book} is a directory: give the book file's path, e.g. {book}/my.book.yaml")
     balances = _init_balances(balance or [])
+    live = _live_account(
+        paper,
+        exchange,
+        key_env=key_env,
+        secret_env=secret_env,
+        password_env=password_env,
+        keyring=keyring,
+        sandbox=sandbox,
+        trading=trading,
+        balances=bool(balances),
+    )
     if feed is not None:
         feed = _fmt_choice(feed, ("store", "live", "portfolio"), "--feed")
     store = _market_store_opt(store)
@@ -393,14 +432,105 @@ def init_cmd(
             f"({', '.join(sorted({h.asset.upper() for h in pfile.holdings}))}): there is nothing to hedge"
         )
     out = init_book(
-        book, portfolio=portfolio, exchange=paper, balances=balances or None, feed=feed, market_store=store, force=force
+        book,
+        portfolio=portfolio,
+        exchange=paper,
+        balances=balances or None,
+        feed=feed,
+        market_store=store,
+        force=force,
+        live=live,
     )
-    bal = ", ".join(f"{v:,.8g} {k}" for k, v in out.balances.items())
-    typer.echo(
-        f"wrote {out.path} (book {out.book_id}): paper account on {paper} with {bal}; feed {out.feed}; "
-        f"hedge {', '.join(out.instruments)}"
-    )
+    if live is None:
+        bal = ", ".join(f"{v:,.8g} {k}" for k, v in out.balances.items())
+        what = f"paper account on {paper} with {bal}"
+    else:
+        where = f"keyring service {live.keyring.service}" if live.keyring else f"${live.key_env}, ${live.secret_env}"
+        mode = "TRADING (read_only: false)" if not live.read_only else "read-only"
+        venue = f"{live.exchange}{' (sandbox)' if live.sandbox else ''}"
+        what = f"live account on {venue}, {mode}, credentials from {where}"
+    typer.echo(f"wrote {out.path} (book {out.book_id}): {what}; feed {out.feed}; hedge {', '.join(out.instruments)}")
     typer.echo(f"next: perphedge book status {out.path}")
+
+
+#: `book init` flags of a live account → the account's fields.
+_LIVE_FLAGS = {
+    "exchange": "--exchange",
+    "key_env": "--key-env",
+    "secret_env": "--secret-env",
+    "password_env": "--password-env",
+    "keyring": "--keyring",
+    "service": "--keyring",
+    "sandbox": "--sandbox",
+    "read_only": "--trading",
+    "bybit_account": "--exchange",
+}
+
+
+def _live_account(
+    paper: str | None,
+    exchange: str | None,
+    *,
+    key_env: str | None,
+    secret_env: str | None,
+    password_env: str | None,
+    keyring: str | None,
+    sandbox: bool,
+    trading: bool,
+    balances: bool,
+) -> Any:
+    """The live account of ``book init --exchange`` (an ExchangeAccountModel), or None for ``--paper``; an impossible
+    combination of flags is one ConfigError line naming the flag."""
+    from pydantic import ValidationError
+
+    from perphedge.config import ExchangeAccountModel
+
+    given = {
+        "--key-env": key_env is not None,
+        "--secret-env": secret_env is not None,
+        "--password-env": password_env is not None,
+        "--keyring": keyring is not None,
+        "--sandbox": sandbox,
+        "--trading": trading,
+    }
+    if paper is not None and exchange is not None:
+        raise ConfigError("give --paper EXCHANGE (a simulated account) or --exchange NAME (a live account), not both")
+    if exchange is None:
+        if paper is None:
+            raise ConfigError(
+                "missing account: give --paper EXCHANGE (a simulated account, e.g. --paper binance) or --exchange "
+                "NAME with --key-env and --secret-env (a live account, e.g. --exchange binance_usdm)"
+            )
+        live_only = [flag for flag, on in given.items() if on]
+        if live_only:
+            raise ConfigError(f"invalid `{live_only[0]}`: it is for a live account (--exchange NAME), not --paper")
+        return None
+    if balances:
+        raise ConfigError("invalid `--balance`: a live account's balances are the venue's; --balance is for --paper")
+    from perphedge.config import EXCHANGE_ACCOUNT_VENUES
+
+    name = exchange.strip().lower() if exchange.strip().lower() in EXCHANGE_ACCOUNT_VENUES else "live"
+    doc: dict[str, Any] = {"name": name, "kind": "exchange", "exchange": exchange}
+    for field, value in (("key_env", key_env), ("secret_env", secret_env), ("password_env", password_env)):
+        if value is not None:
+            doc[field] = value
+    if keyring is not None:
+        doc["keyring"] = {"service": keyring}
+    doc |= {"sandbox": sandbox, "read_only": not trading}
+    try:
+        return ExchangeAccountModel.model_validate(doc)
+    except ValidationError as exc:
+        from perphedge.config import _message
+
+        err = exc.errors()[0]
+        cause = (err.get("ctx") or {}).get("error")
+        loc = [str(p) for p in err.get("loc", ())]
+        field = getattr(cause, "loc", (None,))[0] or (loc[-1] if loc else "exchange")
+        flag = _LIVE_FLAGS.get(str(field), "--exchange")
+        text = _message(err)
+        for name, opt in _LIVE_FLAGS.items():  # the model's field names, as the flags the user typed
+            text = text.replace(f"`{name}`", f"`{opt}`")
+        raise ConfigError(f"invalid `{flag}`: {text}") from None
 
 
 def _open(book: Path, *, writer: bool, store: str | None) -> Any:

@@ -53,7 +53,7 @@ from perphedge.errors import ConfigError, DataError, ExchangeError, PerphedgeErr
 from perphedge.jsonsafe import json_safe
 
 if TYPE_CHECKING:
-    from perphedge.config import BookFile, PortfolioFile, RunFile
+    from perphedge.config import BookFile, ExchangeAccountModel, PortfolioFile, RunFile
     from perphedge.core.instruments import Instrument
     from perphedge.core.policies import PolicySpec
     from perphedge.data.bookstore import BookStore, JournalRow
@@ -148,7 +148,7 @@ def _check_book(book: BookFile, pfile: PortfolioFile, source: str) -> None:
 
     registry = default_registry()
     for i, acc in enumerate(book.accounts):
-        if acc.exchange not in registry.exchanges():
+        if acc.kind == "paper" and acc.exchange not in registry.exchanges():
             raise ConfigError(
                 f"{source}: field `accounts[{i}].exchange`: no bundled instruments of `{acc.exchange}`; choose one of "
                 f"{', '.join(sorted(registry.exchanges()))}"
@@ -167,7 +167,7 @@ def _check_book(book: BookFile, pfile: PortfolioFile, source: str) -> None:
             )
     held = {(h.asset.upper(), h.group) for h in pfile.holdings}
     for acc in book.accounts:
-        for asset in acc.balances:
+        for asset in acc.balances if acc.kind == "paper" else ():
             if (asset, f"paper-{acc.name}") in held:
                 raise ConfigError(
                     f"{source}: the portfolio already has a holding of {asset} in group `paper-{acc.name}`, the "
@@ -195,6 +195,7 @@ def _paper_holdings(book: BookFile) -> list[dict[str, Any]]:
     return [
         {"asset": asset, "quantity": amount, "group": f"paper-{acc.name}"}
         for acc in book.accounts
+        if acc.kind == "paper"
         for asset, amount in acc.balances.items()
     ]
 
@@ -247,15 +248,16 @@ def init_book(
     path: str | Path,
     *,
     portfolio: str | Path,
-    exchange: str,
+    exchange: str | None = None,
     balances: Mapping[str, float] | None = None,
     feed: str | None = None,
     market_store: str | None = None,
     force: bool = False,
     today: date | None = None,
+    live: ExchangeAccountModel | None = None,
 ) -> InitOutcome:
-    """Write a new book file holding ``portfolio`` with a paper account on ``exchange`` (never overwrites
-    unless ``force``)."""
+    """Write a new book file holding ``portfolio`` with a paper account on ``exchange``, or with the live exchange
+    account ``live`` (its credentials named, never written; never overwrites unless ``force``)."""
     import yaml
 
     from perphedge.config import load_portfolio_file
@@ -276,10 +278,15 @@ def init_book(
             "delta out of the hedge): plan them with `perphedge plan`, or remove them"
         )
     registry = default_registry()
-    exchange = exchange.strip().lower()
+    if (exchange is None) == (live is None):
+        raise ConfigError("give --paper EXCHANGE (a simulated account) or --exchange NAME (a live account), not both")
+    if live is not None and balances:
+        raise ConfigError("invalid `--balance`: a live account's balances are the venue's; --balance is for --paper")
+    flag = "--paper" if live is None else "--exchange"
+    exchange = live.venue if live is not None else (exchange or "").strip().lower()
     if exchange not in registry.exchanges():
         raise ConfigError(
-            f"invalid `--paper`: no bundled instruments of `{exchange}`; choose one of "
+            f"invalid `{flag}`: no bundled instruments of `{exchange}`; choose one of "
             f"{', '.join(sorted(registry.exchanges()))}"
         )
     from perphedge.core.portfolio import Holding, Portfolio
@@ -293,6 +300,16 @@ def init_book(
     proxy_legs, direct, _ = _resolve_legs(hb.instrument, hb.legs, hb.proxy, port, registry)
     instruments = sorted({leg.instrument.id for leg in proxy_legs} | {i.id for i in direct.values()})
     foreign = [i for i in instruments if not i.startswith(f"{exchange}:")]
+    if live is not None:
+        kinds = live.instrument_kinds
+        wrong = [i for i in instruments if i not in foreign and registry.get(i).kind.value not in kinds]
+        if foreign or wrong:
+            bad = (foreign or wrong)[0]
+            raise ConfigError(
+                f"invalid `--exchange`: the portfolio's hedge trades {bad} ({registry.get(bad).kind.value}), which an "
+                f"account on `{live.exchange}` ({' and '.join(kinds)} instruments of {exchange}) does not hold; "
+                "choose the exchange account of the hedge's instruments, or change `hedge.instrument`"
+            )
     if foreign:
         raise ConfigError(
             f"invalid `--paper`: the portfolio's hedge trades {', '.join(foreign)}, which a paper account on "
@@ -303,14 +320,16 @@ def init_book(
     priced = all(is_stablecoin(h.asset) or h.asset.upper() in prices for h in pfile.holdings) and all(
         b.upper() in prices for b in bases
     )
-    feed_kind = feed or ("portfolio" if priced else "live")
+    feed_kind = feed or ("portfolio" if priced and live is None else "live")
     if feed_kind not in ("store", "live", "portfolio"):
         raise ConfigError(f"invalid `--feed`: must be store, live or portfolio, was {feed_kind!r}")
     if feed_kind == "portfolio" and not priced:
         missing = [h.asset for h in pfile.holdings if not is_stablecoin(h.asset) and h.asset.upper() not in prices]
         missing += sorted(b for b in bases if b.upper() not in prices and b not in missing)
         raise ConfigError(f"invalid `--feed portfolio`: the portfolio gives no price for {', '.join(missing)}")
-    if balances:
+    if live is not None:
+        bal: dict[str, float] = {}
+    elif balances:
         bal = {k.upper(): float(v) for k, v in balances.items()}
     else:
         value = sum(
@@ -333,13 +352,19 @@ def init_book(
     doc: dict[str, Any] = {
         "book": 1,
         "id": book_id,
-        "name": f"{pfile.name} (paper {exchange})",
+        "name": f"{pfile.name} (paper {exchange})"
+        if live is None
+        else f"{pfile.name} ({live.exchange}{' sandbox' if live.sandbox else ''})",
         "portfolio": rel,
         "step": "1d",
         "policy": {"kind": "drift_band", "ratio": float(hb.ratio), "band": 0.10},
         "policy_origin": day,
         "feed": {"kind": feed_kind, "source": exchange} | ({"store": market_store} if market_store else {}),
-        "accounts": [{"name": "paper", "kind": "paper", "exchange": exchange, "balances": bal}],
+        "accounts": [
+            {"name": "paper", "kind": "paper", "exchange": exchange, "balances": bal}
+            if live is None
+            else live.model_dump(mode="json", exclude_none=True)
+        ],
         "limits": {
             "max_leverage": max(3.0, float(hb.leverage) * 1.5),
             "min_liquidation_distance": 0.10,
@@ -510,13 +535,17 @@ def _legs(
     from perphedge.core.policies import policy_decision_at
     from perphedge.usecases.backtest import _leg_params
 
-    by_exchange: dict[str, list[str]] = {}
-    for acc in lb.book.accounts:
-        by_exchange.setdefault(acc.exchange, []).append(acc.name)
     out: list[LegCtx] = []
     for i, leg in enumerate(prep.legs):
         inst = leg.instrument
-        names = by_exchange.get(inst.exchange, [])
+        names = [acc.name for acc in lb.book.accounts if acc.holds(inst.exchange, inst.kind.value)]
+        wrong = [a for a in lb.book.accounts if a.kind == "exchange" and a.venue == inst.exchange]
+        if not names and wrong:
+            raise ConfigError(
+                f"{lb.path}: the hedge trades {inst.id} ({inst.kind.value}), but account `{wrong[0].name}` is "
+                f"`exchange: {wrong[0].exchange}`, which holds {' and '.join(wrong[0].instrument_kinds)} "
+                f"instruments of {inst.exchange} only: use an account of the leg's kind, or change the hedge"
+            )
         if not names:
             raise ConfigError(
                 f"{lb.path}: the hedge trades {inst.id} but no account is on `{inst.exchange}`: add a paper account "
@@ -765,7 +794,7 @@ def _make_accounts(
 
     out: dict[str, Account] = {}
     for acc in lb.book.accounts:
-        if getattr(acc, "kind", "paper") == "exchange":
+        if acc.kind == "exchange":
             out[acc.name] = _live_account(lb, acc, [leg for leg in legs if leg.account == acc.name], store)
             continue
         mine = {
@@ -1107,7 +1136,7 @@ def status_document(
     btc = snap.prices.get("BTC")
     prep = s.prep
     holdings = []
-    paper_assets = {(f"paper-{a.name}", asset) for a in b.accounts for asset in a.balances}
+    paper_assets = {(f"paper-{a.name}", asset) for a in b.accounts if a.kind == "paper" for asset in a.balances}
     for h in _portfolio_holdings(s):
         if (h["group"], h["asset"]) in paper_assets:
             continue
