@@ -346,7 +346,7 @@ class _Api:
                 row: dict[str, Any] = {
                     "symbol": sym,
                     "positionSide": "BOTH",
-                    "positionAmt": _f8(pos.qty) if c.kind == "linear" else str(int(round(pos.qty))),
+                    "positionAmt": _f8(pos.qty) if c.kind == "linear" else str(round(pos.qty)),
                     "entryPrice": _f8(pos.entry_price),
                     "breakEvenPrice": _f8(pos.entry_price),
                     "markPrice": _f8(mark),
