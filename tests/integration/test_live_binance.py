@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from perphedge.core.book import FeedSnapshot, FundingPayment, OrderRequest, TransferRequest
+from perphedge.core.book import FeedSnapshot, FundingPayment, Liquidation, OrderRequest, TransferRequest
+from perphedge.core.instruments import Instrument
 from perphedge.errors import ConfigError, ExchangeError
 from perphedge.exchange.fake import FakeExchange, Fault
+from perphedge.exchange.fake_binance import liquidate, state
 from perphedge.exchange.live import CcxtAccount, open_live_account
 from perphedge.specs import default_registry
 from tests.conftest import sample_dir
@@ -561,3 +563,37 @@ def test_sandbox_uses_demo_endpoints(fx: FakeExchange) -> None:
     )
     assert acc._client.options.get("enableDemoTrading") is True
     assert acc.balances()  # rerouted to the fake: paths are kept
+
+
+# ------------------------------------------------------------------------------------------------ venue events
+
+
+@pytest.mark.parametrize(
+    ("venue", "symbol", "inst", "qty"),
+    [("binance_usdm", "BTCUSDT", BTCUSDT, 0.5), ("binance_coinm", "BTCUSD_PERP", BTCUSD, 30)],
+)
+def test_venue_liquidation_is_reported_once(
+    fx: FakeExchange, venue: str, symbol: str, inst: Instrument, qty: float
+) -> None:
+    acc = usdm(fx) if venue == "binance_usdm" else coinm(fx)
+    acc.place_order(order("ph00000001000000c001", inst.id, "sell", qty, account=acc.name), snap())
+    assert acc.sync(snap()) == []
+    fx.now_ms = T0 + HOUR
+    fx.marks["BTC"] = 90_000.0
+    liquidate(fx, venue, symbol)
+    events = acc.sync(snap(T0 + HOUR, 90_000.0))
+    liqs = [e for e in events if isinstance(e, Liquidation)]
+    assert len(liqs) == 1
+    assert liqs[0].ts_ms == T0 + HOUR and liqs[0].price == pytest.approx(90_000.0) and liqs[0].contracts == qty
+    assert liqs[0].instrument == inst.id and liqs[0].asset == inst.settle
+    assert [e for e in acc.sync(snap(T0 + HOUR, 90_000.0)) if isinstance(e, Liquidation)] == []
+    assert next(p for p in acc.positions() if p.instrument == inst.id).contracts == 0
+
+
+def test_hedge_mode_account_is_refused_for_trading(fx: FakeExchange) -> None:
+    state(fx).dual_side = True
+    with pytest.raises(ConfigError, match="hedge mode"):
+        usdm(fx)
+    with pytest.raises(ConfigError, match="hedge mode"):
+        coinm(fx)
+    assert usdm(fx, read_only=True).balances()  # reading is fine

@@ -56,7 +56,7 @@ from perphedge.core.book import (
     TransferRequest,
     TransferResult,
 )
-from perphedge.errors import ConfigError, ExchangeError
+from perphedge.errors import ConfigError, ExchangeError, PerphedgeError
 
 if TYPE_CHECKING:
     from perphedge.core.instruments import Instrument
@@ -343,6 +343,10 @@ class VenueDialect:
             raise ConfigError(f"invalid `sandbox` for venue {self.venue}: ccxt has no testnet for {self.ccxt_id}")
         client.set_sandbox_mode(True)
 
+    def check_account(self, client: Any, read_only: bool) -> None:
+        """Refuse (ConfigError) an account set up in a way the adapter cannot trade safely (called at open,
+        after the markets are loaded); default: nothing to check."""
+
     def load_markets(self, client: Any) -> dict[str, Any]:
         """Markets by unified symbol."""
         return cast(dict[str, Any], client.load_markets())
@@ -558,6 +562,7 @@ class _Leg:
     lot: float
     tick: float
     funding_max_ms: int = -1
+    liquidation_max_ms: int = -1
 
 
 @dataclass
@@ -616,6 +621,7 @@ class CcxtAccount:
         markets = self._read("load markets", lambda: dialect.load_markets(client))
         for inst in instruments:
             self._add_leg(inst, markets)
+        self._read("check the account's settings", lambda: dialect.check_account(client, self.read_only))
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -686,6 +692,7 @@ class CcxtAccount:
                     query[k] = v
             if budget is not None:
                 budget.acquire(dialect.weight(method.upper(), parts.path, query))
+            client.last_response_headers = None  # a dropped answer must not reuse the previous headers
             try:
                 return original(url, method, headers, body)
             finally:
@@ -730,6 +737,13 @@ class CcxtAccount:
                     raise self._err(what, exc, c) from None
                 self._sleep(self._retry.delay(attempt, self._retry_after()))
                 attempt += 1
+            except PerphedgeError:
+                raise
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # an unparseable answer
+                raise ExchangeError(
+                    f"{self.venue} account `{self.name}`: {what}: the venue's answer could not be read "
+                    f"({type(exc).__name__}: {self._secrets.scrub(_one_line(str(exc), 200))})"
+                ) from None
 
     # -- Account: reads -------------------------------------------------------------------------------------
 
@@ -824,11 +838,15 @@ class CcxtAccount:
                     )
                 )
                 leg.funding_max_ms = max(leg.funding_max_ms, row.ts_ms)
+            liq_since = max(self.funding_since_ms, leg.liquidation_max_ms + 1)
             liqs = self._read(
                 f"fetch liquidations of {key}",
-                functools.partial(self._dialect.fetch_liquidations, self._client, leg.symbol, since),
+                functools.partial(self._dialect.fetch_liquidations, self._client, leg.symbol, liq_since),
             )
-            for ts, px, n in liqs:
+            for ts, px, n in sorted(liqs):
+                if ts < liq_since:
+                    continue
+                leg.liquidation_max_ms = max(leg.liquidation_max_ms, ts)
                 events.append(
                     Liquidation(
                         account=self.name,
@@ -989,6 +1007,14 @@ class CcxtAccount:
             price = self._round_price(leg, req.limit_price)
         try:
             order = self._dialect.create_order(self._client, leg.symbol, req, qty, price)
+        except PerphedgeError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # sent, answer unreadable
+            raise ExchangeError(
+                f"{self.venue} account `{self.name}`: order {req.client_id} outcome unknown (the answer could not "
+                f"be read: {type(exc).__name__}: {self._secrets.scrub(_one_line(str(exc), 200))}); "
+                "look it up by client id before sending it again"
+            ) from None
         except ccxt.BaseError as exc:
             c = self._dialect.classify(exc)
             if c.outcome == "reject" and c.kind is not None:

@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from perphedge.errors import ConfigError
 from perphedge.exchange.live import Classified, RejectKind, VenueDialect, VenueFunding, VenuePosition
 
 __all__ = ["DAPI_WEIGHTS", "DIALECTS", "FAPI_WEIGHTS", "REJECT_CODES", "BinanceCoinm", "BinanceUsdm"]
@@ -86,7 +87,7 @@ FAPI_WEIGHTS: dict[tuple[str, str], float] = {
     ("GET", "/fapi/v1/allOrders"): 5,
     ("GET", "/fapi/v1/userTrades"): 5,
     ("GET", "/fapi/v1/income"): 30,
-    ("GET", "/fapi/v1/forceOrders"): 20,
+    ("GET", "/fapi/v1/forceOrders"): 20,  # with a symbol (50 without)
     ("GET", "/fapi/v1/premiumIndex"): 1,
     ("GET", "/fapi/v1/fundingRate"): 1,
     ("GET", "/fapi/v1/ticker/24hr"): 1,
@@ -116,7 +117,7 @@ DAPI_WEIGHTS: dict[tuple[str, str], float] = {
     ("GET", "/dapi/v1/fundingRate"): 1,
     ("GET", "/dapi/v1/ticker/24hr"): 1,
 }
-_NO_SYMBOL_WEIGHT = {"openOrders": 40, "ticker/24hr": 40, "premiumIndex": 10}
+_NO_SYMBOL_WEIGHT = {"openOrders": 40, "ticker/24hr": 40, "premiumIndex": 10, "forceOrders": 50}
 
 _CODE = re.compile(r"[\"']code[\"']\s*:\s*(-?\d+)")
 _MSG = re.compile(r"[\"']msg[\"']\s*:\s*[\"']([^\"']*)[\"']")
@@ -183,6 +184,30 @@ class _Binance(VenueDialect):
                 return Classified("retry", None, detail)
         base = super().classify(exc)
         return Classified(base.outcome, base.kind, detail if code is not None else base.detail)
+
+    def check_account(self, client: Any, read_only: bool) -> None:
+        """A trading account must be in one-way position mode: our orders carry no ``positionSide``."""
+        if read_only:
+            return
+        answer = (
+            client.dapiPrivateGetPositionSideDual({})
+            if self.prefix == "/dapi"
+            else client.fapiPrivateGetPositionSideDual({})
+        )
+        if str(answer.get("dualSidePosition")).lower() == "true":
+            raise ConfigError(
+                f"{self.venue}: the account is in hedge mode (dualSidePosition); switch it to one-way mode on "
+                "Binance (Preferences > Position Mode) before trading with perphedge"
+            )
+
+    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[int, float, float]]:
+        """Binance's own liquidation orders (``forceOrders``, autoCloseType LIQUIDATION)."""
+        rows = client.fetch_my_liquidations(symbol, since_ms or None)
+        return [
+            (int(r.get("timestamp") or 0), _num(r.get("price"), math.nan), _num(r.get("contracts")))
+            for r in rows
+            if r.get("symbol") == symbol
+        ]
 
     def fetch_balances(self, client: Any) -> list[tuple[str, float, float, float]]:
         """The futures wallet per asset: ``wallet`` = walletBalance (without unrealised PnL), ``used`` =
