@@ -179,6 +179,7 @@ def test_funding_payments_sign_and_once(fx: FakeExchange) -> None:
     for p in pays:  # positive rate: the short receives rate x value
         assert p.amount_settle == pytest.approx(rates[p.settlement_ms] * 0.5 * 60_000, rel=1e-6)
         assert p.amount_settle > 0 and p.asset == "USDT" and p.amount_usd == pytest.approx(p.amount_settle)
+        assert p.rate == rates[p.settlement_ms]  # from the venue's public funding history
     assert acc.sync(snap(T0 + 24 * HOUR)) == []  # each settlement once
 
 
@@ -193,6 +194,7 @@ def test_funding_coinm_in_coin(fx: FakeExchange) -> None:
         assert p.asset == "BTC"
         assert p.amount_settle == pytest.approx(rates[p.settlement_ms] * 1000 / 60_000, abs=1e-8)  # 8 decimals
         assert p.amount_usd == pytest.approx(p.amount_settle * 60_000)
+        assert p.rate == rates[p.settlement_ms]
 
 
 def test_funding_since_skips_older_entries(fx: FakeExchange) -> None:
@@ -586,6 +588,12 @@ def test_venue_liquidation_is_reported_once(
     assert len(liqs) == 1
     assert liqs[0].ts_ms == T0 + HOUR and liqs[0].price == pytest.approx(90_000.0) and liqs[0].contracts == qty
     assert liqs[0].instrument == inst.id and liqs[0].asset == inst.settle
+    led = fx.ledgers[venue]
+    trade = led.fills[-1]
+    assert liqs[0].loss_settle == pytest.approx(trade.fee - trade.realized_pnl, abs=1e-8)
+    assert liqs[0].loss_settle > 0  # the short lost money on the rise to 90 000
+    want_usd = liqs[0].loss_settle * 90_000 if inst.is_inverse else liqs[0].loss_settle
+    assert liqs[0].loss_usd == pytest.approx(want_usd)
     assert [e for e in acc.sync(snap(T0 + HOUR, 90_000.0)) if isinstance(e, Liquidation)] == []
     assert next(p for p in acc.positions() if p.instrument == inst.id).contracts == 0
 

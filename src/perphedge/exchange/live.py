@@ -460,8 +460,10 @@ class VenueDialect:
         ]
         return sorted(out, key=lambda e: (e.ts_ms, e.entry_id))
 
-    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[int, float, float]]:
-        """Liquidations the venue reports: ``(ts_ms, price, contracts)``; default none (left to reconciliation)."""
+    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[float, ...]]:
+        """Liquidations the venue reports: ``(ts_ms, price, contracts)`` or ``(ts_ms, price, contracts, loss)``
+        (``loss`` in the settle asset, > 0 lost; nan/absent when the venue does not say); default none (left to
+        the book's reconciliation)."""
         return []
 
     # -- writes ---------------------------------------------------------------------------------------------
@@ -843,7 +845,9 @@ class CcxtAccount:
                 f"fetch liquidations of {key}",
                 functools.partial(self._dialect.fetch_liquidations, self._client, leg.symbol, liq_since),
             )
-            for ts, px, n in sorted(liqs):
+            for row in sorted(liqs):
+                ts, px, n = int(row[0]), float(row[1]), float(row[2])
+                loss = float(row[3]) if len(row) > 3 else math.nan
                 if ts < liq_since:
                     continue
                 leg.liquidation_max_ms = max(leg.liquidation_max_ms, ts)
@@ -854,8 +858,8 @@ class CcxtAccount:
                         ts_ms=ts,
                         price=px,
                         contracts=n,
-                        loss_settle=math.nan,
-                        loss_usd=math.nan,
+                        loss_settle=loss,
+                        loss_usd=loss * px if inst.is_inverse else loss,
                         asset=inst.settle,
                     )
                 )

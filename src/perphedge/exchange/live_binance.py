@@ -200,14 +200,21 @@ class _Binance(VenueDialect):
                 "Binance (Preferences > Position Mode) before trading with perphedge"
             )
 
-    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[int, float, float]]:
-        """Binance's own liquidation orders (``forceOrders``, autoCloseType LIQUIDATION)."""
-        rows = client.fetch_my_liquidations(symbol, since_ms or None)
-        return [
-            (int(r.get("timestamp") or 0), _num(r.get("price"), math.nan), _num(r.get("contracts")))
-            for r in rows
-            if r.get("symbol") == symbol
-        ]
+    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[float, ...]]:
+        """Binance's own liquidation orders (``forceOrders``, autoCloseType LIQUIDATION), with the loss (the
+        realised PnL and the clearance fee of the order's trades, settle asset, > 0 lost) as a 4th item."""
+        rows = [r for r in client.fetch_my_liquidations(symbol, since_ms or None) if r.get("symbol") == symbol]
+        out: list[tuple[float, ...]] = []
+        for r in rows:
+            order_id = str((r.get("info") or {}).get("orderId") or "")
+            trades = client.fetch_my_trades(symbol, None, None, {"orderId": order_id}) if order_id else []
+            mine = [t for t in trades if str(t.get("order")) == order_id]
+            # what the liquidation cost in the settle asset: the realised loss plus the clearance fee
+            realized = sum(_num((t.get("info") or {}).get("realizedPnl")) for t in mine)
+            fees = sum(_num((t.get("fee") or {}).get("cost")) for t in mine)
+            loss = fees - realized if mine else math.nan
+            out.append((int(r.get("timestamp") or 0), _num(r.get("price"), math.nan), _num(r.get("contracts")), loss))
+        return out
 
     def fetch_balances(self, client: Any) -> list[tuple[str, float, float, float]]:
         """The futures wallet per asset: ``wallet`` = walletBalance (without unrealised PnL), ``used`` =
@@ -252,7 +259,37 @@ class _Binance(VenueDialect):
             if len(rows) < 1000 or not fresh:
                 break
             since = max(int(r.get("timestamp") or 0) for r in rows)
-        return sorted(out, key=lambda e: (e.ts_ms, e.entry_id))
+        out.sort(key=lambda e: (e.ts_ms, e.entry_id))
+        return self._with_rates(client, symbol, out)
+
+    def _with_rates(self, client: Any, symbol: str, rows: list[VenueFunding]) -> list[VenueFunding]:
+        """Income rows carry no rate: take each settlement's rate from the public ``fundingRate`` history
+        (matched within a minute of the income time; nan when the venue has none)."""
+        if not rows:
+            return rows
+        start, end = rows[0].ts_ms - 60_000, rows[-1].ts_ms + 60_000
+        rates: list[tuple[int, float]] = []
+        while True:
+            page = client.fetch_funding_rate_history(symbol, start, 1000, {"endTime": end})
+            rates += [(int(r.get("timestamp") or 0), _num(r.get("fundingRate"), math.nan)) for r in page]
+            if len(page) < 1000:
+                break
+            start = max(int(r.get("timestamp") or 0) for r in page) + 1
+        out = []
+        for row in rows:
+            near = [(abs(ms - row.ts_ms), rate) for ms, rate in rates if abs(ms - row.ts_ms) <= 60_000]
+            rate = min(near)[1] if near else math.nan
+            out.append(
+                VenueFunding(
+                    symbol=row.symbol,
+                    ts_ms=row.ts_ms,
+                    amount=row.amount,
+                    asset=row.asset,
+                    rate=rate,
+                    entry_id=row.entry_id,
+                )
+            )
+        return out
 
 
 def _num(value: Any, default: float = 0.0) -> float:
