@@ -141,8 +141,9 @@ class _Binance(VenueDialect):
 
     def client_config(self, credentials: Mapping[str, str], options: Mapping[str, Any]) -> dict[str, Any]:
         config = super().client_config(credentials, options)
-        # a broker id is prepended to ids ccxt generates; ours are always sent explicitly
         config["options"].setdefault("recvWindow", int(options.get("recv_window_ms", 5000)))
+        # signed requests must be within recvWindow of Binance's clock: measure the offset when markets load
+        config["options"].setdefault("adjustForTimeDifference", True)
         return config
 
     def apply_sandbox(self, client: Any) -> None:
