@@ -55,7 +55,8 @@ class Fault:
     answer), ``slow`` (sleep ``delay`` seconds first), ``overlap`` (start the page ``rows`` rows early),
     ``drop_after_accept`` (process the request — an order is accepted and filled — then close the socket
     with no answer), ``maintenance`` (503, the venue is in maintenance). ``method`` (``GET``, ``POST``,
-    ``DELETE``; empty = any) narrows which request takes it.
+    ``DELETE``; empty = any) narrows which request takes it; ``after`` lets that many matching requests through
+    first.
     """
 
     kind: str
@@ -64,6 +65,7 @@ class Fault:
     delay: float = 3.0
     rows: int = 3
     method: str = ""
+    after: int = 0  # let this many matching requests through untouched first
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,9 @@ class FakeExchange:
         with self._lock:
             for i, fault in enumerate(self.faults):
                 if fault.path in path and (not fault.method or fault.method.upper() == method):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     del self.faults[i]
                     return fault
         return None

@@ -2044,7 +2044,13 @@ def _send_order(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot
         res = acc.place_order(_order_request(e, decision, attempt, cid), snap)
     except ExchangeError as exc:
         s.store.append("error", {"message": f"order {cid}: {exc}"}, ts_ms=snap.now_ms, decision=decision, client_id=cid)
-        found = _resolve(s, decision, e)
+        try:
+            found = _resolve(s, decision, e)
+        except ExchangeError as lookup:
+            raise ExchangeError(
+                f"order {cid} state unknown: {exc}; the lookup by its client id failed too ({lookup}); nothing was "
+                "resent: rerun to resolve"
+            ) from None
         if found is None:
             raise ExchangeError(f"order {cid} state unknown: {exc}; rerun to resolve") from None
         res = found
@@ -2291,7 +2297,13 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
         cid = e["client_id"]
         status = final.get(cid)
         if status is None and cid in sent:
-            found = _resolve(s, decision, e)
+            try:
+                found = _resolve(s, decision, e)
+            except ExchangeError as lookup:
+                raise ExchangeError(
+                    f"order {cid} was sent before a restart and its state is unknown: the lookup by its client id "
+                    f"failed ({lookup}); nothing was resent: rerun to resolve"
+                ) from None
             if found is not None:
                 notes.append(f"order {cid}: found at the account ({found.status}) after a restart")
                 if found.status == "rejected":
