@@ -157,6 +157,7 @@ class FakeExchange:
         self._lock = threading.Lock()
         handler = self._handler()
         self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.handle_error = self._handle_error  # type: ignore[method-assign]
         if api_key or api_secret or private_key:
             import importlib
 
@@ -164,6 +165,14 @@ class FakeExchange:
                 importlib.import_module(f"perphedge.exchange.{name}").mount(self)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="fake-exchange", daemon=True)
+
+    def _handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (killed, timed out) is normal here; anything else is printed."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        ThreadingHTTPServer.handle_error(self.server, request, client_address)
 
     @property
     def url(self) -> str:
