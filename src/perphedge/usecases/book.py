@@ -1285,8 +1285,37 @@ def status_document(
             "last_tick_ms": _state(s, "last_tick_ms"),
             "open_decision": _state(s, "open_decision"),
         },
-        "warnings": list(s.warnings),
+        "warnings": list(s.warnings) + _venue_setting_warnings(s, positions),
     }
+
+
+def _venue_setting_warnings(s: Session, positions: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """Live positions whose venue settings differ from the book's: the margin mode the account expects, and (in
+    isolated margin, where the venue's leverage sets the position's margin and so its liquidation price) the
+    hedge's leverage. perphedge never changes a venue's settings; it uses the venue's numbers and says so."""
+    out: list[str] = []
+    legs = {(leg.account, leg.inst.id): leg for leg in s.legs}
+    for acc_cfg in s.book.accounts:
+        if acc_cfg.kind != "exchange":
+            continue
+        for r in positions.get(acc_cfg.name, []):
+            leg = legs.get((acc_cfg.name, r["instrument"]))
+            if leg is None or not r["contracts"]:
+                continue
+            mode = r.get("position_margin_mode")
+            where = f"account `{acc_cfg.name}` holds {r['instrument']}"
+            if mode and mode != acc_cfg.margin_mode:
+                out.append(
+                    f"{where} in {mode} margin, the book expects {acc_cfg.margin_mode}: liquidation and margin follow "
+                    f"the venue's {mode} mode (set `margin_mode: {mode}` or change it on the venue)"
+                )
+            lev, want = r.get("venue_leverage"), float(leg.params[L.P_LEV])
+            if mode == "isolated" and lev is not None and abs(lev - want) > 0.01 * want:
+                out.append(
+                    f"{where} at {lev:g}x on the venue, the hedge is planned at {want:g}x: the venue's isolated margin "
+                    f"(and liquidation price) follow its {lev:g}x; set the venue's leverage to {want:g}x"
+                )
+    return out
 
 
 def _portfolio_holdings(s: Session) -> list[dict[str, Any]]:
