@@ -268,3 +268,33 @@ def test_halt_cancels_the_books_open_orders_at_the_venue(tmp_path: Path, fx: Fak
     r = _cli(fx, home, "book", "rebalance", str(book), "--execute", "--yes")
     assert r.returncode == 3 and "halted" in r.stderr
     assert all(o.client_id != "" and o.type == "limit" for o in led.orders)
+
+
+@pytest.mark.parametrize("partial", [None, 0.5])
+def test_limit_orders_are_marketable_and_never_left_resting(
+    tmp_path: Path, fx: FakeExchange, partial: float | None
+) -> None:
+    home = tmp_path / "home"
+    book = _book(tmp_path, extra={"execution": {"order_type": "limit", "limit_offset_bps": 20}})
+    fx.ledgers["binance_usdm"].partial_next = partial
+    ex = _json(fx, home, "book", "rebalance", str(book), "--execute", "--yes") if partial is None else None
+    if partial is not None:
+        r = _cli(fx, home, "book", "rebalance", str(book), "--execute", "--yes", "--format", "json")
+        assert r.returncode == 1, r.stderr  # not (wholly) filled: the decision stops there
+        ex = json.loads(r.stdout)
+    assert ex is not None
+    (o,) = fx.ledgers["binance_usdm"].orders
+    assert o.type == "limit" and o.price == pytest.approx(60_000 * (1 - 0.002))  # the cap: 20 bps under the price
+    assert not o.is_open  # nothing rests at the venue
+    (res,) = [x for x in ex["results"] if "client_id" in x]
+    if partial is None:
+        assert res["status"] == "filled" and o.status == "filled"
+    else:
+        assert res["status"] == "cancelled" and o.status == "cancelled"
+        assert _short_btc(fx) == pytest.approx(round(round(TARGET_BTC, 3) * 0.5, 3), abs=0.0011)
+        rows = _json(fx, home, "book", "journal", str(book))
+        assert [x["data"]["status"] for x in rows if x["kind"] == "order_final"] == ["cancelled"]
+        assert len([x for x in rows if x["kind"] == "fill"]) == 1
+        # the next run starts from the partly built position (nothing is resent blindly under the same id)
+        dry = _json(fx, home, "book", "rebalance", str(book))
+        assert dry["orders"] == [] or dry["orders"][0]["contracts_before"] == pytest.approx(_short_btc(fx))

@@ -2088,6 +2088,22 @@ def _send_order(s: Session, decision: int, e: dict[str, Any], snap: FeedSnapshot
         return {"item": e["item"], "client_id": cid, "status": res.status, "reason": res.reason}
     _crash_point("after_place")
     _journal_result(s, decision, e, res, snap.now_ms, reconciled=False)
+    if e.get("order_type") == "limit" and not res.terminal:
+        # a marketable limit order: what did not fill at once is cancelled, never left resting at the venue
+        try:
+            done = acc.cancel_order(e["instrument"], cid)
+        except ExchangeError as exc:
+            s.store.append(
+                "error",
+                {"message": f"order {cid}: cancelling the unfilled rest failed: {exc}; `book halt` cancels it"},
+                ts_ms=snap.now_ms,
+                decision=decision,
+                client_id=cid,
+            )
+            done = None
+        if done is not None:
+            res = done
+            _journal_result(s, decision, e, res, snap.now_ms, reconciled=False)
     if res.status == "rejected":
         _order_rejected_alert(s, cid, res.reason, snap.now_ms)
     return {
