@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from tests.conftest import REPO, run_cli
 
 LP = REPO / "examples" / "defi-lp-v3.yaml"
@@ -15,27 +13,5 @@ LP = REPO / "examples" / "defi-lp-v3.yaml"
 
 def test_stress_refuses_positions(store_home: Path) -> None:
     r = run_cli("stress", str(LP), home=store_home)
-    assert r.returncode == 2, r.stderr
-    assert "DeFi `positions:`" in r.stderr and r.stderr.count("\n") == 1
-
-
-def test_book_refuses_positions(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    r = run_cli("book", "init", str(tmp_path / "b.yaml"), "--portfolio", str(LP), "--paper", "binance", home=home)
-    assert r.returncode == 2, r.stderr
-    assert "DeFi `positions:`" in r.stderr
-    book = tmp_path / "c.book.yaml"
-    book.write_text(
-        yaml.safe_dump(
-            {
-                "book": 1,
-                "id": "def10001",
-                "portfolio": str(LP),
-                "accounts": [{"name": "p", "kind": "paper", "exchange": "binance", "balances": {"USDT": 1000}}],
-            }
-        ),
-        encoding="utf-8",
-    )
-    r = run_cli("book", "status", str(book), home=home)
     assert r.returncode == 2, r.stderr
     assert "DeFi `positions:`" in r.stderr and r.stderr.count("\n") == 1
