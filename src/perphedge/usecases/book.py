@@ -1060,10 +1060,10 @@ def status_document(
     if prep.defi is not None:  # DeFi positions: valued and counted by their delta at the feed's prices
         from perphedge.usecases.book_positions import positions_delta_usd, positions_section, positions_value_usd
 
-        px = {a: _asset_price(snap, a) for a in prep.closes if a in snap.prices}
-        for a, v in positions_delta_usd(prep, px).items():
+        at = {a: _asset_price(snap, a) for a in prep.closes if a in snap.prices}
+        for a, v in positions_delta_usd(prep, at).items():
             by_asset[a] = by_asset.get(a, 0.0) + v
-        defi = {"defi_positions": positions_section(prep, px), "defi_positions_usd": positions_value_usd(prep, px)}
+        defi = {"defi_positions": positions_section(prep, at), "defi_positions_usd": positions_value_usd(prep, at)}
         holdings_usd += defi["defi_positions_usd"]
     # the margin of an inverse leg whose collateral was bought is in that leg's delta already ((margin + upnl −
     # Q/P)·P): its coins must not count a second time as a balance of the account
