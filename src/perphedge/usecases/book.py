@@ -306,7 +306,9 @@ def init_book(
         if pfile.positions and priced:  # positions count by their delta at the file's prices
             from perphedge.usecases.plan import build_positions
 
-            value += sum(sum(p.delta_usd(prices).values()) for p in build_positions(pfile, prices, str(pf_path)))
+            value += sum(
+                float(d) for p in build_positions(pfile, prices, str(pf_path)) for d in p.delta_usd(prices).values()
+            )
         inverse_buy = any(i.startswith(f"{exchange}:") and registry.get(i).is_inverse for i in instruments) and (
             hb.collateral in (None, "buy")
         )
