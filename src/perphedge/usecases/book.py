@@ -2360,6 +2360,8 @@ def _replay_document(
     for a, q in prep.quantities.items():
         unhedged += q * prep.closes[a]
     unhedged += prep.cash0
+    if prep.defi is not None:  # DeFi positions at each close (the backtest's unhedged book, fee income aside)
+        unhedged = unhedged + prep.defi.value_usd
     fmt = "%Y-%m-%d" if prep.bar_hours == 24.0 else "%Y-%m-%dT%H:%M"
     funding = s.store.journal(kinds=["funding"])
     fills = s.store.journal(kinds=["fill"])
