@@ -817,6 +817,15 @@ class DefiRunModel(BaseModel):
     model_config = _STRICT
     fee_apr: float = Field(ge=0, le=5)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            extra = sorted(str(k) for k in data if k != "fee_apr")
+            if extra:
+                raise ValueError(f"unknown key `{extra[0]}` (it takes fee_apr, e.g. `defi: {{fee_apr: 0.15}}`)")
+        return data
+
 
 class RunFile(BaseModel):
     """A backtest run: portfolio (path or inline), period, step, hedge overrides, policy, costs, margin, funding,

@@ -25,12 +25,12 @@ from perphedge.usecases.backtest import prepare, run
 START = "2024-01-01"
 
 
-def _store(path: Path, eth: np.ndarray, *, spread: float = 0.0) -> Path:
-    """A store with daily ETH candles closing at ``eth`` (lows/highs ``spread`` around) and a flat BTC."""
+def _store(path: Path, eth: np.ndarray, *, spread: float = 0.0, btc: np.ndarray | None = None) -> Path:
+    """A store with daily ETH candles closing at ``eth`` (lows/highs ``spread`` around) and BTC (flat by default)."""
     n = len(eth)
     ts = pd.date_range(START, periods=n, freq="1D")
     frames = []
-    for sym, c in (("ETH/USDT", eth), ("BTC/USDT", np.full(n, 50_000.0))):
+    for sym, c in (("ETH/USDT", eth), ("BTC/USDT", np.full(n, 50_000.0) if btc is None else btc)):
         o = np.concatenate([[c[0]], c[:-1]])
         frames.append(
             pd.DataFrame(
@@ -59,14 +59,21 @@ def _path(n: int, seed: int, p0: float = 2000.0, vol: float = 0.04) -> np.ndarra
 
 
 def _backtest(
-    store: Path, positions: list[dict[str, Any]], n: int, *, fee_apr: float | None, policy: dict[str, Any] | None = None
+    store: Path,
+    positions: list[dict[str, Any]],
+    n: int,
+    *,
+    fee_apr: float | None,
+    policy: dict[str, Any] | None = None,
+    holdings: list[dict[str, Any]] | None = None,
+    scope: str = "all",
 ) -> dict[str, Any]:
     end = (pd.Timestamp(START) + pd.Timedelta(days=n - 1)).date().isoformat()
     doc: dict[str, Any] = {
         "portfolio": "synthetic",
         "start": START,
         "end": end,
-        "hedge": {"instrument": "binance:ETHUSDT", "leverage": 2, "collateral": "stable"},
+        "hedge": {"instrument": "binance:ETHUSDT", "leverage": 2, "collateral": "stable", "scope": scope},
         "policy": policy or {"kind": "calendar", "ratio": 1.0, "every_days": 1},
         "costs": {"taker_fee": 0.0, "slippage_bps": 0.0},
         "funding": {"history": False, "assumed_rate_8h": 0.0},
@@ -74,7 +81,7 @@ def _backtest(
     if fee_apr is not None:
         doc["defi"] = {"fee_apr": fee_apr}
     run_cfg = parse_run(doc, "golden run")
-    pfile = parse_portfolio({"name": "lp", "positions": positions}, "golden portfolio")
+    pfile = parse_portfolio({"name": "lp", "holdings": holdings or [], "positions": positions}, "golden portfolio")
     with MarketStore(store, read_only=True) as s:
         prep = prepare(run_cfg, pfile, s, default_registry())
     return run(prep, run_cfg, config_hash="golden")
@@ -197,3 +204,26 @@ def test_lending_is_liquidated_on_the_first_bar_below_a_health_factor_of_one(tmp
     unhedged = np.array([r["unhedged_usd"] for r in doc["equity"]])
     np.testing.assert_allclose(unhedged[:t], 10 * eth[:t] - 12000, rtol=1e-12)
     np.testing.assert_allclose(unhedged[t:], left * eth[t:], rtol=1e-9)
+
+
+def test_scope_hedges_only_the_positions_of_its_group(tmp_path: Path) -> None:
+    # 0.1 BTC held (group core) and a v2 pool (group lp); scope lp: the short tracks the pool's ETH, BTC stays open
+    n, liquidity = 90, 5_000.0
+    eth, btc = _path(n, 11), _path(n, 12, p0=50_000.0)
+    store = _store(tmp_path / "s.duckdb", eth, btc=btc)
+    pool = {"kind": "lp_v2", "pair": ["ETH", "USDC"], "group": "lp",
+            "amounts": {"ETH": liquidity / math.sqrt(eth[0]), "USDC": liquidity * math.sqrt(eth[0])}}  # fmt: skip
+    doc = _backtest(
+        store, [pool], n, fee_apr=0.1, holdings=[{"asset": "BTC", "quantity": 0.1, "group": "core"}], scope="lp"
+    )
+    assert doc["defi"]["positions"][0]["hedged"] is True and doc["legs"][0]["weights"] == {"ETH": 1.0}
+    sq = np.sqrt(eth)
+    gamma = float(np.sum(-liquidity * (sq[1:] - sq[:-1]) ** 2 / sq[:-1]))
+    fees = float(np.sum(0.1 / 365.0 * 2 * liquidity * sq[:-1]))
+    eq = doc["equity"]
+    hedged_pnl = eq[-1]["hedged_usd"] - eq[0]["hedged_usd"]
+    lot_bound = 0.0005 * float(np.sum(np.abs(np.diff(eth))))
+    # what is left: the unhedged BTC, the pool's fees and its convexity
+    assert hedged_pnl == pytest.approx(0.1 * (btc[-1] - btc[0]) + fees + gamma, abs=lot_bound + 0.02)
+    # the first-order PnL of the whole book is the BTC's alone
+    assert doc["defi"]["net_delta_pnl_usd"] == pytest.approx(0.1 * (btc[-1] - btc[0]), abs=lot_bound + 0.02)

@@ -129,7 +129,7 @@ def _write_run(tmp_path: Path, **extra: Any) -> Path:
         ({"fee_apr": -0.1}, "field `defi.fee_apr`: must be >= 0"),
         ({"fee_apr": ".nan"}, "field `defi.fee_apr`"),
         ({"fee_apr": "15%"}, "field `defi.fee_apr`"),
-        ({"apr": 0.1}, "field `defi."),
+        ({"apr": 0.1}, "field `defi`: unknown key `apr`"),
     ],
 )
 def test_a_wrong_fee_apr_is_one_line(tmp_path: Path, store_home: Path, defi: dict[str, Any], needle: str) -> None:
