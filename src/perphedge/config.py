@@ -831,8 +831,25 @@ class FundingRunModel(BaseModel):
     series: str | None = None  # `source:symbol` to use another contract's history, e.g. binance:BTC/USDT:USDT
 
 
+class DefiRunModel(BaseModel):
+    """Assumptions of a backtest of DeFi positions: the fee APR every pool position earns (0.15 = 15% a year)."""
+
+    model_config = _STRICT
+    fee_apr: float = Field(ge=0, le=5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            extra = sorted(str(k) for k in data if k != "fee_apr")
+            if extra:
+                raise ValueError(f"unknown key `{extra[0]}` (it takes fee_apr, e.g. `defi: {{fee_apr: 0.15}}`)")
+        return data
+
+
 class RunFile(BaseModel):
-    """A backtest run: portfolio (path or inline), period, step, hedge overrides, policy, costs, margin, funding."""
+    """A backtest run: portfolio (path or inline), period, step, hedge overrides, policy, costs, margin, funding,
+    and the DeFi assumptions (``defi:``)."""
 
     model_config = _STRICT
     name: str | None = None
@@ -845,6 +862,7 @@ class RunFile(BaseModel):
     costs: CostsModel = Field(default_factory=CostsModel)
     margin: MarginRunModel = Field(default_factory=MarginRunModel)
     funding: FundingRunModel = Field(default_factory=FundingRunModel)
+    defi: DefiRunModel | None = None
 
     @field_validator("portfolio")
     @classmethod

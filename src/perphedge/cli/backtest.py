@@ -73,6 +73,13 @@ def render(doc: dict[str, Any], files: list[str], console: Any) -> None:
         f"(+ = received); fees {doc['fees_usd']:,.0f} USD; slippage {doc['slippage_usd']:,.0f} USD; "
         f"top-ups {doc['top_ups_usd']:,.0f} USD; {doc['rebalances']} rebalances; {doc['days_hedged']} days hedged"
     )
+    if doc.get("defi"):
+        from perphedge.usecases.backtest_defi import summary_lines
+
+        for line in summary_lines(doc["defi"]):
+            console.print(line, highlight=False)
+        for a in doc["defi"]["assumptions"]:
+            console.print(f"assumed: {a}", highlight=False)
     if doc["liquidations"]:
         lt = Table(
             title="Liquidations (the leg closes at the bankruptcy price: its margin is lost)", title_justify="left"

@@ -421,12 +421,7 @@ def init_cmd(
             f"invalid `--portfolio`: {portfolio} has no `hedge.instrument` (or `hedge.legs`): the book hedges with "
             "the portfolio's hedge; add e.g. `hedge: {instrument: binance:BTCUSDT}`"
         )
-    if pfile.positions:
-        raise ConfigError(
-            f"invalid `--portfolio`: {portfolio} has DeFi `positions:`, which a book does not hold yet (it would "
-            "leave their delta out of the hedge): plan them with `perphedge plan`, or remove them"
-        )
-    if all(is_stablecoin(h.asset) for h in pfile.holdings):
+    if not pfile.positions and all(is_stablecoin(h.asset) for h in pfile.holdings):
         raise ConfigError(
             f"invalid `--portfolio`: {portfolio} holds only stablecoins "
             f"({', '.join(sorted({h.asset.upper() for h in pfile.holdings}))}): there is nothing to hedge"

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from perphedge.core.portfolio import Portfolio
     from perphedge.data.store import MarketStore
     from perphedge.specs import InstrumentRegistry
+    from perphedge.usecases.backtest_defi import DefiPrepared
 
 __all__ = [
     "BACKTEST_SCHEMA",
@@ -127,6 +128,7 @@ class Prepared:
     betas: dict[str, float]
     warnings: list[str] = field(default_factory=list)
     bar_hours: float = 24.0
+    defi: DefiPrepared | None = None  # DeFi positions and their paths (None: the portfolio has none)
 
     @property
     def bars_per_day(self) -> float:
@@ -161,15 +163,12 @@ def _hedge_block(pfile: PortfolioFile, run_cfg: RunFile) -> Any:
 
 def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry: InstrumentRegistry) -> Prepared:
     """Load and align everything the run needs from the store; validate the configuration against the data."""
-    if pfile.positions:
-        raise ConfigError(
-            "the portfolio has DeFi `positions:`, which the backtest does not simulate yet (it would leave them out): "
-            "plan them with `perphedge plan`, or remove them"
-        )
+    from perphedge.usecases.backtest_defi import position_assets, prepare_positions
+
     tf = run_cfg.step
     hb = _hedge_block(pfile, run_cfg)
     start, end = str(run_cfg.start), str(run_cfg.end)
-    assets = sorted({h.asset.upper() for h in pfile.holdings if not is_stablecoin(h.asset)})
+    assets = sorted({h.asset.upper() for h in pfile.holdings if not is_stablecoin(h.asset)} | position_assets(pfile))
     if not assets:
         raise ConfigError("the portfolio holds only stablecoins: there is nothing to hedge")
     _check_listed(store, assets, tf, start)
@@ -182,6 +181,8 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
     bar_hours = 24.0 if tf == "1d" else 8.0
     collateral = CollateralSource(hb.collateral) if hb.collateral else None
     holdings_value = {h.asset: portfolio.value_of(h) for h in portfolio.holdings if not h.is_stable}
+    if portfolio.positions:
+        holdings_value = portfolio.exposure_by_asset()  # positions count by their delta
     legs: list[LegData] = []
     warnings: list[str] = []
     for inst_id, leg_weights in weights.items():
@@ -225,6 +226,7 @@ def prepare(run_cfg: RunFile, pfile: PortfolioFile, store: MarketStore, registry
         betas={k.upper(): float(v) for k, v in pfile.betas.items()},
         warnings=warnings,
         bar_hours=bar_hours,
+        defi=prepare_positions(portfolio.positions, hb.scope, frames) if portfolio.positions else None,
     )
 
 
@@ -263,7 +265,24 @@ def _start_portfolio(
             assert hm.value_usd is not None
             qty = hm.value_usd / (1.0 if is_stablecoin(code) else first_prices[code])
         holdings.append(Holding(asset=code, quantity=qty, group=hm.group))
-    return Portfolio(name=pfile.name, holdings=tuple(holdings), prices=first_prices), first_prices
+    positions = _start_positions(pfile, first_prices, start) if pfile.positions else ()
+    return Portfolio(name=pfile.name, holdings=tuple(holdings), prices=first_prices, positions=positions), first_prices
+
+
+def _start_positions(pfile: PortfolioFile, first_prices: dict[str, float], start: str) -> tuple[Any, ...]:
+    """The DeFi positions read at the start's closes (pool amounts are the position at that price)."""
+    from perphedge.usecases.plan import build_positions
+
+    try:
+        return build_positions(pfile, first_prices, "portfolio")
+    except ConfigError as exc:
+        from perphedge.usecases.backtest_defi import position_assets
+
+        shown = ", ".join(f"{a} {first_prices[a]:,.2f}" for a in sorted(position_assets(pfile)) if a in first_prices)
+        raise ConfigError(
+            f"{exc} [the backtest reads a position at the closes of its `start` {start}: {shown}; state its "
+            "amounts at those prices, or give `liquidity`]"
+        ) from None
 
 
 def _resolve_hedge(
@@ -273,7 +292,10 @@ def _resolve_hedge(
     from perphedge.usecases.plan import _resolve_legs
 
     proxy_legs, direct, _label = _resolve_legs(hb.instrument, hb.legs, hb.proxy, portfolio, registry)
-    scope_assets = sorted({h.asset for h in portfolio.in_scope(hb.scope)})
+    if portfolio.positions:  # holdings' value and positions' delta in scope
+        scope_assets = sorted(portfolio.scope_exposure(hb.scope))
+    else:
+        scope_assets = sorted({h.asset for h in portfolio.in_scope(hb.scope)})
     instruments: dict[str, Instrument] = {}
     weights: dict[str, dict[str, float]] = {}
     for a in scope_assets:
@@ -572,7 +594,15 @@ def _run_leg(
     n = len(prep.dates)
     exposure = np.zeros(n)
     for a, w in leg.weights.items():
-        exposure += w * betas[a] * prep.quantities[a] * prep.closes[a]
+        if a in prep.quantities:
+            exposure += w * betas[a] * prep.quantities[a] * prep.closes[a]
+    if prep.defi is not None:  # the positions' delta at each close: the hedge follows it
+        from perphedge.usecases.backtest_defi import scope_delta
+
+        delta = scope_delta(prep.defi)
+        for a, w in leg.weights.items():
+            if a in delta:
+                exposure += w * betas[a] * delta[a]
     decisions = policy_decisions(
         spec,
         days=prep.days,
@@ -701,6 +731,16 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
     for a, q in prep.quantities.items():
         spot += q * prep.closes[a]
     unhedged = spot + prep.cash0
+    fees: list[np.ndarray] = []
+    if prep.defi is not None:  # the positions' value and the fees the pools earn (held as cash)
+        from perphedge.usecases.backtest_defi import fee_apr_of, fee_paths
+
+        fees = fee_paths(prep.defi, fee_apr_of(run_cfg, prep.defi), prep.bar_hours)
+        unhedged = unhedged + prep.defi.value_usd + np.cumsum(sum(fees, np.zeros(n)))
+    elif run_cfg.defi is not None:
+        from perphedge.usecases.backtest_defi import fee_apr_of
+
+        fee_apr_of(run_cfg, None)
     legs = [_run_leg(prep, run_cfg, spec, leg, betas, beta_why) for leg in prep.legs]
     hedged = unhedged.copy()
     for leg in legs:
@@ -712,9 +752,78 @@ def run(prep: Prepared, run_cfg: RunFile, *, config_hash: str, source: str = "",
             "the portfolio is worth (lower the leverage or ratio)"
         )
     doc = _document(prep, run_cfg, legs, hedged, unhedged, config_hash=config_hash, source=source)
+    if prep.defi is not None:
+        _attach_defi(doc, prep, run_cfg, legs, fees, hedged, unhedged)
     if full:
         _attach_series(doc, prep, legs, hedged, unhedged)
+        if prep.defi is not None:
+            _defi_equity(doc, prep, fees)
     return doc
+
+
+def _attach_defi(
+    doc: dict[str, Any],
+    prep: Prepared,
+    run_cfg: RunFile,
+    legs: list[_LegRun],
+    fees: list[np.ndarray],
+    hedged: np.ndarray,
+    unhedged: np.ndarray,
+) -> None:
+    """The ``defi`` section (positions alone vs positions + hedge, gamma's cost) and its warnings."""
+    from perphedge.usecases.backtest_defi import defi_document
+
+    assert prep.defi is not None
+    d = defi_document(
+        prep.defi,
+        closes=prep.closes,
+        dates=prep.dates,
+        fee_apr=run_cfg.defi.fee_apr if run_cfg.defi is not None else 0.0,
+        fee_given=run_cfg.defi is not None,
+        bar_hours=prep.bar_hours,
+        fees_by_position=fees,
+        holdings_delta={a: q * prep.closes[a] for a, q in prep.quantities.items()},
+        legs=[
+            (data.instrument.base, r.out[:, _COLS["delta_usd"]], r.book_usd)
+            for r, data in zip(legs, prep.legs, strict=True)
+        ],
+        leg_totals={k: float(doc[k]) for k in ("fees_usd", "slippage_usd", "funding_received_usd")},
+        rebalances=int(doc["rebalances"]),
+        hedged=hedged,
+        unhedged=unhedged,
+    )
+    doc["defi"] = d
+    if prep.defi.has_pools and run_cfg.defi is None:
+        doc["warnings"].append(
+            "the pools earn no fees in this run: set `defi: {fee_apr: ...}` in the run file to assume a fee APR"
+        )
+    for row in d["positions"]:
+        liq = row.get("liquidation")
+        if liq:
+            doc["warnings"].append(
+                f"positions[{row['index']}] ({row['label']}): liquidated on {liq['date']} (health factor "
+                f"{liq['health_factor']:.3f} at the bar's worst prices), losing {liq['loss_usd']:,.0f} USD"
+            )
+    short = sorted({leg.summary["instrument"] for leg in legs if (leg.exposure < 0).any()})
+    if short:
+        doc["warnings"].append(
+            f"the exposure hedged by {', '.join(short)} is net short on some bars (more of the asset owed than held): "
+            "a short hedge offsets nothing there and stays flat"
+        )
+
+
+def _defi_equity(doc: dict[str, Any], prep: Prepared, fees: list[np.ndarray]) -> None:
+    """Each equity row gets the positions' value, the fees earned so far and the lowest health factor."""
+    assert prep.defi is not None
+    value = prep.defi.value_usd
+    earned = np.cumsum(sum(fees, np.zeros(len(prep.dates))))
+    hfs = [p.health_factor for p in prep.defi.paths if p.health_factor is not None]
+    hf = np.minimum.reduce(hfs) if hfs else None
+    for i, row in enumerate(doc["equity"]):
+        row["defi_value_usd"] = float(value[i])
+        row["fees_earned_usd"] = float(earned[i])
+        if hf is not None:
+            row["health_factor"] = float(hf[i]) if math.isfinite(hf[i]) else None
 
 
 def _document(
@@ -915,6 +1024,10 @@ def _notes_html(doc: dict[str, Any]) -> str:
         parts.append("<ul>" + "".join(f"<li>{_html.escape(_fallback_text(f))}</li>" for f in fallbacks) + "</ul>")
     else:
         parts.append("<p>none: the policy's rule applied on every bar</p>")
+    if doc.get("defi"):
+        from perphedge.usecases.backtest_defi import notes_html
+
+        parts.append(notes_html(doc["defi"]))
     warnings = doc.get("warnings") or []
     if warnings:
         parts.append(f"<h3>Warnings ({len(warnings)})</h3>")

@@ -139,11 +139,6 @@ def load_book(path: str | Path) -> LoadedBook:
 
 
 def _check_book(book: BookFile, pfile: PortfolioFile, source: str) -> None:
-    if pfile.positions:
-        raise ConfigError(
-            f"{source}: the portfolio has DeFi `positions:`, which a book does not hold yet (it would leave their "
-            "delta out of the hedge): plan them with `perphedge plan`, or remove them"
-        )
     from perphedge.specs import default_registry
 
     registry = default_registry()
@@ -272,11 +267,6 @@ def init_book(
         raise ConfigError(f"{out} is a directory: give the book file's path, e.g. {out}/my.book.yaml")
     pf_path = Path(portfolio)
     pfile = load_portfolio_file(pf_path)
-    if pfile.positions:
-        raise ConfigError(
-            f"{pf_path}: the portfolio has DeFi `positions:`, which a book does not hold yet (it would leave their "
-            "delta out of the hedge): plan them with `perphedge plan`, or remove them"
-        )
     registry = default_registry()
     if (exchange is None) == (live is None):
         raise ConfigError("give --paper EXCHANGE (a simulated account) or --exchange NAME (a live account), not both")
@@ -289,13 +279,9 @@ def init_book(
             f"invalid `{flag}`: no bundled instruments of `{exchange}`; choose one of "
             f"{', '.join(sorted(registry.exchanges()))}"
         )
-    from perphedge.core.portfolio import Holding, Portfolio
+    from perphedge.usecases.book_positions import legs_portfolio, position_assets
 
-    port = Portfolio(
-        name=pfile.name,
-        holdings=tuple(Holding(asset=h.asset.upper(), quantity=h.quantity or 1.0) for h in pfile.holdings),
-        prices={h.asset.upper(): 1.0 for h in pfile.holdings},  # the legs do not depend on prices
-    )
+    port = legs_portfolio(pfile)  # holdings and DeFi positions' assets; the legs do not depend on prices
     hb = pfile.hedge
     proxy_legs, direct, _ = _resolve_legs(hb.instrument, hb.legs, hb.proxy, port, registry)
     instruments = sorted({leg.instrument.id for leg in proxy_legs} | {i.id for i in direct.values()})
@@ -318,14 +304,14 @@ def init_book(
     prices = {k.upper(): v for k, v in pfile.prices.items()}
     bases = {leg.instrument.base for leg in proxy_legs} | {i.base for i in direct.values()}
     priced = all(is_stablecoin(h.asset) or h.asset.upper() in prices for h in pfile.holdings) and all(
-        b.upper() in prices for b in bases
+        b.upper() in prices for b in {*bases, *position_assets(pfile)}
     )
     feed_kind = feed or ("portfolio" if priced and live is None else "live")
     if feed_kind not in ("store", "live", "portfolio"):
         raise ConfigError(f"invalid `--feed`: must be store, live or portfolio, was {feed_kind!r}")
     if feed_kind == "portfolio" and not priced:
         missing = [h.asset for h in pfile.holdings if not is_stablecoin(h.asset) and h.asset.upper() not in prices]
-        missing += sorted(b for b in bases if b.upper() not in prices and b not in missing)
+        missing += sorted(b for b in {*bases, *position_assets(pfile)} if b.upper() not in prices and b not in missing)
         raise ConfigError(f"invalid `--feed portfolio`: the portfolio gives no price for {', '.join(missing)}")
     if live is not None:
         bal: dict[str, float] = {}
@@ -337,6 +323,12 @@ def init_book(
             for h in pfile.holdings
             if not is_stablecoin(h.asset)
         )
+        if pfile.positions and priced:  # positions count by their delta at the file's prices
+            from perphedge.usecases.plan import build_positions
+
+            value += sum(
+                float(d) for p in build_positions(pfile, prices, str(pf_path)) for d in p.delta_usd(prices).values()
+            )
         inverse_buy = any(i.startswith(f"{exchange}:") and registry.get(i).is_inverse for i in instruments) and (
             hb.collateral in (None, "buy")
         )
@@ -585,10 +577,13 @@ def _exposure_at(
     prep: Prepared, betas: Mapping[str, np.ndarray], weights: Mapping[str, float], t: int, prices: Mapping[str, float]
 ) -> float:
     """The leg's exposure (USD) at bar ``t`` and ``prices``, summed in the backtest's order."""
+    from perphedge.usecases.book_positions import add_positions_exposure
+
     e = 0.0
     for a, w in weights.items():
-        e += w * betas[a][t] * prep.quantities[a] * prices[a]
-    return e
+        if a in prep.quantities:
+            e += w * betas[a][t] * prep.quantities[a] * prices[a]
+    return add_positions_exposure(e, prep, betas, weights, t, prices)  # DeFi positions' delta at these prices
 
 
 def open_session(
@@ -643,6 +638,9 @@ def open_session(
                 )
             _run_probe, pf_probe, _ = book_to_run(lb, origin, today + timedelta(days=1))
             assets = sorted({h.asset.upper() for h in pf_probe.holdings if not is_stablecoin(h.asset)} | {"BTC"})
+            from perphedge.usecases.book_positions import position_assets
+
+            assets = sorted({*assets, *position_assets(pf_probe)})
             prices = _prices_for_constant(lb, [a for a in assets if a != "BTC"])
             hedge_bases = _hedge_bases(lb, pf_probe)
             missing = [a for a in hedge_bases if a not in prices]
@@ -719,15 +717,11 @@ def _session_warnings(lb: LoadedBook, prep: Prepared) -> list[str]:
 
 
 def _hedge_bases(lb: LoadedBook, pfile: PortfolioFile) -> list[str]:
-    from perphedge.core.portfolio import Holding, Portfolio
     from perphedge.specs import default_registry
+    from perphedge.usecases.book_positions import legs_portfolio
     from perphedge.usecases.plan import _resolve_legs
 
-    port = Portfolio(
-        name=pfile.name,
-        holdings=tuple(Holding(asset=h.asset.upper(), quantity=h.quantity or 1.0) for h in pfile.holdings),
-        prices={h.asset.upper(): 1.0 for h in pfile.holdings},  # the legs do not depend on prices
-    )
+    port = legs_portfolio(pfile)  # holdings and DeFi positions' assets; the legs do not depend on prices
     from perphedge.usecases.backtest import _hedge_block
 
     run_cfg, _, _ = book_to_run(lb, date(2020, 1, 1), date(2020, 1, 2))
@@ -1196,6 +1190,15 @@ def status_document(
         by_asset[h["asset"]] = by_asset.get(h["asset"], 0.0) + (0.0 if is_stablecoin(h["asset"]) else h["value_usd"])
     for leg in s.legs:
         exposure += _exposure_at(prep, s.betas, leg.weights, t, {a: snap.price(a) for a in leg.weights})
+    defi: dict[str, Any] = {}
+    if prep.defi is not None:  # DeFi positions: valued and counted by their delta at the feed's prices
+        from perphedge.usecases.book_positions import positions_delta_usd, positions_section, positions_value_usd
+
+        at = {a: _asset_price(snap, a) for a in prep.closes if a in snap.prices}
+        for a, v in positions_delta_usd(prep, at).items():
+            by_asset[a] = by_asset.get(a, 0.0) + v
+        defi = {"defi_positions": positions_section(prep, at), "defi_positions_usd": positions_value_usd(prep, at)}
+        holdings_usd += defi["defi_positions_usd"]
     # the margin of an inverse leg whose collateral was bought is in that leg's delta already ((margin + upnl −
     # Q/P)·P): its coins must not count a second time as a balance of the account
     in_leg: dict[tuple[str, str], float] = {}
@@ -1249,12 +1252,14 @@ def status_document(
         },
         "prices": {k: float(v) for k, v in sorted(snap.prices.items())},
         "holdings": holdings,
+        **({"defi_positions": defi["defi_positions"]} if defi else {}),
         "accounts": accounts,
         "value": {
             "total_usd": holdings_usd + accounts_usd,
             "total_btc": (holdings_usd + accounts_usd) / btc if btc else None,
             "holdings_usd": holdings_usd,
             "accounts_usd": accounts_usd,
+            **({"defi_positions_usd": defi["defi_positions_usd"]} if defi else {}),
         },
         "delta": {
             "by_asset": by_asset,
@@ -2868,6 +2873,8 @@ def _replay_document(
     for a, q in prep.quantities.items():
         unhedged += q * prep.closes[a]
     unhedged += prep.cash0
+    if prep.defi is not None:  # DeFi positions at each close (the backtest's unhedged book, fee income aside)
+        unhedged = unhedged + prep.defi.value_usd
     fmt = "%Y-%m-%d" if prep.bar_hours == 24.0 else "%Y-%m-%dT%H:%M"
     funding = s.store.journal(kinds=["funding"])
     fills = s.store.journal(kinds=["fill"])
