@@ -269,7 +269,10 @@ def init_book(
     pfile = load_portfolio_file(pf_path)
     registry = default_registry()
     if (exchange is None) == (live is None):
-        raise ConfigError("give --paper EXCHANGE (a simulated account) or --exchange NAME (a live account), not both")
+        raise ConfigError(
+            "give --paper EXCHANGE (a simulated account) or --exchange NAME (a live account)"
+            + (", not both" if live is not None else "")
+        )
     if live is not None and balances:
         raise ConfigError("invalid `--balance`: a live account's balances are the venue's; --balance is for --paper")
     flag = "--paper" if live is None else "--exchange"
