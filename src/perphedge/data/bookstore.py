@@ -35,7 +35,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,6 +279,8 @@ class BookStore:
         self.writable = writable
         self._lock_fd = lock_fd
         self._depth = 0
+        #: applied to every journal row's JSON before it is written (the use case sets the credential redactor)
+        self.scrub: Callable[[str], str] | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -504,6 +506,8 @@ class BookStore:
             "venue_id": _opt_text(venue_id, "venue_id"),
         }
         text = _dumps(data, "data")
+        if self.scrub is not None:  # live books: credential values never reach the file (venue messages echo them)
+            text = self.scrub(text)
         if kind in _KEYED:
             col_keys, data_keys = _KEYED[kind]
             missing = [c for c in col_keys if cols[c] is None] + [f"data.{k}" for k in data_keys if data.get(k) is None]

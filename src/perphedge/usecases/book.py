@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -668,9 +668,14 @@ def open_session(
     store: BookStore | None = None
     if writer:
         store_path = replay_store if replay_store is not None else book_store_path(lb)
-        store = BookStore.open(
-            store_path, book_id=b.id, book_hash=lb.config_hash, sync="off" if replay is not None else "normal"
-        )
+        live = any(a.kind == "exchange" for a in b.accounts)
+        # a live book's journal rows survive power loss (design §4: synchronous=FULL), and carry no credential
+        sync: Literal["off", "full", "normal"] = "off" if replay is not None else ("full" if live else "normal")
+        store = BookStore.open(store_path, book_id=b.id, book_hash=lb.config_hash, sync=sync)
+        if live:
+            from perphedge.exchange.credentials import redact
+
+            store.scrub = redact
     elif replay is None:
         path = book_store_path(lb)
         if path.exists():
