@@ -98,7 +98,19 @@ def test_sigterm_leaves_a_resumable_state(tmp_path: Path, sample_store_path: Pat
     home = tmp_path / "home"
     p = subprocess.Popen(_cmd(book, sample_store_path), env=_env(home), cwd=REPO,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    time.sleep(2.0)
+    # SIGTERM once the loop runs (its handler is installed before the first tick is journaled); a fixed wait
+    # could land before that on a loaded machine, where the default action kills the process
+    state = tmp_path / "state.sqlite"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        if state.exists():
+            try:
+                with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+                    if db.execute("SELECT count(*) FROM journal WHERE kind = 'tick'").fetchone()[0] > 0:
+                        break
+            except sqlite3.Error:
+                pass
+        time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
