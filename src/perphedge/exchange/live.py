@@ -178,9 +178,12 @@ def _one_line(text: str, n: int = 300) -> str:
 class WeightBudget:
     """A sliding-window request-weight budget: at most ``limit`` weight in any ``window_ms``.
 
-    :meth:`acquire` blocks (``sleep``) until the request fits; a request heavier than the whole budget waits for
-    an empty window. :meth:`observe_venue` folds in the venue's own count (e.g. Binance ``X-MBX-USED-WEIGHT-1M``)
-    when it is higher than ours (another process on the same IP or key).
+    :meth:`acquire` blocks (``sleep``) until the request fits and books it; :meth:`done` moves the booking to the
+    moment the answer came back, so the window is counted from the latest instant the venue can have seen the
+    request (a request's arrival lies between the two: latency jitter never makes two windows overlap at the
+    venue). A request heavier than the whole budget waits for an empty window. :meth:`observe_venue` folds in the
+    venue's own count (e.g. Binance ``X-MBX-USED-WEIGHT-1M``) when it is higher than ours (another process on the
+    same IP or key).
     """
 
     def __init__(
@@ -199,7 +202,7 @@ class WeightBudget:
         self.window_ms = window_ms
         self._clock = clock
         self._sleep = sleep
-        self._spent: deque[tuple[float, float]] = deque()  # (clock seconds, weight)
+        self._spent: deque[list[float]] = deque()  # [clock seconds, weight], oldest first
         self._lock = threading.Lock()
         self.waited_s = 0.0
 
@@ -212,19 +215,20 @@ class WeightBudget:
         """Weight spent in the window ending now."""
         with self._lock:
             self._trim(self._clock())
-            return sum(w for _, w in self._spent)
+            return sum(e[1] for e in self._spent)
 
-    def acquire(self, weight: float) -> None:
-        """Wait until ``weight`` fits in the window, then book it."""
+    def acquire(self, weight: float) -> list[float]:
+        """Wait until ``weight`` fits in the window, then book it; returns the booking (for :meth:`done`)."""
         weight = max(0.0, float(weight))
         while True:
             with self._lock:
                 now = self._clock()
                 self._trim(now)
-                used = sum(w for _, w in self._spent)
+                used = sum(e[1] for e in self._spent)
                 if used + weight <= self.limit or not self._spent:
-                    self._spent.append((now, weight))
-                    return
+                    entry = [now, weight]
+                    self._spent.append(entry)
+                    return entry
                 # wait until enough of the oldest entries leave the window
                 need = used + weight - self.limit
                 freed = 0.0
@@ -238,14 +242,21 @@ class WeightBudget:
             self.waited_s += wait
             self._sleep(wait)
 
+    def done(self, entry: list[float]) -> None:
+        """The request of ``entry`` was answered (or failed): count its window from now."""
+        with self._lock:
+            entry[0] = max(entry[0], self._clock())
+            if len(self._spent) > 1 and self._spent[-1] is not entry:
+                self._spent = deque(sorted(self._spent, key=lambda e: e[0]))
+
     def observe_venue(self, used_by_venue: float) -> None:
         """The venue says ``used_by_venue`` weight is spent in its window: book the excess over ours now."""
         with self._lock:
             now = self._clock()
             self._trim(now)
-            ours = sum(w for _, w in self._spent)
+            ours = sum(e[1] for e in self._spent)
             if used_by_venue > ours:
-                self._spent.append((now, used_by_venue - ours))
+                self._spent.append([now, used_by_venue - ours])
 
 
 # ---------------------------------------------------------------------------------------------- dialect
@@ -692,13 +703,13 @@ class CcxtAccount:
                 if "=" in pair:
                     k, v = pair.split("=", 1)
                     query[k] = v
-            if budget is not None:
-                budget.acquire(dialect.weight(method.upper(), parts.path, query))
+            booking = budget.acquire(dialect.weight(method.upper(), parts.path, query)) if budget is not None else None
             client.last_response_headers = None  # a dropped answer must not reuse the previous headers
             try:
                 return original(url, method, headers, body)
             finally:
-                if budget is not None:
+                if budget is not None and booking is not None:
+                    budget.done(booking)
                     used = dialect.venue_used_weight(dict(getattr(client, "last_response_headers", None) or {}))
                     if used is not None:
                         budget.observe_venue(used)
