@@ -72,6 +72,8 @@ __all__ = [
     "WeightBudget",
     "dialect_for",
     "open_live_account",
+    "round_to_lot",
+    "round_to_tick",
     "scrub",
 ]
 
@@ -559,6 +561,24 @@ def _f(value: Any, default: float = math.nan) -> float:
     return out
 
 
+def round_to_lot(contracts: float, lot: float, *, down: bool) -> float:
+    """``contracts`` on the lot grid: to the nearest lot (half up), or down (``down``: a reduce-only order never
+    grows past the request); nan for a non-finite or negative request."""
+    if not (math.isfinite(contracts) and contracts >= 0 and math.isfinite(lot) and lot > 0):
+        return math.nan
+    lots = contracts / lot
+    eps = 1e-9 + 1e-12 * lots  # float dust: 0.3 / 0.1 = 2.9999999999999996 is 3 lots
+    n = math.floor(lots + eps) if down else math.floor(lots + 0.5 + eps)
+    return round(n * lot, 12)
+
+
+def round_to_tick(price: float, tick: float) -> float:
+    """``price`` (USD per coin) to the nearest tick; nan for a non-finite or non-positive price."""
+    if not (math.isfinite(price) and price > 0 and math.isfinite(tick) and tick > 0):
+        return math.nan
+    return round(math.floor(price / tick + 0.5) * tick, 12)
+
+
 _STATUS: dict[str, OrderStatus] = {
     "closed": "filled",
     "canceled": "cancelled",
@@ -973,12 +993,10 @@ class CcxtAccount:
             )
 
     def _round_qty(self, leg: _Leg, contracts: float, reduce_only: bool) -> float:
-        lots = contracts / leg.lot
-        n = math.floor(lots + 1e-9) if reduce_only else math.floor(lots + 0.5 + 1e-9)
-        return round(n * leg.lot, 12)
+        return round_to_lot(contracts, leg.lot, down=reduce_only)
 
     def _round_price(self, leg: _Leg, price: float) -> float:
-        return round(math.floor(price / leg.tick + 0.5) * leg.tick, 12)
+        return round_to_tick(price, leg.tick)
 
     def place_order(self, req: OrderRequest, snap: FeedSnapshot) -> OrderResult:
         """Send ``req`` once (market or limit) with our client id; a known client id returns the existing order.
@@ -1020,6 +1038,14 @@ class CcxtAccount:
                     reason=f"invalid: limit price must be > 0, was {req.limit_price!r} (not sent)",
                 )
             price = self._round_price(leg, req.limit_price)
+            if not (math.isfinite(price) and price > 0):
+                return OrderResult(
+                    client_id=req.client_id,
+                    account=self.name,
+                    instrument=req.instrument,
+                    status="rejected",
+                    reason=f"invalid: limit price {req.limit_price!r} rounds to no tick of {leg.tick:g} (not sent)",
+                )
         try:
             order = self._dialect.create_order(self._client, leg.symbol, req, qty, price)
         except PerphedgeError:
