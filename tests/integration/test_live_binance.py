@@ -673,3 +673,30 @@ def test_leverage_and_margin_type_through_ccxt(fx: FakeExchange) -> None:
     cm.place_order(order("ph00000001000000d002", BTCUSD.id, "sell", 4, account="cm"), snap())
     q = cm.positions()[0]
     assert q.leverage == 3 and q.margin_mode == "cross"
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"weight_limit": "lots"}, "weight_limit"),
+        ({"timeout_ms": -5}, "timeout_ms"),
+        ({"retries": float("nan")}, "retries"),
+        ({"rate_limit_ms": True}, "rate_limit_ms"),
+        ({"sleep": 3}, "sleep"),
+    ],
+)
+def test_bad_options_are_refused(fx: FakeExchange, options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        usdm(fx, **options)
+
+
+def test_bad_rate_limit_env_is_refused(fx: FakeExchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERPHEDGE_RATE_LIMIT_MS", "fast")
+    with pytest.raises(ConfigError, match="PERPHEDGE_RATE_LIMIT_MS"):
+        open_live_account(
+            name="bn",
+            venue="binance_usdm",
+            credentials={"key": KEY, "secret": SECRET},
+            instruments=[BTCUSDT],
+            base_url=fx.url,
+        )

@@ -23,6 +23,17 @@ Safety rules kept here, for every venue:
 
 Units: ``Position.contracts`` in our instrument's contracts (short positive; a long shows negative); balances and
 margins in the asset they are held in; prices USD per coin; times epoch ms (UTC).
+
+Writing a dialect: a module ``perphedge.exchange.live_<venue>`` (see :data:`VENUES`) defines subclasses of
+:class:`VenueDialect` and ``DIALECTS: dict[str, type[VenueDialect]]`` mapping its venue names to them (built with no
+arguments). Override only what differs from the ccxt-unified defaults: ``client_config`` / ``prepare_client`` /
+``apply_sandbox`` (client set-up), ``check_account`` (refuse an account the adapter cannot trade safely),
+``weight`` / ``venue_used_weight`` (the budget), ``classify`` (errors → :class:`Classified`), ``fetch_balances``,
+``fetch_positions`` / ``parse_position`` (→ :class:`VenuePosition`), ``fetch_open_orders``,
+``fetch_order_by_client_id`` / ``cancel_by_client_id`` (None when the venue does not know the id),
+``fetch_order_trades``, ``fetch_funding`` (→ :class:`VenueFunding`), ``fetch_liquidations``, ``order_params`` /
+``create_order``, ``entry_basis``, ``check_market``. Dialect methods raise ccxt's exceptions as they come; the
+account classifies, retries (reads only) and scrubs them.
 """
 
 from __future__ import annotations
@@ -1118,6 +1129,20 @@ class CcxtAccount:
 # ---------------------------------------------------------------------------------------------- factory
 
 
+def _opt_number(opts: Mapping[str, Any], key: str, *, minimum: float) -> float | None:
+    """``opts[key]`` as a finite number >= ``minimum`` (None when absent); ConfigError naming the option."""
+    raw = opts.get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(raw, bool) or not (math.isfinite(value) and value >= minimum):
+        raise ConfigError(f"invalid option `{key}`: must be a number >= {minimum:g}, was {raw!r}")
+    return value
+
+
 def _check_url(base: str, what: str) -> str:
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -1158,8 +1183,6 @@ def open_live_account(
             f"account `{name}` ({venue}): missing credential(s) {', '.join(missing)} "
             "(set the environment variables named by key_env/secret_env/password_env)"
         )
-    if sandbox and (base_url or os.environ.get("PERPHEDGE_EXCHANGE_URL")):
-        pass  # the mirror wins; sandbox is still validated below
     import ccxt
 
     cls = getattr(ccxt, dialect.ccxt_id)
@@ -1173,18 +1196,25 @@ def open_live_account(
 
         _check_url(base, "the exchange URL" if base_url else "PERPHEDGE_EXCHANGE_URL")
         client.urls["api"] = _reroute(client.urls["api"], base)
-    if opts.get("rate_limit_ms") is not None:
-        client.rateLimit = float(opts["rate_limit_ms"])
-    elif base and os.environ.get("PERPHEDGE_RATE_LIMIT_MS"):
-        client.rateLimit = float(os.environ["PERPHEDGE_RATE_LIMIT_MS"])
-    timeout = opts.get("timeout_ms") or os.environ.get("PERPHEDGE_EXCHANGE_TIMEOUT_MS")
+    from perphedge.exchange.ccxt_source import _env_number
+
+    rate = _opt_number(opts, "rate_limit_ms", minimum=0.0)
+    if rate is None and base:
+        rate = _env_number("PERPHEDGE_RATE_LIMIT_MS")
+    if rate is not None:
+        client.rateLimit = rate
+    timeout = _opt_number(opts, "timeout_ms", minimum=1.0) or _env_number("PERPHEDGE_EXCHANGE_TIMEOUT_MS")
     if timeout:
-        client.timeout = int(float(timeout))
-    limit = float(opts.get("weight_limit") or dialect.weight_limit)
-    window = int(opts.get("weight_window_ms") or dialect.weight_window_ms)
+        client.timeout = int(timeout)
+    limit = _opt_number(opts, "weight_limit", minimum=1e-9) or dialect.weight_limit
+    window = int(_opt_number(opts, "weight_window_ms", minimum=1.0) or dialect.weight_window_ms)
+    retries_opt = _opt_number(opts, "retries", minimum=0.0)
+    retries = 4 if retries_opt is None else int(retries_opt)
     sleep = opts.get("sleep") or time.sleep
+    if not callable(sleep):
+        raise ConfigError(f"invalid option `sleep` of account `{name}`: must be callable")
     budget = WeightBudget(limit, window, sleep=sleep) if limit > 0 else None
-    secrets = [credentials.get(k, "") for k in ("key", "secret", "password")]
+    secrets = [str(v) for v in credentials.values() if v]
     return CcxtAccount(
         name=name,
         venue=venue,
@@ -1195,6 +1225,6 @@ def open_live_account(
         read_only=read_only,
         funding_since_ms=funding_since_ms,
         budget=budget,
-        retries=int(opts.get("retries", 4)),
+        retries=retries,
         sleep=sleep,
     )
