@@ -605,3 +605,98 @@ def test_hedge_mode_account_is_refused_for_trading(fx: FakeExchange) -> None:
     with pytest.raises(ConfigError, match="hedge mode"):
         coinm(fx)
     assert usdm(fx, read_only=True).balances()  # reading is fine
+
+
+# ------------------------------------------------------------------------------------------------ the fake's checks
+
+
+def _raw(
+    fx: FakeExchange, path: str, params: dict[str, str], *, key: str | None = KEY, secret: str = SECRET
+) -> tuple[int, dict[str, Any]]:
+    """A hand-signed GET to the fake (Binance's scheme: HMAC-SHA256 of the query string)."""
+    import hashlib
+    import hmac
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode(params)
+    sig = hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
+    req = urllib.request.Request(f"{fx.url}{path}?{query}&signature={sig}")
+    if key is not None:
+        req.add_header("X-MBX-APIKEY", key)
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_fake_checks_key_signature_and_timestamp(fx: FakeExchange) -> None:
+    now = str(int(time.time() * 1000))
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": now})[0] == 200
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": now}, key=None) == (
+        401,
+        {"code": -2014, "msg": "API-key format invalid."},
+    )
+    assert _raw(fx, "/dapi/v1/account", {"timestamp": now}, key="other")[1]["code"] == -2015
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": now}, secret="wrong")[1]["code"] == -1022
+    old = str(int(time.time() * 1000) - 10_000)
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": old})[1]["code"] == -1021  # outside the 5 s recvWindow
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": old, "recvWindow": "20000"})[0] == 200
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": now, "recvWindow": "70000"})[1]["code"] == -1131
+    assert _raw(fx, "/fapi/v3/account", {})[1]["code"] == -1102
+
+
+def test_fake_order_lookups_by_client_id(fx: FakeExchange) -> None:
+    now = str(int(time.time() * 1000))
+    status, body = _raw(fx, "/fapi/v1/order", {"symbol": "BTCUSDT", "origClientOrderId": "nope", "timestamp": now})
+    assert (status, body["code"]) == (400, -2013)
+    status, body = _raw(fx, "/dapi/v1/order", {"symbol": "BTCUSD_PERP", "timestamp": now})
+    assert body["code"] == -1102
+
+
+def test_leverage_and_margin_type_through_ccxt(fx: FakeExchange) -> None:
+    acc = usdm(fx)
+    client = acc._client
+    client.set_leverage(7, "BTC/USDT:USDT")
+    client.set_margin_mode("isolated", "BTC/USDT:USDT")
+    assert client.fetch_margin_mode("BTC/USDT:USDT")["marginMode"] == "isolated"
+    assert client.fetch_leverage("BTC/USDT:USDT")["longLeverage"] == 7
+    acc.place_order(order("ph00000001000000d001", BTCUSDT.id, "sell", 0.1), snap())
+    p = next(q for q in acc.positions() if q.instrument == BTCUSDT.id)
+    assert p.leverage == 7 and p.margin_mode == "isolated"
+    assert p.margin_settle == pytest.approx(0.1 * 60_000 / 7)  # the isolated wallet the fill put up
+    cm = coinm(fx)
+    cm._client.set_leverage(3, "BTC/USD:BTC")
+    cm.place_order(order("ph00000001000000d002", BTCUSD.id, "sell", 4, account="cm"), snap())
+    q = cm.positions()[0]
+    assert q.leverage == 3 and q.margin_mode == "cross"
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"weight_limit": "lots"}, "weight_limit"),
+        ({"timeout_ms": -5}, "timeout_ms"),
+        ({"retries": float("nan")}, "retries"),
+        ({"rate_limit_ms": True}, "rate_limit_ms"),
+        ({"sleep": 3}, "sleep"),
+    ],
+)
+def test_bad_options_are_refused(fx: FakeExchange, options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        usdm(fx, **options)
+
+
+def test_bad_rate_limit_env_is_refused(fx: FakeExchange, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERPHEDGE_RATE_LIMIT_MS", "fast")
+    with pytest.raises(ConfigError, match="PERPHEDGE_RATE_LIMIT_MS"):
+        open_live_account(
+            name="bn",
+            venue="binance_usdm",
+            credentials={"key": KEY, "secret": SECRET},
+            instruments=[BTCUSDT],
+            base_url=fx.url,
+        )

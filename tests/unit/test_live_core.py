@@ -4,6 +4,7 @@ weight tables, the fake CLI's balance parsing."""
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import ccxt
 import pytest
@@ -13,7 +14,15 @@ from hypothesis import strategies as st
 from perphedge.errors import ConfigError
 from perphedge.exchange import fake_binance
 from perphedge.exchange.fake_cli import parse_balances
-from perphedge.exchange.live import VENUES, VenueDialect, WeightBudget, dialect_for, scrub
+from perphedge.exchange.live import (
+    VENUES,
+    VenueDialect,
+    WeightBudget,
+    dialect_for,
+    round_to_lot,
+    round_to_tick,
+    scrub,
+)
 from perphedge.exchange.live_binance import DAPI_WEIGHTS, FAPI_WEIGHTS, BinanceCoinm, BinanceUsdm, binance_code
 
 # ------------------------------------------------------------------------------------------------ scrub
@@ -242,3 +251,48 @@ def test_parse_balances() -> None:
             parse_balances([bad])
     with pytest.raises(ConfigError, match="twice"):
         parse_balances(["BTC=1", "btc=2"])
+
+
+def test_budget_counts_a_request_from_its_answer() -> None:
+    clock = _Clock()
+    budget = WeightBudget(10.0, 1000, clock=clock.now, sleep=clock.sleep)
+    entry = budget.acquire(10)
+    clock.t += 0.4  # the answer took 400 ms: the venue may have counted it as late as now
+    budget.done(entry)
+    budget.acquire(1)
+    assert clock.t == pytest.approx(1001.4 + 0.001, abs=1e-3)  # a window after the answer, not after the send
+
+
+# ------------------------------------------------------------------------------------------------ rounding
+
+LOTS = st.sampled_from([0.001, 0.01, 0.1, 1.0, 10.0, 100.0])
+
+
+@given(contracts=st.floats(min_value=0.0, max_value=1e6, allow_nan=False), lot=LOTS)
+@settings(max_examples=300, deadline=None)
+def test_round_to_lot_is_on_grid_and_reduce_only_never_grows(contracts: float, lot: float) -> None:
+    down = round_to_lot(contracts, lot, down=True)
+    near = round_to_lot(contracts, lot, down=False)
+    for q in (down, near):
+        assert abs(q / lot - round(q / lot)) < 1e-6
+    assert down <= contracts * (1 + 1e-9) + 1e-12  # never past the request
+    assert contracts - down < lot * (1 + 1e-9)
+    assert abs(near - contracts) <= lot / 2 * (1 + 1e-9) + 1e-12
+
+
+def test_round_to_lot_edges() -> None:
+    assert round_to_lot(0.3, 0.1, down=True) == 0.3  # float dust does not lose a lot
+    assert round_to_lot(0.0129, 0.001, down=True) == 0.012
+    assert round_to_lot(0.0125, 0.001, down=False) == 0.013
+    assert math.isnan(round_to_lot(float("nan"), 0.001, down=False))
+    assert math.isnan(round_to_lot(-1.0, 0.001, down=False))
+    assert math.isnan(round_to_lot(float("inf"), 0.001, down=True))
+
+
+@given(price=st.floats(min_value=0.01, max_value=1e7), tick=st.sampled_from([0.01, 0.1, 0.5, 1.0]))
+@settings(max_examples=300, deadline=None)
+def test_round_to_tick(price: float, tick: float) -> None:
+    p = round_to_tick(price, tick)
+    assert abs(p / tick - round(p / tick)) < 1e-6
+    assert abs(p - price) <= tick / 2 * (1 + 1e-9) + 1e-9
+    assert math.isnan(round_to_tick(0.0, tick)) and math.isnan(round_to_tick(float("nan"), tick))

@@ -23,6 +23,17 @@ Safety rules kept here, for every venue:
 
 Units: ``Position.contracts`` in our instrument's contracts (short positive; a long shows negative); balances and
 margins in the asset they are held in; prices USD per coin; times epoch ms (UTC).
+
+Writing a dialect: a module ``perphedge.exchange.live_<venue>`` (see :data:`VENUES`) defines subclasses of
+:class:`VenueDialect` and ``DIALECTS: dict[str, type[VenueDialect]]`` mapping its venue names to them (built with no
+arguments). Override only what differs from the ccxt-unified defaults: ``client_config`` / ``prepare_client`` /
+``apply_sandbox`` (client set-up), ``check_account`` (refuse an account the adapter cannot trade safely),
+``weight`` / ``venue_used_weight`` (the budget), ``classify`` (errors → :class:`Classified`), ``fetch_balances``,
+``fetch_positions`` / ``parse_position`` (→ :class:`VenuePosition`), ``fetch_open_orders``,
+``fetch_order_by_client_id`` / ``cancel_by_client_id`` (None when the venue does not know the id),
+``fetch_order_trades``, ``fetch_funding`` (→ :class:`VenueFunding`), ``fetch_liquidations``, ``order_params`` /
+``create_order``, ``entry_basis``, ``check_market``. Dialect methods raise ccxt's exceptions as they come; the
+account classifies, retries (reads only) and scrubs them.
 """
 
 from __future__ import annotations
@@ -72,6 +83,8 @@ __all__ = [
     "WeightBudget",
     "dialect_for",
     "open_live_account",
+    "round_to_lot",
+    "round_to_tick",
     "scrub",
 ]
 
@@ -178,9 +191,12 @@ def _one_line(text: str, n: int = 300) -> str:
 class WeightBudget:
     """A sliding-window request-weight budget: at most ``limit`` weight in any ``window_ms``.
 
-    :meth:`acquire` blocks (``sleep``) until the request fits; a request heavier than the whole budget waits for
-    an empty window. :meth:`observe_venue` folds in the venue's own count (e.g. Binance ``X-MBX-USED-WEIGHT-1M``)
-    when it is higher than ours (another process on the same IP or key).
+    :meth:`acquire` blocks (``sleep``) until the request fits and books it; :meth:`done` moves the booking to the
+    moment the answer came back, so the window is counted from the latest instant the venue can have seen the
+    request (a request's arrival lies between the two: latency jitter never makes two windows overlap at the
+    venue). A request heavier than the whole budget waits for an empty window. :meth:`observe_venue` folds in the
+    venue's own count (e.g. Binance ``X-MBX-USED-WEIGHT-1M``) when it is higher than ours (another process on the
+    same IP or key).
     """
 
     def __init__(
@@ -199,7 +215,7 @@ class WeightBudget:
         self.window_ms = window_ms
         self._clock = clock
         self._sleep = sleep
-        self._spent: deque[tuple[float, float]] = deque()  # (clock seconds, weight)
+        self._spent: deque[list[float]] = deque()  # [clock seconds, weight], oldest first
         self._lock = threading.Lock()
         self.waited_s = 0.0
 
@@ -212,19 +228,20 @@ class WeightBudget:
         """Weight spent in the window ending now."""
         with self._lock:
             self._trim(self._clock())
-            return sum(w for _, w in self._spent)
+            return sum(e[1] for e in self._spent)
 
-    def acquire(self, weight: float) -> None:
-        """Wait until ``weight`` fits in the window, then book it."""
+    def acquire(self, weight: float) -> list[float]:
+        """Wait until ``weight`` fits in the window, then book it; returns the booking (for :meth:`done`)."""
         weight = max(0.0, float(weight))
         while True:
             with self._lock:
                 now = self._clock()
                 self._trim(now)
-                used = sum(w for _, w in self._spent)
+                used = sum(e[1] for e in self._spent)
                 if used + weight <= self.limit or not self._spent:
-                    self._spent.append((now, weight))
-                    return
+                    entry = [now, weight]
+                    self._spent.append(entry)
+                    return entry
                 # wait until enough of the oldest entries leave the window
                 need = used + weight - self.limit
                 freed = 0.0
@@ -238,14 +255,21 @@ class WeightBudget:
             self.waited_s += wait
             self._sleep(wait)
 
+    def done(self, entry: list[float]) -> None:
+        """The request of ``entry`` was answered (or failed): count its window from now."""
+        with self._lock:
+            entry[0] = max(entry[0], self._clock())
+            if len(self._spent) > 1 and self._spent[-1] is not entry:
+                self._spent = deque(sorted(self._spent, key=lambda e: e[0]))
+
     def observe_venue(self, used_by_venue: float) -> None:
         """The venue says ``used_by_venue`` weight is spent in its window: book the excess over ours now."""
         with self._lock:
             now = self._clock()
             self._trim(now)
-            ours = sum(w for _, w in self._spent)
+            ours = sum(e[1] for e in self._spent)
             if used_by_venue > ours:
-                self._spent.append((now, used_by_venue - ours))
+                self._spent.append([now, used_by_venue - ours])
 
 
 # ---------------------------------------------------------------------------------------------- dialect
@@ -548,6 +572,24 @@ def _f(value: Any, default: float = math.nan) -> float:
     return out
 
 
+def round_to_lot(contracts: float, lot: float, *, down: bool) -> float:
+    """``contracts`` on the lot grid: to the nearest lot (half up), or down (``down``: a reduce-only order never
+    grows past the request); nan for a non-finite or negative request."""
+    if not (math.isfinite(contracts) and contracts >= 0 and math.isfinite(lot) and lot > 0):
+        return math.nan
+    lots = contracts / lot
+    eps = 1e-9 + 1e-12 * lots  # float dust: 0.3 / 0.1 = 2.9999999999999996 is 3 lots
+    n = math.floor(lots + eps) if down else math.floor(lots + 0.5 + eps)
+    return round(n * lot, 12)
+
+
+def round_to_tick(price: float, tick: float) -> float:
+    """``price`` (USD per coin) to the nearest tick; nan for a non-finite or non-positive price."""
+    if not (math.isfinite(price) and price > 0 and math.isfinite(tick) and tick > 0):
+        return math.nan
+    return round(math.floor(price / tick + 0.5) * tick, 12)
+
+
 _STATUS: dict[str, OrderStatus] = {
     "closed": "filled",
     "canceled": "cancelled",
@@ -692,13 +734,13 @@ class CcxtAccount:
                 if "=" in pair:
                     k, v = pair.split("=", 1)
                     query[k] = v
-            if budget is not None:
-                budget.acquire(dialect.weight(method.upper(), parts.path, query))
+            booking = budget.acquire(dialect.weight(method.upper(), parts.path, query)) if budget is not None else None
             client.last_response_headers = None  # a dropped answer must not reuse the previous headers
             try:
                 return original(url, method, headers, body)
             finally:
-                if budget is not None:
+                if budget is not None and booking is not None:
+                    budget.done(booking)
                     used = dialect.venue_used_weight(dict(getattr(client, "last_response_headers", None) or {}))
                     if used is not None:
                         budget.observe_venue(used)
@@ -962,12 +1004,10 @@ class CcxtAccount:
             )
 
     def _round_qty(self, leg: _Leg, contracts: float, reduce_only: bool) -> float:
-        lots = contracts / leg.lot
-        n = math.floor(lots + 1e-9) if reduce_only else math.floor(lots + 0.5 + 1e-9)
-        return round(n * leg.lot, 12)
+        return round_to_lot(contracts, leg.lot, down=reduce_only)
 
     def _round_price(self, leg: _Leg, price: float) -> float:
-        return round(math.floor(price / leg.tick + 0.5) * leg.tick, 12)
+        return round_to_tick(price, leg.tick)
 
     def place_order(self, req: OrderRequest, snap: FeedSnapshot) -> OrderResult:
         """Send ``req`` once (market or limit) with our client id; a known client id returns the existing order.
@@ -1009,6 +1049,14 @@ class CcxtAccount:
                     reason=f"invalid: limit price must be > 0, was {req.limit_price!r} (not sent)",
                 )
             price = self._round_price(leg, req.limit_price)
+            if not (math.isfinite(price) and price > 0):
+                return OrderResult(
+                    client_id=req.client_id,
+                    account=self.name,
+                    instrument=req.instrument,
+                    status="rejected",
+                    reason=f"invalid: limit price {req.limit_price!r} rounds to no tick of {leg.tick:g} (not sent)",
+                )
         try:
             order = self._dialect.create_order(self._client, leg.symbol, req, qty, price)
         except PerphedgeError:
@@ -1081,6 +1129,20 @@ class CcxtAccount:
 # ---------------------------------------------------------------------------------------------- factory
 
 
+def _opt_number(opts: Mapping[str, Any], key: str, *, minimum: float) -> float | None:
+    """``opts[key]`` as a finite number >= ``minimum`` (None when absent); ConfigError naming the option."""
+    raw = opts.get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(raw, bool) or not (math.isfinite(value) and value >= minimum):
+        raise ConfigError(f"invalid option `{key}`: must be a number >= {minimum:g}, was {raw!r}")
+    return value
+
+
 def _check_url(base: str, what: str) -> str:
     parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -1121,8 +1183,6 @@ def open_live_account(
             f"account `{name}` ({venue}): missing credential(s) {', '.join(missing)} "
             "(set the environment variables named by key_env/secret_env/password_env)"
         )
-    if sandbox and (base_url or os.environ.get("PERPHEDGE_EXCHANGE_URL")):
-        pass  # the mirror wins; sandbox is still validated below
     import ccxt
 
     cls = getattr(ccxt, dialect.ccxt_id)
@@ -1136,18 +1196,25 @@ def open_live_account(
 
         _check_url(base, "the exchange URL" if base_url else "PERPHEDGE_EXCHANGE_URL")
         client.urls["api"] = _reroute(client.urls["api"], base)
-    if opts.get("rate_limit_ms") is not None:
-        client.rateLimit = float(opts["rate_limit_ms"])
-    elif base and os.environ.get("PERPHEDGE_RATE_LIMIT_MS"):
-        client.rateLimit = float(os.environ["PERPHEDGE_RATE_LIMIT_MS"])
-    timeout = opts.get("timeout_ms") or os.environ.get("PERPHEDGE_EXCHANGE_TIMEOUT_MS")
+    from perphedge.exchange.ccxt_source import _env_number
+
+    rate = _opt_number(opts, "rate_limit_ms", minimum=0.0)
+    if rate is None and base:
+        rate = _env_number("PERPHEDGE_RATE_LIMIT_MS")
+    if rate is not None:
+        client.rateLimit = rate
+    timeout = _opt_number(opts, "timeout_ms", minimum=1.0) or _env_number("PERPHEDGE_EXCHANGE_TIMEOUT_MS")
     if timeout:
-        client.timeout = int(float(timeout))
-    limit = float(opts.get("weight_limit") or dialect.weight_limit)
-    window = int(opts.get("weight_window_ms") or dialect.weight_window_ms)
+        client.timeout = int(timeout)
+    limit = _opt_number(opts, "weight_limit", minimum=1e-9) or dialect.weight_limit
+    window = int(_opt_number(opts, "weight_window_ms", minimum=1.0) or dialect.weight_window_ms)
+    retries_opt = _opt_number(opts, "retries", minimum=0.0)
+    retries = 4 if retries_opt is None else int(retries_opt)
     sleep = opts.get("sleep") or time.sleep
+    if not callable(sleep):
+        raise ConfigError(f"invalid option `sleep` of account `{name}`: must be callable")
     budget = WeightBudget(limit, window, sleep=sleep) if limit > 0 else None
-    secrets = [credentials.get(k, "") for k in ("key", "secret", "password")]
+    secrets = [str(v) for v in credentials.values() if v]
     return CcxtAccount(
         name=name,
         venue=venue,
@@ -1158,6 +1225,6 @@ def open_live_account(
         read_only=read_only,
         funding_since_ms=funding_since_ms,
         budget=budget,
-        retries=int(opts.get("retries", 4)),
+        retries=retries,
         sleep=sleep,
     )
