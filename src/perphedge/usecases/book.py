@@ -917,10 +917,10 @@ def advance(s: Session, snap: FeedSnapshot) -> list[Any]:
                         "funding",
                         {
                             "settlement_ms": ev.settlement_ms,
-                            "rate": ev.rate,
+                            "rate": _finite(ev.rate),  # a venue may not say the rate of a payment (null)
                             "amount": ev.amount_settle,
                             "asset": ev.asset,
-                            "amount_usd": ev.amount_usd,
+                            "amount_usd": _finite(ev.amount_usd),
                         },
                         ts_ms=snap.now_ms,
                         account=name,
@@ -932,10 +932,10 @@ def advance(s: Session, snap: FeedSnapshot) -> list[Any]:
                         s,
                         "liquidation",
                         {
-                            "price": ev.price,
+                            "price": _finite(ev.price),
                             "contracts": ev.contracts,
-                            "loss_settle": ev.loss_settle,
-                            "loss_usd": ev.loss_usd,
+                            "loss_settle": _finite(ev.loss_settle),
+                            "loss_usd": _finite(ev.loss_usd),
                             "asset": ev.asset,
                             "bar": bar,
                         },
@@ -1229,11 +1229,12 @@ def status_document(
     achieved = 0.0 - hedge_delta / exposure if exposure > 0 else None
     band = s.spec.band
     funding_rows = s.store.journal(kinds=["funding"]) if s.store is not None and totals else []
-    received = sum(r.data["amount_usd"] for r in funding_rows if r.data["amount_usd"] > 0)
-    paid = -sum(r.data["amount_usd"] for r in funding_rows if r.data["amount_usd"] < 0)
+    usd = [float(r.data.get("amount_usd") or 0.0) for r in funding_rows]
+    received = sum(x for x in usd if x > 0)
+    paid = -sum(x for x in usd if x < 0)
     fills = s.store.journal(kinds=["fill"]) if s.store is not None and totals else []
-    fees = sum(r.data.get("fee_usd", 0.0) for r in fills)
-    slip = sum(r.data.get("slippage_usd", 0.0) for r in fills)
+    fees = sum(r.data.get("fee_usd") or 0.0 for r in fills)
+    slip = sum(r.data.get("slippage_usd") or 0.0 for r in fills)
     expected = sum(row["funding_usd_per_day"] for rows in positions.values() for row in rows)
     alert_state = _state(s, "alerts", {}) or {}
     age_s = max(0.0, (snap.now_ms - snap.last_price_ms) / 1000.0) if snap.last_price_ms else None
@@ -2030,10 +2031,10 @@ def _journal_result(
                     "side": f.side,
                     "contracts": f.contracts,
                     "price": f.price,
-                    "fee": f.fee_settle,
+                    "fee": _finite(f.fee_settle),
                     "fee_asset": f.fee_asset if hasattr(f, "fee_asset") else f.settle_asset,
-                    "fee_usd": f.fee_usd,
-                    "slippage_usd": f.slippage_usd,
+                    "fee_usd": _finite(f.fee_usd),
+                    "slippage_usd": _finite(f.slippage_usd),
                     "notional_usd": _fill_notional(s, f.instrument, f.contracts, f.price),
                 },
                 ts_ms=f.ts_ms,
@@ -2665,6 +2666,8 @@ def halt(s: Session, now_ms: int, *, reason: str = "") -> dict[str, Any]:
         except ExchangeError as exc:
             errors.append(f"{name}: open orders unknown: {exc}")
             continue
+        if getattr(acc, "read_only", False):
+            continue  # a read-only account never sent an order of this book (and may not cancel)
         for o in orders:
             if not (_ours(s, o.client_id) or o.client_id in known):
                 continue
