@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import math
+from decimal import Decimal
 import threading
 import time
 import weakref
@@ -91,7 +92,9 @@ def _num(x: float) -> str:
     """A decimal string as Bybit writes numbers (no exponent, no float noise)."""
     if not math.isfinite(x):
         return ""
-    text = f"{x:.10f}".rstrip("0").rstrip(".")
+    text = format(Decimal(repr(float(x))), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
 
 

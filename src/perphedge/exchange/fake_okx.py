@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import json
 import math
+from decimal import Decimal
 import time
 import weakref
 from collections.abc import Callable
@@ -82,7 +83,9 @@ def okx_contracts() -> dict[str, Contract]:
 def _num(x: float) -> str:
     if not math.isfinite(x):
         return ""
-    text = f"{x:.10f}".rstrip("0").rstrip(".")
+    text = format(Decimal(repr(float(x))), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
 
 

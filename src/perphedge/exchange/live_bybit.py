@@ -62,6 +62,8 @@ NOT_FOUND_CODES = frozenset({110001, 170213, 110008})
 AUTH_CODES = frozenset({10003, 10004, 10005, 10007, 10009, 10010, 33004, 10008})
 RETRY_CODES = frozenset({10000, 10002, 10006, 10016, 10018, 10019})
 
+#: answers without a retCode (HTTP 429/403/5xx pages) that mean "send the read again"
+_TRANSIENT = re.compile(r"(?i)too many|too frequent|rate limit|internal error|maintenance|service unavailable|timeout")
 _CODE = re.compile(r"[\"'](?:retCode|ret_code)[\"']\s*:\s*(-?\d+)")
 _MSG = re.compile(r"[\"'](?:retMsg|ret_msg)[\"']\s*:\s*[\"']([^\"']*)[\"']")
 
@@ -161,6 +163,8 @@ class Bybit(VenueDialect):
                 return Classified("auth", None, detail)
             if code in RETRY_CODES:
                 return Classified("retry", None, detail)
+        elif _TRANSIENT.search(text):
+            return Classified("retry", None, detail)
         base = super().classify(exc)
         return Classified(base.outcome, base.kind, detail if code is not None else base.detail)
 
