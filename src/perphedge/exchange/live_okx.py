@@ -55,6 +55,8 @@ NOT_FOUND_CODES = frozenset({"51603", "51400", "51401", "51402"})
 AUTH_CODES = frozenset({"50100", "50101", "50103", "50104", "50105", "50106", "50107", "50110", "50111", "50113", "50114"})
 RETRY_CODES = frozenset({"50001", "50004", "50013", "50026", "50102", "50112"})
 
+#: answers without an OKX code (HTTP 429/5xx pages) that mean "send the read again"
+_TRANSIENT = re.compile(r"(?i)too many|too frequent|rate limit|internal error|maintenance|service unavailable|timeout")
 _SCODE = re.compile(r"[\"']sCode[\"']\s*:\s*[\"'](\d+)[\"']")
 _SMSG = re.compile(r"[\"']sMsg[\"']\s*:\s*[\"']([^\"']*)[\"']")
 _CODE = re.compile(r"[\"']code[\"']\s*:\s*[\"'](\d+)[\"']")
@@ -137,6 +139,8 @@ class Okx(VenueDialect):
                 return Classified("auth", None, detail)
             if code in RETRY_CODES:
                 return Classified("retry", None, detail)
+        elif _TRANSIENT.search(text):
+            return Classified("retry", None, detail)
         base = super().classify(exc)
         return Classified(base.outcome, base.kind, detail if code is not None else base.detail)
 
