@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from perphedge.core.book import FeedSnapshot, OrderRequest
+from perphedge.core.book import FeedSnapshot, FundingPayment, OrderRequest
 from perphedge.errors import ConfigError, ExchangeError
 from perphedge.exchange import fake_bybit
 from perphedge.exchange.fake import FakeExchange, Fault
@@ -306,7 +306,9 @@ def test_funding_payments_from_the_execution_ledger(fx: FakeExchange) -> None:
     led.settle_funding("BTCUSDT", 0.0001, t1)
     led.settle_funding("BTCUSD", -0.0002, t1)
     led.settle_funding("BTCUSDT", 0.0003, t1 + 28_800_000)
-    events = acct.sync(SNAP)
+    raw = acct.sync(SNAP)
+    events = [e for e in raw if isinstance(e, FundingPayment)]
+    assert len(events) == len(raw)  # funding only: the venue reports no liquidation
     got = sorted((e.instrument, e.settlement_ms, round(e.amount_settle, 10), e.asset, e.rate) for e in events)
     assert got == [
         (INV, t1, round(-0.0002 * 6_000 / 60_000, 10), "BTC", -0.0002),  # short pays a negative rate
@@ -327,7 +329,9 @@ def test_funding_older_than_a_week_is_paged_in_7_day_windows(fx: FakeExchange) -
     stamps = [now - d * 86_400_000 for d in (19, 12, 5, 1)]
     for ms in stamps:
         led.settle_funding("BTCUSDT", 0.0001, ms)
-    events = acct.sync(SNAP)
+    raw = acct.sync(SNAP)
+    events = [e for e in raw if isinstance(e, FundingPayment)]
+    assert len(events) == len(raw)  # funding only: the venue reports no liquidation
     assert sorted(e.settlement_ms for e in events) == stamps
     windows = [p for _, _, p, _ in fx.requests if p == "/v5/execution/list"]
     assert len(windows) >= 3 * 3  # three instruments, at least three 7-day windows each

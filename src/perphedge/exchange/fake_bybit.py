@@ -31,12 +31,12 @@ import hashlib
 import hmac
 import json
 import math
-from decimal import Decimal
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from perphedge.exchange.fake_ledger import Contract, LedgerOrder, LedgerReject, PrivateLedger, RejectKind
@@ -250,7 +250,9 @@ class BybitVenue:
                 )
                 order_im = led.used(asset) - pos_im
                 upnl = sum(
-                    led.upnl(s) for s, pos in led.positions.items() if pos.qty != 0 and self.contracts[s].settle == asset
+                    led.upnl(s)
+                    for s, pos in led.positions.items()
+                    if pos.qty != 0 and self.contracts[s].settle == asset
                 )
                 mm = sum(
                     led.maintenance_rate * led.value_settle(self.contracts[s], pos.qty, led.price(s))

@@ -29,11 +29,11 @@ import hashlib
 import hmac
 import json
 import math
-from decimal import Decimal
 import time
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from perphedge.exchange.fake_ledger import Contract, LedgerFill, LedgerOrder, LedgerReject, PrivateLedger, RejectKind
@@ -133,9 +133,9 @@ class OkxVenue:
             return _OkxError("50102", "Timestamp request expired", 401)
         return None
 
-    def route(self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], *, private: bool = True) -> Callable[
-        [PrivateRequest], Reply
-    ]:
+    def route(
+        self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], *, private: bool = True
+    ) -> Callable[[PrivateRequest], Reply]:
         def handler(req: PrivateRequest) -> Reply:
             if private:
                 bad = self._auth(req)
@@ -425,8 +425,13 @@ class OkxVenue:
                 elif pos.margin_mode != td:
                     raise _OkxError("51000", f"Parameter tdMode error: the position is {pos.margin_mode}")
                 order = led.place(
-                    c.symbol, "buy" if side == "buy" else "sell", otype, qty,  # type: ignore[arg-type]
-                    price=price, reduce_only=reduce_only, client_id=cl,
+                    c.symbol,
+                    "buy" if side == "buy" else "sell",
+                    "market" if otype == "market" else "limit",
+                    qty,
+                    price=price,
+                    reduce_only=reduce_only,
+                    client_id=cl,
                 )
         except LedgerReject as exc:
             code, msg = REJECT_CODES[exc.kind]
@@ -489,7 +494,8 @@ class OkxVenue:
                             "ordId": order.venue_id if order else "",
                             "clOrdId": cl,
                             "sCode": "51400",
-                            "sMsg": "Order cancellation failed as the order has been filled, canceled or does not exist",
+                            "sMsg": "Order cancellation failed as the order has been filled, canceled "
+                            "or does not exist",
                         }
                     ],
                 )

@@ -52,7 +52,9 @@ REJECT_CODES: dict[str, RejectKind] = {
     "51137": "invalid",
 }
 NOT_FOUND_CODES = frozenset({"51603", "51400", "51401", "51402"})
-AUTH_CODES = frozenset({"50100", "50101", "50103", "50104", "50105", "50106", "50107", "50110", "50111", "50113", "50114"})
+AUTH_CODES = frozenset(
+    {"50100", "50101", "50103", "50104", "50105", "50106", "50107", "50110", "50111", "50113", "50114"}
+)
 RETRY_CODES = frozenset({"50001", "50004", "50013", "50026", "50102", "50112"})
 
 #: answers without an OKX code (HTTP 429/5xx pages) that mean "send the read again"
