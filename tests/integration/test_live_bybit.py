@@ -277,14 +277,24 @@ def test_429_on_a_read_is_retried_after_retry_after(fx: FakeExchange) -> None:
 def test_venue_rate_limit_10006_on_a_read_is_retried(fx: FakeExchange) -> None:
     sleeps: list[float] = []
     acct = _open(fx, sleeps=sleeps)
-    v = fake_bybit.venue(fx)
-    v.limits["/v5/account/wallet-balance"] = 1
-    acct.balances()  # uses the one request of this second
-    bal = acct.balances()  # the fake answers 10006 first; the account waits and retries
+    fake_bybit.venue(fx).throttle_next("/v5/account/wallet-balance", 2)
+    bal = acct.balances()  # the fake answers 10006 twice; the account waits and retries
     assert {b.asset for b in bal} >= {"USDT", "BTC"}
-    assert sleeps
+    assert len(sleeps) == 2
     codes = [s for _, _, p, s in fx.requests if p == "/v5/account/wallet-balance"]
-    assert len(codes) >= 3  # the refused one was answered (200 with retCode 10006) and sent again
+    assert len(codes) == 3  # Bybit answers 200 with retCode 10006; both refusals were sent again
+
+
+def test_the_fake_enforces_its_per_second_limit(fx: FakeExchange) -> None:
+    import ccxt
+
+    acct = _open(fx)
+    fake_bybit.venue(fx).limits["/v5/position/list"] = 2
+    with pytest.raises(ccxt.RateLimitExceeded, match="10006"):
+        for _ in range(10):  # far more than 2 in a second
+            acct._client.fetch_positions(["BTC/USDT:USDT"])
+    headers = {k.lower(): v for k, v in acct._client.last_response_headers.items()}
+    assert headers["x-bapi-limit"] == "2" and headers["x-bapi-limit-status"] == "0"
 
 
 def test_rate_limit_on_create_is_a_definitive_rejection(fx: FakeExchange) -> None:
@@ -335,6 +345,19 @@ def test_funding_older_than_a_week_is_paged_in_7_day_windows(fx: FakeExchange) -
     assert sorted(e.settlement_ms for e in events) == stamps
     windows = [p for _, _, p, _ in fx.requests if p == "/v5/execution/list"]
     assert len(windows) >= 3 * 3  # three instruments, at least three 7-day windows each
+
+
+def test_sandbox_uses_the_testnet_urls_then_the_mirror(fx: FakeExchange) -> None:
+    fake_bybit.venue(fx)
+    acct = open_live_account(
+        name="by",
+        venue="bybit",
+        credentials={"key": KEY, "secret": SECRET},
+        instruments=[INSTS[LIN]],
+        sandbox=True,
+        base_url=fx.url,
+    )
+    assert acct._client.isSandboxModeEnabled and acct.balances()
 
 
 def test_read_only_never_sends(fx: FakeExchange) -> None:

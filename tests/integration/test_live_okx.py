@@ -296,3 +296,26 @@ def test_signature_on_the_raw_fake() -> None:
         body = json.dumps({"instId": "BTC-USDT-SWAP", "side": "sell", "ordType": "market", "sz": "1", "tdMode": "x"})
         status, rej = call("POST", "/api/v5/trade/order", body)
         assert rej["code"] == "1" and rej["data"][0]["sCode"] == "51000"
+
+
+def test_sandbox_sends_the_demo_trading_header(fx: FakeExchange) -> None:
+    acct = _open(fx)
+    assert "x-simulated-trading" not in (acct._client.headers or {})
+    demo = open_live_account(
+        name="ok",
+        venue="okx",
+        credentials={"key": KEY, "secret": SECRET, "password": PASS},
+        instruments=[INSTS[LIN]],
+        sandbox=True,
+        base_url=fx.url,
+    )
+    assert demo._client.headers.get("x-simulated-trading") == "1" and demo.balances()
+
+
+def test_weight_budget_counts_okx_requests(fx: FakeExchange) -> None:
+    acct = _open(fx, weight_limit=5, weight_window_ms=1_000)
+    t0 = time.monotonic()
+    for _ in range(3):
+        acct.balances()  # 2 each: the third must wait for the window to roll
+    assert time.monotonic() - t0 >= 0.9
+    assert 0 < acct.weight_used_last_minute() <= 5

@@ -107,7 +107,13 @@ class BybitVenue:
         self.account: Literal["unified", "classic"] = "unified"
         self.limits: dict[str, int] = dict(ROUTE_LIMITS)
         self._hits: dict[str, deque[float]] = {}
+        self._refuse: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def throttle_next(self, path: str, n: int = 1) -> None:
+        """Answer the next ``n`` requests to ``path`` with 10006 (rate limit), as if its window were full."""
+        with self._lock:
+            self._refuse[path] = self._refuse.get(path, 0) + n
 
     @property
     def ledger(self) -> PrivateLedger:
@@ -136,6 +142,9 @@ class BybitVenue:
             while hits and now - hits[0] >= 1.0:
                 hits.popleft()
             ok = len(hits) < limit
+            if ok and self._refuse.get(path, 0) > 0:
+                self._refuse[path] -= 1
+                ok = False
             if ok:
                 hits.append(now)
             reset = hits[0] + 1.0 if hits else now
