@@ -840,6 +840,8 @@ def _live_account(lb: LoadedBook, acc: Any, legs: list[LegCtx], store: BookStore
     options: dict[str, Any] = {"margin_mode": acc.margin_mode}
     if acc.bybit_account is not None:
         options["bybit_account"] = acc.bybit_account
+    if acc.exchange == "okx":
+        options["okx_margin_mode"] = acc.margin_mode  # OKX takes the margin mode with every order (`tdMode`)
     return open_live_account(
         name=acc.name,
         venue=acc.exchange,
