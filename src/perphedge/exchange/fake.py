@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import socket
 import threading
 import time
@@ -82,6 +83,38 @@ class PrivateRequest:
 
 #: (status, JSON body, extra headers)
 Reply = tuple[int, Any, dict[str, str]]
+
+
+def _published_formula(venue: str) -> Callable[[Contract, Any, float], float] | None:
+    """The venue's published liquidation formula and margin tiers for the instruments perphedge bundles (the
+    fake's venue computes its liquidation price as the real one does); None: the ledger's simple formula."""
+    from perphedge.core.contracts import liquidation_price
+    from perphedge.errors import PerphedgeError
+    from perphedge.specs import default_registry
+
+    exchange = venue.split("_", maxsplit=1)[0]
+    by_symbol = {i.symbol: i for i in default_registry().instruments if i.exchange == exchange}
+
+    def formula(c: Contract, pos: Any, margin: float) -> float:
+        inst = by_symbol.get(c.symbol)
+        if inst is None:
+            return math.nan
+        size = abs(pos.qty) * c.contract_size  # coins (linear) or USD (inverse)
+        try:
+            price = liquidation_price(
+                kind=inst.kind,
+                method=inst.liquidation_method,
+                side="short" if pos.qty < 0 else "long",
+                size=size,
+                entry=pos.entry_price,
+                margin=margin,
+                schedule=inst.margin,
+            ).price
+        except PerphedgeError:
+            return math.nan
+        return math.inf if price is None else float(price)  # None: the margin covers any price
+
+    return formula if by_symbol else None
 
 
 def _ms(text: str) -> int:
@@ -222,6 +255,7 @@ class FakeExchange:
                     fee_rate=fee_rate,
                     funding_rates=self._funding_between,
                 )
+                led.liq_formula = _published_formula(venue)
             return led
 
     def _mark(self, asset: str, ms: int) -> float | None:

@@ -153,6 +153,8 @@ class PrivateLedger:
         self.partial_next: float | None = None
         self.reject_next: RejectKind | None = None
         self.accrued_to: int | None = None  # funding paid for settlements <= this instant
+        #: the venue's own liquidation formula (contract, position, margin) -> price; None: the simple one below
+        self.liq_formula: Callable[[Contract, LedgerPosition, float], float] | None = None
         self.lock = threading.RLock()
         self._ids = itertools.count(100_000_001)
 
@@ -241,6 +243,8 @@ class PrivateLedger:
             return pos.liq_override
         c = self.contract(symbol)
         margin = pos.isolated_margin if pos.margin_mode == "isolated" else self.wallet.get(c.settle, 0.0)
+        if self.liq_formula is not None:
+            return self.liq_formula(c, pos, margin)
         q = pos.qty * c.contract_size  # signed coins (linear) or USD (inverse)
         mmr = self.maintenance_rate
         if c.kind == "linear":
