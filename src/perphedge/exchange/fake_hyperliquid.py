@@ -124,6 +124,7 @@ class HyperliquidState:
     meta: dict[str, _OrderMeta] = field(default_factory=dict)  # venue id -> order details the ledger lacks
     start_positions: dict[str, float] = field(default_factory=dict)  # trade id -> signed size before the fill
     funding_szi: dict[str, float] = field(default_factory=dict)  # funding entry id -> signed size then
+    liquidations: dict[str, float] = field(default_factory=dict)  # trade id -> mark of a liquidation fill
     lock: threading.RLock = field(default_factory=threading.RLock)
     _client: Any = None
 
@@ -172,6 +173,24 @@ class HyperliquidState:
                         self.funding_szi[entry.entry_id] = szi
                 hour += HOUR_MS
             self.funded_to = max(self.funded_to, now)
+
+    def liquidate(self, coin: str) -> None:
+        """Close ``coin``'s position as the venue's liquidator does: a market fill at the mark that the fills
+        report with ``liquidation.liquidatedUser`` = this account (the margin loss is not modelled)."""
+        with self.lock:
+            pos = self.ledger.positions.get(coin)
+            if pos is None or pos.qty == 0:
+                raise ValueError(f"no {coin} position to liquidate")
+            szd = self.specs(coin)[0]
+            before, n_fills = pos.qty, len(self.ledger.fills)
+            side = "buy" if pos.qty < 0 else "sell"
+            self.ledger.place(coin, side, "market", round(abs(pos.qty), szd), reduce_only=True)
+            mark = self.mark(coin) or 0.0
+            running = before
+            for f in self.ledger.fills[n_fills:]:
+                self.start_positions[f.trade_id] = running
+                running += f.qty if f.side == "buy" else -f.qty
+                self.liquidations[f.trade_id] = mark
 
     # ------------------------------------------------------------------ account figures
 
@@ -372,7 +391,11 @@ class HyperliquidState:
             "tid": int(f.trade_id),
             "cloid": f.client_id or None,
             "feeToken": "USDC",
-            "liquidation": None,
+            "liquidation": (
+                {"liquidatedUser": self.address, "markPx": _num(self.liquidations[f.trade_id]), "method": "market"}
+                if f.trade_id in self.liquidations
+                else None
+            ),
         }
 
 
