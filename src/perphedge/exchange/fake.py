@@ -38,7 +38,7 @@ from perphedge.exchange.fake_ledger import Contract, PrivateLedger
 __all__ = ["PRIVATE_VENUES", "FakeExchange", "Fault", "PrivateRequest", "Reply"]
 
 #: modules (under ``perphedge.exchange``) whose ``mount(fx)`` adds a venue's private routes to the fake
-PRIVATE_VENUES: tuple[str, ...] = ("fake_hyperliquid",)
+PRIVATE_VENUES: tuple[str, ...] = ("fake_binance", "fake_hyperliquid")
 
 DAY_MS = 86_400_000
 BINANCE_LIMITS = {"spot": (500, 1000), "fapi": (500, 1500), "dapi": (500, 1500)}  # klines (default, max)
@@ -131,6 +131,7 @@ class FakeExchange:
         password: str = "",
         private_key: str = "",
         balances: dict[str, float] | None = None,
+        port: int = 0,
     ) -> None:
         self.root = Path(root)
         self.api_key = api_key
@@ -147,9 +148,13 @@ class FakeExchange:
         self.log: list[tuple[str, int]] = []  # (path?query, status)
         self.now_ms: int | None = None  # the live tickers' "now" (None: wall-clock time)
         self.marks: dict[str, float] = {}  # asset -> price the live tickers answer (overrides the candles)
+        #: hooks run on every request (after faults): ``hook(method, path, q) -> (reply or None, headers)``;
+        #: a reply answers the request at once (e.g. a venue's own 429), the headers go on whatever answers it
+        self.request_hooks: list[Callable[[str, str, dict[str, str]], tuple[Reply | None, dict[str, str]]]] = []
+        self.venue_state: dict[str, Any] = {}  # per-venue state of the private dialects (e.g. "binance")
         self._lock = threading.Lock()
         handler = self._handler()
-        self.server = ThreadingHTTPServer((host, 0), handler)
+        self.server = ThreadingHTTPServer((host, port), handler)
         if api_key or api_secret or private_key:
             import importlib
 
@@ -639,14 +644,20 @@ class FakeExchange:
                         time.sleep(fault.delay)
                     if fault.kind == "overlap":
                         overlap = fault.rows
+                hooked: dict[str, str] = {}
+                for hook in fake.request_hooks:
+                    early, more = hook(method, parts.path, q)
+                    hooked.update(more)
+                    if early is not None:
+                        return self._send(early[0], early[1], {**hooked, **early[2]}, method=method)
                 if private is not None:
                     headers = {k.lower(): v for k, v in self.headers.items()}
                     status, answer, extra = private(PrivateRequest(method, parts.path, parts.query, q, body, headers))
-                    return self._send(status, answer, extra, method=method)
+                    return self._send(status, answer, {**hooked, **extra}, method=method)
                 if method != "GET":
                     return self._send(404, {"code": -1, "msg": f"fake exchange: no route {method} {parts.path}"})
                 status, answer = fake.route(parts.path, q, overlap)
-                return self._send(status, answer)
+                return self._send(status, answer, hooked)
 
             def _drop(self) -> None:
                 fake.log.append((self.path, 0))
@@ -671,3 +682,9 @@ class FakeExchange:
                     pass
 
         return Handler
+
+
+if __name__ == "__main__":  # ``python -m perphedge.exchange.fake --port N --api-key K --api-secret S ...``
+    from perphedge.exchange.fake_cli import main
+
+    raise SystemExit(main())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import math
 import os
 import random
@@ -121,6 +122,50 @@ class _Secrets:
         return "<secrets redacted>"
 
     __str__ = __repr__
+
+
+class _WireLog:
+    """The ccxt client's logger: ccxt logs every request with its headers (the API key) at DEBUG; this one
+    scrubs each message before it reaches ``perphedge.exchange.wire``."""
+
+    def __init__(self, secrets: _Secrets) -> None:
+        self._log = logging.getLogger("perphedge.exchange.wire")
+        self._secrets = secrets
+
+    def _emit(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        if not self._log.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = " ".join(str(a) for a in (msg, *args))
+        self._log.log(level, "%s", self._secrets.scrub(text))
+
+    def debug(self, msg: object, *args: object, **kwargs: object) -> None:
+        self._emit(logging.DEBUG, msg, *args)
+
+    def info(self, msg: object, *args: object, **kwargs: object) -> None:
+        self._emit(logging.INFO, msg, *args)
+
+    def warning(self, msg: object, *args: object, **kwargs: object) -> None:
+        self._emit(logging.WARNING, msg, *args)
+
+    warn = warning
+
+    def error(self, msg: object, *args: object, **kwargs: object) -> None:
+        self._emit(logging.ERROR, msg, *args)
+
+    def exception(self, msg: object, *args: object, **kwargs: object) -> None:
+        self._emit(logging.ERROR, msg, *args)
+
+    def critical(self, msg: object, *args: object, **kwargs: object) -> None:
+        self._emit(logging.CRITICAL, msg, *args)
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+        return self._log.isEnabledFor(level)
+
+    def __repr__(self) -> str:
+        return "<perphedge.exchange.wire (scrubbed)>"
 
 
 def _one_line(text: str, n: int = 300) -> str:
@@ -565,6 +610,8 @@ class CcxtAccount:
         self._budget = budget
         self._legs: dict[str, _Leg] = {}
         self.funding_since_ms = int(funding_since_ms)
+        client.logger = _WireLog(self._secrets)  # ccxt logs request headers (the API key) at DEBUG
+        client.verbose = False
         self._install_fetch_hook()
         markets = self._read("load markets", lambda: dialect.load_markets(client))
         for inst in instruments:

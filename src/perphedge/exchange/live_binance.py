@@ -65,6 +65,9 @@ FAPI_WEIGHTS: dict[tuple[str, str], float] = {
     ("GET", "/fapi/v1/exchangeInfo"): 1,
     ("GET", "/fapi/v1/time"): 1,
     ("GET", "/fapi/v1/ping"): 1,
+    ("GET", "/fapi/v1/klines"): 5,
+    ("POST", "/fapi/v1/leverage"): 1,
+    ("POST", "/fapi/v1/marginType"): 1,
     ("GET", "/fapi/v3/account"): 5,
     ("GET", "/fapi/v2/account"): 5,
     ("GET", "/fapi/v3/balance"): 5,
@@ -92,6 +95,9 @@ DAPI_WEIGHTS: dict[tuple[str, str], float] = {
     ("GET", "/dapi/v1/exchangeInfo"): 1,
     ("GET", "/dapi/v1/time"): 1,
     ("GET", "/dapi/v1/ping"): 1,
+    ("GET", "/dapi/v1/klines"): 5,
+    ("POST", "/dapi/v1/leverage"): 1,
+    ("POST", "/dapi/v1/marginType"): 1,
     ("GET", "/dapi/v1/account"): 5,
     ("GET", "/dapi/v1/balance"): 1,
     ("GET", "/dapi/v1/positionRisk"): 1,
@@ -240,6 +246,20 @@ def _margin_mode(raw: Any) -> Literal["isolated", "cross", ""]:
     return ""
 
 
+def _isolated(info: Mapping[str, Any]) -> float:
+    """The isolated margin wallet (without unrealised PnL): ``isolatedWallet``, else ``isolatedMargin``."""
+    wallet = _num(info.get("isolatedWallet"), math.nan)
+    return wallet if math.isfinite(wallet) else _num(info.get("isolatedMargin"), math.nan)
+
+
+def _liquidation(price: float, amount: float) -> float:
+    """Binance answers ``"0"`` when a position cannot be liquidated (e.g. an inverse short over-collateralised in
+    coin): ``inf`` then; ``nan`` when there is no position."""
+    if math.isfinite(price) and price > 0:
+        return price
+    return math.inf if amount != 0 else math.nan
+
+
 class BinanceUsdm(_Binance):
     """Binance USDⓈ-M futures (``/fapi``)."""
 
@@ -261,8 +281,8 @@ class BinanceUsdm(_Binance):
             info = p.get("info") or {}
             cfg = config.get(str(info.get("symbol")), {})
             amt = _num(info.get("positionAmt"))
-            iso = _num(info.get("isolatedMargin"), math.nan)
-            mode = _margin_mode(cfg.get("marginType")) or ("isolated" if iso and iso > 0 else "cross")
+            iso = _isolated(info)
+            mode = _margin_mode(cfg.get("marginType")) or ("isolated" if iso > 0 else "cross")
             liq = _num(info.get("liquidationPrice"), math.nan)
             out.append(
                 VenuePosition(
@@ -274,7 +294,7 @@ class BinanceUsdm(_Binance):
                     margin_mode=mode,
                     isolated_margin=iso if mode == "isolated" else math.nan,
                     initial_margin=_num(info.get("initialMargin"), math.nan),
-                    liquidation_price=liq if liq > 0 else math.nan,
+                    liquidation_price=_liquidation(liq, _num(info.get("positionAmt"))),
                     unrealized=_num(info.get("unRealizedProfit"), math.nan),
                     mmr=_num(p.get("maintenanceMarginPercentage"), math.nan),
                     updated_ms=int(_num(info.get("updateTime"))),
@@ -301,7 +321,7 @@ class BinanceCoinm(_Binance):
             info = p.get("info") or {}
             mode = _margin_mode(info.get("marginType")) or (p.get("marginMode") or "")
             liq = _num(info.get("liquidationPrice"), math.nan)
-            iso = _num(info.get("isolatedMargin"), math.nan)
+            iso = _isolated(info)
             out.append(
                 VenuePosition(
                     symbol=str(p.get("symbol")),
@@ -312,7 +332,7 @@ class BinanceCoinm(_Binance):
                     margin_mode=mode if mode in ("isolated", "cross") else "",
                     isolated_margin=iso if mode == "isolated" else math.nan,
                     initial_margin=_num(p.get("initialMargin"), math.nan),
-                    liquidation_price=liq if liq > 0 else math.nan,
+                    liquidation_price=_liquidation(liq, _num(info.get("positionAmt"))),
                     unrealized=_num(info.get("unRealizedProfit"), math.nan),
                     mmr=_num(p.get("maintenanceMarginPercentage"), math.nan),
                     updated_ms=int(_num(info.get("updateTime"))),
