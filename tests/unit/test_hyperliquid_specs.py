@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perphedge.core.contracts import Side, liquidation_price
-from perphedge.core.hedge import CollateralSource, HedgeRequest, LegRequest, plan_hedge
+from perphedge.core.hedge import CollateralSource, HedgeLeg, HedgeRequest, LegRequest, plan_hedge
 from perphedge.core.instruments import ContractKind, LiquidationMethod
 from perphedge.core.portfolio import Holding, Portfolio
 from perphedge.exchange.fake_hyperliquid import valid_price
@@ -120,7 +120,12 @@ def test_worked_example_isolated_eth_long(registry: InstrumentRegistry) -> None:
     assert expected == pytest.approx(2_755.10204081633, abs=1e-8)
     assert hl_formula(1, 1.0, 3_000, 240, 50) == pytest.approx(expected, rel=1e-12)
     lp = liquidation_price(
-        kind=inst.kind, method=inst.liquidation_method, side="long", size=1.0, entry=3_000, margin=300,
+        kind=inst.kind,
+        method=inst.liquidation_method,
+        side="long",
+        size=1.0,
+        entry=3_000,
+        margin=300,
         schedule=inst.margin,
     )
     assert lp.price == pytest.approx(expected, rel=1e-12)
@@ -176,7 +181,12 @@ def test_beyond_the_first_tier_core_solves_with_the_tier_at_the_liquidation_pric
     inst = registry.get("hyperliquid:BTC")
     size, entry, margin = 2_000.0, 100_000.0, 200_000_000 / 15
     lp = liquidation_price(
-        kind=inst.kind, method=inst.liquidation_method, side="short", size=size, entry=entry, margin=margin,
+        kind=inst.kind,
+        method=inst.liquidation_method,
+        side="short",
+        size=size,
+        entry=entry,
+        margin=margin,
         schedule=inst.margin,
     )
     assert lp.price is not None and lp.tier_index == 1
@@ -191,7 +201,7 @@ def test_hourly_funding_per_day_matches_an_eight_hour_venue(registry: Instrument
     """A 1-hour interval: 24 settlements a day, and the same daily funding as an 8-hour venue at the same 8h rate."""
     pf = Portfolio(name="p", prices={"BTC": 60_000, "SOL": 150}, holdings=(Holding(asset="SOL", quantity=100),))
 
-    def leg(inst: str) -> object:
+    def leg(inst: str) -> HedgeLeg:
         plan = plan_hedge(
             pf,
             HedgeRequest(
@@ -205,10 +215,8 @@ def test_hourly_funding_per_day_matches_an_eight_hour_venue(registry: Instrument
         return plan.legs[0]
 
     hl, bn = leg("hyperliquid:BTC"), leg("binance:BTCUSDT")
-    assert hl.settlements_per_day == 24  # type: ignore[attr-defined]
-    assert bn.settlements_per_day == 3  # type: ignore[attr-defined]
-    assert hl.funding_usd_per_day > 0  # type: ignore[attr-defined]
-    assert hl.funding_usd_per_day == pytest.approx(  # type: ignore[attr-defined]
-        bn.funding_usd_per_day * hl.notional_usd / bn.notional_usd, rel=1e-9  # type: ignore[attr-defined]
-    )
-    assert math.isfinite(hl.notional_usd)  # type: ignore[attr-defined]
+    assert hl.settlements_per_day == 24
+    assert bn.settlements_per_day == 3
+    assert hl.funding_usd_per_day > 0
+    assert math.isfinite(hl.notional_usd) and hl.notional_usd > 0
+    assert hl.funding_usd_per_day == pytest.approx(bn.funding_usd_per_day * hl.notional_usd / bn.notional_usd, rel=1e-9)

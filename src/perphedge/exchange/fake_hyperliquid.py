@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from perphedge.exchange.fake_ledger import Contract, LedgerOrder, LedgerReject, PrivateLedger
 
@@ -71,7 +71,7 @@ def _px(x: float, sz_decimals: int) -> str:
     """A price on the venue's grid: 5 significant figures, at most ``6 - szDecimals`` decimals (integers kept)."""
     if x <= 0 or not math.isfinite(x):
         return "0.0"
-    digits = max(0, 5 - (int(math.floor(math.log10(x))) + 1))
+    digits = max(0, 4 - math.floor(math.log10(x)))
     return _num(round(x, min(digits, 6 - sz_decimals)))
 
 
@@ -183,7 +183,7 @@ class HyperliquidState:
                 raise ValueError(f"no {coin} position to liquidate")
             szd = self.specs(coin)[0]
             before, n_fills = pos.qty, len(self.ledger.fills)
-            side = "buy" if pos.qty < 0 else "sell"
+            side: Literal["buy", "sell"] = "buy" if pos.qty < 0 else "sell"
             self.ledger.place(coin, side, "market", round(abs(pos.qty), szd), reduce_only=True)
             mark = self.mark(coin) or 0.0
             running = before
@@ -552,7 +552,13 @@ def _info(state: HyperliquidState, req: PrivateRequest) -> Reply:
         if kind == "spotClearinghouseState":
             mine = _user(body) == state.address
             balances = [
-                {"coin": coin, "token": 0 if coin == "USDC" else 150, "hold": "0.0", "total": _num(amount), "entryNtl": "0.0"}
+                {
+                    "coin": coin,
+                    "token": 0 if coin == "USDC" else 150,
+                    "hold": "0.0",
+                    "total": _num(amount),
+                    "entryNtl": "0.0",
+                }
                 for coin, amount in (state.spot_balances.items() if mine else ())
             ]
             return 200, {"balances": balances}, {}
@@ -640,8 +646,15 @@ def _sig_ints(sig: Any) -> tuple[int, int, int] | None:
         return None
 
 
-def _recover(state: HyperliquidState, action: dict[str, Any], nonce: int, vault: str | None, expires: int | None,
-             sig: tuple[int, int, int], user_signed: bool) -> str:
+def _recover(
+    state: HyperliquidState,
+    action: dict[str, Any],
+    nonce: int,
+    vault: str | None,
+    expires: int | None,
+    sig: tuple[int, int, int],
+    user_signed: bool,
+) -> str:
     """The address a signature recovers to (what the venue names in its error), or the zero address."""
     try:
         import coincurve
@@ -649,11 +662,21 @@ def _recover(state: HyperliquidState, action: dict[str, Any], nonce: int, vault:
         c = state.client()
         if user_signed:
             payload, types = _user_signed_message(action)
-            domain = {"chainId": 421614, "name": "HyperliquidSignTransaction", "verifyingContract": c.options["zeroAddress"], "version": "1"}
+            domain = {
+                "chainId": 421614,
+                "name": "HyperliquidSignTransaction",
+                "verifyingContract": c.options["zeroAddress"],
+                "version": "1",
+            }
             msg = c.eth_encode_structured_data(domain, types, payload)
         else:
             phantom = c.construct_phantom_agent(c.action_hash(action, vault, nonce, expires), state.testnet)
-            domain = {"chainId": 1337, "name": "Exchange", "verifyingContract": c.options["zeroAddress"], "version": "1"}
+            domain = {
+                "chainId": 1337,
+                "name": "Exchange",
+                "verifyingContract": c.options["zeroAddress"],
+                "version": "1",
+            }
             types = {"Agent": [{"name": "source", "type": "string"}, {"name": "connectionId", "type": "bytes32"}]}
             msg = c.eth_encode_structured_data(domain, types, phantom)
         digest = bytes.fromhex(c.hash_message(msg)[2:])
@@ -662,7 +685,7 @@ def _recover(state: HyperliquidState, action: dict[str, Any], nonce: int, vault:
         pub = coincurve.PublicKey.from_signature_and_message(raw, digest, hasher=None)
         from ccxt.static_dependencies import keccak
 
-        return "0x" + keccak.SHA3(pub.format(compressed=False)[1:])[-20:].hex()
+        return "0x" + bytes(keccak.SHA3(pub.format(compressed=False)[1:])[-20:]).hex()
     except Exception:
         return "0x" + "0" * 40
 
@@ -681,8 +704,9 @@ def _user_signed_message(action: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     return payload, {name: [{"name": k, "type": t} for k, t in fields]}
 
 
-def _expected(state: HyperliquidState, action: dict[str, Any], nonce: int, vault: str | None,
-              expires: int | None) -> tuple[int, int, int] | None:
+def _expected(
+    state: HyperliquidState, action: dict[str, Any], nonce: int, vault: str | None, expires: int | None
+) -> tuple[int, int, int] | None:
     c = state.client()
     try:
         if action.get("type") in _USER_SIGNED:
@@ -827,9 +851,9 @@ def _one_order(state: HyperliquidState, o: Any) -> dict[str, Any]:
         )
     except LedgerReject as exc:
         if exc.kind == "rate_limited":
-            return {"error": "Too many cumulative requests sent. asset={a}".format(a=a)}
+            return {"error": f"Too many cumulative requests sent. asset={a}"}
         return {"error": _REJECT_MESSAGES.get(exc.kind, "{m}. asset={a}").format(a=a, m=exc.message)}
-    state.meta[order.venue_id] = _OrderMeta(tif=tif, limit_px=px_text, asset=int(a))
+    state.meta[order.venue_id] = _OrderMeta(tif=tif, limit_px=px_text, asset=state.asset(coin))
     running = before
     for f in led.fills[n_fills:]:
         state.start_positions[f.trade_id] = running

@@ -341,9 +341,15 @@ class Hyperliquid(VenueDialect):
             raise
         info = order.get("info") or {}
         filled = _f(order.get("filled"), 0.0)
-        if "filled" in info:
+        if "filled" in info:  # an IOC (or a fully filled limit): what did not fill is cancelled
             order["status"] = "closed" if filled >= amount * (1 - 1e-9) else "canceled"
-        elif "resting" in info:
+        elif "resting" in info:  # on the book, possibly after a partial fill: the order's state says how much
+            try:
+                state = self.fetch_order_by_client_id(client, symbol, req.client_id)
+            except ccxt.BaseError:
+                state = None
+            if state is not None:
+                return state
             order["status"] = "open"
             order["filled"] = 0.0
         order["clientOrderId"] = req.client_id
