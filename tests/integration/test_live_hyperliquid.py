@@ -496,3 +496,16 @@ def test_slippage_option_is_checked(fx: FakeExchange) -> None:
     acc = account(fx, slippage=0.01)
     r = acc.place_order(order(cid(0), BTC.id, "sell", 0.01), snap())
     assert state(fx).meta[r.venue_id].limit_px == "90322"  # 91,234 · 0.99 = 90,321.66
+
+
+def test_funding_pages_of_500_rows_lose_nothing(fx: FakeExchange) -> None:
+    """Three positions for 200 hours: 600 userFunding rows, more than one page; every BTC hour once."""
+    acc = account(fx)
+    for i, (inst, qty) in enumerate(((BTC, 0.01), (ETH, 0.5), (SOL, 5.0))):
+        acc.place_order(order(cid(i), inst.id, "sell", qty), snap())
+    fx.now_ms = T0 + 200 * HOUR
+    events = [e for e in acc.sync(snap(fx.now_ms)) if isinstance(e, FundingPayment)]
+    by_inst = {inst.id: sorted(e.settlement_ms for e in events if e.instrument == inst.id) for inst in (BTC, ETH, SOL)}
+    hours = [(T0 // HOUR + k) * HOUR for k in range(1, 201)]
+    # the fake answers at most 500 rows a call, so the last hours are only on a later page
+    assert by_inst == {BTC.id: hours, ETH.id: hours, SOL.id: hours}

@@ -288,7 +288,9 @@ class Hyperliquid(VenueDialect):
             newest = max(int(_f(r.get("time"), 0.0)) for r in rows)
             if newest < since:
                 break
-            since = newest + 1
+            # the page may end inside one settlement (one row per coin at the same time): ask again from that
+            # time (rows are keyed by time, so repeats collapse) unless the whole page was that one time
+            since = newest if newest > since else newest + 1
         return sorted(out.values(), key=lambda e: e.ts_ms)
 
     def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[int, float, float]]:
