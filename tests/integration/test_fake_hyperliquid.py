@@ -14,6 +14,8 @@ from typing import Any
 
 import ccxt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perphedge.exchange.ccxt_source import _reroute
 from perphedge.exchange.fake import PRIVATE_VENUES, FakeExchange
@@ -292,3 +294,21 @@ def test_other_addresses_read_as_empty_accounts(fx: FakeExchange) -> None:
         c.publicPostInfo({"type": "orderStatus", "user": other, "oid": 100000001})
     assert c.fetch_order("100000001", "BTC/USDC:USDC")["filled"] == 0.01
     assert c.fetch_balance({"user": other})["USDC"]["total"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def markets_client() -> Iterator[Any]:
+    with FakeExchange(sample_dir(), private_key=PK, balances={"USDC": 1.0}) as fake:
+        fake.marks.update(MARKS)
+        fake.now_ms = T0
+        yield client(fake)
+
+
+@settings(max_examples=300, deadline=None)
+@given(coin=st.sampled_from(["BTC", "ETH", "SOL"]), price=st.floats(min_value=1e-3, max_value=5e6))
+def test_every_price_ccxt_rounds_is_on_the_fakes_grid(markets_client: Any, coin: str, price: float) -> None:
+    """ccxt's price_to_precision (what the dialect sends) always yields a price the venue's rule accepts."""
+    text = markets_client.price_to_precision(f"{coin}/USDC:USDC", price)
+    szd = {"BTC": 5, "ETH": 4, "SOL": 2}[coin]
+    if float(text) > 0:
+        assert valid_price(text, szd), text

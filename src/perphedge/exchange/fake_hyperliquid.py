@@ -97,9 +97,8 @@ def valid_price(text: str, sz_decimals: int) -> bool:
 
 @dataclass(slots=True)
 class _OrderMeta:
-    tif: str
-    limit_px: str
-    asset: int
+    tif: str  # Gtc | Ioc | Alo
+    limit_px: str  # the price as sent
 
 
 @dataclass
@@ -129,9 +128,6 @@ class HyperliquidState:
     _client: Any = None
 
     # ------------------------------------------------------------------ helpers
-
-    def asset(self, coin: str) -> int:
-        return self.coins.index(coin)
 
     def specs(self, coin: str) -> tuple[int, int]:
         return COIN_SPECS.get(coin, (2, 10))
@@ -853,7 +849,7 @@ def _one_order(state: HyperliquidState, o: Any) -> dict[str, Any]:
         if exc.kind == "rate_limited":
             return {"error": f"Too many cumulative requests sent. asset={a}"}
         return {"error": _REJECT_MESSAGES.get(exc.kind, "{m}. asset={a}").format(a=a, m=exc.message)}
-    state.meta[order.venue_id] = _OrderMeta(tif=tif, limit_px=px_text, asset=state.asset(coin))
+    state.meta[order.venue_id] = _OrderMeta(tif=tif, limit_px=px_text)
     running = before
     for f in led.fills[n_fills:]:
         state.start_positions[f.trade_id] = running
