@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from perphedge.core.book import FeedSnapshot, FundingPayment, OrderRequest, TransferRequest
+from perphedge.core.book import FeedSnapshot, FundingPayment, Liquidation, OrderRequest, TransferRequest
+from perphedge.core.instruments import Instrument
 from perphedge.errors import ConfigError, ExchangeError
 from perphedge.exchange.fake import FakeExchange, Fault
+from perphedge.exchange.fake_binance import liquidate, state
 from perphedge.exchange.live import CcxtAccount, open_live_account
 from perphedge.specs import default_registry
 from tests.conftest import sample_dir
@@ -177,6 +179,7 @@ def test_funding_payments_sign_and_once(fx: FakeExchange) -> None:
     for p in pays:  # positive rate: the short receives rate x value
         assert p.amount_settle == pytest.approx(rates[p.settlement_ms] * 0.5 * 60_000, rel=1e-6)
         assert p.amount_settle > 0 and p.asset == "USDT" and p.amount_usd == pytest.approx(p.amount_settle)
+        assert p.rate == rates[p.settlement_ms]  # from the venue's public funding history
     assert acc.sync(snap(T0 + 24 * HOUR)) == []  # each settlement once
 
 
@@ -191,6 +194,7 @@ def test_funding_coinm_in_coin(fx: FakeExchange) -> None:
         assert p.asset == "BTC"
         assert p.amount_settle == pytest.approx(rates[p.settlement_ms] * 1000 / 60_000, abs=1e-8)  # 8 decimals
         assert p.amount_usd == pytest.approx(p.amount_settle * 60_000)
+        assert p.rate == rates[p.settlement_ms]
 
 
 def test_funding_since_skips_older_entries(fx: FakeExchange) -> None:
@@ -561,3 +565,111 @@ def test_sandbox_uses_demo_endpoints(fx: FakeExchange) -> None:
     )
     assert acc._client.options.get("enableDemoTrading") is True
     assert acc.balances()  # rerouted to the fake: paths are kept
+
+
+# ------------------------------------------------------------------------------------------------ venue events
+
+
+@pytest.mark.parametrize(
+    ("venue", "symbol", "inst", "qty"),
+    [("binance_usdm", "BTCUSDT", BTCUSDT, 0.5), ("binance_coinm", "BTCUSD_PERP", BTCUSD, 30)],
+)
+def test_venue_liquidation_is_reported_once(
+    fx: FakeExchange, venue: str, symbol: str, inst: Instrument, qty: float
+) -> None:
+    acc = usdm(fx) if venue == "binance_usdm" else coinm(fx)
+    acc.place_order(order("ph00000001000000c001", inst.id, "sell", qty, account=acc.name), snap())
+    assert acc.sync(snap()) == []
+    fx.now_ms = T0 + HOUR
+    fx.marks["BTC"] = 90_000.0
+    liquidate(fx, venue, symbol)
+    events = acc.sync(snap(T0 + HOUR, 90_000.0))
+    liqs = [e for e in events if isinstance(e, Liquidation)]
+    assert len(liqs) == 1
+    assert liqs[0].ts_ms == T0 + HOUR and liqs[0].price == pytest.approx(90_000.0) and liqs[0].contracts == qty
+    assert liqs[0].instrument == inst.id and liqs[0].asset == inst.settle
+    led = fx.ledgers[venue]
+    trade = led.fills[-1]
+    assert liqs[0].loss_settle == pytest.approx(trade.fee - trade.realized_pnl, abs=1e-8)
+    assert liqs[0].loss_settle > 0  # the short lost money on the rise to 90 000
+    want_usd = liqs[0].loss_settle * 90_000 if inst.is_inverse else liqs[0].loss_settle
+    assert liqs[0].loss_usd == pytest.approx(want_usd)
+    assert [e for e in acc.sync(snap(T0 + HOUR, 90_000.0)) if isinstance(e, Liquidation)] == []
+    assert next(p for p in acc.positions() if p.instrument == inst.id).contracts == 0
+
+
+def test_hedge_mode_account_is_refused_for_trading(fx: FakeExchange) -> None:
+    state(fx).dual_side = True
+    with pytest.raises(ConfigError, match="hedge mode"):
+        usdm(fx)
+    with pytest.raises(ConfigError, match="hedge mode"):
+        coinm(fx)
+    assert usdm(fx, read_only=True).balances()  # reading is fine
+
+
+# ------------------------------------------------------------------------------------------------ the fake's checks
+
+
+def _raw(
+    fx: FakeExchange, path: str, params: dict[str, str], *, key: str | None = KEY, secret: str = SECRET
+) -> tuple[int, dict[str, Any]]:
+    """A hand-signed GET to the fake (Binance's scheme: HMAC-SHA256 of the query string)."""
+    import hashlib
+    import hmac
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode(params)
+    sig = hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
+    req = urllib.request.Request(f"{fx.url}{path}?{query}&signature={sig}")
+    if key is not None:
+        req.add_header("X-MBX-APIKEY", key)
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_fake_checks_key_signature_and_timestamp(fx: FakeExchange) -> None:
+    now = str(int(time.time() * 1000))
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": now})[0] == 200
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": now}, key=None) == (
+        401,
+        {"code": -2014, "msg": "API-key format invalid."},
+    )
+    assert _raw(fx, "/dapi/v1/account", {"timestamp": now}, key="other")[1]["code"] == -2015
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": now}, secret="wrong")[1]["code"] == -1022
+    old = str(int(time.time() * 1000) - 10_000)
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": old})[1]["code"] == -1021  # outside the 5 s recvWindow
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": old, "recvWindow": "20000"})[0] == 200
+    assert _raw(fx, "/fapi/v3/account", {"timestamp": now, "recvWindow": "70000"})[1]["code"] == -1131
+    assert _raw(fx, "/fapi/v3/account", {})[1]["code"] == -1102
+
+
+def test_fake_order_lookups_by_client_id(fx: FakeExchange) -> None:
+    now = str(int(time.time() * 1000))
+    status, body = _raw(fx, "/fapi/v1/order", {"symbol": "BTCUSDT", "origClientOrderId": "nope", "timestamp": now})
+    assert (status, body["code"]) == (400, -2013)
+    status, body = _raw(fx, "/dapi/v1/order", {"symbol": "BTCUSD_PERP", "timestamp": now})
+    assert body["code"] == -1102
+
+
+def test_leverage_and_margin_type_through_ccxt(fx: FakeExchange) -> None:
+    acc = usdm(fx)
+    client = acc._client
+    client.set_leverage(7, "BTC/USDT:USDT")
+    client.set_margin_mode("isolated", "BTC/USDT:USDT")
+    assert client.fetch_margin_mode("BTC/USDT:USDT")["marginMode"] == "isolated"
+    assert client.fetch_leverage("BTC/USDT:USDT")["longLeverage"] == 7
+    acc.place_order(order("ph00000001000000d001", BTCUSDT.id, "sell", 0.1), snap())
+    p = next(q for q in acc.positions() if q.instrument == BTCUSDT.id)
+    assert p.leverage == 7 and p.margin_mode == "isolated"
+    assert p.margin_settle == pytest.approx(0.1 * 60_000 / 7)  # the isolated wallet the fill put up
+    cm = coinm(fx)
+    cm._client.set_leverage(3, "BTC/USD:BTC")
+    cm.place_order(order("ph00000001000000d002", BTCUSD.id, "sell", 4, account="cm"), snap())
+    q = cm.positions()[0]
+    assert q.leverage == 3 and q.margin_mode == "cross"

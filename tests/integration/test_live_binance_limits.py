@@ -66,7 +66,7 @@ def test_default_budget_is_binances_published_limit(fx: FakeExchange) -> None:
     acc = account(fx, "binance_usdm", "binance:BTCUSDT")
     assert acc._budget is not None and acc._budget.limit == 2400 and acc._budget.window_ms == 60_000
     acc.balances()
-    assert acc.weight_used_last_minute() == pytest.approx(1 + 5)  # exchangeInfo + account
+    assert acc.weight_used_last_minute() == pytest.approx(1 + 1 + 5)  # time + exchangeInfo + account
 
 
 def test_venue_429_is_waited_out_and_reads_succeed(fx: FakeExchange) -> None:

@@ -242,3 +242,13 @@ def test_parse_balances() -> None:
             parse_balances([bad])
     with pytest.raises(ConfigError, match="twice"):
         parse_balances(["BTC=1", "btc=2"])
+
+
+def test_budget_counts_a_request_from_its_answer() -> None:
+    clock = _Clock()
+    budget = WeightBudget(10.0, 1000, clock=clock.now, sleep=clock.sleep)
+    entry = budget.acquire(10)
+    clock.t += 0.4  # the answer took 400 ms: the venue may have counted it as late as now
+    budget.done(entry)
+    budget.acquire(1)
+    assert clock.t == pytest.approx(1001.4 + 0.001, abs=1e-3)  # a window after the answer, not after the send

@@ -37,7 +37,7 @@ from perphedge.exchange.fake_ledger import Contract, LedgerFill, LedgerOrder, Le
 if TYPE_CHECKING:
     from perphedge.exchange.fake import FakeExchange, PrivateRequest, Reply
 
-__all__ = ["WEIGHTS", "BinanceState", "contracts", "mount", "state"]
+__all__ = ["WEIGHTS", "BinanceState", "contracts", "liquidate", "mount", "state"]
 
 #: (method, path) -> IP weight Binance publishes (requests without a symbol may weigh more: see ``_weight``)
 WEIGHTS: dict[tuple[str, str], int] = {
@@ -60,6 +60,7 @@ WEIGHTS: dict[tuple[str, str], int] = {
     ("GET", "/fapi/v1/openOrders"): 1,
     ("GET", "/fapi/v1/userTrades"): 5,
     ("GET", "/fapi/v1/income"): 30,
+    ("GET", "/fapi/v1/forceOrders"): 20,
     ("POST", "/fapi/v1/leverage"): 1,
     ("POST", "/fapi/v1/marginType"): 1,
     ("GET", "/dapi/v1/exchangeInfo"): 1,
@@ -78,6 +79,7 @@ WEIGHTS: dict[tuple[str, str], int] = {
     ("GET", "/dapi/v1/openOrders"): 1,
     ("GET", "/dapi/v1/userTrades"): 20,
     ("GET", "/dapi/v1/income"): 20,
+    ("GET", "/dapi/v1/forceOrders"): 20,
     ("POST", "/dapi/v1/leverage"): 1,
     ("POST", "/dapi/v1/marginType"): 1,
 }
@@ -99,6 +101,7 @@ class BinanceState:
     limit: int = 2400
     window_ms: int = 60_000
     recv_window_max_ms: int = 60_000
+    dual_side: bool = False  # the account's position mode: True = hedge mode (LONG/SHORT sides)
     log: list[tuple[int, int, str]] = field(default_factory=list)  # (wall ms, weight, api) of counted requests
     used: dict[tuple[str, int], int] = field(default_factory=dict)  # (api, window index) -> weight
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -681,6 +684,23 @@ class _Api:
             {},
         )
 
+    def force_orders(self, p: dict[str, str]) -> Reply:
+        """The venue's own liquidation orders (client id ``autoclose-...``), newest last."""
+        sym = p.get("symbol") or None
+        if sym:
+            self.contract(sym)
+        if p.get("autoCloseType", "LIQUIDATION") != "LIQUIDATION":
+            return 200, [], {}
+        start = int(p.get("startTime", "0") or 0)
+        limit = min(int(p.get("limit", "50") or 50), 100)
+        with self.ledger.lock:
+            rows = [
+                o
+                for o in self.ledger.orders
+                if o.client_id.startswith("autoclose-") and (sym is None or o.symbol == sym) and o.updated_ms >= start
+            ]
+        return 200, [self.order_json(o) for o in rows[-limit:]], {}
+
     def mount(self) -> None:
         fx, pre, s = self.fx, self.prefix, self.signed
         if self.inverse:
@@ -696,7 +716,10 @@ class _Api:
             fx.mount("GET", f"{pre}/v1/symbolConfig", s(self.symbol_config))
             fx.mount("GET", f"{pre}/v1/leverageBracket", s(self.leverage_bracket))
             fx.mount("GET", f"{pre}/v1/multiAssetsMargin", s(lambda p: (200, {"multiAssetsMargin": False}, {})))
-        fx.mount("GET", f"{pre}/v1/positionSide/dual", s(lambda p: (200, {"dualSidePosition": False}, {})))
+        fx.mount(
+            "GET", f"{pre}/v1/positionSide/dual", s(lambda p: (200, {"dualSidePosition": state(fx).dual_side}, {}))
+        )
+        fx.mount("GET", f"{pre}/v1/forceOrders", s(self.force_orders))
         fx.mount("POST", f"{pre}/v1/leverage", s(self.set_leverage))
         fx.mount("POST", f"{pre}/v1/marginType", s(self.set_margin_type))
         fx.mount("POST", f"{pre}/v1/order", s(self.new_order))
@@ -707,6 +730,20 @@ class _Api:
         fx.mount("GET", f"{pre}/v1/income", s(self.income))
 
 
+def liquidate(fx: FakeExchange, venue: str, symbol: str) -> LedgerOrder:
+    """The venue liquidates the whole position of ``symbol`` on ``venue`` (``binance_usdm`` | ``binance_coinm``)
+    at the mark: a reduce-only market order with a client id ``autoclose-<ms>``, as Binance's own carry."""
+    led = fx.ledgers[venue]
+    with led.lock:
+        pos = led.position(symbol)
+        if pos.qty == 0:
+            raise ValueError(f"no position on {symbol} to liquidate")
+        side: Literal["buy", "sell"] = "buy" if pos.qty < 0 else "sell"
+        return led.place(
+            symbol, side, "market", abs(pos.qty), reduce_only=True, client_id=f"autoclose-{led.now()}{len(led.orders)}"
+        )
+
+
 def _weight(method: str, path: str, q: dict[str, str]) -> int:
     w = WEIGHTS.get((method, path))
     if w is None:
@@ -714,6 +751,8 @@ def _weight(method: str, path: str, q: dict[str, str]) -> int:
     tail = path.rsplit("/", 1)[-1]
     if tail == "openOrders" and "symbol" not in q and "pair" not in q:
         return 40
+    if tail == "forceOrders" and "symbol" not in q:
+        return 50
     return w
 
 

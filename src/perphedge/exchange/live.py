@@ -56,7 +56,7 @@ from perphedge.core.book import (
     TransferRequest,
     TransferResult,
 )
-from perphedge.errors import ConfigError, ExchangeError
+from perphedge.errors import ConfigError, ExchangeError, PerphedgeError
 
 if TYPE_CHECKING:
     from perphedge.core.instruments import Instrument
@@ -178,9 +178,12 @@ def _one_line(text: str, n: int = 300) -> str:
 class WeightBudget:
     """A sliding-window request-weight budget: at most ``limit`` weight in any ``window_ms``.
 
-    :meth:`acquire` blocks (``sleep``) until the request fits; a request heavier than the whole budget waits for
-    an empty window. :meth:`observe_venue` folds in the venue's own count (e.g. Binance ``X-MBX-USED-WEIGHT-1M``)
-    when it is higher than ours (another process on the same IP or key).
+    :meth:`acquire` blocks (``sleep``) until the request fits and books it; :meth:`done` moves the booking to the
+    moment the answer came back, so the window is counted from the latest instant the venue can have seen the
+    request (a request's arrival lies between the two: latency jitter never makes two windows overlap at the
+    venue). A request heavier than the whole budget waits for an empty window. :meth:`observe_venue` folds in the
+    venue's own count (e.g. Binance ``X-MBX-USED-WEIGHT-1M``) when it is higher than ours (another process on the
+    same IP or key).
     """
 
     def __init__(
@@ -199,7 +202,7 @@ class WeightBudget:
         self.window_ms = window_ms
         self._clock = clock
         self._sleep = sleep
-        self._spent: deque[tuple[float, float]] = deque()  # (clock seconds, weight)
+        self._spent: deque[list[float]] = deque()  # [clock seconds, weight], oldest first
         self._lock = threading.Lock()
         self.waited_s = 0.0
 
@@ -212,19 +215,20 @@ class WeightBudget:
         """Weight spent in the window ending now."""
         with self._lock:
             self._trim(self._clock())
-            return sum(w for _, w in self._spent)
+            return sum(e[1] for e in self._spent)
 
-    def acquire(self, weight: float) -> None:
-        """Wait until ``weight`` fits in the window, then book it."""
+    def acquire(self, weight: float) -> list[float]:
+        """Wait until ``weight`` fits in the window, then book it; returns the booking (for :meth:`done`)."""
         weight = max(0.0, float(weight))
         while True:
             with self._lock:
                 now = self._clock()
                 self._trim(now)
-                used = sum(w for _, w in self._spent)
+                used = sum(e[1] for e in self._spent)
                 if used + weight <= self.limit or not self._spent:
-                    self._spent.append((now, weight))
-                    return
+                    entry = [now, weight]
+                    self._spent.append(entry)
+                    return entry
                 # wait until enough of the oldest entries leave the window
                 need = used + weight - self.limit
                 freed = 0.0
@@ -238,14 +242,21 @@ class WeightBudget:
             self.waited_s += wait
             self._sleep(wait)
 
+    def done(self, entry: list[float]) -> None:
+        """The request of ``entry`` was answered (or failed): count its window from now."""
+        with self._lock:
+            entry[0] = max(entry[0], self._clock())
+            if len(self._spent) > 1 and self._spent[-1] is not entry:
+                self._spent = deque(sorted(self._spent, key=lambda e: e[0]))
+
     def observe_venue(self, used_by_venue: float) -> None:
         """The venue says ``used_by_venue`` weight is spent in its window: book the excess over ours now."""
         with self._lock:
             now = self._clock()
             self._trim(now)
-            ours = sum(w for _, w in self._spent)
+            ours = sum(e[1] for e in self._spent)
             if used_by_venue > ours:
-                self._spent.append((now, used_by_venue - ours))
+                self._spent.append([now, used_by_venue - ours])
 
 
 # ---------------------------------------------------------------------------------------------- dialect
@@ -342,6 +353,10 @@ class VenueDialect:
         if not client.urls.get("test"):
             raise ConfigError(f"invalid `sandbox` for venue {self.venue}: ccxt has no testnet for {self.ccxt_id}")
         client.set_sandbox_mode(True)
+
+    def check_account(self, client: Any, read_only: bool) -> None:
+        """Refuse (ConfigError) an account set up in a way the adapter cannot trade safely (called at open,
+        after the markets are loaded); default: nothing to check."""
 
     def load_markets(self, client: Any) -> dict[str, Any]:
         """Markets by unified symbol."""
@@ -456,8 +471,10 @@ class VenueDialect:
         ]
         return sorted(out, key=lambda e: (e.ts_ms, e.entry_id))
 
-    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[int, float, float]]:
-        """Liquidations the venue reports: ``(ts_ms, price, contracts)``; default none (left to reconciliation)."""
+    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[float, ...]]:
+        """Liquidations the venue reports: ``(ts_ms, price, contracts)`` or ``(ts_ms, price, contracts, loss)``
+        (``loss`` in the settle asset, > 0 lost; nan/absent when the venue does not say); default none (left to
+        the book's reconciliation)."""
         return []
 
     # -- writes ---------------------------------------------------------------------------------------------
@@ -558,6 +575,7 @@ class _Leg:
     lot: float
     tick: float
     funding_max_ms: int = -1
+    liquidation_max_ms: int = -1
 
 
 @dataclass
@@ -616,6 +634,7 @@ class CcxtAccount:
         markets = self._read("load markets", lambda: dialect.load_markets(client))
         for inst in instruments:
             self._add_leg(inst, markets)
+        self._read("check the account's settings", lambda: dialect.check_account(client, self.read_only))
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -684,12 +703,13 @@ class CcxtAccount:
                 if "=" in pair:
                     k, v = pair.split("=", 1)
                     query[k] = v
-            if budget is not None:
-                budget.acquire(dialect.weight(method.upper(), parts.path, query))
+            booking = budget.acquire(dialect.weight(method.upper(), parts.path, query)) if budget is not None else None
+            client.last_response_headers = None  # a dropped answer must not reuse the previous headers
             try:
                 return original(url, method, headers, body)
             finally:
-                if budget is not None:
+                if budget is not None and booking is not None:
+                    budget.done(booking)
                     used = dialect.venue_used_weight(dict(getattr(client, "last_response_headers", None) or {}))
                     if used is not None:
                         budget.observe_venue(used)
@@ -730,6 +750,13 @@ class CcxtAccount:
                     raise self._err(what, exc, c) from None
                 self._sleep(self._retry.delay(attempt, self._retry_after()))
                 attempt += 1
+            except PerphedgeError:
+                raise
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # an unparseable answer
+                raise ExchangeError(
+                    f"{self.venue} account `{self.name}`: {what}: the venue's answer could not be read "
+                    f"({type(exc).__name__}: {self._secrets.scrub(_one_line(str(exc), 200))})"
+                ) from None
 
     # -- Account: reads -------------------------------------------------------------------------------------
 
@@ -824,11 +851,17 @@ class CcxtAccount:
                     )
                 )
                 leg.funding_max_ms = max(leg.funding_max_ms, row.ts_ms)
+            liq_since = max(self.funding_since_ms, leg.liquidation_max_ms + 1)
             liqs = self._read(
                 f"fetch liquidations of {key}",
-                functools.partial(self._dialect.fetch_liquidations, self._client, leg.symbol, since),
+                functools.partial(self._dialect.fetch_liquidations, self._client, leg.symbol, liq_since),
             )
-            for ts, px, n in liqs:
+            for row in sorted(liqs):
+                ts, px, n = int(row[0]), float(row[1]), float(row[2])
+                loss = float(row[3]) if len(row) > 3 else math.nan
+                if ts < liq_since:
+                    continue
+                leg.liquidation_max_ms = max(leg.liquidation_max_ms, ts)
                 events.append(
                     Liquidation(
                         account=self.name,
@@ -836,8 +869,8 @@ class CcxtAccount:
                         ts_ms=ts,
                         price=px,
                         contracts=n,
-                        loss_settle=math.nan,
-                        loss_usd=math.nan,
+                        loss_settle=loss,
+                        loss_usd=loss * px if inst.is_inverse else loss,
                         asset=inst.settle,
                     )
                 )
@@ -989,6 +1022,14 @@ class CcxtAccount:
             price = self._round_price(leg, req.limit_price)
         try:
             order = self._dialect.create_order(self._client, leg.symbol, req, qty, price)
+        except PerphedgeError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # sent, answer unreadable
+            raise ExchangeError(
+                f"{self.venue} account `{self.name}`: order {req.client_id} outcome unknown (the answer could not "
+                f"be read: {type(exc).__name__}: {self._secrets.scrub(_one_line(str(exc), 200))}); "
+                "look it up by client id before sending it again"
+            ) from None
         except ccxt.BaseError as exc:
             c = self._dialect.classify(exc)
             if c.outcome == "reject" and c.kind is not None:

@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from perphedge.errors import ConfigError
 from perphedge.exchange.live import Classified, RejectKind, VenueDialect, VenueFunding, VenuePosition
 
 __all__ = ["DAPI_WEIGHTS", "DIALECTS", "FAPI_WEIGHTS", "REJECT_CODES", "BinanceCoinm", "BinanceUsdm"]
@@ -86,7 +87,7 @@ FAPI_WEIGHTS: dict[tuple[str, str], float] = {
     ("GET", "/fapi/v1/allOrders"): 5,
     ("GET", "/fapi/v1/userTrades"): 5,
     ("GET", "/fapi/v1/income"): 30,
-    ("GET", "/fapi/v1/forceOrders"): 20,
+    ("GET", "/fapi/v1/forceOrders"): 20,  # with a symbol (50 without)
     ("GET", "/fapi/v1/premiumIndex"): 1,
     ("GET", "/fapi/v1/fundingRate"): 1,
     ("GET", "/fapi/v1/ticker/24hr"): 1,
@@ -116,7 +117,7 @@ DAPI_WEIGHTS: dict[tuple[str, str], float] = {
     ("GET", "/dapi/v1/fundingRate"): 1,
     ("GET", "/dapi/v1/ticker/24hr"): 1,
 }
-_NO_SYMBOL_WEIGHT = {"openOrders": 40, "ticker/24hr": 40, "premiumIndex": 10}
+_NO_SYMBOL_WEIGHT = {"openOrders": 40, "ticker/24hr": 40, "premiumIndex": 10, "forceOrders": 50}
 
 _CODE = re.compile(r"[\"']code[\"']\s*:\s*(-?\d+)")
 _MSG = re.compile(r"[\"']msg[\"']\s*:\s*[\"']([^\"']*)[\"']")
@@ -140,8 +141,9 @@ class _Binance(VenueDialect):
 
     def client_config(self, credentials: Mapping[str, str], options: Mapping[str, Any]) -> dict[str, Any]:
         config = super().client_config(credentials, options)
-        # a broker id is prepended to ids ccxt generates; ours are always sent explicitly
         config["options"].setdefault("recvWindow", int(options.get("recv_window_ms", 5000)))
+        # signed requests must be within recvWindow of Binance's clock: measure the offset when markets load
+        config["options"].setdefault("adjustForTimeDifference", True)
         return config
 
     def apply_sandbox(self, client: Any) -> None:
@@ -183,6 +185,37 @@ class _Binance(VenueDialect):
                 return Classified("retry", None, detail)
         base = super().classify(exc)
         return Classified(base.outcome, base.kind, detail if code is not None else base.detail)
+
+    def check_account(self, client: Any, read_only: bool) -> None:
+        """A trading account must be in one-way position mode: our orders carry no ``positionSide``."""
+        if read_only:
+            return
+        answer = (
+            client.dapiPrivateGetPositionSideDual({})
+            if self.prefix == "/dapi"
+            else client.fapiPrivateGetPositionSideDual({})
+        )
+        if str(answer.get("dualSidePosition")).lower() == "true":
+            raise ConfigError(
+                f"{self.venue}: the account is in hedge mode (dualSidePosition); switch it to one-way mode on "
+                "Binance (Preferences > Position Mode) before trading with perphedge"
+            )
+
+    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[float, ...]]:
+        """Binance's own liquidation orders (``forceOrders``, autoCloseType LIQUIDATION), with the loss (the
+        realised PnL and the clearance fee of the order's trades, settle asset, > 0 lost) as a 4th item."""
+        rows = [r for r in client.fetch_my_liquidations(symbol, since_ms or None) if r.get("symbol") == symbol]
+        out: list[tuple[float, ...]] = []
+        for r in rows:
+            order_id = str((r.get("info") or {}).get("orderId") or "")
+            trades = client.fetch_my_trades(symbol, None, None, {"orderId": order_id}) if order_id else []
+            mine = [t for t in trades if str(t.get("order")) == order_id]
+            # what the liquidation cost in the settle asset: the realised loss plus the clearance fee
+            realized = sum(_num((t.get("info") or {}).get("realizedPnl")) for t in mine)
+            fees = sum(_num((t.get("fee") or {}).get("cost")) for t in mine)
+            loss = fees - realized if mine else math.nan
+            out.append((int(r.get("timestamp") or 0), _num(r.get("price"), math.nan), _num(r.get("contracts")), loss))
+        return out
 
     def fetch_balances(self, client: Any) -> list[tuple[str, float, float, float]]:
         """The futures wallet per asset: ``wallet`` = walletBalance (without unrealised PnL), ``used`` =
@@ -227,7 +260,37 @@ class _Binance(VenueDialect):
             if len(rows) < 1000 or not fresh:
                 break
             since = max(int(r.get("timestamp") or 0) for r in rows)
-        return sorted(out, key=lambda e: (e.ts_ms, e.entry_id))
+        out.sort(key=lambda e: (e.ts_ms, e.entry_id))
+        return self._with_rates(client, symbol, out)
+
+    def _with_rates(self, client: Any, symbol: str, rows: list[VenueFunding]) -> list[VenueFunding]:
+        """Income rows carry no rate: take each settlement's rate from the public ``fundingRate`` history
+        (matched within a minute of the income time; nan when the venue has none)."""
+        if not rows:
+            return rows
+        start, end = rows[0].ts_ms - 60_000, rows[-1].ts_ms + 60_000
+        rates: list[tuple[int, float]] = []
+        while True:
+            page = client.fetch_funding_rate_history(symbol, start, 1000, {"endTime": end})
+            rates += [(int(r.get("timestamp") or 0), _num(r.get("fundingRate"), math.nan)) for r in page]
+            if len(page) < 1000:
+                break
+            start = max(int(r.get("timestamp") or 0) for r in page) + 1
+        out = []
+        for row in rows:
+            near = [(abs(ms - row.ts_ms), rate) for ms, rate in rates if abs(ms - row.ts_ms) <= 60_000]
+            rate = min(near)[1] if near else math.nan
+            out.append(
+                VenueFunding(
+                    symbol=row.symbol,
+                    ts_ms=row.ts_ms,
+                    amount=row.amount,
+                    asset=row.asset,
+                    rate=rate,
+                    entry_id=row.entry_id,
+                )
+            )
+        return out
 
 
 def _num(value: Any, default: float = 0.0) -> float:
