@@ -238,7 +238,11 @@ def test_liquidation_reported_when_the_venue_says_so(fx: FakeExchange) -> None:
     fx.marks["SOL"] = 170.0
     state(fx).liquidate("SOL")
     liqs = [e for e in acc.sync(snap()) if isinstance(e, Liquidation)]
-    assert [(x.instrument, x.price, x.contracts) for x in liqs] == [(SOL.id, 170.0, 2.0)]
+    assert [(x.instrument, x.price, x.contracts, x.asset) for x in liqs] == [(SOL.id, 170.0, 2.0, "USDC")]
+    # the loss the liquidation fill realised: 2·(170 − 150.25) plus the taker fee on 2·170
+    assert liqs[0].loss_settle == pytest.approx(2 * (170 - 150.25) + 0.00045 * 2 * 170)
+    assert liqs[0].loss_usd == pytest.approx(liqs[0].loss_settle)
+    assert [e for e in acc.sync(snap()) if isinstance(e, Liquidation)] == []  # once
 
 
 # ------------------------------------------------------------------------------------------------ order path
@@ -392,14 +396,44 @@ def test_read_429_retry_after_is_honoured(fx: FakeExchange) -> None:
 
 
 def test_wrong_private_key_is_a_clear_config_error_without_the_key(fx: FakeExchange) -> None:
-    acc = account(fx, secret=WRONG_PK)  # reads are by address: they work
-    assert acc.positions()
+    reader = account(fx, secret=WRONG_PK, read_only=True)  # reads are by address: they work
+    assert reader.positions()
     with pytest.raises(ConfigError) as exc:
-        acc.place_order(order(cid(0), BTC.id, "sell", 0.01), snap())
+        account(fx, secret=WRONG_PK)  # a trading account is checked when it opens
     text = "".join(traceback.format_exception(exc.value))
-    assert "does not accept this private key" in text and "nothing was placed" in text
-    assert WRONG_PK[2:] not in text and WRONG_PK[2:].upper() not in text
-    assert state(fx).ledger.orders == []
+    assert "signs as neither the wallet" in text and "'missing'" in text
+    assert WRONG_PK[2:] not in text.lower() and PK[2:] not in text.lower()
+    assert exchange_posts(fx) == [] and state(fx).ledger.orders == []
+
+
+def test_an_api_wallet_approved_for_the_account_trades_for_it() -> None:
+    master = "0x" + "ab" * 20
+    with FakeExchange(sample_dir(), api_key=master, private_key=WRONG_PK, balances={"USDC": 5_000.0}) as fake:
+        fake.now_ms = T0
+        fake.marks.update(MARKS)
+        st = state(fake)
+        assert (st.address, st.signer) == (master, _address_of(WRONG_PK))
+        acc = open_live_account(
+            name="hl",
+            venue="hyperliquid",
+            credentials={"key": master, "secret": WRONG_PK},
+            instruments=[BTC],
+            read_only=False,
+            base_url=fake.url,
+            options={"rate_limit_ms": 1},
+        )
+        assert acc.place_order(order(cid(0), BTC.id, "sell", 0.01), snap()).status == "filled"
+        assert {p.instrument: p.contracts for p in acc.positions()}[BTC.id] == pytest.approx(0.01)
+        with pytest.raises(ConfigError, match="signs as neither"):  # the master's address with another key
+            open_live_account(
+                name="hl",
+                venue="hyperliquid",
+                credentials={"key": master, "secret": PK},
+                instruments=[BTC],
+                read_only=False,
+                base_url=fake.url,
+                options={"rate_limit_ms": 1},
+            )
 
 
 @pytest.mark.parametrize(
@@ -429,11 +463,12 @@ def test_the_private_key_never_appears(fx: FakeExchange, caplog: pytest.LogCaptu
         except ExchangeError as exc:
             texts.append("".join(traceback.format_exception(exc)))
     texts += [repr(acc.positions()), repr(acc.balances()), repr(acc.open_orders()), repr(acc.sync(snap()))]
-    bad = account(fx, secret=WRONG_PK)
     try:
-        bad.place_order(order(cid(9), BTC.id, "sell", 0.01), snap())
+        account(fx, secret=WRONG_PK)
     except ConfigError as exc:
         texts.append("".join(traceback.format_exception(exc)))
+    bad = account(fx, secret=WRONG_PK, read_only=True)
+    texts += [repr(bad), repr(bad.positions())]
     texts += [r.getMessage() for r in caplog.records]
     assert len(texts) > 10
     for text in texts:

@@ -7,7 +7,8 @@
   ``perpDexs`` (no builder-deployed dexes), ``exchangeStatus``; account reads by address (unsigned on the real venue
   too): ``clearinghouseState``, ``spotClearinghouseState``, ``frontendOpenOrders``, ``openOrders``, ``orderStatus``
   (by ``oid`` = venue id or ``0x`` + 32 hex cloid), ``historicalOrders``, ``userFills``, ``userFillsByTime``,
-  ``userFunding``, ``userAbstraction``. An unknown ``type`` is answered 422 as the venue does.
+  ``userFunding``, ``userAbstraction``, ``userRole`` (the account is a ``user``, the fake's signer an ``agent`` of it
+  when it is another address). An unknown ``type`` is answered 422 as the venue does.
 * ``/exchange`` actions: ``order`` (``a`` asset, ``b`` is-buy, ``p`` price, ``s`` size, ``r`` reduce-only,
   ``t`` ``{"limit": {"tif": "Gtc"|"Ioc"|"Alo"}}``, ``c`` cloid), ``cancel``, ``cancelByCloid``, ``updateLeverage``,
   ``updateIsolatedMargin``, ``setReferrer`` and the user-signed ``approveBuilderFee`` (ccxt sends the last two by
@@ -541,6 +542,13 @@ def _info(state: HyperliquidState, req: PrivateRequest) -> Reply:
             return 200, {c: _asset_ctx(state, c)["midPx"] for c in state.coins}, {}
         if kind == "exchangeStatus":
             return 200, {"time": state.fx._now(), "specialStatuses": None}, {}
+        if kind == "userRole":
+            who = _user(body)
+            if who == state.address:
+                return 200, {"role": "user"}, {}
+            if who == state.signer:
+                return 200, {"role": "agent", "data": {"user": state.address}}, {}
+            return 200, {"role": "missing"}, {}
         if kind == "userAbstraction":
             return 200, state.abstraction if _user(body) == state.address else "default", {}
         if kind == "clearinghouseState":

@@ -18,7 +18,9 @@ address and unsigned) and ``/exchange`` (actions signed with EIP-712 by the priv
   referrer code ``CCXT1`` on the account (two signed actions the user never asked for): both are switched off here.
 
 Credentials: ``key`` = the wallet (account) address, ``0x`` + 40 hex; ``secret`` = the private key that signs,
-``0x`` + 64 hex (the wallet's own key or an API wallet approved for it). Neither is echoed in any message.
+``0x`` + 64 hex (the wallet's own key or an API wallet approved for it: a trading account checks this when it
+opens, with ``userRole`` of the key's address; sub-accounts and vaults are refused). Neither is echoed in any
+message.
 
 Errors: Hyperliquid answers HTTP 200 with ``{"status": "err", "response": "<text>"}`` or a per-order
 ``{"error": "<text>"}``; :data:`REJECT_MESSAGES` maps those texts to our neutral kinds. A signature by a key the
@@ -163,6 +165,29 @@ class Hyperliquid(VenueDialect):
         client.handle_builder_fee_approval = lambda: True
         self._client = client
 
+    def check_account(self, client: Any, read_only: bool) -> None:
+        """A trading account's private key must be the wallet's own or an API wallet approved for it
+        (``userRole`` of the signer: ``agent`` of this wallet); otherwise every order would be refused, or, for
+        a sub-account or vault address with its master's key, land on the master account."""
+        if read_only:
+            return
+        wallet = str(client.walletAddress).lower()
+        signer = str(client.eth_get_address_from_private_key(client.privateKey)).lower()
+        if signer == wallet:
+            return
+        role = client.publicPostInfo({"type": "userRole", "user": signer})
+        data = role.get("data") if isinstance(role, dict) else None
+        agent_of = str((data or {}).get("user") or "").lower()
+        if isinstance(role, dict) and role.get("role") == "agent" and agent_of == wallet:
+            return
+        what = role.get("role") if isinstance(role, dict) else role
+        raise ConfigError(
+            "hyperliquid credentials: the private key (`secret`) signs as neither the wallet (`key`) nor an API "
+            f"wallet approved for it (the venue calls its address a {what!r}"
+            f"{', agent of another wallet' if agent_of and agent_of != wallet else ''}); sub-accounts and vaults "
+            "are not supported: use the wallet's own key or an API wallet created for it"
+        )
+
     # -- weights ------------------------------------------------------------------------------------------
 
     def weight(self, method: str, path: str, query: Mapping[str, str]) -> float:
@@ -293,14 +318,18 @@ class Hyperliquid(VenueDialect):
             since = newest if newest > since else newest + 1
         return sorted(out.values(), key=lambda e: e.ts_ms)
 
-    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[int, float, float]]:
-        """Fills of ours that the venue marks as a liquidation of this account."""
+    def fetch_liquidations(self, client: Any, symbol: str, since_ms: int) -> list[tuple[float, ...]]:
+        """Fills the venue marks as a liquidation of this account: ``(ts_ms, price, contracts, loss)`` with the
+        loss the fill realised (``-closedPnl + fee``, USDC, > 0 lost)."""
         rows = client.fetch_my_liquidations(symbol, since_ms or None)
-        return [
-            (int(r.get("timestamp") or 0), _f(r.get("price")), _f(r.get("contracts"), 0.0))
-            for r in rows
-            if r.get("symbol") == symbol
-        ]
+        out: list[tuple[float, ...]] = []
+        for r in rows:
+            if r.get("symbol") != symbol:
+                continue
+            info = r.get("info") or {}
+            loss = -_f(info.get("closedPnl")) + _f(info.get("fee"), 0.0)
+            out.append((int(r.get("timestamp") or 0), _f(r.get("price")), _f(r.get("contracts"), 0.0), loss))
+        return out
 
     # -- writes ---------------------------------------------------------------------------------------------
 
