@@ -39,7 +39,7 @@ from perphedge.exchange.fake_ledger import Contract, PrivateLedger
 __all__ = ["PRIVATE_VENUES", "FakeExchange", "Fault", "PrivateRequest", "Reply"]
 
 #: modules (under ``perphedge.exchange``) whose ``mount(fx)`` adds a venue's private routes to the fake
-PRIVATE_VENUES: tuple[str, ...] = ("fake_binance", "fake_bybit", "fake_okx")
+PRIVATE_VENUES: tuple[str, ...] = ("fake_binance", "fake_bybit", "fake_okx", "fake_hyperliquid")
 
 DAY_MS = 86_400_000
 BINANCE_LIMITS = {"spot": (500, 1000), "fapi": (500, 1500), "dapi": (500, 1500)}  # klines (default, max)
