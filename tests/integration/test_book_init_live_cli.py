@@ -53,7 +53,7 @@ CREDS = ["--key-env", "BN_KEY", "--secret-env", "BN_SECRET"]
         (["--exchange", "binance", *CREDS], "invalid `--exchange`: must be one of binance_usdm, binance_coinm"),
         (["--exchange", "kraken", *CREDS], "hyperliquid"),
         (["--exchange", "binance_usdm", *CREDS], "binance:BTCUSD_PERP (inverse)"),
-        (["--exchange", "hyperliquid", *CREDS], "no bundled instruments of `hyperliquid`"),
+        (["--exchange", "hyperliquid", *CREDS], "an account on `hyperliquid`"),
         (["--exchange", "binance_coinm", *CREDS, "--balance", "USDT=100"], "invalid `--balance`"),
         (["--exchange", "binance_coinm", "--key-env", "1BAD", "--secret-env", "S"], "NAME of an environment"),
         (["--exchange", "binance_coinm", "--keyring", "bad service"], "invalid `--keyring`"),

@@ -60,7 +60,7 @@ def test_init_with_a_keyring(tmp_path: Path) -> None:
     ("over", "words"),
     [
         ({"exchange": "binance_usdm"}, "binance:BTCUSD_PERP (inverse)"),
-        ({"exchange": "hyperliquid"}, "no bundled instruments of `hyperliquid`"),
+        ({"exchange": "hyperliquid"}, "an account on `hyperliquid`"),
         ({"exchange": "bybit"}, "binance:BTCUSD_PERP"),
         ({"exchange": "okx", "password_env": "P"}, "binance:BTCUSD_PERP"),
     ],
@@ -123,8 +123,22 @@ def test_mixed_books_place_each_leg_on_its_account(tmp_path: Path, monkeypatch: 
         open_session(lb, writer=False)  # the exchange account's credentials are read when it is opened
     monkeypatch.setenv("BN_KEY", "PHSENTINELKEY0123456789")
     monkeypatch.setenv("BN_S", "PHSENTINELSECRET9876543210")
-    with pytest.raises(ConfigError, match="live exchange account \\(bybit\\)"):
-        open_session(lb, writer=False)
+    from perphedge.exchange.fake import FakeExchange
+    from perphedge.usecases.book import close_session
+    from tests.conftest import sample_dir
+
+    with FakeExchange(
+        sample_dir(), api_key="PHSENTINELKEY0123456789", api_secret="PHSENTINELSECRET9876543210", balances={"USDT": 1e4}
+    ) as fx:
+        monkeypatch.setenv("PERPHEDGE_EXCHANGE_URL", fx.url)
+        s = open_session(lb, writer=False)  # the live account opens through the (fake) venue
+        try:
+            assert {leg.inst.id: leg.account for leg in s.legs} == {"binance:BTCUSD_PERP": "paper"}
+            assert [a.kind for a in s.accounts.values()] == ["paper", "exchange"]
+            acc = next(a for a in s.accounts.values() if a.kind == "exchange")
+            assert acc.venue == "bybit" and acc.positions() == []  # it holds no leg of this book
+        finally:
+            close_session(s)
 
 
 def test_a_live_account_matching_the_leg_is_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

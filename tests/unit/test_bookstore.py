@@ -157,6 +157,8 @@ def test_every_design_kind_is_accepted_and_unknown_refused(tmp_path: Path) -> No
         "process_start", "tick", "decision", "decision_done", "decision_abandoned", "limit_refused", "order_intent",
         "order_sent", "order_ack", "order_final", "fill", "funding", "transfer_intent", "transfer", "liquidation",
         "alert_open", "alert_close", "manual_change", "halt", "resume", "error",
+        # issue 11: live accounts (positions adopted at the first tick, the kill switch's rows)
+        "positions_adopted", "halt_done", "order_cancelled",
     }  # fmt: skip
     assert expected == JOURNAL_KINDS
     with _open(tmp_path / "b.sqlite") as store:
