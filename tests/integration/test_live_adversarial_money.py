@@ -140,8 +140,11 @@ def _orders(fx: FakeExchange, v: Venue) -> list[Any]:
     return list(led.orders) if led is not None else []
 
 
-def _invariants(fx: FakeExchange, home: Path, book: Path, v: Venue, *, settled: bool = True) -> list[dict[str, Any]]:
-    """The money invariants; ``settled``: the last run ended clean, so the venue must hold exactly the target."""
+def _invariants(
+    fx: FakeExchange, home: Path, book: Path, v: Venue, *, settled: bool = True, at_target: bool = True
+) -> list[dict[str, Any]]:
+    """The money invariants; ``settled``: the last run ended clean, so every sent order has a final state, and
+    (``at_target``) the venue holds exactly the target."""
     by_cid = Counter(o.client_id for o in _orders(fx, v) if o.filled > 0)
     assert all(n == 1 for n in by_cid.values()), f"two fills for one intent: {by_cid}"
     rows = _json(fx, home, "book", "journal", str(book))
@@ -157,6 +160,7 @@ def _invariants(fx: FakeExchange, home: Path, book: Path, v: Venue, *, settled: 
     assert len(funding) == len(set(funding)), "a funding payment counted twice"
     if settled:
         assert sent <= final, f"sent without a final state: {sent - final}"
+    if settled and at_target:
         assert _short(fx, v) == pytest.approx(v.target, abs=1e-9), "not at the target"
     for store in home.rglob("*"):
         if store.is_file():
@@ -187,3 +191,63 @@ def test_answer_dropped_after_accept_never_doubles(tmp_path: Path, fx: FakeExcha
     _invariants(fx, home, book, v)
     assert _json(fx, home, "book", "rebalance", str(book), "--execute", "--yes")["results"] == []
     assert len(_orders(fx, v)) == 1
+
+
+# ------------------------------------------------------------------------------------------------ resting, rejects
+
+
+@pytest.mark.parametrize("v", [USDM, BYBIT], ids=["binance_usdm", "bybit"])
+def test_limit_rest_whose_cancel_failed_is_cancelled_before_a_new_decision(
+    tmp_path: Path, fx: FakeExchange, v: Venue
+) -> None:
+    """A marketable limit order fills half; cancelling the rest fails (5xx): the rest rests at the venue. The next
+    run must not trade beside it (it could fill later and double the hedge): it cancels it first."""
+    home = tmp_path / "home"
+    book = _book(tmp_path, v, extra={"execution": {"order_type": "limit", "limit_offset_bps": 20}})
+    _cli(fx, home, "book", "status", str(book))
+    fx.ledgers[v.name].partial_next = 0.5
+    cancel_path = "/v5/order/cancel" if v is BYBIT else v.create
+    cancel_method = "POST" if v is BYBIT else "DELETE"
+    fx.inject(*[Fault("500", path=cancel_path, method=cancel_method) for _ in range(8)])
+    r = _exec(fx, home, book)
+    assert r.returncode != 0
+    fx.faults.clear()
+    r = _exec(fx, home, book)
+    assert r.returncode == 0, r.stderr
+    assert [o.client_id for o in _orders(fx, v) if o.is_open] == [], "an order of the book left resting"
+    assert "cancelled at the account" in r.stdout + r.stderr
+    # one decision per bar: the rest of the hedge is the next bar's; what is held is exactly what filled once
+    _invariants(fx, home, book, v, at_target=False)
+    (o,) = _orders(fx, v)
+    assert o.status == "cancelled" and _short(fx, v) == pytest.approx(o.filled)
+
+
+@pytest.mark.parametrize(
+    ("v", "kind"),
+    [
+        (USDM, "min_notional"),
+        (COINM, "min_notional"),
+        (BYBIT, "insufficient_margin"),
+        (COINM, "insufficient_margin"),
+        (USDM, "reduce_only"),
+        (USDM, "duplicate"),
+    ],
+    ids=["usdm-min_notional", "coinm-min_notional", "bybit-margin", "coinm-margin", "usdm-reduce_only", "usdm-dup"],
+)
+def test_each_reject_kind_is_final_and_never_retried_blindly(
+    tmp_path: Path, fx: FakeExchange, v: Venue, kind: str
+) -> None:
+    home = tmp_path / "home"
+    book = _book(tmp_path, v)
+    _cli(fx, home, "book", "status", str(book))
+    fx.ledgers[v.name].reject_next = kind  # type: ignore[assignment]
+    r = _exec(fx, home, book)
+    assert r.returncode != 0 and "reject" in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
+    assert [o for o in _orders(fx, v) if o.filled > 0] == []
+    rows = _invariants(fx, home, book, v, settled=False)
+    assert [x["data"]["status"] for x in rows if x["kind"] == "order_final"] == ["rejected"]
+    assert sum(1 for x in rows if x["kind"] == "order_sent") == 1  # sent once, not retried
+    r = _exec(fx, home, book)  # the same bar: no second decision, nothing resent
+    assert r.returncode == 0, r.stderr
+    assert len(_orders(fx, v)) <= 1 and _short(fx, v) == 0.0
+    _invariants(fx, home, book, v, at_target=False)
