@@ -251,3 +251,74 @@ def test_each_reject_kind_is_final_and_never_retried_blindly(
     assert r.returncode == 0, r.stderr
     assert len(_orders(fx, v)) <= 1 and _short(fx, v) == 0.0
     _invariants(fx, home, book, v, at_target=False)
+
+
+# ------------------------------------------------------------------------------------------------ halt, storms
+
+
+@pytest.mark.parametrize("crash", ["after_intent", "after_sent"])
+def test_halt_with_a_decision_open_sends_nothing(tmp_path: Path, fx: FakeExchange, crash: str) -> None:
+    """The process died with a decision open (intent written; or sent, but the venue never saw it); `book halt`
+    recovers the journal but must not resume the decision: a halted book sends no order."""
+    v = USDM
+    home = tmp_path / "home"
+    book = _book(tmp_path, v)
+    env = dict(_env(fx), PERPHEDGE_TEST_CRASH=crash)
+    r = run_cli("book", "rebalance", str(book), "--execute", "--yes", home=home, env=env)
+    assert r.returncode == 137, r.stderr
+    assert _orders(fx, v) == []
+    h = _cli(fx, home, "book", "halt", str(book))
+    assert h.returncode == 0, h.stderr
+    assert _orders(fx, v) == [], "halt resumed the open decision and sent an order"
+    r = _exec(fx, home, book)
+    assert r.returncode == 3 and "halted" in r.stderr
+    assert _orders(fx, v) == []
+    assert _cli(fx, home, "book", "resume", str(book)).returncode == 0
+    r = _exec(fx, home, book)
+    assert r.returncode == 0, r.stderr
+    _invariants(fx, home, book, v, at_target=False)
+    assert len([o for o in _orders(fx, v) if o.filled > 0]) <= 1
+
+
+@pytest.mark.parametrize(
+    ("v", "storm"),
+    [(USDM, "500"), (COINM, "429"), (BYBIT, "500"), (USDM, "maintenance"), (BYBIT, "maintenance")],
+    ids=["usdm-500", "coinm-429", "bybit-500", "usdm-maintenance", "bybit-maintenance"],
+)
+def test_error_storm_on_create_never_doubles(tmp_path: Path, fx: FakeExchange, v: Venue, storm: str) -> None:
+    """The create answers 5xx / 429 / maintenance (the venue did not take it), then every lookup fails the same way
+    for a while: the run stops with "unknown, rerun" or resolves it; the rerun never sends twice."""
+    home = tmp_path / "home"
+    book = _book(tmp_path, v)
+    fx.inject(Fault(storm, path=v.create, method="POST", retry_after=0.05))
+    fx.inject(*[Fault(storm, path=v.lookup, method="GET", after=1, retry_after=0.05) for _ in range(1)])
+    fx.inject(*[Fault(storm, path=v.lookup, method="GET", retry_after=0.05) for _ in range(10)])
+    r = _exec(fx, home, book)
+    assert r.returncode in (0, 2), r.stderr
+    if r.returncode == 2:
+        assert "state unknown" in r.stderr and "rerun" in r.stderr, r.stderr
+    fx.faults.clear()
+    assert [o for o in _orders(fx, v) if o.filled > 0] == []  # the venue never took it
+    r = _exec(fx, home, book)
+    assert r.returncode == 0, r.stderr
+    _invariants(fx, home, book, v, at_target=False)
+    assert len(_orders(fx, v)) <= 1
+
+
+def test_slow_answer_beyond_the_client_timeout_is_resolved_by_lookup(tmp_path: Path, fx: FakeExchange) -> None:
+    """The venue takes the order but answers after the client gave up (timeout): found by its id, never resent."""
+    v = BYBIT
+    home = tmp_path / "home"
+    book = _book(tmp_path, v)
+    fx.inject(Fault("slow", path=v.create, method="POST", delay=2.5))
+    env = dict(_env(fx), PERPHEDGE_EXCHANGE_TIMEOUT_MS="800")
+    r = run_cli("book", "rebalance", str(book), "--execute", "--yes", home=home, env=env)
+    assert "Traceback" not in r.stderr
+    if r.returncode != 0:
+        assert "state unknown" in r.stderr and "rerun" in r.stderr, r.stderr
+        time.sleep(2.0)
+        r = _exec(fx, home, book)
+    assert r.returncode == 0, r.stderr
+    time.sleep(2.0)  # the slow request has surely been applied by now
+    assert len(_orders(fx, v)) == 1
+    _invariants(fx, home, book, v)

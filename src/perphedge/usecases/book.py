@@ -2485,6 +2485,8 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
             remaining.append(e)
             continue
         abandoned = abandoned or f"order {cid} {status}"
+    if not abandoned and halted(s) is not None:
+        abandoned = "the book is halted (`book halt`): nothing more is sent"
     if abandoned or not same_bar:
         why = abandoned or "made at an earlier bar (or another book file): a fresh decision replaces it"
         # a leg whose order filled gets its margin reset even so: a filled position must never be left on the
