@@ -70,11 +70,16 @@ def _env(fx: FakeExchange) -> dict[str, str]:
         "PH_ADV_KEY": KEY,
         "PH_ADV_SECRET": SECRET,
         "PERPHEDGE_LOOKUP_SETTLE_S": "0.2",
-        "PERPHEDGE_RATE_LIMIT_MS": "1",
+        # ccxt's own throttle off for speed; Bybit's per-second limits (which the fake enforces) need it on
+        **({} if _BOOK_VENUE and _BOOK_VENUE[-1] is BYBIT else {"PERPHEDGE_RATE_LIMIT_MS": "1"}),
     }
 
 
+_BOOK_VENUE: list[Venue] = []  # the venue of the book the running test wrote last
+
+
 def _book(tmp: Path, v: Venue, *, extra: dict[str, Any] | None = None, account: dict[str, Any] | None = None) -> Path:
+    _BOOK_VENUE.append(v)
     port = yaml.safe_load((REPO / "examples" / "btc-50pct.yaml").read_text(encoding="utf-8"))
     port["hedge"]["instrument"] = v.instrument
     if v is COINM:  # an inverse contract's margin is the coin
@@ -322,3 +327,111 @@ def test_slow_answer_beyond_the_client_timeout_is_resolved_by_lookup(tmp_path: P
     time.sleep(2.0)  # the slow request has surely been applied by now
     assert len(_orders(fx, v)) == 1
     _invariants(fx, home, book, v)
+
+
+# ------------------------------------------------------------------------------------------------ watch, funding
+
+T0 = 1_709_254_800_000  # 2024-03-01T01:00Z: the sample data's funding rates drive the fake's settlements
+DAY = 86_400_000
+
+
+def _funding_matches_the_venue(fx: FakeExchange, rows: list[dict[str, Any]], v: Venue) -> None:
+    """Every settlement the venue booked is journaled exactly once, with the venue's amount."""
+    venue = {e.ts_ms: e.amount for e in fx.ledgers[v.name].funding}
+    book = [(int(r["data"]["settlement_ms"]), float(r["data"]["amount"])) for r in rows if r["kind"] == "funding"]
+    assert len(book) == len({ms for ms, _ in book}), "a settlement counted twice"
+    assert {ms for ms, _ in book} <= set(venue), "a settlement the venue never booked"
+    for ms, amount in book:
+        assert amount == pytest.approx(venue[ms], rel=1e-6, abs=1e-8)  # the venue answers 8 decimals
+
+
+@pytest.mark.parametrize("v", [USDM, COINM], ids=["binance_usdm", "binance_coinm"])
+def test_kill_9_of_watch_auto_rebalance_with_funding_and_clock_jumps(tmp_path: Path, fx: FakeExchange, v: Venue) -> None:
+    """`watch --auto-rebalance --clock sim` killed at random moments while the venue's clock moves on (and once
+    jumps back): after each clean rerun, one filled order for the one decision that needed it, the venue at the
+    target, every funding settlement journaled once."""
+    rng = random.Random(1111 if v is USDM else 2222)
+    fx.now_ms = T0
+    home = tmp_path / "home"
+    book = _book(tmp_path, v, extra={"policy_origin": "2024-02-01"})
+    fx.latency = 0.02
+    base = ["book", "watch", str(book), "--clock", "sim", "--every", "8h", "--auto-rebalance"]
+    env = dict(os.environ, PERPHEDGE_HOME=str(home), **_env(fx))
+    killed = 0
+    for trial in range(3):
+        args = [*base, "--ticks", "3"] + (["--start", "2024-03-01T01:00"] if trial == 0 else [])
+        proc = subprocess.Popen([PERPHEDGE, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        target = len(fx.requests) + rng.randint(2, 25)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and len(fx.requests) < target and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        _, err = proc.communicate(timeout=60)
+        assert b"Traceback" not in err and KEY.encode() not in err and SECRET.encode() not in err
+        # the venue's clock moves on a random stretch (settlements accrue), once it jumps back an hour
+        fx.now_ms += -3_600_000 if trial == 2 else rng.randint(1, 3) * DAY // 3
+        again = ["--start", "2024-03-01T01:00"] if trial == 0 else []  # the kill may have come before any tick
+        r = _cli(fx, home, *base, "--ticks", "1", *again)
+        assert r.returncode == 0, r.stderr
+        rows = _invariants(fx, home, book, v)
+        _funding_matches_the_venue(fx, rows, v)
+        assert len([o for o in _orders(fx, v) if o.filled > 0]) == 1
+    fx.latency = 0.0
+    assert killed >= 2
+    rows = _json(fx, home, "book", "journal", str(book))
+    assert any(r["kind"] == "funding" for r in rows)
+
+
+def test_two_processes_at_once_send_one_order(tmp_path: Path, fx: FakeExchange) -> None:
+    """Two `rebalance --execute` started together on one book: one holds the lock, the other is refused with one
+    line (exit 2; design §4 says 4, the CLI maps every refusal to 2) or finds nothing left; one order at the venue."""
+    v = COINM
+    home = tmp_path / "home"
+    book = _book(tmp_path, v)
+    fx.latency = 0.05
+    env = dict(os.environ, PERPHEDGE_HOME=str(home), **_env(fx))
+    procs = [
+        subprocess.Popen([PERPHEDGE, "book", "rebalance", str(book), "--execute", "--yes"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    fx.latency = 0.0
+    codes = sorted(p.returncode for p in procs)
+    for _, err in outs:
+        assert "Traceback" not in err
+    assert codes[0] == 0 and codes[1] in (0, 2), outs
+    if codes[1] == 2:
+        assert any("being written by pid" in err for _, err in outs), outs
+    assert len(_orders(fx, v)) == 1
+    _invariants(fx, home, book, v)
+
+
+@pytest.mark.parametrize("v", [USDM, COINM], ids=["binance_usdm", "binance_coinm"])
+def test_position_changed_by_hand_and_liquidated_between_and_during_cycles(
+    tmp_path: Path, fx: FakeExchange, v: Venue
+) -> None:
+    """A short cut by hand, then liquidated (the venue closes it) between watch cycles: each is a `manual_change`
+    (never a fill of ours), the target is recomputed from the venue's numbers, nothing is doubled."""
+    fx.now_ms = T0
+    home = tmp_path / "home"
+    book = _book(tmp_path, v, extra={"policy_origin": "2024-02-01"})
+    w = ["book", "watch", str(book), "--clock", "sim", "--every", "1d", "--auto-rebalance"]
+    assert _cli(fx, home, *w, "--ticks", "1", "--start", "2024-03-01T01:00").returncode == 0
+    assert _short(fx, v) == pytest.approx(v.target)
+    led = fx.ledgers[v.name]
+    led.set_position(v.symbol, -round(v.target / 2, 3), 60_000.0)  # cut by hand on the website
+    fx.now_ms += DAY
+    r = _cli(fx, home, *w, "--ticks", "1")
+    assert r.returncode == 0, r.stderr
+    assert "changed at the venue outside the book" in r.stderr
+    assert _short(fx, v) == pytest.approx(v.target)  # the next bar brings it back, once
+    led.set_position(v.symbol, 0.0)  # liquidated: the venue closed it
+    fx.now_ms += DAY
+    r = _cli(fx, home, *w, "--ticks", "1")
+    assert r.returncode == 0, r.stderr
+    rows = _invariants(fx, home, book, v)
+    assert len([x for x in rows if x["kind"] == "manual_change"]) == 2
+    assert len([o for o in _orders(fx, v) if o.filled > 0]) == 3  # open, top up after the cut, reopen
