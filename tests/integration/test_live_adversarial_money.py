@@ -47,12 +47,33 @@ class Venue:
     target: float  # the short the policy wants, in the venue's contracts
 
 
-USDM = Venue("binance_usdm", "binance:BTCUSDT", "BTCUSDT", "/fapi/v1/order", "/fapi/v1/order", "/fapi/v1/userTrades",
-             round(100_000 * 0.5 / 60_000, 3))
-COINM = Venue("binance_coinm", "binance:BTCUSD_PERP", "BTCUSD_PERP", "/dapi/v1/order", "/dapi/v1/order",
-              "/dapi/v1/userTrades", 500.0)
-BYBIT = Venue("bybit", "bybit:BTCUSDT", "BTCUSDT", "/v5/order/create", "/v5/order/realtime", "/v5/execution/list",
-              round(100_000 * 0.5 / 60_000, 3))
+USDM = Venue(
+    "binance_usdm",
+    "binance:BTCUSDT",
+    "BTCUSDT",
+    "/fapi/v1/order",
+    "/fapi/v1/order",
+    "/fapi/v1/userTrades",
+    round(100_000 * 0.5 / 60_000, 3),
+)
+COINM = Venue(
+    "binance_coinm",
+    "binance:BTCUSD_PERP",
+    "BTCUSD_PERP",
+    "/dapi/v1/order",
+    "/dapi/v1/order",
+    "/dapi/v1/userTrades",
+    500.0,
+)
+BYBIT = Venue(
+    "bybit",
+    "bybit:BTCUSDT",
+    "BTCUSDT",
+    "/v5/order/create",
+    "/v5/order/realtime",
+    "/v5/execution/list",
+    round(100_000 * 0.5 / 60_000, 3),
+)
 VENUES = [USDM, COINM, BYBIT]
 IDS = [v.name for v in VENUES]
 
@@ -159,9 +180,7 @@ def _invariants(
     final = {r["client_id"] for r in rows if r["kind"] == "order_final"}
     fills = [r["data"].get("fill_id") for r in rows if r["kind"] == "fill"]
     assert len(fills) == len(set(fills)), "a fill journaled twice"
-    funding = [
-        (r["account"], r["instrument"], r["data"].get("settlement_ms")) for r in rows if r["kind"] == "funding"
-    ]
+    funding = [(r["account"], r["instrument"], r["data"].get("settlement_ms")) for r in rows if r["kind"] == "funding"]
     assert len(funding) == len(set(funding)), "a funding payment counted twice"
     if settled:
         assert sent <= final, f"sent without a final state: {sent - final}"
@@ -346,7 +365,9 @@ def _funding_matches_the_venue(fx: FakeExchange, rows: list[dict[str, Any]], v: 
 
 
 @pytest.mark.parametrize("v", [USDM, COINM], ids=["binance_usdm", "binance_coinm"])
-def test_kill_9_of_watch_auto_rebalance_with_funding_and_clock_jumps(tmp_path: Path, fx: FakeExchange, v: Venue) -> None:
+def test_kill_9_of_watch_auto_rebalance_with_funding_and_clock_jumps(
+    tmp_path: Path, fx: FakeExchange, v: Venue
+) -> None:
     """`watch --auto-rebalance --clock sim` killed at random moments while the venue's clock moves on (and once
     jumps back): after each clean rerun, one filled order for the one decision that needed it, the venue at the
     target, every funding settlement journaled once."""
@@ -393,8 +414,13 @@ def test_two_processes_at_once_send_one_order(tmp_path: Path, fx: FakeExchange) 
     fx.latency = 0.05
     env = dict(os.environ, PERPHEDGE_HOME=str(home), **_env(fx))
     procs = [
-        subprocess.Popen([PERPHEDGE, "book", "rebalance", str(book), "--execute", "--yes"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [PERPHEDGE, "book", "rebalance", str(book), "--execute", "--yes"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -435,3 +461,44 @@ def test_position_changed_by_hand_and_liquidated_between_and_during_cycles(
     rows = _invariants(fx, home, book, v)
     assert len([x for x in rows if x["kind"] == "manual_change"]) == 2
     assert len([o for o in _orders(fx, v) if o.filled > 0]) == 3  # open, top up after the cut, reopen
+
+
+def test_fake_restarted_with_its_state_lost_between_runs(tmp_path: Path, fx: FakeExchange) -> None:
+    """The venue forgets everything between two runs (a fresh fake on another port): the book reports the vanished
+    position as changed outside the book, never resends an old id, and the next bar rebuilds the target once."""
+    v = USDM
+    fx.now_ms = T0
+    home = tmp_path / "home"
+    book = _book(tmp_path, v, extra={"policy_origin": "2024-02-01"})
+    w = ["book", "watch", str(book), "--clock", "sim", "--every", "1d", "--auto-rebalance", "--ticks", "1"]
+    assert _cli(fx, home, *w, "--start", "2024-03-01T01:00").returncode == 0
+    old_ids = {o.client_id for o in _orders(fx, v)}
+    with FakeExchange(sample_dir(), api_key=KEY, api_secret=SECRET, balances={"USDT": 100_000.0}) as fresh:
+        fresh.marks["BTC"] = 60_000.0
+        fresh.now_ms = T0 + DAY
+        r = _cli(fresh, home, *w)
+        assert r.returncode == 0, r.stderr
+        assert "changed at the venue outside the book" in r.stderr
+        assert not old_ids & {o.client_id for o in _orders(fresh, v)}  # no id sent twice
+        rows = _invariants(fresh, home, book, v)  # the next bar rebuilt the target at the fresh venue, once
+        assert any(x["kind"] == "manual_change" for x in rows)
+        assert len([o for o in _orders(fresh, v) if o.filled > 0]) == 1
+
+
+@pytest.mark.parametrize("v", [COINM, BYBIT], ids=["binance_coinm", "bybit"])
+def test_partial_fill_of_a_market_order_is_final_and_not_topped_up_blindly(
+    tmp_path: Path, fx: FakeExchange, v: Venue
+) -> None:
+    home = tmp_path / "home"
+    book = _book(tmp_path, v)
+    _cli(fx, home, "book", "status", str(book))
+    fx.ledgers[v.name].partial_next = 0.5
+    r = _exec(fx, home, book)
+    assert r.returncode == 1, r.stderr  # not wholly filled: the decision stops there
+    (o,) = _orders(fx, v)
+    assert not o.is_open and 0 < o.filled < o.qty
+    rows = _invariants(fx, home, book, v, at_target=False)
+    assert [x["data"]["status"] for x in rows if x["kind"] == "order_final"] in (["expired"], ["cancelled"])
+    assert _short(fx, v) == pytest.approx(o.filled)
+    assert _exec(fx, home, book).returncode == 0  # the same bar: nothing more is sent
+    assert len(_orders(fx, v)) == 1

@@ -2319,7 +2319,9 @@ def _ts(s: Session) -> int:
     return s.last_snapshot.now_ms if s.last_snapshot is not None else _now_ms()
 
 
-def _cancel_rest(s: Session, decision: int, e: Mapping[str, Any], found: OrderResult, snap: FeedSnapshot) -> OrderResult:
+def _cancel_rest(
+    s: Session, decision: int, e: Mapping[str, Any], found: OrderResult, snap: FeedSnapshot
+) -> OrderResult:
     """An order of ours found still open at a live venue after a restart is cancelled before anything new is
     sent (it could fill later beside the next decision's order and double the hedge); its final state is journaled.
     If the cancel fails, nothing is traded: the run stops with "rerun" (or `book halt`)."""
