@@ -918,6 +918,11 @@ class CcxtAccount:
             status = "partially_filled" if filled > 0 else "open"
         else:
             status = _STATUS.get(raw, "open")
+        amount = _f(order.get("amount"))
+        if status == "filled" and math.isfinite(amount) and filled < amount * (1 - 1e-9) - 1e-12:
+            # ccxt calls an order that ended with its rest cancelled "closed" (Bybit `PartiallyFilledCanceled`,
+            # ccxt issue 18685): it did not fill, whatever filled of it is in `filled`
+            status = "cancelled"
         fills = tuple(self._fill(leg, client_id, t) for t in trades)
         avg = _f(order.get("average"))
         if not math.isfinite(avg) and fills:

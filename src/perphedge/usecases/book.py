@@ -2319,12 +2319,81 @@ def _ts(s: Session) -> int:
     return s.last_snapshot.now_ms if s.last_snapshot is not None else _now_ms()
 
 
+def _cancel_rest(
+    s: Session, decision: int, e: Mapping[str, Any], found: OrderResult, snap: FeedSnapshot
+) -> OrderResult:
+    """An order of ours found still open at a live venue after a restart is cancelled before anything new is
+    sent (it could fill later beside the next decision's order and double the hedge); its final state is journaled.
+    If the cancel fails, nothing is traded: the run stops with "rerun" (or `book halt`)."""
+    acc = s.accounts[e["account"]]
+    if found.terminal or not _is_live(acc):
+        return found
+    cid = e["client_id"]
+    try:
+        done = acc.cancel_order(e["instrument"], cid)
+    except ExchangeError as exc:
+        raise ExchangeError(
+            f"order {cid} is still open at the account and cancelling it failed ({exc}); nothing new was sent: "
+            "rerun, or `book halt` to cancel it"
+        ) from None
+    if done is None:
+        done = acc.fetch_order(e["instrument"], cid)
+    if done is None or not done.terminal:
+        raise ExchangeError(f"order {cid} is still open at the account after its cancel; nothing new was sent: rerun")
+    _journal_result(s, decision, e, done, snap.now_ms, reconciled=True)
+    return done
+
+
+def _settle_stray_orders(s: Session, snap: FeedSnapshot, skip_decision: int | None) -> list[str]:
+    """Live orders sent by a closed (done or abandoned) decision without a final state, e.g. the rest of a limit
+    order whose cancel failed: looked up, cancelled when still open, and journaled final (design §4)."""
+    assert s.store is not None
+    if not any(_is_live(a) for a in s.accounts.values()):
+        return []
+    rows = s.store.journal(kinds=["order_intent", "order_sent", "order_final"])
+    final = {r.client_id for r in rows if r.kind == "order_final"}
+    sent = {r.client_id for r in rows if r.kind == "order_sent"}
+    notes: list[str] = []
+    for r in rows:
+        if r.kind != "order_intent" or r.decision is None or r.decision == skip_decision:
+            continue
+        cid = r.client_id
+        if cid not in sent or cid in final or r.account not in s.accounts or not _is_live(s.accounts[r.account]):
+            continue
+        e = dict(r.data)
+        try:
+            found = _resolve(s, int(r.decision), e)
+        except ExchangeError as lookup:
+            raise ExchangeError(
+                f"order {cid} was sent and its state is unknown: the lookup by its client id failed ({lookup}); "
+                "nothing was resent: rerun to resolve"
+            ) from None
+        if found is None:
+            s.store.append(
+                "order_final",
+                {"status": "not_found", "reason": "sent but unknown to the account", "attempt": e.get("attempt", 0)},
+                ts_ms=snap.now_ms,
+                decision=int(r.decision),
+                leg=e["leg"],
+                account=e["account"],
+                instrument=e["instrument"],
+                client_id=cid,
+                once=True,
+            )
+            notes.append(f"order {cid}: never reached the account")
+            continue
+        done = _cancel_rest(s, int(r.decision), e, found, snap)
+        notes.append(f"order {cid}: {done.status} at the account")
+    return notes
+
+
 def recover(s: Session, snap: FeedSnapshot) -> list[str]:
     """Finish what a killed process left (design §4): unsent intents are released, sent ones are looked up, an
     open decision of this bar is resumed with its original ids, an older one is abandoned. Returns notes."""
     assert s.store is not None
     notes: list[str] = []
     open_dec = s.store.get_state("open_decision")
+    notes += _settle_stray_orders(s, snap, int(open_dec["decision"]) if open_dec else None)
     if not open_dec:
         return notes
     decision = int(open_dec["decision"])
@@ -2367,6 +2436,7 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
                 ) from None
             if found is not None:
                 notes.append(f"order {cid}: found at the account ({found.status}) after a restart")
+                found = _cancel_rest(s, decision, e, found, snap)
                 if found.status == "rejected":
                     _order_rejected_alert(s, cid, found.reason, snap.now_ms)
                 status = found.status if found.terminal else "open"
@@ -2417,6 +2487,8 @@ def recover(s: Session, snap: FeedSnapshot) -> list[str]:
             remaining.append(e)
             continue
         abandoned = abandoned or f"order {cid} {status}"
+    if not abandoned and halted(s) is not None:
+        abandoned = "the book is halted (`book halt`): nothing more is sent"
     if abandoned or not same_bar:
         why = abandoned or "made at an earlier bar (or another book file): a fresh decision replaces it"
         # a leg whose order filled gets its margin reset even so: a filled position must never be left on the
