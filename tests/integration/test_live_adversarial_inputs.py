@@ -145,17 +145,17 @@ def test_wrong_account_fields_name_the_field(
 
 
 @pytest.mark.parametrize(
-    ("section", "value", "words"),
+    ("section", "words"),
     [
-        ({"execution": {"limit_offset_bps": float("nan")}}, None, "execution.limit_offset_bps"),
-        ({"execution": {"limit_offset_bps": -1}}, None, "must be >= 0"),
-        ({"execution": {"lookup_settle": "0s"}}, None, "execution.lookup_settle"),
-        ({"execution": {"lookup_settle": "999d"}}, None, "at most 366d"),
-        ({"execution": {"order_type": "LIMIT"}}, None, "execution.order_type"),
-        ({"execution": None}, None, "must be a mapping"),
-        ({"alerts": {"liquidation_mismatch_ticks": 0}}, None, "must be > 0"),
-        ({"alerts": {"liquidation_mismatch_ticks": float("inf")}}, None, "finite"),
-        ({"alerts": {"liquidation_mismatch_ticks": "5"}}, None, "without quotes"),
+        ({"execution": {"limit_offset_bps": float("nan")}}, "execution.limit_offset_bps"),
+        ({"execution": {"limit_offset_bps": -1}}, "must be >= 0"),
+        ({"execution": {"lookup_settle": "0s"}}, "execution.lookup_settle"),
+        ({"execution": {"lookup_settle": "999d"}}, "at most 366d"),
+        ({"execution": {"order_type": "LIMIT"}}, "execution.order_type"),
+        ({"execution": None}, "must be a mapping"),
+        ({"alerts": {"liquidation_mismatch_ticks": 0}}, "must be > 0"),
+        ({"alerts": {"liquidation_mismatch_ticks": float("inf")}}, "finite"),
+        ({"alerts": {"liquidation_mismatch_ticks": "5"}}, "without quotes"),
     ],
 )
 def test_wrong_execution_and_alert_settings_name_the_field(

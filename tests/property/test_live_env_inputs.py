@@ -13,7 +13,7 @@ from perphedge.errors import ConfigError
 from perphedge.exchange.ccxt_source import ENV_MS_MAX, _env_number, check_url
 from perphedge.files import load_yaml_text
 
-_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+_TEXT = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=40)
 
 
 @settings(max_examples=200, deadline=None)
