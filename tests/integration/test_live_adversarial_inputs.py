@@ -163,7 +163,6 @@ def test_wrong_execution_and_alert_settings_name_the_field(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     section: dict[str, Any],
-    value: Any,
     words: str,
 ) -> None:
     doc = copy.deepcopy(BASE) | section
