@@ -246,7 +246,24 @@ def load_yaml_text(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: malformed YAML: nested too deeply") from None
     if doc is None:
         raise ConfigError(f"{source}: is empty (only comments), expected a YAML mapping")
+    _refuse_cycles(doc, source)
     return doc
+
+
+def _refuse_cycles(doc: Any, source: str) -> None:
+    """Refuse a document whose alias refers to a node that holds it (``x: &a [*a]``): every later walk of it
+    (validation, hashing, printing) would recurse without end."""
+    stack: list[tuple[Any, frozenset[int]]] = [(doc, frozenset())]
+    while stack:
+        node, ancestors = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        if id(node) in ancestors:
+            line = getattr(node, "line", None)
+            where = f"line {line}: " if line else ""
+            raise ConfigError(f"{source}: {where}malformed YAML: an alias refers to a node that contains it (a cycle)")
+        inside = ancestors | {id(node)}
+        stack.extend((child, inside) for child in (node.values() if isinstance(node, dict) else node))
 
 
 def read_yaml(path: str | Path, what: str = "a YAML file") -> tuple[Any, bytes]:

@@ -9,6 +9,7 @@ import math
 import signal
 import sys
 import time
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -845,6 +846,11 @@ def halt_cmd(
     fmt = _fmt_choice(fmt, ("table", "json"))
     if reason is not None and (not reason.strip() or len(reason) > 500):
         raise ConfigError("invalid `--reason`: give 1 to 500 characters")
+    if reason is not None and any(unicodedata.category(ch) == "Cc" for ch in reason):
+        # the reason is printed back in every refusal and in `book status`: one line, no terminal escapes
+        raise ConfigError(
+            "invalid `--reason`: must be one line of text without control characters (newlines, tabs, escapes)"
+        )
     s = _open(book, writer=True, store=store)
     try:
         doc = B.halt(s, B._now_ms(), reason=(reason or "").strip())

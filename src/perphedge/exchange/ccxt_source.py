@@ -128,6 +128,10 @@ def _reroute(obj: Any, base: str) -> Any:
     return obj
 
 
+#: The largest PERPHEDGE_*_MS value taken (10 minutes): a larger rate limit or timeout would hang the command.
+ENV_MS_MAX = 600_000.0
+
+
 def _env_number(name: str) -> float | None:
     text = os.environ.get(name)
     if not text:
@@ -136,9 +140,34 @@ def _env_number(name: str) -> float | None:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"invalid environment variable {name}: must be a number > 0, was {text!r}")
+    if not math.isfinite(value) or value <= 0 or value > ENV_MS_MAX:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise ConfigError(
+            f"invalid environment variable {name}: must be a number of milliseconds > 0 and at most "
+            f"{ENV_MS_MAX:.0f}, was {shown!r}"
+        )
     return value
+
+
+def check_url(base: str, what: str) -> str:
+    """``base`` if it is an http(s) URL with a host (and a valid port), no whitespace and no user:password;
+    ConfigError naming ``what`` otherwise."""
+    shown = base if len(base) <= 200 else base[:200] + "..."
+    try:
+        parts = urlsplit(base)
+        parts.port  # noqa: B018 - raises ValueError on a port out of range or not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or _URL_BAD_CHARS.search(base):
+        raise ConfigError(f"invalid {what}: must be an http(s) URL such as http://127.0.0.1:8080, was {shown!r}")
+    if parts.username is not None or parts.password is not None:
+        # a user:password in the URL would be echoed by every network error: refuse it, without showing it
+        raise ConfigError(f"invalid {what}: must not carry a user or password (`user:pass@`); give host and port only")
+    return base
+
+
+#: Whitespace and control characters: never part of a URL (a pasted newline would be sent as part of the path).
+_URL_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def make_exchange(exchange_id: str, *, base_url: str | None = None, timeout_ms: int | None = None) -> Any:
@@ -148,10 +177,7 @@ def make_exchange(exchange_id: str, *, base_url: str | None = None, timeout_ms: 
         raise ConfigError(f"invalid `--exchange`: fetching supports {', '.join(SUPPORTED)}, was {exchange_id!r}")
     base = base_url or os.environ.get("PERPHEDGE_EXCHANGE_URL")
     if base:
-        parts = urlsplit(base)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            what = "PERPHEDGE_EXCHANGE_URL" if not base_url else "the exchange URL"
-            raise ConfigError(f"invalid {what}: must be an http(s) URL such as http://127.0.0.1:8080, was {base!r}")
+        check_url(base, "PERPHEDGE_EXCHANGE_URL" if not base_url else "the exchange URL")
     env_rate = _env_number("PERPHEDGE_RATE_LIMIT_MS") if base else None
     env_timeout = _env_number("PERPHEDGE_EXCHANGE_TIMEOUT_MS")
     import ccxt

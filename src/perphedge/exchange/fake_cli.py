@@ -94,6 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"invalid `--port`: must be 0..65535, was {args.port}")
         if args.weight_limit <= 0:
             raise ConfigError(f"invalid `--weight-limit`: must be > 0, was {args.weight_limit}")
+        if args.api_secret and not args.api_key:
+            raise ConfigError("invalid `--api-secret`: give it with `--api-key` (the key clients send)")
+        if args.api_key and not (args.api_secret or args.private_key):
+            raise ConfigError(
+                "invalid `--api-key`: give it with `--api-secret` (the secret requests are signed with) or, for "
+                "hyperliquid, `--private-key`"
+            )
         balances = parse_balances(args.balance) if args.balance else {"USDT": 100_000.0}
         root = _data_dir(args.data)
         from perphedge.exchange import fake as fake_mod

@@ -1149,10 +1149,9 @@ def _opt_number(opts: Mapping[str, Any], key: str, *, minimum: float) -> float |
 
 
 def _check_url(base: str, what: str) -> str:
-    parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"invalid {what}: must be an http(s) URL such as http://127.0.0.1:8080, was {base!r}")
-    return base
+    from perphedge.exchange.ccxt_source import check_url
+
+    return check_url(base, what)
 
 
 def open_live_account(

@@ -2636,6 +2636,8 @@ def require_trading(s: Session, plan: Plan | None = None) -> None:
             "`--execute` and `read_only: false` on the account in the book file (try the venue's testnet first: "
             "`sandbox: true`)"
         )
+    if any(_is_live(acc) for acc in s.accounts.values()):
+        _lookup_settle_s(s)  # a malformed setting is refused before the first order, not while resolving a lost one
 
 
 def halted(s: Session) -> dict[str, Any] | None:
