@@ -156,17 +156,36 @@ def test_random_kill_9_twenty_trials(tmp_path: Path, sample_store_path: Path, re
         folder = tmp_path / f"t{trial}"
         book = _book(folder)
         home = folder / "home"
-        delay = rng.uniform(1.0, 4.0)
+        # a random moment of the run measured in its own progress (ticks journaled, then a random fraction of a
+        # tick), not in seconds: on a loaded machine a fixed delay lands before the start or after the end
+        target, delay = rng.randint(0, 33), rng.uniform(0.0, 0.05)
         p = subprocess.Popen(_cmd(book, sample_store_path), env=_env(home), cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        state = folder / "state.sqlite"
+        deadline = time.monotonic() + 120
+        while p.poll() is None and time.monotonic() < deadline:
+            if target == 0 or (state.exists() and _ticks(state) >= target):
+                break
+            time.sleep(0.01)
         time.sleep(delay)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             killed += 1
         p.wait(timeout=60)
         _run_to_end(book, sample_store_path, home)
-        assert _projection(folder / "state.sqlite") == reference, f"trial {trial} (kill after {delay:.2f} s)"
+        assert _projection(folder / "state.sqlite") == reference, (
+            f"trial {trial} (kill at tick {target} + {delay:.3f} s)"
+        )
     assert killed >= 10, f"only {killed} of 20 runs were still running when killed: lengthen the run"
+
+
+def _ticks(state: Path) -> int:
+    """Tick rows journaled so far (read-only, while the writer runs; 0 while the store is being created)."""
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+            return int(db.execute("SELECT count(*) FROM journal WHERE kind = 'tick'").fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
 def test_status_and_journal_read_while_watch_writes(tmp_path: Path, sample_store_path: Path) -> None:

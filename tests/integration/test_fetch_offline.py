@@ -173,7 +173,7 @@ def test_exchange_url_must_be_http(url: str, monkeypatch: pytest.MonkeyPatch) ->
         make_exchange("binance")
     monkeypatch.setenv("PERPHEDGE_EXCHANGE_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("PERPHEDGE_EXCHANGE_TIMEOUT_MS", "soon")
-    with pytest.raises(ConfigError, match="PERPHEDGE_EXCHANGE_TIMEOUT_MS: must be a number > 0"):
+    with pytest.raises(ConfigError, match="PERPHEDGE_EXCHANGE_TIMEOUT_MS: must be a number of milliseconds > 0"):
         make_exchange("binance")
 
 
