@@ -512,3 +512,22 @@ def test_webhook_urls(url: str, ok: bool) -> None:
 )
 def test_other_refusals_name_the_field(path: tuple[Any, ...], value: Any, field: str) -> None:
     refused(put(base(), path, value), field)
+
+
+def test_book_init_never_draws_an_id_that_reads_back_as_a_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`91595e57` or `12345678` unquoted is a number to YAML 1.2 readers: `book init` draws again."""
+    import secrets
+
+    from perphedge.usecases import book as B
+
+    drawn = iter(["91595e57", "12345678", "0a1b2c3d"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(drawn))
+    import tempfile
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "b.yaml"
+        B.init_book(out, portfolio=REPO / "examples" / "btc-50pct.yaml", exchange="binance")
+        assert "'0a1b2c3d'" in out.read_text(encoding="utf-8")

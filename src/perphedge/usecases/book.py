@@ -343,6 +343,8 @@ def init_book(
     if rel.startswith(".."):
         rel = str(pf_path.resolve())  # outside the book's folder: an absolute path reads better than ../../..
     book_id = secrets.token_hex(4)
+    while re.fullmatch(r"[0-9]+(e[0-9]+)?", book_id):  # would read back as a number if a tool re-wrote it unquoted
+        book_id = secrets.token_hex(4)
     day = today or datetime.now(UTC).date()
     doc: dict[str, Any] = {
         "book": 1,
