@@ -36,10 +36,17 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from perphedge.exchange.fake_ledger import Contract, LedgerOrder, LedgerReject, PrivateLedger, RejectKind
+from perphedge.exchange.fake_ledger import (
+    Contract,
+    LedgerOrder,
+    LedgerReject,
+    PrivateLedger,
+    RejectKind,
+    bundled_contracts,
+    decimal_text,
+)
 
 if TYPE_CHECKING:
     from perphedge.exchange.fake import FakeExchange, PrivateRequest, Reply
@@ -68,34 +75,10 @@ _VENUES: weakref.WeakKeyDictionary[FakeExchange, BybitVenue] = weakref.WeakKeyDi
 
 def bybit_contracts() -> dict[str, Contract]:
     """The Bybit perpetuals of the bundled specs, as the fake's ledger lists them."""
-    from perphedge.specs import bundled_instruments
-
-    out: dict[str, Contract] = {}
-    for inst in bundled_instruments():
-        if inst.exchange != "bybit":
-            continue
-        out[inst.symbol] = Contract(
-            symbol=inst.symbol,
-            kind="inverse" if inst.is_inverse else "linear",
-            base=inst.base,
-            settle=inst.settle,
-            contract_size=inst.contract_size,
-            lot=inst.lot_size,
-            tick=inst.tick_size,
-            min_notional_usd=5.0,
-            funding_key=("bybit", inst.symbol),
-        )
-    return out
+    return bundled_contracts("bybit")
 
 
-def _num(x: float) -> str:
-    """A decimal string as Bybit writes numbers (no exponent, no float noise)."""
-    if not math.isfinite(x):
-        return ""
-    text = format(Decimal(repr(float(x))), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
+_num = decimal_text
 
 
 class BybitVenue:

@@ -23,6 +23,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "LedgerReject",
     "PrivateLedger",
     "RejectKind",
+    "bundled_contracts",
+    "decimal_text",
 ]
 
 RejectKind = Literal["min_notional", "insufficient_margin", "reduce_only", "rate_limited", "invalid", "duplicate"]
@@ -470,3 +473,34 @@ class PrivateLedger:
         with self.lock:
             self.accrue()
             return [f for f in self.funding if (symbol is None or f.symbol == symbol) and f.ts_ms >= since_ms]
+
+
+def bundled_contracts(exchange: str) -> dict[str, Contract]:
+    """The perpetuals of ``exchange`` in the bundled specs, as a fake venue's ledger lists them."""
+    from perphedge.specs import bundled_instruments
+
+    return {
+        inst.symbol: Contract(
+            symbol=inst.symbol,
+            kind="inverse" if inst.is_inverse else "linear",
+            base=inst.base,
+            settle=inst.settle,
+            contract_size=inst.contract_size,
+            lot=inst.lot_size,
+            tick=inst.tick_size,
+            min_notional_usd=5.0,
+            funding_key=(exchange, inst.symbol),
+        )
+        for inst in bundled_instruments()
+        if inst.exchange == exchange
+    }
+
+
+def decimal_text(x: float) -> str:
+    """A decimal string as venues write numbers (no exponent, no float noise; "" for a non-finite value)."""
+    if not math.isfinite(x):
+        return ""
+    text = format(Decimal(repr(float(x))), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
