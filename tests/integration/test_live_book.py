@@ -298,3 +298,18 @@ def test_limit_orders_are_marketable_and_never_left_resting(
         # the next run starts from the partly built position (nothing is resent blindly under the same id)
         dry = _json(fx, home, "book", "rebalance", str(book))
         assert dry["orders"] == [] or dry["orders"][0]["contracts_before"] == pytest.approx(_short_btc(fx))
+
+
+def test_dry_run_names_the_order_type(tmp_path: Path, fx: FakeExchange) -> None:
+    """A live book with `execution.order_type: limit` says so in the plan (JSON and table); the default says market."""
+    home = tmp_path / "home"
+    book = _book(tmp_path, extra={"execution": {"order_type": "limit", "limit_offset_bps": 20}})
+    dry = _json(fx, home, "book", "rebalance", str(book))
+    assert [o["order_type"] for o in dry["orders"]] == ["limit"]
+    r = _cli(fx, home, "book", "rebalance", str(book))
+    assert r.returncode == 0, r.stderr
+    assert "Orders (limit)" in r.stdout and "Orders (market)" not in r.stdout
+    (tmp_path / "m").mkdir()
+    plain = _book(tmp_path / "m")
+    assert [o["order_type"] for o in _json(fx, home, "book", "rebalance", str(plain))["orders"]] == ["market"]
+    assert fx.ledgers["binance_usdm"].orders == []  # dry runs sent nothing

@@ -289,7 +289,8 @@ def render_plan(doc: dict[str, Any], console: Any) -> None:
     )
     console.print(f"reason: {doc['reason']}")
     if doc["orders"]:
-        t = Table(title="Orders (market)", title_justify="left")
+        kinds = sorted({str(o.get("order_type", "market")) for o in doc["orders"]})
+        t = Table(title=f"Orders ({', '.join(kinds)})", title_justify="left")
         for col in (
             "instrument",
             "side",

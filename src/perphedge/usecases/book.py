@@ -1808,6 +1808,9 @@ def plan_document(
                 "contracts_before": i.contracts_before,
                 "contracts_after": i.contracts_after,
                 "reduce_only": i.reduce_only,
+                "order_type": "limit"
+                if _is_live(s.accounts[i.account]) and s.book.execution.order_type == "limit"
+                else "market",
                 "ref_price": i.ref_price,
                 "notional_usd": i.notional_usd,
                 "residual_usd": i.residual_usd,
