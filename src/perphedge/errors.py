@@ -38,7 +38,11 @@ __all__ = [
 
 
 class PerphedgeError(Exception):
-    """Base class of every error perphedge raises on purpose."""
+    """Base class of every error perphedge raises on purpose.
+
+    ``exit_code`` is what the CLI exits with: 2 (your input or data) unless a subclass says otherwise."""
+
+    exit_code = 2
 
 
 class ConfigError(PerphedgeError, ValueError):

@@ -579,7 +579,7 @@ def _main(argv: list[str] | None = None) -> int:
         if debug():
             _print_traceback()
         _error(str(exc))
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except exits as exc:
         return int(getattr(exc, "exit_code", 0) or 0)
     except aborts:

@@ -136,7 +136,9 @@ _SYNC = {"full": "FULL", "normal": "NORMAL", "off": "OFF"}
 
 
 class BookLockedError(DataError):
-    """Another process holds the book store's writer lock."""
+    """Another process holds the book store's writer lock (the CLI exits 4: busy, try again later)."""
+
+    exit_code = 4
 
 
 class JournalConflictError(DataError, sqlite3.IntegrityError):
