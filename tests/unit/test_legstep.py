@@ -64,6 +64,9 @@ def random_leg(seed: int, kind: float, coll: float) -> tuple[list[np.ndarray], n
 
 
 def both(fn_new, fn_old, arrays: list[np.ndarray], p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """New and frozen kernel on one leg. Inverse margin from the holdings changed on purpose (the account's own coins
+    now count in the exposure and the delta): that pair is compared against the frozen kernel fed the same
+    corrected exposure bar by bar, which only works while no trade depends on it, so it is checked separately."""
     n = len(arrays[0])
     a = np.full((n, len(S.OUT_COLUMNS)), 7.0)  # the kernel must overwrite every cell
     b = np.full((n, len(S.OUT_COLUMNS)), 7.0)
@@ -93,6 +96,8 @@ def test_kernel_equals_the_frozen_kernel_on_a_corpus_that_covers_every_event() -
     seen = dict.fromkeys(("liquidated", "top_up", "reopened", "rebalanced", "closed_by_target"), 0)
     for seed in range(600):
         kind, coll = KINDS_COLL[seed % len(KINDS_COLL)]
+        if (kind, coll) == (S.INVERSE, S.HOLDINGS):
+            continue  # changed on purpose: see test_inverse_holdings_counts_the_accounts_own_coins
         arrays, p = random_leg(seed, kind, coll)
         a, b = both(S.leg_path, L.leg_path, arrays, p)
         np.testing.assert_array_equal(a, b, err_msg=f"seed {seed}")
@@ -120,6 +125,8 @@ def test_kernel_equals_the_frozen_kernel_on_a_corpus_that_covers_every_event() -
 def test_kernel_equals_the_frozen_kernel_hypothesis(
     seed: int, kc: tuple[float, float], top_up: bool, lev: float, band: float
 ) -> None:
+    if kc == (S.INVERSE, S.HOLDINGS):
+        return  # changed on purpose: see test_inverse_holdings_counts_the_accounts_own_coins
     arrays, p = random_leg(seed, *kc)
     p[S.PARAMS.index("top_up")] = 1.0 if top_up else 0.0
     p[S.PARAMS.index("leverage")] = lev
@@ -134,13 +141,15 @@ def replay_with_the_array_api(arrays: list[np.ndarray], p: np.ndarray) -> np.nda
     out = np.zeros((len(c), len(S.OUT_COLUMNS)))
     state = np.full(len(S.STATE), 99.0)
     S.init_state(state, p)
+    coins_in = 0.0
     for t in range(len(c)):
         row = out[t]
         if t > 0:
             S.settle_bar(state, p, h[t], c[t], funding[t], row)
             if row[COL["liquidated"]] > 0:
                 S.on_liquidation(state, p, float(t))
-        d = S.rebalance_target(state, p, float(t), c[t], exposure[t], target[t], allowed[t])
+        own = S.own_coins_usd(state, p, c[t], coins_in)
+        d = S.rebalance_target(state, p, float(t), c[t], exposure[t] + own, target[t], allowed[t])
         if not math.isnan(d):
             S.fill(state, p, c[t], S.target_contracts(p, c[t], d), row)
             # right after a fill the planned move equals the exact reset
@@ -149,6 +158,7 @@ def replay_with_the_array_api(arrays: list[np.ndarray], p: np.ndarray) -> np.nda
             assert planned == pytest.approx(move, rel=1e-12, abs=1e-12)
             assert S.liq_of(state, p) == state[3]  # recomputed at the move (not after funding)
             S.book_collateral(p, c[t], move, row)
+            coins_in += row[COL["spot_coin_flow"]]
             row[COL["rebalanced"]] = 1.0
         else:
             add = S.top_up_amount(state, p, c[t])
@@ -156,10 +166,41 @@ def replay_with_the_array_api(arrays: list[np.ndarray], p: np.ndarray) -> np.nda
                 S.transfer(state, p, add)
                 assert S.liq_of(state, p) == state[3]
                 S.book_collateral(p, c[t], add, row)
+                coins_in += row[COL["spot_coin_flow"]]
                 row[COL["top_up_usd"]] = add * c[t] if p[0] == S.INVERSE else add
         S.mark(state, p, c[t], row)
-        assert S.hedge_delta_usd(state, p, c[t]) == row[COL["delta_usd"]]
+        row[COL["delta_usd"]] += S.own_coins_usd(state, p, c[t], coins_in)
+        assert S.hedge_delta_usd(state, p, c[t]) + S.own_coins_usd(state, p, c[t], coins_in) == row[COL["delta_usd"]]
     return out
+
+
+def test_inverse_holdings_counts_the_accounts_own_coins() -> None:
+    """Inverse margin taken from the holdings: the account's coins beyond those moved in (PnL, funding, fees in coin)
+    are the book's coins, hedged like the holdings. A 100% static hedge at 1x of 100 coins keeps the book's USD value
+    through a 90% fall and a 10x rally (the frozen kernel let the short's coin gains ride unhedged)."""
+    c = np.array([1000.0, 800.0, 500.0, 300.0, 100.0, 150.0, 400.0, 1000.0, 2000.0])
+    n = len(c)
+    qty = 100.0
+    arrays = [c, c, c, c, qty * c, np.ones(n), np.ones(n), np.zeros(n)]
+    params = dict.fromkeys(S.PARAMS, 0.0) | {
+        "kind": S.INVERSE, "collateral": S.HOLDINGS, "leverage": 1.0, "contract_size": 1.0, "lot": 1e-9,
+        "mmr": 0.005, "band": 0.05, "reopen_after": -1.0, "top_up_level": 0.5, "family": 0.0,
+    }  # fmt: skip
+    p = np.array([params[k] for k in S.PARAMS], dtype=np.float64)
+    for fn in (S.leg_path, S.leg_path_python):
+        out = np.zeros((n, len(S.OUT_COLUMNS)))
+        fn(*arrays, p, out)
+        spot = qty - np.cumsum(out[:, COL["spot_coin_flow"]])
+        book_usd = spot * c + out[:, COL["account_usd"]]
+        assert book_usd == pytest.approx(np.full(n, qty * c[0]), rel=0.02)  # within the 5% band's drift
+        assert out[:, COL["liquidated"]].sum() == 0
+        # at 1x the short's coin gains are exactly the coins the hedge needs: it is a synthetic dollar, never resized
+        assert out[:, COL["rebalanced"]].sum() == 1
+    # the legacy kernel (own coins ignored) drifts far from flat on the same path
+    legacy = np.zeros((n, len(S.OUT_COLUMNS)))
+    L.leg_path(*arrays, p, legacy)
+    spot = qty - np.cumsum(legacy[:, COL["spot_coin_flow"]])
+    assert abs(spot[-1] * c[-1] + legacy[-1, COL["account_usd"]] - qty * c[0]) > 0.5 * qty * c[0]
 
 
 @pytest.mark.parametrize("seed", range(0, 120, 7))

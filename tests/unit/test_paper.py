@@ -303,7 +303,8 @@ def replay_on_paper(
                     row[COL["funding_usd"]] += ev.amount_usd
             px = float(x["leg"].c[t])
             st_ = acct.state(inst.id)
-            d = S.rebalance_target(st_, prm, float(t), px, lr.exposure[t], lr.target[t], x["allowed"][t])
+            own = S.own_coins_usd(st_, prm, px, acct.coins_moved_in(inst.id))  # inverse+holdings: as the book does
+            d = S.rebalance_target(st_, prm, float(t), px, lr.exposure[t] + own, lr.target[t], x["allowed"][t])
             if not math.isnan(d):
                 n_new = S.target_contracts(prm, px, d)
                 qty = n_new - st_[0]
@@ -335,6 +336,7 @@ def replay_on_paper(
                     stats["transfers"] += 1
                     stats["cash"] += tr.cash_usd
             S.mark(acct.state(inst.id), prm, px, row)
+            row[COL["delta_usd"]] += S.own_coins_usd(acct.state(inst.id), prm, px, acct.coins_moved_in(inst.id))
     stats["account"] = acct
     return outs, stats
 

@@ -88,6 +88,7 @@ __all__ = [
     "mark",
     "observe_high",
     "on_liquidation",
+    "own_coins_usd",
     "rebalance_target",
     "reset_margin",
     "settle_bar",
@@ -312,6 +313,17 @@ def _hedge_delta_python(s: Vec, p: Vec, price: float) -> float:
     return -size * price
 
 
+def _own_coins_usd_python(s: Vec, p: Vec, price: float, coins_in: float) -> float:
+    """Inverse margin taken from the holdings: the account's coins beyond the ``coins_in`` moved in from the holdings
+    (its PnL, funding and fees in coin, or a liquidation's loss), in USD at ``price``; 0 for every other leg.
+
+    Those coins are the book's own coins too, so the exposure the leg hedges includes them (the portfolio's
+    ``exposure`` counts only the holdings' quantities), and the leg's delta includes them."""
+    if p[P_KIND] == INVERSE and p[P_COLL] == HOLDINGS:
+        return (float(_equity(s, p, price)) - coins_in) * price
+    return 0.0
+
+
 def _want_target_python(
     s: Vec, p: Vec, bar: float, price: float, exposure: float, target: float, allowed: float
 ) -> float:
@@ -403,6 +415,7 @@ _step_transfer = _jit(_step_transfer_python, inline=True)
 _step_reset_margin = _jit(_step_reset_margin_python, inline=True)
 _equity = _jit(_equity_python, inline=True)
 _hedge_delta = _jit(_hedge_delta_python, inline=True)
+_own_coins_usd = _jit(_own_coins_usd_python, inline=True)
 _want_target = _jit(_want_target_python, inline=True)
 _contracts_for = _jit(_contracts_for_python, inline=True)
 _margin_for = _jit(_margin_for_python, inline=True)
@@ -508,6 +521,13 @@ def hedge_delta_usd_python(st: Array, prm: Array, price: float) -> float:
     return float(_hedge_delta(_load(st), _params_tuple(prm), price))
 
 
+def own_coins_usd_python(st: Array, prm: Array, price: float, coins_in: float) -> float:
+    """Inverse+holdings: the account's coins beyond the ``coins_in`` moved in from the holdings, in USD; else 0.
+
+    Add it to the exposure given to :func:`rebalance_target` and to :func:`hedge_delta_usd` (the kernel does)."""
+    return float(_own_coins_usd(_load(st), _params_tuple(prm), price, coins_in))
+
+
 def rebalance_target_python(
     st: Array, prm: Array, bar: float, price: float, exposure: float, target: float, allowed: float
 ) -> float:
@@ -561,6 +581,7 @@ reset_margin = _jit(reset_margin_python)
 on_liquidation = _jit(on_liquidation_python)
 equity = _jit(equity_python)
 hedge_delta_usd = _jit(hedge_delta_usd_python)
+own_coins_usd = _jit(own_coins_usd_python)
 rebalance_target = _jit(rebalance_target_python)
 target_contracts = _jit(target_contracts_python)
 margin_move = _jit(margin_move_python)
@@ -588,6 +609,10 @@ def leg_path_python(
     prm = _params_tuple(params)
     s = _initial_state(prm)
     inverse = prm[P_KIND] == INVERSE
+    # Inverse margin taken from the holdings: the account's coins beyond those moved in from the holdings (its PnL,
+    # funding and fees in coin, or the loss of a liquidation) are the book's coins too, so they count in the
+    # exposure the leg hedges (``exposure`` holds only the holdings' own quantities).
+    coins_in = 0.0
     for t in range(c.shape[0]):
         for k in range(out.shape[1]):
             out[t, k] = 0.0
@@ -601,13 +626,15 @@ def leg_path_python(
                 s = _step_liquidated(s, prm, float(t))
             else:
                 out[t, O_FUNDING] = fund
-        d = _want_target(s, prm, float(t), px, exposure[t], target[t], allowed[t])
+        extra_usd = _own_coins_usd(s, prm, px, coins_in)
+        d = _want_target(s, prm, float(t), px, exposure[t] + extra_usd, target[t], allowed[t])
         if not math.isnan(d):
             s, fee, slp = _step_fill(s, prm, px, _contracts_for(prm, px, d))
             out[t, O_FEE] = fee
             out[t, O_SLIP] = slp
             s, move = _step_reset_margin(s, prm, px)
             cash, coin = _collateral_flows(prm, px, move)
+            coins_in += coin
             out[t, O_CASH] = cash
             out[t, O_COIN] = coin
             out[t, O_REBALANCED] = 1.0
@@ -616,10 +643,12 @@ def leg_path_python(
             if not math.isnan(add):
                 s = _step_transfer(s, prm, add)
                 cash, coin = _collateral_flows(prm, px, add)
+                coins_in += coin
                 out[t, O_CASH] = cash
                 out[t, O_COIN] = coin
                 out[t, O_TOP_UP] = add * px if inverse else add
         account, notional, delta, liq = _marks(s, prm, px)
+        delta += _own_coins_usd(s, prm, px, coins_in)
         out[t, O_ACCOUNT] = account
         out[t, O_NOTIONAL] = notional
         out[t, O_DELTA] = delta

@@ -935,6 +935,19 @@ class PaperAccount:
 
     # ------------------------------------------------------------------------------------------ book side
 
+    def coins_moved_in(self, instrument: str) -> float:
+        """Coins of the base moved from the holdings into ``instrument``'s margin so far, net (inverse+holdings
+        collateral; 0 otherwise): the sum of the transfers' ``coins``, in ledger order."""
+        self._leg(instrument)
+        rows = self._db.execute(
+            "SELECT data FROM paper_ledger WHERE account = ? AND kind = 'transfer' AND instrument = ? ORDER BY rowid",
+            (self.name, instrument),
+        ).fetchall()
+        total = 0.0
+        for (data,) in rows:
+            total += float(json.loads(data).get("coins", 0.0))
+        return total
+
     def set_reopen_bar(self, instrument: str, bar: float) -> None:
         """Set the leg's ``reopen_bar`` (book-side state entry), persisted with the state."""
         self._leg(instrument)

@@ -1079,7 +1079,9 @@ def _position_rows(s: Session, snap: FeedSnapshot) -> dict[str, list[dict[str, A
                     "funding_rate_8h": rate8,
                     "funding_usd_per_day": rate8 * 3.0 * value_settle * to_usd if contracts > 0 else 0.0,
                     "collateral_source": leg.collateral.value,
-                    "hedge_delta_usd": L.hedge_delta_usd(st, leg.params, price) if st is not None else 0.0,
+                    "hedge_delta_usd": L.hedge_delta_usd(st, leg.params, price) + _own_coins_usd(acc, leg, st, price)
+                    if st is not None
+                    else 0.0,
                     "venue_liquidation_price": _finite(pos.liquidation_price) if live and contracts > 0 else None,
                     "liquidation_gap_ticks": gap_ticks,
                     "venue_mark_price": _finite(pos.mark_price) if live else None,
@@ -1473,10 +1475,11 @@ def plan_rebalance(s: Session, snap: FeedSnapshot, *, unwind: bool = False) -> P
             target, allowed = 0.0, 1.0
         target_ratio = target if math.isfinite(target) else None
         fallback = dec.fallback or fallback
-        before_delta = L.hedge_delta_usd(st, leg.params, price)
+        own = _own_coins_usd(acc, leg, st, price)  # inverse margin from the holdings: its own coins, as the backtest
+        before_delta = L.hedge_delta_usd(st, leg.params, price) + own
         total_exposure += exposure
         total_delta += before_delta
-        d = L.rebalance_target(st, leg.params, bar, price, exposure, target, allowed)
+        d = L.rebalance_target(st, leg.params, bar, price, exposure + own, target, allowed)
         info = {
             "leg": leg.index,
             "instrument": leg.inst.id,
@@ -1651,6 +1654,16 @@ def _why(st: np.ndarray, leg: LegCtx, d: float, exposure: float, delta: float, n
 
 def _is_live(acc: Account) -> bool:
     return getattr(acc, "kind", "paper") == "exchange"
+
+
+def _own_coins_usd(acc: Account, leg: LegCtx, st: np.ndarray, price: float) -> float:
+    """Inverse margin taken from the holdings of a paper account: the account's coins beyond those moved in from the
+    holdings (PnL, funding, fees in coin) are the book's coins too; they count in the exposure and the delta exactly
+    as in the backtest's kernel (``legstep.own_coins_usd``). 0 for other legs and for live accounts (no transfers)."""
+    moved = getattr(acc, "coins_moved_in", None)
+    if not callable(moved):
+        return 0.0
+    return float(L.own_coins_usd(st, leg.params, price, float(moved(leg.inst.id))))
 
 
 def _leg_state(acc: Account, leg: LegCtx, snap: FeedSnapshot | None = None) -> np.ndarray:
