@@ -102,3 +102,19 @@ def test_a_symlinked_folder_keeps_its_link(tmp_path: Path) -> None:
     write_run_folder(link, {"result.json": _writer("new")}, config_hash="b")
     assert link.is_symlink() and (link / "result.json").read_text() == "new"
     assert _names(tmp_path) == {"real", "link"}
+
+
+def test_special_files_are_never_replaced(tmp_path: Path) -> None:
+    """A device, a named pipe or a link to one is refused as an output file: renaming over it would replace the
+    node itself (`--write /dev/full` as root turned the device into a plain file)."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "null-link"
+    link.symlink_to("/dev/null")
+    for target in (fifo, link, Path("/dev/null")):
+        with pytest.raises(ConfigError, match="not a regular file"):
+            write_file_atomic(target, "x", "--write")
+    assert fifo.exists() and not fifo.is_file() and link.is_symlink()
+    assert Path("/dev/null").is_char_device()

@@ -102,6 +102,8 @@ def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     out = Path(path)
     if out.is_dir():
         raise ConfigError(f"invalid `{flag}`: {out} is a directory, not a file")
+    if out.exists() and not out.is_file():  # a device, a pipe, a socket: renaming over it would replace the node
+        raise ConfigError(f"invalid `{flag}`: {out} is not a regular file (a device, pipe or socket)")
     check_writable(out.absolute().parent, flag)
     if out.exists() and not os.access(out, os.W_OK):
         raise ConfigError(f"invalid `{flag}`: {out} is read-only")
