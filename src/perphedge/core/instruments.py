@@ -237,6 +237,9 @@ class Instrument:
         Fee rates (fraction of notional).
     ccxt_symbol
         The unified ccxt symbol (``BTC/USD:BTC``).
+    closing_fee_in_margin
+        True where the venue reserves the taker fee to close inside the maintenance requirement and
+        the bankruptcy price (Bybit, OKX, BitMEX); the cross-margin maths then adds ``value·taker``.
     source, as_of
         Where the values come from and when they were read.
     """
@@ -257,6 +260,7 @@ class Instrument:
     maker_fee: float = 0.0002
     taker_fee: float = 0.0005
     ccxt_symbol: str = ""
+    closing_fee_in_margin: bool = False
     source: str = ""
     as_of: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
