@@ -138,7 +138,7 @@ def render_account(doc: dict[str, Any], console: Any) -> None:
             _amount(p["unrealized_pnl"]),
             _amount(p["maintenance_margin"]),
             f"{p['mmr'] * 100:.3f}%" + (f" +{p['closing_fee_rate'] * 100:.3f}% fee" if p["closing_fee_rate"] else ""),
-            _price(p["liquidation_price"]),
+            _price(p["liquidation_price"]) if p["liquidation_status"] != "always" else "any price",
             _price(p["liquidation_price_on_tick"]),
             _pct(p["distance_to_liquidation"]),
             _price(p["bankruptcy_price"]),

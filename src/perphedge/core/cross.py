@@ -263,6 +263,10 @@ class PositionLiquidation:
     instrument: str
     side: Side
     liquidation_price: float | None
+    #: ``at_price`` (liquidated when the mark reaches ``liquidation_price``), ``never`` (no price of this
+    #: position liquidates the account) or ``always`` (liquidated at every price of this position: the
+    #: others' losses exceed what it could ever bring back)
+    status: str
     bankruptcy_price: float | None
     mmr: float
     maintenance_amount: float
@@ -393,8 +397,9 @@ def _solve(venue: CrossVenue, pos: CrossPosition, margin: float, others_fee_free
 def cross_liquidation(account: CrossAccount) -> CrossResult:
     """Each position's liquidation price given the others at their marks, and the account's state.
 
-    ``liquidation_price`` is ``None`` when no price of that position liquidates the account (a
-    linear long or an inverse short fully covered by the wallet and the other positions).
+    ``liquidation_price`` is ``None`` when no price of that position liquidates the account
+    (``status`` ``never``: a linear long or an inverse short fully covered by the wallet and the
+    other positions) or when every price does (``status`` ``always``).
     """
     venue = account.venue
     marks_upnl = [p.upnl(p.mark) for p in account.positions]
@@ -408,6 +413,10 @@ def cross_liquidation(account: CrossAccount) -> CrossResult:
         margin = account.wallet_balance + others_upnl - others_mm
         bp_margin = account.wallet_balance + others_upnl - others_fee
         price = _solve(venue, pos, margin, bp_margin)
+        if price is not None:
+            status = "at_price"
+        else:  # the equity gap is monotone in the price: no root means one sign everywhere
+            status = "never" if _gap(venue, pos, margin, pos.mark) > 0 else "always"
         at = price if price is not None else pos.mark
         basis = pos.value(pos.entry) if venue.mm_on_entry else pos.value(at)
         rows.append(
@@ -415,6 +424,7 @@ def cross_liquidation(account: CrossAccount) -> CrossResult:
                 instrument=pos.instrument.id,
                 side=pos.side,
                 liquidation_price=price,
+                status=status,
                 bankruptcy_price=_bankruptcy(venue, pos, bp_margin),
                 mmr=pos.margin.rate(basis),
                 maintenance_amount=pos.margin.maintenance_amount(basis),

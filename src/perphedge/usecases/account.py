@@ -92,6 +92,7 @@ def account_document(account: CrossAccount, result: CrossResult | None = None) -
                 "entry": pos.entry,
                 "mark": pos.mark,
                 "liquidation_price": lp,
+                "liquidation_status": liq.status,
                 "liquidation_price_on_tick": (
                     round_liquidation_price(lp, pos.side, inst.tick_size) if lp is not None else None
                 ),
