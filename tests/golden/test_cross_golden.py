@@ -95,7 +95,7 @@ def test_cross_vector(v: dict[str, Any]) -> None:
                     tick = pos.instrument.tick_size
                     got = round(math.floor(liq.liquidation_price / tick + 1e-9) * tick, 10)
                 else:
-                    got = round_liquidation_price(liq.liquidation_price, pos.side, pos.instrument.tick_size)
+                    got = round_liquidation_price(liq.liquidation_price, pos.mark, pos.instrument.tick_size)
             else:
                 got = getattr(liq, key)
             assert got is not None, (v["id"], key, i)

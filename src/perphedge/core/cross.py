@@ -437,18 +437,18 @@ def cross_liquidation(account: CrossAccount) -> CrossResult:
     return CrossResult(venue=venue, settle=account.settle, state=account_state(account), positions=tuple(rows))
 
 
-def round_liquidation_price(price: float, side: Side, tick: float) -> float:
-    """A liquidation price on the venue's tick, rounded towards the mark (the safe side).
+def round_liquidation_price(price: float, mark: float, tick: float) -> float:
+    """A liquidation price on the venue's tick, rounded towards ``mark`` (the safe side), never below one tick.
 
-    A long's price is rounded up and a short's down (Bybit prints its cross example's 5,739.08 as
-    5,739.50 on the 0.5 tick; the reference notes this as an inference).
+    A long's price (below its mark) is rounded up and a short's (above) down: Bybit prints its cross
+    example's 5,739.08 as 5,739.50 on the 0.5 tick (the reference notes this as an inference).
     """
     if not (math.isfinite(tick) and tick > 0):
         raise ConfigError(f"invalid tick: must be > 0, was {tick!r}")
     steps = price / tick
-    n = math.ceil(steps - 1e-9) if side is Side.LONG else math.floor(steps + 1e-9)
+    n = math.ceil(steps - 1e-9) if price <= mark else math.floor(steps + 1e-9)
     digits = max(0, -math.floor(math.log10(tick)) + 2)
-    return round(n * tick, digits)
+    return round(max(n, 1) * tick, digits)
 
 
 # --------------------------------------------------------------------------- joint moves of two legs

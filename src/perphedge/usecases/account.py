@@ -17,6 +17,7 @@ from perphedge.core.cross import (
     round_liquidation_price,
 )
 from perphedge.core.instruments import MarginSchedule
+from perphedge.core.units import MAX_VALUE_USD
 from perphedge.errors import ConfigError
 from perphedge.specs import InstrumentRegistry
 
@@ -45,6 +46,14 @@ def build_account(model: CrossAccountFile, registry: InstrumentRegistry, source:
                 schedule = MarginSchedule.single(p.mmr, p.maintenance_amount or 0.0, max_leverage=inst.max_leverage)
             except ConfigError as exc:
                 raise ConfigError(f"{where(i, 'mmr')}: {exc}") from None
+        for field, price in (("entry", p.entry), ("mark", p.mark)):
+            notional = inst.notional_usd(p.contracts, price)
+            if notional > MAX_VALUE_USD:
+                raise ConfigError(
+                    f"{where(i, 'contracts')}: the position is worth {notional:.3g} USD at its {field} "
+                    f"({p.contracts:g} contracts of {inst.contract_size:g} {inst.contract_size_unit}), more than "
+                    f"{MAX_VALUE_USD:g} USD: check the contracts and prices"
+                )
         positions.append(
             CrossPosition(
                 instrument=inst,
@@ -94,7 +103,7 @@ def account_document(account: CrossAccount, result: CrossResult | None = None) -
                 "liquidation_price": lp,
                 "liquidation_status": liq.status,
                 "liquidation_price_on_tick": (
-                    round_liquidation_price(lp, pos.side, inst.tick_size) if lp is not None else None
+                    round_liquidation_price(lp, pos.mark, inst.tick_size) if lp is not None else None
                 ),
                 "distance_to_liquidation": (lp / pos.mark - 1.0) if lp is not None else None,
                 "bankruptcy_price": liq.bankruptcy_price,
