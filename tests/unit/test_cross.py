@@ -241,3 +241,18 @@ def test_closing_fee_flag_must_be_a_boolean() -> None:
     with pytest.raises(ConfigError, match="closing_fee_in_margin"):
         instrument_from_mapping(row)
     assert instrument_from_mapping(dict(row, closing_fee_in_margin=True)).closing_fee_in_margin
+
+
+def test_okx_isolated_liquidation_reserves_the_fee() -> None:
+    """OKX isolated: liquidation at (margin + PnL) = value·(MMR + taker) − cum (closing_fee_in_isolated)."""
+    from perphedge.usecases.plan import CalcInput, calc
+
+    okx = REG.get("okx:BTC-USDT-SWAP")
+    assert okx.closing_fee_in_isolated and okx.liquidation_schedule.tiers[0].mmr == pytest.approx(0.004 + 0.0005)
+    res = calc(CalcInput(instrument=okx, side=Side.SHORT, contracts=100, entry=60000, leverage=3))
+    # 1 BTC short at 3x: margin 20,000 USDT; (WB + q·E)/(q·(1 + MMR + fee))
+    assert res.liquidation.price == pytest.approx(80000 / 1.0045, rel=1e-12)
+    binance = REG.get("binance:BTCUSDT")
+    assert not binance.closing_fee_in_isolated and binance.liquidation_schedule is binance.margin
+    bybit = REG.get("bybit:BTCUSDT")  # Bybit's published isolated formula leaves the fee out
+    assert bybit.closing_fee_in_margin and not bybit.closing_fee_in_isolated

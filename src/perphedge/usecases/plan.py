@@ -963,7 +963,7 @@ def calc(ci: CalcInput) -> CalcResult:
         size=size,
         entry=ci.entry,
         margin=margin,
-        schedule=inst.margin,
+        schedule=inst.liquidation_schedule,  # OKX reserves the fee to close (closing_fee_in_isolated)
     )
     if liq.price is not None and ci.mark is not None and -ci.side.sign * (ci.mark - liq.price) >= 0:
         raise ConfigError(
