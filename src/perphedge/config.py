@@ -174,6 +174,8 @@ class HedgeModel(BaseModel):
     leverage: float = Field(default=2.0, ge=1)
     collateral: Literal["buy", "holdings", "stable"] | None = None
     funding_rate_8h: float = Field(default=0.0001, ge=-0.05, le=0.05)
+    #: ``cross``: the legs share one cross-margined account (plan shows each leg's liquidation given the others)
+    margin_mode: Literal["isolated", "cross"] = "isolated"
 
     @model_validator(mode="after")
     def _legs(self) -> HedgeModel:

@@ -179,15 +179,20 @@ def plan(
         ),
     ] = None,
     specs: SpecsOpt = None,
+    plot_dir: Annotated[
+        str | None,
+        typer.Option("--plot", help="With hedge.margin_mode: cross: write the liquidation-surface heat map here."),
+    ] = None,
     fmt: FormatOpt = Fmt.table,
 ) -> None:
-    from perphedge.cli.options import as_of_date, days
+    from perphedge.cli.options import as_of_date, days, output_dir
     from perphedge.core.scenarios import parse_moves, parse_scenario
     from perphedge.specs import default_registry
     from perphedge.usecases.documents import plan_document
     from perphedge.usecases.plan import HedgeOverrides, plan_from_file
 
     # every flag is checked before any file, store or simulation is touched
+    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None
     lev, auto = _leverage_opt(leverage)
     window_days = None if window is None else days(window, "--window")
     as_of = as_of_date(as_of, "--as-of")
@@ -217,7 +222,9 @@ def plan(
         store_path=store,
         auto_leverage=auto,
     )
-    _emit(plan_document(outcome), fmt, "render_plan")
+    from perphedge.cli.account import emit_plan
+
+    emit_plan(plan_document(outcome), outcome.cross_account, plots, fmt.value, lambda d: _emit(d, fmt, "render_plan"))
 
 
 class MarginMode(StrEnum):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from perphedge.errors import ConfigError
 
 __all__ = [
     "SURFACE_MOVES",
+    "emit_plan",
     "plot_surface",
     "refuse_single_options",
     "render_account",
@@ -214,3 +216,78 @@ def plot_surface(doc: dict[str, Any], out_dir: Path) -> list[str]:
     html = out_dir / "liquidation_surface.html"
     hm.write_html(html, include_plotlyjs=True, full_html=True)
     return [str(png), str(html)]
+
+
+def emit_plan(
+    doc: dict[str, Any],
+    cross: dict[str, Any] | None,
+    plots: Path | None,
+    fmt: str,
+    emit: Callable[[dict[str, Any]], None],
+) -> None:
+    """Print a plan document (``emit``); with ``hedge.margin_mode: cross`` add its ``cross_account`` block to the
+    JSON, or print its tables (the account, each leg's cross vs isolated liquidation, the surface), and with
+    ``--plot`` write the surface's heat map."""
+    if cross is None:
+        if plots is not None:
+            raise ConfigError(
+                "invalid `--plot`: plan draws the liquidation surface of a cross account: "
+                "set `hedge.margin_mode: cross` in the portfolio file"
+            )
+        emit(doc)
+        return
+    if plots is not None:
+        from perphedge.cli.options import output_dir, write_plots
+
+        if cross.get("surface") is None:
+            raise ConfigError("invalid `--plot`: the liquidation surface needs two hedge legs; this plan has one")
+        cross["plots"] = write_plots(plot_surface, cross, output_dir(plots, "--plot"))
+    doc["cross_account"] = cross
+    emit(doc)
+    if fmt != "json":
+        from perphedge.cli import _console
+
+        render_plan_cross(cross, _console(170))
+
+
+def render_plan_cross(cross: dict[str, Any], console: Any) -> None:
+    """The plan's cross account: each leg's liquidation given the others next to isolated, the surface."""
+    from rich.table import Table
+
+    settle = cross["settle"]
+    ratio = cross["margin_ratio"]
+    t = Table(
+        title=f"cross account ({cross['venue']}): wallet {_amount(cross['wallet_balance'])} {settle}, "
+        f"equity {_amount(cross['account_equity'])}, maintenance {_amount(cross['total_maintenance_margin'])}, "
+        f"margin ratio {'equity <= 0' if ratio is None else f'{ratio * 100:.2f}%'}",
+        title_justify="left",
+    )
+    for col in ("leg", "side", "contracts", "entry", "isolated liquidation", "cross liquidation", "cross − isolated"):
+        t.add_column(col, justify="left" if col in ("leg", "side") else "right")
+    for leg in cross["legs"]:
+        diff = leg["cross_minus_isolated"]
+        t.add_row(
+            leg["instrument"],
+            leg["side"],
+            f"{leg['contracts']:,.10g}",
+            _price(leg["entry_price"]),
+            _price(leg["isolated_liquidation_price"]),
+            _price(leg["cross_liquidation_price"]) if leg["cross_liquidation_status"] != "always" else "any price",
+            NONE if diff is None else f"{diff:+,.2f}",
+        )
+    console.print(t)
+    surf = cross.get("surface")
+    if surf:
+        s = Table(
+            title=f"liquidation surface: rows {surf['leg_a']} move, columns {surf['leg_b']} move "
+            "(X = cross account liquidated, i = only an isolated leg would be, . = neither)",
+            title_justify="left",
+        )
+        s.add_column(f"{surf['leg_a']} \\ {surf['leg_b']}", justify="right")
+        for m in surf["moves_b"]:
+            s.add_column(f"{m * 100:+.0f}%", justify="center")
+        for m, row, iso in zip(surf["moves_a"], surf["liquidated"], surf["isolated_any_leg_liquidated"], strict=True):
+            s.add_row(f"{m * 100:+.0f}%", *("X" if c else ("i" if i else ".") for c, i in zip(row, iso, strict=True)))
+        console.print(s)
+    for p in cross.get("plots", []):
+        console.print(f"plot: {p}")
