@@ -17,7 +17,7 @@ import pytest
 from perphedge.cli import main
 from tests.conftest import REPO, run_cli
 
-EXAMPLE = REPO / "examples" / "cross-account.yaml"
+EXAMPLE = REPO / "examples" / "accounts" / "binance-usdm-cross.yaml"
 
 GOOD = """venue: binance_usdm
 wallet_balance: 1535443.01
@@ -273,7 +273,7 @@ def test_option_combinations(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     code, _, err = _run(capsys, "--surface", "--instrument", "binance:BTCUSDT")
     assert code == 2 and "--account" in err and err.count("\n") == 1
     code, _, err = _run(capsys, "--instrument", "binance:BTCUSDT", "--side", "short", "--contracts", "1")
-    assert code == 2 and "--entry" in err and err.count("\n") == 1
+    assert code == 2 and "`perphedge calc` needs the option --entry" in err and err.count("\n") == 1
     code, _, err = _run(capsys, "--account", str(EXAMPLE), "--plot", str(tmp_path))
     assert code == 2 and "--surface" in err
     one = _write(tmp_path, _acct())

@@ -246,7 +246,7 @@ class SideOpt(StrEnum):
         "  perphedge calc --instrument binance:BTCUSD_PERP --side short --contracts 100 --entry 60000 --leverage 2\n\n"
         "  perphedge calc --instrument bybit:BTCUSD --side short --contracts 60000 --entry 50000 --leverage 10 "
         "--mmr 0.005 --method mm_on_entry_value --exit 45000\n\n"
-        "  perphedge calc --account examples/cross-account.yaml --surface --format json"
+        "  perphedge calc --account examples/accounts/binance-usdm-cross.yaml --surface --format json"
     ),
     no_args_is_help=True,
 )

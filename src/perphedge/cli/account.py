@@ -57,9 +57,19 @@ def require_single_options(single: dict[str, Any], *, surface: bool, plot_dir: s
     if surface or plot_dir is not None:
         flag = "--surface" if surface else "--plot"
         raise ConfigError(f"invalid `{flag}`: it is for a cross account: give `--account FILE` with it")
-    for flag in ("--instrument", "--side", "--contracts", "--entry"):
-        if single[flag] is None:
-            raise ConfigError(f"missing option `{flag}` (or give `--account FILE` for a cross account)")
+    missing = [flag for flag in ("--instrument", "--side", "--contracts", "--entry") if single[flag] is None]
+    if not missing:
+        return
+    try:  # typer >= 0.17 vendors click
+        from typer._click import exceptions, globals
+    except ImportError:  # pragma: no cover - older typer on plain click
+        from click import exceptions, globals  # type: ignore[no-redef]
+    ctx = globals.get_current_context(silent=True)
+    param = next((p for p in ctx.command.params if missing[0] in getattr(p, "opts", ())), None) if ctx else None
+    if ctx is None or param is None:
+        raise ConfigError(f"missing option `{missing[0]}` (or give `--account FILE` for a cross account)")
+    # the usage-error line every command gives: "`perphedge calc` needs the option --entry; see ..."
+    raise exceptions.MissingParameter(ctx=ctx, param=param)  # type: ignore[arg-type]
 
 
 def run_account(path: str, specs: str | None, fmt: str, *, surface: bool = False, plot_dir: str | None = None) -> None:
