@@ -16,7 +16,11 @@ other position at its mark: the isolated formula of ``j`` with the margin
     Binance COIN-M cross, one wallet per settle coin (inverse): ``MM = (Q/P)·MMR − cum``.
 ``bybit_unified``
     Bybit unified account, cross (linear, USD-valued): ``MM = value·MMR − deduction`` plus the fee
-    to close ``value·taker`` when the series reserves it.
+    to close ``value·taker`` when the series reserves it; liquidated when the account MM rate
+    ``total MM / margin balance`` reaches 100 % (Bybit "Trading Terms and Formulas in Unified Trading
+    Account", updated 2026-03-13; "Maintenance Margin Calculation (USDC Perpetual & Futures)" adds the
+    estimated fee to close to the maintenance margin). The fee is valued at the mark, not at the
+    bankruptcy price: a simplification of at most ``taker·(1/L)`` of the value.
 ``bybit_classic``
     Bybit classic inverse cross (BY-INV-LIQ, §2.6): maintenance margin on the *entry* value and the
     fee to close valued at the bankruptcy price, ``Q·taker/BP``.
