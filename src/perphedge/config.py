@@ -1542,7 +1542,16 @@ class CrossAccountFile(BaseModel):
     model_config = _STRICT
     venue: Literal["binance_usdm", "binance_coinm", "bybit_unified", "bybit_classic", "okx", "hyperliquid"]
     wallet_balance: float = Field(gt=0, le=MAX_VALUE_USD)
-    positions: list[AccountPositionModel] = Field(min_length=1, max_length=MAX_ACCOUNT_POSITIONS)
+    positions: list[AccountPositionModel]
+
+    @field_validator("positions")
+    @classmethod
+    def _positions_count(cls, value: list[AccountPositionModel]) -> list[AccountPositionModel]:
+        if not value:
+            raise ValueError("must list at least one position")
+        if len(value) > MAX_ACCOUNT_POSITIONS:
+            raise ValueError(f"must list at most {MAX_ACCOUNT_POSITIONS} positions, lists {len(value)}")
+        return value
 
 
 def parse_account(doc: Any, source: str) -> CrossAccountFile:

@@ -193,6 +193,26 @@ BAD_FILES = [
         "maintenance_amount",
     ),
     (_acct(positions="\n" + ALL_SHORT + ALL_SHORT), "twice"),
+    (_acct(positions="\n" + ALL_SHORT * 201), "at most 200 positions"),
+    (
+        _acct(
+            positions="\n  - {instrument: binance:BTCUSDT, side: short, contracts: 1, entry: 1, mark: 1, mmr: 0.5, "
+            "maintenance_amount: 1}\n"
+        ),
+        "would be negative",
+    ),
+    (_acct(positions="\n  - {instrument: binance:BTCUSDT, side: LONG, contracts: 1, entry: 1, mark: 1}\n"), "side"),
+    (
+        _acct(positions="\n  - {instrument: binance:BTCUSDT, side: short, contracts: 0x10, entry: 1, mark: 1}\n"),
+        "plain decimal",
+    ),
+    (_acct(wallet_balance="1_000"), "plain decimal"),
+    (_acct(positions="\n  - binance:BTCUSDT\n"), "mapping"),
+    (
+        _acct(positions="\n  - {instrument: binance:BTCUSDT, side: short, contracts: 1e17, entry: 1e9, mark: 1e9}\n"),
+        "more than",
+    ),
+    ("a: &x {instrument: binance:BTCUSDT, side: long, contracts: 1, entry: 100, mark: 100}\n" + _acct(), "unknown key"),
     (
         "venue: hyperliquid\nwallet_balance: 100\npositions:\n"
         "  - {instrument: hyperliquid:BTC, side: short, contracts: 1, entry: 1, mark: 1}\n"

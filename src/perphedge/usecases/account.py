@@ -41,6 +41,14 @@ def build_account(model: CrossAccountFile, registry: InstrumentRegistry, source:
         except ConfigError as exc:
             raise ConfigError(f"{where(i, 'instrument')}: {exc}") from None
         schedule = None
+        if p.mmr is not None and p.maintenance_amount:
+            floor_mm = inst.position_value(p.contracts, p.mark) * p.mmr
+            if p.maintenance_amount > floor_mm:
+                raise ConfigError(
+                    f"{where(i, 'maintenance_amount')}: {p.maintenance_amount:g} is more than the position's value "
+                    f"× mmr at its mark ({floor_mm:.8g} {inst.settle}): the maintenance margin would be negative "
+                    "(the amount belongs to the tier that holds the position's value)"
+                )
         if p.mmr is not None:
             try:
                 schedule = MarginSchedule.single(p.mmr, p.maintenance_amount or 0.0, max_leverage=inst.max_leverage)
