@@ -256,3 +256,14 @@ def test_okx_isolated_liquidation_reserves_the_fee() -> None:
     assert not binance.closing_fee_in_isolated and binance.liquidation_schedule is binance.margin
     bybit = REG.get("bybit:BTCUSDT")  # Bybit's published isolated formula leaves the fee out
     assert bybit.closing_fee_in_margin and not bybit.closing_fee_in_isolated
+
+
+def test_bitmex_isolated_liquidation_folds_the_taker_fee_into_maintenance() -> None:
+    """BitMEX (BX-RED): Entry/(1 − 1/L + maintMargin) for a short, maintMargin including the taker fee."""
+    from perphedge.usecases.plan import CalcInput, calc
+
+    xbt = REG.get("bitmex:XBTUSD")
+    assert xbt.closing_fee_in_isolated and xbt.liquidation_method.mm_at_entry
+    res = calc(CalcInput(instrument=xbt, side=Side.SHORT, contracts=60000, entry=60000, leverage=2))
+    assert res.liquidation.price == pytest.approx(60000 / (1 - 0.5 + 0.005 + 0.00075), rel=1e-12)
+    assert xbt.liquidation_schedule.style is xbt.margin.style
