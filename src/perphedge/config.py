@@ -32,13 +32,16 @@ from perphedge.core.units import MAX_PRICE_USD, MAX_VALUE_USD, MIN_PRICE_USD
 from perphedge.errors import ConfigError
 
 __all__ = [
+    "CROSS_VENUES",
     "ENV_NAME",
     "EXCHANGE_ACCOUNT_VENUES",
     "MAX_PRICE_USD",
     "MAX_QUANTITY",
     "MAX_VALUE_USD",
+    "AccountPositionModel",
     "AlertsModel",
     "BookFile",
+    "CrossAccountFile",
     "ExchangeAccountModel",
     "FeedModel",
     "HedgeModel",
@@ -53,8 +56,10 @@ __all__ = [
     "PositionModel",
     "RunFile",
     "book_asset_code",
+    "load_account_file",
     "load_portfolio_file",
     "looks_like_a_key",
+    "parse_account",
     "parse_book",
     "parse_duration",
     "parse_portfolio",
@@ -169,6 +174,8 @@ class HedgeModel(BaseModel):
     leverage: float = Field(default=2.0, ge=1)
     collateral: Literal["buy", "holdings", "stable"] | None = None
     funding_rate_8h: float = Field(default=0.0001, ge=-0.05, le=0.05)
+    #: ``cross``: the legs share one cross-margined account (plan shows each leg's liquidation given the others)
+    margin_mode: Literal["isolated", "cross"] = "isolated"
 
     @model_validator(mode="after")
     def _legs(self) -> HedgeModel:
@@ -1499,3 +1506,67 @@ def parse_book(doc: Any, source: str) -> BookFile:
         return BookFile.model_validate(doc)
     except ValidationError as exc:
         raise _invalid(exc, doc, source) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Cross-margin account files (`perphedge calc --account FILE`, issue 13)
+
+#: Venues of a cross account file (perphedge.core.cross.CrossVenue values).
+CROSS_VENUES = ("binance_usdm", "binance_coinm", "bybit_unified", "bybit_classic", "okx", "hyperliquid")
+#: Most positions one account file may hold.
+MAX_ACCOUNT_POSITIONS = 200
+
+
+class AccountPositionModel(BaseModel):
+    """One position of a cross account: instrument, side, contracts, entry, mark, optional tier override."""
+
+    model_config = _STRICT
+    instrument: str = Field(min_length=3)
+    side: Literal["long", "short"]
+    contracts: float = Field(gt=0, le=MAX_QUANTITY)
+    entry: float = Field(ge=MIN_PRICE_USD, le=MAX_PRICE_USD)
+    mark: float = Field(ge=MIN_PRICE_USD, le=MAX_PRICE_USD)
+    mmr: float | None = Field(default=None, gt=0, lt=1)
+    maintenance_amount: float | None = Field(default=None, ge=0, le=MAX_VALUE_USD)
+
+    @model_validator(mode="after")
+    def _amount_needs_rate(self) -> AccountPositionModel:
+        if self.maintenance_amount is not None and self.mmr is None:
+            raise _At(("maintenance_amount",), "give `mmr` with it (the maintenance amount belongs to a rate)")
+        return self
+
+
+class CrossAccountFile(BaseModel):
+    """A cross-margined account: ``venue``, ``wallet_balance`` (settle asset) and ``positions``."""
+
+    model_config = _STRICT
+    venue: Literal["binance_usdm", "binance_coinm", "bybit_unified", "bybit_classic", "okx", "hyperliquid"]
+    wallet_balance: float = Field(gt=0, le=MAX_VALUE_USD)
+    positions: list[AccountPositionModel]
+
+    @field_validator("positions")
+    @classmethod
+    def _positions_count(cls, value: list[AccountPositionModel]) -> list[AccountPositionModel]:
+        if not value:
+            raise ValueError("must list at least one position")
+        if len(value) > MAX_ACCOUNT_POSITIONS:
+            raise ValueError(f"must list at most {MAX_ACCOUNT_POSITIONS} positions, lists {len(value)}")
+        return value
+
+
+def parse_account(doc: Any, source: str) -> CrossAccountFile:
+    """Validate a parsed cross-account document; ConfigError names ``source``, the line and the field."""
+    if not isinstance(doc, dict):
+        raise ConfigError(
+            f"{source}: must be a YAML mapping with `venue:`, `wallet_balance:` and `positions:`, was {_kind_of(doc)}"
+        )
+    try:
+        return CrossAccountFile.model_validate(doc)
+    except ValidationError as exc:
+        raise _invalid(exc, doc, source) from None
+
+
+def load_account_file(path: str | Path) -> tuple[CrossAccountFile, Any]:
+    """Read and validate a cross-account YAML file; returns the model and the parsed document (for lines)."""
+    doc, _ = read_yaml(path, "a cross-account file")
+    return parse_account(doc, str(path)), doc

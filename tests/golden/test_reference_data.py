@@ -20,7 +20,7 @@ SUMS = dict(
 
 def test_sha256sums_lists_every_copy() -> None:
     copies = {p.name for p in GOLDEN_DATA.iterdir() if p.is_file() and p.name not in ("SHA256SUMS", "README.md")}
-    assert set(SUMS) == copies == {"contract_vectors.json", "worked_examples.md"}
+    assert set(SUMS) == copies == {"contract_vectors.json", "worked_examples.md", "cross_margin_vectors.json"}
 
 
 @pytest.mark.parametrize("name", ["contract_vectors.json", "worked_examples.md"])

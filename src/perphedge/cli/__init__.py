@@ -179,15 +179,20 @@ def plan(
         ),
     ] = None,
     specs: SpecsOpt = None,
+    plot_dir: Annotated[
+        str | None,
+        typer.Option("--plot", help="With hedge.margin_mode: cross: write the liquidation-surface heat map here."),
+    ] = None,
     fmt: FormatOpt = Fmt.table,
 ) -> None:
-    from perphedge.cli.options import as_of_date, days
+    from perphedge.cli.options import as_of_date, days, output_dir
     from perphedge.core.scenarios import parse_moves, parse_scenario
     from perphedge.specs import default_registry
     from perphedge.usecases.documents import plan_document
     from perphedge.usecases.plan import HedgeOverrides, plan_from_file
 
     # every flag is checked before any file, store or simulation is touched
+    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None
     lev, auto = _leverage_opt(leverage)
     window_days = None if window is None else days(window, "--window")
     as_of = as_of_date(as_of, "--as-of")
@@ -217,7 +222,9 @@ def plan(
         store_path=store,
         auto_leverage=auto,
     )
-    _emit(plan_document(outcome), fmt, "render_plan")
+    from perphedge.cli.account import emit_plan
+
+    emit_plan(plan_document(outcome), outcome.cross_account, plots, fmt.value, lambda d: _emit(d, fmt, "render_plan"))
 
 
 class MarginMode(StrEnum):
@@ -238,15 +245,18 @@ class SideOpt(StrEnum):
         "Example:\n\n"
         "  perphedge calc --instrument binance:BTCUSD_PERP --side short --contracts 100 --entry 60000 --leverage 2\n\n"
         "  perphedge calc --instrument bybit:BTCUSD --side short --contracts 60000 --entry 50000 --leverage 10 "
-        "--mmr 0.005 --method mm_on_entry_value --exit 45000"
+        "--mmr 0.005 --method mm_on_entry_value --exit 45000\n\n"
+        "  perphedge calc --account examples/accounts/binance-usdm-cross.yaml --surface --format json"
     ),
     no_args_is_help=True,
 )
 def calc(
-    instrument: Annotated[str, typer.Option(help="exchange:SYMBOL, e.g. binance:BTCUSD_PERP.")],
-    side: Annotated[SideOpt, typer.Option(help="long or short.")],
-    contracts: Annotated[float, typer.Option(parser=number, help="Number of contracts (exchange's unit).")],
-    entry: Annotated[float, typer.Option(parser=number, help="Average entry price.")],
+    instrument: Annotated[str | None, typer.Option(help="exchange:SYMBOL, e.g. binance:BTCUSD_PERP.")] = None,
+    side: Annotated[SideOpt | None, typer.Option(help="long or short.")] = None,
+    contracts: Annotated[
+        float | None, typer.Option(parser=number, help="Number of contracts (exchange's unit).")
+    ] = None,
+    entry: Annotated[float | None, typer.Option(parser=number, help="Average entry price.")] = None,
     exit: Annotated[float | None, typer.Option(parser=number, help="Exit price for PnL and ROE.")] = None,
     leverage: Annotated[
         float, typer.Option(parser=number, help="Leverage (isolated margin = value / leverage).")
@@ -280,8 +290,47 @@ def calc(
         float | None, typer.Option(parser=number, help="Fee rate (default: the instrument's taker fee).")
     ] = None,
     specs: SpecsOpt = None,
+    account: Annotated[
+        str | None,
+        typer.Option(
+            "--account",
+            help="Cross-margined account YAML (venue, wallet_balance, positions): every position's liquidation "
+            "price given the others, instead of the one-position options.",
+        ),
+    ] = None,
+    surface: Annotated[
+        bool, typer.Option("--surface", help="With --account: liquidation surface of the first two positions.")
+    ] = False,
+    plot_dir: Annotated[
+        str | None, typer.Option("--plot", help="With --account --surface: write the heat map (PNG/HTML) here.")
+    ] = None,
     fmt: FormatOpt = Fmt.table,
 ) -> None:
+    from perphedge.cli.account import refuse_single_options, require_single_options, run_account
+
+    single = {
+        "--instrument": instrument,
+        "--side": side,
+        "--contracts": contracts,
+        "--entry": entry,
+        "--exit": exit,
+        "--leverage": None if leverage == 1.0 else leverage,
+        "--margin-mode": None if margin_mode is MarginMode.isolated else margin_mode,
+        "--wallet-balance": wallet_balance,
+        "--funding-rate": None if funding_rate == 0.0001 else funding_rate,
+        "--mark": mark,
+        "--mmr": mmr,
+        "--maintenance-amount": maintenance_amount,
+        "--method": method,
+        "--face-value": face_value,
+        "--fee-rate": fee_rate,
+    }
+    if account is not None:
+        refuse_single_options(single)
+        run_account(account, specs, fmt.value, surface=surface, plot_dir=plot_dir)
+        return
+    require_single_options(single, surface=surface, plot_dir=plot_dir)
+    assert instrument is not None and side is not None and contracts is not None and entry is not None
     from perphedge.core.contracts import Side
     from perphedge.specs import default_registry
     from perphedge.usecases.documents import calc_document

@@ -486,7 +486,7 @@ def _size_leg(
         size=size,
         entry=price,
         margin=im,
-        schedule=inst.margin,
+        schedule=inst.liquidation_schedule,  # OKX reserves the fee to close (closing_fee_in_isolated)
     )
     bp = bankruptcy_price(inst.kind, Side.SHORT, size, price, im)
     settle_price = price if inst.is_inverse else portfolio.price(inst.settle)

@@ -237,6 +237,13 @@ class Instrument:
         Fee rates (fraction of notional).
     ccxt_symbol
         The unified ccxt symbol (``BTC/USD:BTC``).
+    closing_fee_in_margin
+        True where the venue reserves the taker fee to close inside the maintenance requirement and
+        the bankruptcy price (Bybit, OKX, BitMEX); the cross-margin maths then adds ``value·taker``.
+    closing_fee_in_isolated
+        True where the venue's *isolated* liquidation formula also reserves it (OKX: margin ratio
+        ``(margin + PnL) / (value·(MMR + fee))``); :attr:`liquidation_schedule` then adds the taker fee
+        to every tier's rate.
     source, as_of
         Where the values come from and when they were read.
     """
@@ -257,6 +264,8 @@ class Instrument:
     maker_fee: float = 0.0002
     taker_fee: float = 0.0005
     ccxt_symbol: str = ""
+    closing_fee_in_margin: bool = False
+    closing_fee_in_isolated: bool = False
     source: str = ""
     as_of: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -282,6 +291,23 @@ class Instrument:
     def id(self) -> str:
         """``exchange:SYMBOL``."""
         return f"{self.exchange}:{self.symbol}"
+
+    @property
+    def liquidation_schedule(self) -> MarginSchedule:
+        """The schedule the isolated liquidation price uses: :attr:`margin`, with the taker fee added to every
+        tier's rate (same deductions) where the venue reserves the fee to close (``closing_fee_in_isolated``)."""
+        if not self.closing_fee_in_isolated:
+            return self.margin
+        tiers = tuple(
+            MarginTier(
+                floor=t.floor,
+                mmr=t.mmr + self.taker_fee,
+                max_leverage=t.max_leverage,
+                maintenance_amount=t.maintenance_amount,
+            )
+            for t in self.margin.tiers
+        )
+        return MarginSchedule(style=self.margin.style, tiers=tiers, slope=self.margin.slope)
 
     @property
     def is_inverse(self) -> bool:

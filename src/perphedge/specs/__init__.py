@@ -51,6 +51,8 @@ _OPTIONAL = (
     "funding_interval_hours",
     "maker_fee",
     "taker_fee",
+    "closing_fee_in_margin",
+    "closing_fee_in_isolated",
     "source",
     "as_of",
     "notes",
@@ -167,6 +169,10 @@ def instrument_from_mapping(raw: Mapping[str, Any], where: str = "instrument") -
     max_leverage = _number(raw["max_leverage"], label, "max_leverage")
     if max_leverage < 1:
         raise ConfigError(f"{label}: field `max_leverage`: must be >= 1, was {raw['max_leverage']!r}")
+    flags = {name: raw.get(name, False) for name in ("closing_fee_in_margin", "closing_fee_in_isolated")}
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{label}: field `{name}`: must be true or false, was {flag!r}")
     notes = raw.get("notes", ())
     if isinstance(notes, str) or not isinstance(notes, list | tuple):
         raise ConfigError(f"{label}: field `notes`: must be a list of text, was {notes!r}")
@@ -199,6 +205,8 @@ def instrument_from_mapping(raw: Mapping[str, Any], where: str = "instrument") -
             maker_fee=_fee(raw, label, "maker_fee", 0.0002, MAKER_FEE_RANGE),
             taker_fee=_fee(raw, label, "taker_fee", 0.0005, TAKER_FEE_RANGE),
             ccxt_symbol=str(raw.get("ccxt_symbol", "")),
+            closing_fee_in_margin=flags["closing_fee_in_margin"],
+            closing_fee_in_isolated=flags["closing_fee_in_isolated"],
             source=str(source),
             as_of=_as_of(raw["as_of"], label) if raw.get("as_of") not in (None, "") else "",
             notes=tuple(str(n) for n in notes),

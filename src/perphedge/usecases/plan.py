@@ -141,6 +141,8 @@ class PlanOutcome:
     leverage_recommendation: dict[str, Any] | None = None
     #: (code, message) pairs the use case adds to the plan's own warnings (e.g. an option that had no effect)
     warnings: tuple[tuple[str, str], ...] = ()
+    #: ``hedge.margin_mode: cross``: the legs as one cross account (usecases/plan_cross.py), else None
+    cross_account: dict[str, Any] | None = None
 
 
 def _prefixed(source: str, exc: PerphedgeError) -> PerphedgeError:
@@ -422,6 +424,7 @@ def plan_portfolio(
         if auto_leverage:
             req, recommendation = _auto_leverage(portfolio, req, store_path)
         plan = plan_hedge(portfolio, req)
+        cross_doc = _cross_account(plan) if hb.margin_mode == "cross" else None
         proxy = req.proxy_asset
         results = [evaluate(plan, s) for s in default_scenarios(proxy)]
         if portfolio.positions:
@@ -458,7 +461,14 @@ def plan_portfolio(
         beta_estimation=estimation,
         leverage_recommendation=recommendation,
         warnings=tuple(notes),
+        cross_account=cross_doc,
     )
+
+
+def _cross_account(plan: HedgePlan) -> dict[str, Any]:
+    from perphedge.usecases.plan_cross import plan_cross_document
+
+    return plan_cross_document(plan)
 
 
 def _position_warnings(portfolio: Portfolio) -> list[tuple[str, str]]:
@@ -963,7 +973,7 @@ def calc(ci: CalcInput) -> CalcResult:
         size=size,
         entry=ci.entry,
         margin=margin,
-        schedule=inst.margin,
+        schedule=inst.liquidation_schedule,  # OKX reserves the fee to close (closing_fee_in_isolated)
     )
     if liq.price is not None and ci.mark is not None and -ci.side.sign * (ci.mark - liq.price) >= 0:
         raise ConfigError(
