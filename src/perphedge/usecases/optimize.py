@@ -383,7 +383,8 @@ class _Path:
     """One design's run over the whole period."""
 
     book: np.ndarray  # hedged book, USD per bar
-    returns: np.ndarray  # daily simple returns (element 0: NaN)
+    spot: np.ndarray  # the portfolio without the hedge, USD per bar
+    returns: np.ndarray  # daily hedged PnL over the previous bar's portfolio value (element 0: NaN)
     carry: np.ndarray  # funding received − fees − slippage, USD per bar
     legs_lp: list[tuple[str, np.ndarray]]  # (base coin, liquidation price / close per bar; inf: none)
     liquidated: np.ndarray  # bool per bar: a leg was liquidated
@@ -414,7 +415,7 @@ def _beta_path(market: Market, req: OptimizeRequest, method: str, asset: str, ba
     if asset == base or method == "notional":
         out = np.ones(n)
     elif method == "beta":
-        out = np.full(n, market.betas_file[asset] if asset in market.betas_file else 1.0)
+        out = np.full(n, market.betas_file.get(asset, 1.0))
     elif method == "min_variance":
         est = rolling_ols_beta(
             _simple_returns(market.closes[asset]), _simple_returns(market.closes[base]), req.beta_window
@@ -493,10 +494,11 @@ def _run_design(market: Market, design: Design, req: OptimizeRequest, caches: _C
         error = f"the hedged book is wiped out on {market.dates[i].date()}"
     with np.errstate(invalid="ignore", divide="ignore"):
         rets = np.full(n, np.nan)
-        rets[1:] = book[1:] / book[:-1] - 1.0
+        rets[1:] = (book[1:] - book[:-1]) / unhedged[:-1]
     f8 = float(np.mean(prep.legs[0].funding)) * 8.0 / prep.bar_hours if prep.legs else 0.0001
     return _Path(
         book=book,
+        spot=unhedged,
         returns=rets,
         carry=carry,
         legs_lp=legs_lp,
@@ -519,9 +521,10 @@ def _synthetic_dollar(market: Market, choice: HedgeChoice) -> _Path:
     carry[0] = -q * leg.instrument.taker_fee
     book = unhedged + np.cumsum(carry)
     rets = np.full(market.n, np.nan)
-    rets[1:] = book[1:] / book[:-1] - 1.0
+    rets[1:] = (book[1:] - book[:-1]) / unhedged[:-1]
     return _Path(
         book=book,
+        spot=unhedged,
         returns=rets,
         carry=carry,
         legs_lp=[],
@@ -531,11 +534,12 @@ def _synthetic_dollar(market: Market, choice: HedgeChoice) -> _Path:
 
 
 def _unhedged_path(market: Market) -> _Path:
-    book = market.unhedged
+    book = unhedged = market.unhedged
     rets = np.full(market.n, np.nan)
-    rets[1:] = book[1:] / book[:-1] - 1.0
+    rets[1:] = (book[1:] - book[:-1]) / unhedged[:-1]
     return _Path(
         book=book,
+        spot=unhedged,
         returns=rets,
         carry=np.zeros(market.n),
         legs_lp=[],
@@ -588,7 +592,7 @@ def _score(
     if path.error is not None and not (path.book[lo:hi] > 0).all():
         return {"objective": math.nan, "feasible": False, "violations": [path.error]}
     risk = window_risk(path.returns[lo:hi], req.risk, req.horizon)
-    carry = window_carry(path.carry[lo:hi], path.book[lo:hi], req.horizon)
+    carry = window_carry(path.carry[lo:hi], path.spot[lo:hi], req.horizon)
     p = _p_liq(path, at, max_high, col)
     violations = []
     if p > req.max_liq_prob:
@@ -742,13 +746,14 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
     pareto = [_design_doc(designs[j]) | _metrics(final[j]) | {"recommended": j == best} for j in front]
     summary = []
     for name, acc in sums.items():
-        ins, oos = np.array(acc["in_sample"], dtype=float), np.array(acc["out_of_sample"], dtype=float)
+        ins_a = np.array(acc["in_sample"], dtype=float)
+        oos_a = np.array(acc["out_of_sample"], dtype=float)
         summary.append(
             {
                 "name": name,
-                "windows": len(ins),
-                "in_sample_mean": float(np.nanmean(ins)) if np.isfinite(ins).any() else None,
-                "out_of_sample_mean": float(np.nanmean(oos)) if np.isfinite(oos).any() else None,
+                "windows": len(ins_a),
+                "in_sample_mean": float(np.nanmean(ins_a)) if np.isfinite(ins_a).any() else None,
+                "out_of_sample_mean": float(np.nanmean(oos_a)) if np.isfinite(oos_a).any() else None,
                 "test_liquidations": int(sum(acc["liquidations"])),
             }
         )
@@ -772,11 +777,12 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
             "formula": "risk + lambda * P(liquidation within horizon) - carry",
             "risk": req.risk,
             "risk_definition": (
-                "variance of the book's daily returns x horizon days (fraction^2)"
+                "variance of the daily hedged PnL over the portfolio's value the day before, x horizon days (fraction^2)"
                 if req.risk == "variance"
-                else "CVaR 95%: mean of the worst 5% of daily returns, negated, x sqrt(horizon) (fraction)"
+                else "CVaR 95%: mean of the worst 5% of daily hedged PnL over the portfolio's value the day before, negated, "
+                "x sqrt(horizon) (fraction)"
             ),
-            "carry_definition": "(funding received - fees - slippage) per day x horizon / mean book value",
+            "carry_definition": "(funding received - fees - slippage) per day x horizon / mean portfolio value",
             "p_liq_definition": (
                 f"bootstrap Monte Carlo ({req.paths:,} paths, blocks of 10 days) of the window's daily returns and "
                 "intraday highs: P(any leg's liquidation price is reached within the horizon)"
@@ -842,8 +848,9 @@ def plan_document(doc: dict[str, Any], pfile: PortfolioFile, market: Market) -> 
         )
     out = pfile.model_dump(mode="json", exclude_unset=True, exclude_none=True)
     out.pop("hedge", None)
-    assets = sorted({*market.quantities, *(i.split(":")[1] and "" for i in [])} - {""})
-    out["prices"] = {a: float(market.closes[a][-1]) for a in sorted({*assets, "BTC", "ETH"} & set(market.closes))}
+    out["prices"] = {
+        a: float(market.closes[a][-1]) for a in sorted({*market.quantities, "BTC", "ETH"} & set(market.closes))
+    }
     hedge: dict[str, Any] = {"ratio": rec["ratio"]}
     if rec["method"] == "notional":
         hedge["method"] = "notional"
