@@ -117,6 +117,7 @@ def test_table_output(home_and_run: tuple[Path, Path, dict]) -> None:
         (["--venues", "nowhere"], "--venues"),
         (["--venues", "binance,binance"], "twice"),
         (["--format", "xml"], "--format"),
+        (["--write", "/dev/null"], "not a regular file"),
         (["--kinds", "inverse", "--collateral", "stable"], "no design"),
     ],
 )

@@ -239,3 +239,27 @@ def test_document_shape() -> None:
     assert "walk-forward choice" in names and "unhedged" in names
     assert all(math.isfinite(r["risk"]) for r in doc["pareto"])
     assert doc["space"]["designs"] == 4
+
+
+def test_a_leg_liquidated_in_training_is_never_chosen() -> None:
+    """At 100x the leg is liquidated again and again (flat while it waits to reopen): never feasible, never chosen,
+    even though at some closes it holds no position (no liquidation price)."""
+    m = market(beta=1.0, sigma_f=0.04)
+    doc = optimize(m, _req(ratios=(1.0,), leverages=(1.0, 100.0), max_liq_prob=0.5))
+    for w in doc["walk_forward"]["windows"]:
+        assert w["chosen"] is None or " 100x " not in w["chosen"]
+    assert doc["recommended"] is None or doc["recommended"]["leverage"] == 1.0
+    designs, paths, _ = evaluate(m, _req(ratios=(1.0,), leverages=(100.0,)))
+    assert paths[0].liquidated.sum() > 3
+
+
+def test_wiped_out_design_infeasible_from_then_on() -> None:
+    """A 2x over-hedge of a coin that falls while the proxy triples wipes out the book: never chosen after that."""
+    m = market(beta=0.2, rho=0.3, sigma_f=0.05, seed=3)
+    doc = optimize(m, _req(ratios=(0.5, 2.0), leverages=(1.0,), max_liq_prob=0.99))
+    designs, paths, _ = evaluate(m, _req(ratios=(0.5, 2.0), leverages=(1.0,)))
+    for d, p in zip(designs, paths, strict=True):
+        if p.wiped_at is not None:
+            for w in doc["walk_forward"]["windows"]:
+                if w["chosen"] == d.key:
+                    assert w["train_end"] < str(m.dates[p.wiped_at].date())

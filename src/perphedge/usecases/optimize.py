@@ -390,6 +390,7 @@ class _Path:
     liquidated: np.ndarray  # bool per bar: a leg was liquidated
     margin_short: np.ndarray  # bool per bar: holdings collateral needed more coin than held
     error: str | None = None
+    wiped_at: int | None = None  # first bar the hedged book is <= 0
     final_betas: dict[str, float] = field(default_factory=dict)
     funding_8h: float = 0.0001
 
@@ -488,10 +489,10 @@ def _run_design(market: Market, design: Design, req: OptimizeRequest, caches: _C
         legs_lp.append((base, lp))
         if leg_coll is CollateralSource.HOLDINGS:
             short |= market.quantities.get(base, 0.0) - coin_out < -1e-9
-    error = None
+    error, wiped = None, None
     if (book <= 0).any() or not np.isfinite(book).all():
-        i = int(np.argmax(~(book > 0)))
-        error = f"the hedged book is wiped out on {market.dates[i].date()}"
+        wiped = int(np.argmax(~(book > 0)))
+        error = f"the hedged book is wiped out on {market.dates[wiped].date()}"
     with np.errstate(invalid="ignore", divide="ignore"):
         rets = np.full(n, np.nan)
         rets[1:] = (book[1:] - book[:-1]) / unhedged[:-1]
@@ -505,6 +506,7 @@ def _run_design(market: Market, design: Design, req: OptimizeRequest, caches: _C
         liquidated=liquidated,
         margin_short=short,
         error=error,
+        wiped_at=wiped,
         final_betas=final_betas,
         funding_8h=f8,
     )
@@ -575,12 +577,15 @@ def _max_highs(market: Market, bases: list[str], lo: int, hi: int, req: Optimize
     return np.asarray(sim["max_high"])
 
 
-def _p_liq(path: _Path, bar: int, max_high: np.ndarray, col: dict[str, int]) -> float:
-    """P(any leg liquidated within the horizon) for the position held at the close of ``bar``."""
+def _p_liq(path: _Path, bar: int, max_high: np.ndarray, col: dict[str, int], since: int) -> float:
+    """P(any leg liquidated within the horizon) for the position held at the close of ``bar``; a leg flat at that
+    close (just liquidated, waiting to reopen) counts with its last liquidation distance since bar ``since``."""
     hit = np.zeros(max_high.shape[0], dtype=bool)
     for base, lp in path.legs_lp:
-        if math.isfinite(lp[bar]):
-            hit |= max_high[:, col[base]] >= lp[bar]
+        seen = lp[since : bar + 1]
+        finite = seen[np.isfinite(seen)]
+        if len(finite):
+            hit |= max_high[:, col[base]] >= finite[-1]
     return float(hit.mean())
 
 
@@ -589,12 +594,15 @@ def _score(
 ) -> dict[str, Any]:
     """Risk, carry and objective of a path over bars ``[lo, hi)``, P(liq) of the position held at the close of
     bar ``at`` under ``max_high``; ``feasible`` and why not."""
-    if path.error is not None and not (path.book[lo:hi] > 0).all():
-        return {"objective": math.nan, "feasible": False, "violations": [path.error]}
     risk = window_risk(path.returns[lo:hi], req.risk, req.horizon)
     carry = window_carry(path.carry[lo:hi], path.spot[lo:hi], req.horizon)
-    p = _p_liq(path, at, max_high, col)
+    p = _p_liq(path, at, max_high, col, min(lo, at))
     violations = []
+    if path.wiped_at is not None and path.wiped_at < max(hi, at + 1):
+        violations.append(path.error or "the hedged book is wiped out")
+    liquidated = int(path.liquidated[lo:hi].sum())
+    if liquidated and at >= hi - 1:  # a training window: a liquidation seen in it breaks the constraint
+        violations.append(f"liquidated {liquidated} time(s) in the window")
     if p > req.max_liq_prob:
         violations.append(f"P(liquidation) {p:.2%} > {req.max_liq_prob:.2%}")
     if path.margin_short[lo:hi].any() or path.margin_short[at]:
@@ -606,7 +614,7 @@ def _score(
         "objective": objective(risk, p, carry, req.lam),
         "feasible": not violations and math.isfinite(risk),
         "violations": violations,
-        "liquidations": int(path.liquidated[lo:hi].sum()),
+        "liquidations": liquidated,
     }
 
 
@@ -791,7 +799,8 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
             "horizon_days": req.horizon,
             "max_liq_prob": req.max_liq_prob,
             "constraints": [
-                f"P(liquidation within {req.horizon} days) <= {req.max_liq_prob:g}",
+                f"P(liquidation within {req.horizon} days) <= {req.max_liq_prob:g}, and no liquidation in the "
+                "training window",
                 "leverage <= the instrument's maximum",
                 "margin available: collateral from holdings never needs more coin than held; the book never wiped out",
             ],
@@ -961,6 +970,9 @@ def run_optimize(req: OptimizeRequest, *, write: str | None = None) -> dict[str,
     from perphedge.usecases.outputs import check_output_file, write_file_atomic
 
     if write is not None:
+        target = Path(write)
+        if target.exists() and not target.is_file() and not target.is_dir():
+            raise ConfigError(f"invalid `--write`: {target} is not a regular file; give a file name")
         check_output_file(write, "--write")
     pdoc, _ = read_yaml(req.file, "a portfolio file")
     pfile = parse_portfolio(pdoc, req.file)
