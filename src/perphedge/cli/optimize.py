@@ -40,7 +40,16 @@ def render(doc: dict[str, Any], console: Any) -> None:
         title=f"Walk-forward: train {wf['train_days']}d, test {wf['test_days']}d, mean objective (lower is better)",
         title_justify="left",
     )
-    for col in ("strategy", "windows", "in sample", "out of sample", "liquidations in tests"):
+    for col in (
+        "strategy",
+        "windows",
+        "in sample",
+        "out of sample",
+        "OOS risk",
+        "OOS carry",
+        "OOS P(liq)",
+        "liquidations in tests",
+    ):
         t.add_column(col, justify="left" if col == "strategy" else "right")
     for r in wf["summary"]:
         t.add_row(
@@ -48,6 +57,9 @@ def render(doc: dict[str, Any], console: Any) -> None:
             str(r["windows"]),
             _f(r["in_sample_mean"], ".5f"),
             _f(r["out_of_sample_mean"], ".5f"),
+            _f(r.get("out_of_sample_risk_mean"), ".5f"),
+            _f(r.get("out_of_sample_carry_mean"), "+.3%"),
+            _f(r.get("out_of_sample_p_liq_mean"), ".2%"),
             str(r["test_liquidations"]),
         )
     console.print(t)

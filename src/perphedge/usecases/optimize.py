@@ -621,6 +621,11 @@ def _score(
 # ------------------------------------------------------------------------------------------ the search
 
 
+def _nanmean(xs: list[float]) -> float | None:
+    a = np.array(xs, dtype=float)
+    return float(np.nanmean(a)) if np.isfinite(a).any() else None
+
+
 def _design_doc(d: Design) -> dict[str, Any]:
     return {
         "key": d.key,
@@ -692,9 +697,13 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
     sums: dict[str, dict[str, list[float]]] = {}
 
     def add(name: str, ins: dict[str, Any], oos: dict[str, Any]) -> None:
-        acc = sums.setdefault(name, {"in_sample": [], "out_of_sample": [], "liquidations": []})
+        acc = sums.setdefault(
+            name, {"in_sample": [], "out_of_sample": [], "liquidations": [], "risk": [], "carry": [], "p_liq": []}
+        )
         acc["in_sample"].append(ins["objective"])
         acc["out_of_sample"].append(oos["objective"])
+        for k in ("risk", "carry", "p_liq"):
+            acc[k].append(float(oos[k]) if oos.get(k) is not None else math.nan)
         acc["liquidations"].append(float(oos.get("liquidations", 0)))
 
     for k, w in enumerate(windows):
@@ -747,6 +756,9 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
             "betas_at_end": p.final_betas,
             "funding_rate_8h_mean": p.funding_8h,
         }
+    baselines_latest = [
+        {"name": name} | _metrics(_score(bp, lo, hi, mh, col, req, hi - 1)) for name, _, bp in baselines
+    ]
     idx = [j for j in range(len(designs)) if feas[j]]
     pts = np.array([[final[j]["risk"], -final[j]["carry"], final[j]["p_liq"]] for j in idx]).reshape(-1, 3)
     front = [idx[j] for j in pareto_front(pts)]
@@ -763,6 +775,9 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
                 "in_sample_mean": float(np.nanmean(ins_a)) if np.isfinite(ins_a).any() else None,
                 "out_of_sample_mean": float(np.nanmean(oos_a)) if np.isfinite(oos_a).any() else None,
                 "test_liquidations": int(sum(acc["liquidations"])),
+                "out_of_sample_risk_mean": _nanmean(acc["risk"]),
+                "out_of_sample_carry_mean": _nanmean(acc["carry"]),
+                "out_of_sample_p_liq_mean": _nanmean(acc["p_liq"]),
             }
         )
     summary.sort(key=lambda x: (x["out_of_sample_mean"] is None, x["out_of_sample_mean"] or 0.0))
@@ -830,6 +845,7 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
             "stability": stability(chosen_keys),
         },
         "recommended": recommended,
+        "baselines": baselines_latest,
         "pareto": pareto,
         "assumptions": [
             "each design is run once over the whole period through the backtest kernel; every step uses only what "
@@ -926,12 +942,10 @@ def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
         if r.get("recommended"):
             ax.scatter([r["risk"]], [r["carry"] * 100], marker="*", s=300, color="red", label="recommended")
             ax.annotate(r["key"], (r["risk"], r["carry"] * 100), fontsize=7, xytext=(5, 5), textcoords="offset points")
-    last = doc["walk_forward"]["windows"][-1]["baselines"] if doc["walk_forward"]["windows"] else {}
-    for name, b in last.items():
-        ins = b["in_sample"]
-        if ins.get("risk") is not None and ins.get("carry") is not None:
-            ax.scatter([ins["risk"]], [ins["carry"] * 100], marker="x", s=60, color="grey")
-            ax.annotate(name, (ins["risk"], ins["carry"] * 100), fontsize=6, color="grey")
+    for b in doc.get("baselines", []):
+        if b.get("risk") is not None and b.get("carry") is not None:
+            ax.scatter([b["risk"]], [b["carry"] * 100], marker="x", s=60, color="grey")
+            ax.annotate(b["name"], (b["risk"], b["carry"] * 100), fontsize=7, color="dimgrey")
     ax.set_xlabel(f"risk ({label}) over {doc['objective']['horizon_days']} days")
     ax.set_ylabel(f"carry over {doc['objective']['horizon_days']} days, % of the book")
     ax.set_title(f"Pareto front of hedge designs (training window ending {doc['period']['end']})")
