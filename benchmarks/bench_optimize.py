@@ -12,6 +12,7 @@ sweep does without its cache); timed on a few designs and extrapolated to the wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -26,10 +27,10 @@ def main() -> None:
     from perphedge.data.importer import parse_sample
     from perphedge.data.sample import shared_or_bundled
     from perphedge.data.store import MarketStore
+    from perphedge.errors import PerphedgeError
     from perphedge.specs import default_registry
     from perphedge.usecases.backtest import prepare, run
     from perphedge.usecases.data import import_frames
-    from perphedge.errors import PerphedgeError
     from perphedge.usecases.optimize import OptimizeRequest, optimize, prepare_market
 
     root = shared_or_bundled(ROOT)
@@ -66,10 +67,9 @@ def main() -> None:
                     },
                     "bench",
                 )
-                try:  # a design may be refused (e.g. wiped out by a BTC rally): its time still counts
+                # a design may be refused (e.g. wiped out by a BTC rally): its time still counts
+                with contextlib.suppress(PerphedgeError):
                     run(prepare(rc, pfile, store, registry), rc, config_hash="bench", full=False)
-                except PerphedgeError:
-                    pass
         per_design = (time.perf_counter() - t1) / sample
     print(f"{'case':70} {'value':>12}")
     print(f"{'designs searched / walk-forward windows':70} {designs:>6} / {windows}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -108,7 +109,7 @@ def test_enumerate_holdings_when_held() -> None:
 def test_windows_roll_without_overlap() -> None:
     ws = walk_forward_windows(1000, 365, 90)
     assert ws[0].train_start == 1 and ws[0].train_end == 366
-    for a, b in zip(ws, ws[1:], strict=False):
+    for a, b in itertools.pairwise(ws):
         assert b.train_start == a.train_start + 90 and b.train_end == a.test_end
     assert all(w.test_end <= 1000 and w.test_end - w.train_end >= 45 for w in ws)
     with pytest.raises(ConfigError, match="fewer than"):

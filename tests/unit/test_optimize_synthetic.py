@@ -249,7 +249,7 @@ def test_a_leg_liquidated_in_training_is_never_chosen() -> None:
     for w in doc["walk_forward"]["windows"]:
         assert w["chosen"] is None or " 100x " not in w["chosen"]
     assert doc["recommended"] is None or doc["recommended"]["leverage"] == 1.0
-    designs, paths, _ = evaluate(m, _req(ratios=(1.0,), leverages=(100.0,)))
+    _designs, paths, _ = evaluate(m, _req(ratios=(1.0,), leverages=(100.0,)))
     assert paths[0].liquidated.sum() > 3
 
 

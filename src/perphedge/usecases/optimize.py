@@ -621,6 +621,14 @@ def _score(
 # ------------------------------------------------------------------------------------------ the search
 
 
+_RISK_TEXT = {
+    "variance": "variance of the daily hedged PnL over the portfolio's value the day before, x horizon days "
+    "(fraction^2)",
+    "cvar95": "CVaR 95%: mean of the worst 5% of daily hedged PnL over the portfolio's value the day before, "
+    "negated, x sqrt(horizon) (fraction)",
+}
+
+
 def _nanmean(xs: list[float]) -> float | None:
     a = np.array(xs, dtype=float)
     return float(np.nanmean(a)) if np.isfinite(a).any() else None
@@ -799,12 +807,7 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
         "objective": {
             "formula": "risk + lambda * P(liquidation within horizon) - carry",
             "risk": req.risk,
-            "risk_definition": (
-                "variance of the daily hedged PnL over the portfolio's value the day before, x horizon days (fraction^2)"
-                if req.risk == "variance"
-                else "CVaR 95%: mean of the worst 5% of daily hedged PnL over the portfolio's value the day before, negated, "
-                "x sqrt(horizon) (fraction)"
-            ),
+            "risk_definition": _RISK_TEXT[req.risk],
             "carry_definition": "(funding received - fees - slippage) per day x horizon / mean portfolio value",
             "p_liq_definition": (
                 f"bootstrap Monte Carlo ({req.paths:,} paths, blocks of 10 days) of the window's daily returns and "
