@@ -136,6 +136,10 @@ def test_file_refusals(home_and_run: tuple[Path, Path, dict], tmp_path: Path) ->
     dup.write_text(
         "name: a\nholdings: [{asset: SOL, value_usd: 1}]\nholdings: []\nhedge: {instrument: binance:BTCUSDT}\n"
     )
+    kraken = tmp_path / "kraken.yaml"
+    kraken.write_text("name: k\nholdings: [{asset: SOL, value_usd: 100}]\nhedge: {instrument: kraken:XBTUSD}\n")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
     stables = tmp_path / "stables.yaml"
     stables.write_text("name: a\nholdings: [{asset: USDT, quantity: 100}]\nhedge: {instrument: binance:BTCUSDT}\n")
     for args in (
@@ -143,6 +147,9 @@ def test_file_refusals(home_and_run: tuple[Path, Path, dict], tmp_path: Path) ->
         [str(tmp_path)],
         [str(dup)],
         [str(stables)],
+        [str(kraken)],
+        [str(empty)],
+        [str(REPO / "examples/defi-lending.yaml")],
         [str(REPO / "examples/altcoins.yaml"), "--write", str(tmp_path)],
         [str(REPO / "examples/altcoins.yaml"), "--write", str(dup / "plan.yaml")],
         [str(REPO / "examples/altcoins.yaml"), "--plot", str(dup)],

@@ -313,8 +313,9 @@ def prepare_market(
         venues = (venue.lower(),)
     for v in venues:
         if v not in registry.exchanges():
+            where = "invalid `--venues`" if req.venues is not None else f"{req.file}: field `hedge.instrument`"
             raise ConfigError(
-                f"invalid `--venues`: unknown venue {v!r}; the specs list {', '.join(registry.exchanges())}"
+                f"{where}: unknown venue {v!r}; the specs list {', '.join(registry.exchanges())} (or give --venues)"
             )
     choices, missing = hedge_choices(
         registry, hedges=req.hedges, kinds=req.kinds, venues=venues, held=held, btc_eth_weight=req.btc_eth_weight
