@@ -478,6 +478,20 @@ def _register_stress() -> None:
     )(stress_cmd)
 
 
+def _register_optimize() -> None:
+    from perphedge.cli.optimize import optimize_cmd
+
+    app.command(
+        "optimize",
+        help=(
+            "Choose the whole hedge (instruments, ratio, leverage, collateral, policy) by what it would have done out "
+            "of sample: walk-forward search, Pareto front of risk vs carry vs P(liquidation), baselines.\n\n"
+            "Example:\n\n  perphedge optimize examples/altcoins.yaml --write plan.yaml --plot plots/"
+        ),
+        no_args_is_help=True,
+    )(optimize_cmd)
+
+
 def _register_book() -> None:
     from perphedge.cli.book import book_app
 
@@ -491,6 +505,7 @@ _LAZY_COMMANDS = {
     "backtest": _register_backtest,
     "sweep": _register_sweep,
     "stress": _register_stress,
+    "optimize": _register_optimize,
     "book": _register_book,
 }
 _registered: set[str] = set()

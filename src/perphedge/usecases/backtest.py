@@ -47,6 +47,7 @@ __all__ = [
     "Prepared",
     "default_out_dir",
     "execute",
+    "leg_params",
     "load_run",
     "prepare",
     "run",
@@ -562,6 +563,14 @@ def _leg_params(
         ],
         dtype=np.float64,
     )
+
+
+def leg_params(
+    prep: Prepared, run_cfg: RunFile, leg: LegData, collateral: CollateralSource, value0_usd: float, band: float
+) -> np.ndarray:
+    """The kernel's ``params`` vector of one leg at ``prep.leverage`` (public: ``optimize`` runs the kernel on
+    prepared data itself). ``value0_usd`` is the first bar's target hedge (USD); ``band`` the policy's band."""
+    return _leg_params(prep, run_cfg, leg, collateral, value0_usd, band)
 
 
 @dataclass(slots=True, kw_only=True)
