@@ -108,7 +108,7 @@ def _published_formula(venue: str) -> Callable[[Contract, Any, float], float] | 
                 size=size,
                 entry=pos.entry_price,
                 margin=margin,
-                schedule=inst.margin,
+                schedule=inst.liquidation_schedule,  # OKX/BitMEX: the fee to close is reserved
             ).price
         except PerphedgeError:
             return math.nan

@@ -539,7 +539,7 @@ def _leg_params(
         value0 * prep.leverage / (prep.leverage - 1) if (inst.is_inverse and coll is CollateralSource.BUY) else value0
     )
     tier_value = notional0 / leg.c[0] if inst.is_inverse else notional0
-    sched = inst.margin
+    sched = inst.liquidation_schedule  # the taker fee in the rate where the venue reserves it (OKX, BitMEX)
     return np.array(
         [
             K.INVERSE if inst.is_inverse else K.LINEAR,

@@ -1018,7 +1018,7 @@ def _position_rows(s: Session, snap: FeedSnapshot) -> dict[str, list[dict[str, A
                         size=size,
                         entry=pos.entry_price,
                         margin=liq_margin,
-                        schedule=inst.margin,
+                        schedule=inst.liquidation_schedule,
                     )
                     liq = res.price
                     mmr = getattr(res, "mmr", mmr)
