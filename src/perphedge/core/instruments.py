@@ -237,6 +237,9 @@ class Instrument:
         Fee rates (fraction of notional).
     ccxt_symbol
         The unified ccxt symbol (``BTC/USD:BTC``).
+    expiry_ms
+        Delivery time (epoch ms UTC) of a dated future; ``None`` for a perpetual. A dated future
+        pays no funding and settles at the delivery price (see :mod:`perphedge.core.futures`).
     source, as_of
         Where the values come from and when they were read.
     """
@@ -257,6 +260,7 @@ class Instrument:
     maker_fee: float = 0.0002
     taker_fee: float = 0.0005
     ccxt_symbol: str = ""
+    expiry_ms: int | None = None
     source: str = ""
     as_of: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -277,11 +281,20 @@ class Instrument:
             raise ConfigError(f"invalid `settle` of {self.id}: an inverse contract settles in {self.base}")
         if self.kind is ContractKind.LINEAR and self.settle != self.quote:
             raise ConfigError(f"invalid `settle` of {self.id}: a linear contract settles in {self.quote}")
+        if self.expiry_ms is not None and (
+            isinstance(self.expiry_ms, bool) or not isinstance(self.expiry_ms, int) or self.expiry_ms <= 0
+        ):
+            raise ConfigError(f"invalid `expiry_ms` of {self.id}: must be epoch milliseconds > 0, was {self.expiry_ms!r}")
 
     @property
     def id(self) -> str:
         """``exchange:SYMBOL``."""
         return f"{self.exchange}:{self.symbol}"
+
+    @property
+    def is_dated(self) -> bool:
+        """True for a dated (delivery) future: it has an expiry and pays no funding."""
+        return self.expiry_ms is not None
 
     @property
     def is_inverse(self) -> bool:
