@@ -27,8 +27,8 @@ from perphedge.core.instruments import ContractKind
 from perphedge.errors import ConfigError
 
 __all__ = [
-    "DAY_MS",
     "DAYS_PER_YEAR",
+    "DAY_MS",
     "RollTrade",
     "annualize",
     "annualized_basis",
@@ -139,7 +139,9 @@ def linear_hedge_pnl(
     return spot_pnl + future_pnl - fees
 
 
-def inverse_hedge_usd_pnl(notional_usd: float, spot_entry: float, future_entry: float, settlement_price: float) -> float:
+def inverse_hedge_usd_pnl(
+    notional_usd: float, spot_entry: float, future_entry: float, settlement_price: float
+) -> float:
     """USD PnL of ``Q/S0`` coin held spot and an inverse future of ``Q`` USD sold at ``F0``, held to
     delivery at ``S_T``, all valued in USD at ``S_T`` (no fees).
 
@@ -168,7 +170,9 @@ def roll_date_ms(expiry_ms: int, roll_days_before_expiry: int) -> int:
     return _ms("expiry_ms", expiry_ms) - roll_days_before_expiry * DAY_MS
 
 
-def check_roll_days(roll_days_before_expiry: object, contract_life_days: float, where: str = "roll_days_before_expiry") -> int:
+def check_roll_days(
+    roll_days_before_expiry: object, contract_life_days: float, where: str = "roll_days_before_expiry"
+) -> int:
     """Validate a roll distance: a whole number of days, >= 1, and shorter than the contract's life."""
     if isinstance(roll_days_before_expiry, bool) or not isinstance(roll_days_before_expiry, int):
         raise ConfigError(f"invalid `{where}`: must be a whole number of days, was {roll_days_before_expiry!r}")

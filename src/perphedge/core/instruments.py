@@ -284,7 +284,9 @@ class Instrument:
         if self.expiry_ms is not None and (
             isinstance(self.expiry_ms, bool) or not isinstance(self.expiry_ms, int) or self.expiry_ms <= 0
         ):
-            raise ConfigError(f"invalid `expiry_ms` of {self.id}: must be epoch milliseconds > 0, was {self.expiry_ms!r}")
+            raise ConfigError(
+                f"invalid `expiry_ms` of {self.id}: must be epoch milliseconds > 0, was {self.expiry_ms!r}"
+            )
 
     @property
     def id(self) -> str:

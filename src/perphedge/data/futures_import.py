@@ -3,7 +3,7 @@
 * ``BINANCE_<UNDERLYING>USD_quarterly_1d_<YEAR>.csv`` → ``futures_candles`` (source ``binance``,
   symbol the contract, ``1d`` mark candles with the contract's ``expiry``, ``spot_close`` and the
   perpetual's ``perp_close``). Every bar must close before delivery, and every contract's expiry must
-  be what its symbol says (``specs/futures.json``).
+  be on the date its symbol ends with (``BTCUSD_210924``).
 * ``BINANCE_<UNDERLYING>USD_quarterly_<YEAR>_settlements.csv`` → ``futures_settlements`` (delivery
   price per contract; an exact duplicate row is dropped, two different prices for one contract are refused).
 * ``BINANCE_<SYMBOL>_PERP_mark_1d_<YEAR>.csv`` → ``candles`` source ``binance_mark``, symbol the
@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from perphedge.errors import ConfigError, DataError
+from perphedge.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,22 +48,24 @@ def _expiry_ms(text: pd.Series, path: Path) -> pd.Series:
     return _timestamps(text, path)
 
 
-def _check_contract(exchange: str, contract: str, expiry: pd.Timestamp, where: str) -> None:
-    """The contract resolves to a dated future whose delivery is ``expiry``."""
-    from perphedge.specs import default_registry
+def _check_contract(contract: str, expiry: pd.Timestamp, where: str) -> None:
+    """The contract's symbol ends with its delivery date, ``_YYMMDD`` or ``-YYMMDD``, and ``expiry`` is on it.
 
+    (The delivery hour and whether the venue lists that date are the instrument's: the use cases resolve
+    each contract through ``specs/futures.json`` and refuse one whose stored expiry differs.)
+    """
+    import datetime as dt
+
+    m = re.fullmatch(r"[A-Z0-9]+(?:-[A-Z0-9]+)*[_-](\d{6})", contract)
+    if m is None:
+        raise DataError(f"{where}: contract {contract!r} must end with its delivery date, e.g. BTCUSD_210924")
+    raw = m.group(1)
     try:
-        inst = default_registry().get(f"{exchange}:{contract}")
-    except ConfigError as exc:
-        raise DataError(f"{where}: contract {contract!r}: {exc}") from None
-    if inst.expiry_ms is None:
-        raise DataError(f"{where}: contract {contract!r} is not a dated future")
-    stated = int(expiry.value // 1_000_000)
-    if stated != inst.expiry_ms:
-        raise DataError(
-            f"{where}: contract {contract}: `expiry` {expiry} is not its delivery "
-            f"({inst.notes[0] if inst.notes else inst.expiry_ms})"
-        )
+        day = dt.date(2000 + int(raw[:2]), int(raw[2:4]), int(raw[4:]))
+    except ValueError:
+        raise DataError(f"{where}: contract {contract!r} must end with a real delivery date YYMMDD") from None
+    if expiry.date() != day:
+        raise DataError(f"{where}: contract {contract}: `expiry` {expiry} is not its delivery date {day.isoformat()}")
 
 
 def parse_futures_member(name: str, raw: pd.DataFrame, path: Path) -> ParsedFile:
@@ -92,22 +94,32 @@ def parse_futures_member(name: str, raw: pd.DataFrame, path: Path) -> ParsedFile
     if m.group("perp"):
         symbol = perp_ccxt_symbol(exchange, m.group("perp"))
         if stem.endswith("_funding_" + m.group("y3")):
-            rows, notes = validate_funding(raw, path, interval_hours=8.0, stated="8h (Binance COIN-M)")
+            rows, funding_notes = validate_funding(raw, path, interval_hours=8.0, stated="8h (Binance COIN-M)")
             out = _series_frame(rows, "funding", source=exchange, symbol=symbol)
             return ParsedFile(
-                file=str(path), table="funding", source=exchange, symbol=symbol, timeframe=None, frame=out,
-                warnings=tuple(notes),
-            )  # fmt: skip
+                file=str(path),
+                table="funding",
+                source=exchange,
+                symbol=symbol,
+                timeframe=None,
+                frame=out,
+                warnings=tuple(funding_notes),
+            )
         frame = raw.copy()
         if "volume" not in frame.columns:
             frame["volume"] = float("nan")
-        rows, notes = validate_ohlcv(frame, path)
+        rows, mark_notes = validate_ohlcv(frame, path)
         source = f"{exchange}_mark"
         out = _series_frame(rows, "candles", source=source, symbol=symbol, timeframe="1d")
         return ParsedFile(
-            file=str(path), table="candles", source=source, symbol=symbol, timeframe="1d", frame=out,
-            warnings=tuple(notes),
-        )  # fmt: skip
+            file=str(path),
+            table="candles",
+            source=source,
+            symbol=symbol,
+            timeframe="1d",
+            frame=out,
+            warnings=tuple(mark_notes),
+        )
     frame = raw.reset_index(drop=True).copy()
     _has_rows(frame, path)
     for col in ("contract", "expiry"):
@@ -119,13 +131,15 @@ def parse_futures_member(name: str, raw: pd.DataFrame, path: Path) -> ParsedFile
         expiries = group["expiry_ts"].unique()
         if len(expiries) != 1:
             raise DataError(f"{_line(path, int(group.index[0]))}: contract {contract} has more than one `expiry`")
-        _check_contract(exchange, str(contract), pd.Timestamp(expiries[0]), _line(path, int(group.index[0])))
+        _check_contract(str(contract), pd.Timestamp(expiries[0]), _line(path, int(group.index[0])))
     if m.group("y2"):  # settlements
         _numbers(frame, ("settlement_price",), path)
         bad = ~(frame["settlement_price"] > 0)
         if bad.any():
             i = int(bad.to_numpy().argmax())
-            raise DataError(f"{_line(path, i)}: `settlement_price` must be > 0, was {frame['settlement_price'].iloc[i]}")
+            raise DataError(
+                f"{_line(path, i)}: `settlement_price` must be > 0, was {frame['settlement_price'].iloc[i]}"
+            )
         dup = frame.duplicated("contract", keep=False)
         for contract, group in frame[dup].groupby("contract", sort=False):
             if group["settlement_price"].nunique() > 1:
@@ -154,13 +168,36 @@ def parse_futures_member(name: str, raw: pd.DataFrame, path: Path) -> ParsedFile
         if bad.any():
             i = int(bad.to_numpy().argmax())
             raise DataError(f"{_line(path, i)}: `{col}` must be > 0, was {frame[col].iloc[i]}")
+    if "timestamp" not in frame.columns:
+        raise DataError(f"{path}: missing column `timestamp`")
+    values = ["open", "high", "low", "close", "spot_close", "perp_close"]
+    keyed = frame.assign(_t=frame["timestamp"].astype(str).str.strip())
+    dup = keyed.duplicated(["contract", "_t"], keep=False)
+    if dup.any():  # validate_ohlcv compares OHLC only: spot and perp closes of a repeated day must agree too
+        for (contract, stamp), group in keyed[dup].groupby(["contract", "_t"], sort=False):
+            if len(group[[c for c in values if c in group.columns]].drop_duplicates()) > 1:
+                a, b = group.index[:2]
+                raise DataError(
+                    f"{_line(path, int(b))}: duplicate timestamp {stamp} of {contract} with values that differ from "
+                    f"line {int(a) + 2}"
+                )
+        frame = frame[~keyed.duplicated(["contract", "_t"], keep="first")]
     parts = []
     notes: list[str] = []
     for contract, group in frame.groupby("contract", sort=True):
-        work = group.copy()
+        work = group.reset_index(drop=True)
         if "volume" not in work.columns:
             work["volume"] = float("nan")
-        rows, more = validate_ohlcv(work, path)
+        try:
+            rows, more = validate_ohlcv(work, path)
+        except DataError as exc:  # its line numbers count this contract's rows: give the file's
+            index = list(group.index)
+
+            def _file_line(m: re.Match[str], index: list[int] = index) -> str:
+                return f"line {int(index[int(m.group(1)) - 2]) + 2}"
+
+            text = re.sub(r"line (\d+)", _file_line, str(exc), count=1)
+            raise DataError(text) from None
         notes.extend(f"{contract}: {n}" for n in more)
         close = rows["ts"] + pd.Timedelta(days=1)
         late = close > rows["expiry_ts"]

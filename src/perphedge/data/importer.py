@@ -823,13 +823,15 @@ def perp_ccxt_symbol(exchange: str, native: str) -> str:
 
 def is_sample_layout(root: Path) -> bool:
     """True if ``root`` looks like the ``../shared/data`` layout."""
-    return root.is_dir() and any((root / d).is_dir() for d in ("prices", "funding", "basis", "sentiment"))
+    return root.is_dir() and any((root / d).is_dir() for d in ("prices", "funding", "basis", "sentiment", "futures"))
 
 
 def sample_files(root: Path) -> list[Path]:
     """The files of the sample layout under ``root`` that an import reads, in import order."""
     if not is_sample_layout(root):
-        raise DataError(f"{root}: not the sample-data layout (expected prices/, funding/, basis/ or sentiment/)")
+        raise DataError(
+            f"{root}: not the sample-data layout (expected prices/, funding/, basis/, sentiment/ or futures/)"
+        )
     files = [
         *sorted((root / "prices").glob("*.csv")),
         *sorted((root / "funding").glob("*.csv")),
@@ -956,7 +958,9 @@ def parse_sample_member(name: str, raw: pd.DataFrame, *, file: str | None = None
         from perphedge.data.futures_import import parse_futures_member
 
         return parse_futures_member(name, raw, path)
-    raise DataError(f"{path}: not a file of the sample layout (prices/, funding/, basis/*_8h.csv, sentiment/, futures/)")
+    raise DataError(
+        f"{path}: not a file of the sample layout (prices/, funding/, basis/*_8h.csv, sentiment/, futures/)"
+    )
 
 
 def parse_sample(root: Path, progress: Callable[[str], None] | None = None) -> list[ParsedFile]:

@@ -136,7 +136,9 @@ def _series(raw: Any, where: str) -> FuturesSeries:
     if isinstance(hour, bool) or not isinstance(hour, int) or not 0 <= hour <= 23:
         raise ConfigError(f"{where}: field `delivery_hour_utc`: must be a whole hour 0..23, was {hour!r}")
     if raw["expiry_rule"] not in _RULES:
-        raise ConfigError(f"{where}: field `expiry_rule`: must be one of {', '.join(_RULES)}, was {raw['expiry_rule']!r}")
+        raise ConfigError(
+            f"{where}: field `expiry_rule`: must be one of {', '.join(_RULES)}, was {raw['expiry_rule']!r}"
+        )
     size = raw["contract_size"]
     if isinstance(size, bool) or not isinstance(size, int | float) or not size > 0:
         raise ConfigError(f"{where}: field `contract_size`: must be > 0, was {size!r}")
@@ -210,7 +212,8 @@ def resolve_dated(registry: InstrumentRegistry, exchange: str, symbol: str) -> I
     perp = registry.get(series.margin_from)
     if perp.kind is not series.kind or perp.base != series.underlying:
         raise ConfigError(
-            f"bundled futures.json: `margin_from` {series.margin_from} is not a {series.kind.value} {series.underlying} contract"
+            f"bundled futures.json: `margin_from` {series.margin_from} is not a {series.kind.value} "
+            f"{series.underlying} contract"
         )
     return replace(
         perp,

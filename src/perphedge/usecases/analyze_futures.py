@@ -28,8 +28,6 @@ from perphedge.core import futures as F
 from perphedge.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from perphedge.data.store import MarketStore
 
 __all__ = ["ANALYZE_FUTURES_SCHEMA", "FuturesAnalyzeRequest", "analyze_futures", "run_analyze_futures"]
@@ -84,16 +82,26 @@ def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _perp_symbol(contract: str, source: str) -> str:
-    """ccxt symbol of the perpetual whose funding a contract is compared with (same venue, coin, kind)."""
+def _perp_symbol(contract: str, source: str, expiry_ms: int) -> str:
+    """ccxt symbol of the perpetual whose funding a contract is compared with (same venue, coin, kind);
+    DataError when the stored contract is not a known dated future or its stored expiry is not its delivery."""
     from perphedge.specs import default_registry
     from perphedge.specs.futures import series_for
 
-    found = series_for(source, contract)
-    if found is None:
-        raise DataError(f"contract {source}:{contract} is not a known dated future (specs/futures.json)")
-    perp = default_registry().get(found[0].margin_from)
-    return perp.ccxt_symbol
+    registry = default_registry()
+    try:
+        inst = registry.get(f"{source}:{contract}")
+        found = series_for(source, contract)
+    except ConfigError as exc:
+        raise DataError(f"stored contract {source}:{contract}: {exc}") from None
+    if found is None or inst.expiry_ms is None:
+        raise DataError(f"stored contract {source}:{contract} is not a known dated future (specs/futures.json)")
+    if inst.expiry_ms != expiry_ms:
+        raise DataError(
+            f"stored contract {source}:{contract}: its stored expiry {_iso(expiry_ms)} is not its delivery "
+            f"{_iso(inst.expiry_ms)}"
+        )
+    return registry.get(found[0].margin_from).ccxt_symbol
 
 
 def _funding(store: MarketStore, source: str, symbol: str) -> tuple[list[int], list[float], float]:
@@ -135,7 +143,8 @@ def analyze_futures(store: MarketStore, req: FuturesAnalyzeRequest) -> dict[str,
         params.append(f"{req.until} 00:00:00")
     where = getattr(store, "path", None) or "the store"
     present = store.query(
-        "SELECT table_name FROM information_schema.tables WHERE table_name IN ('futures_candles', 'futures_settlements')"
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_name IN ('futures_candles', 'futures_settlements')"
     )
     if len(present) < 2:  # a store written before dated futures existed, opened read-only (not migrated)
         raise DataError(
@@ -160,7 +169,7 @@ def analyze_futures(store: MarketStore, req: FuturesAnalyzeRequest) -> dict[str,
     for symbol, g in candles.groupby("symbol", sort=False):
         contract = str(symbol)
         expiry = _ms(g["expiry"].iloc[0])
-        perp = _perp_symbol(contract, req.source)
+        perp = _perp_symbol(contract, req.source, expiry)
         if perp not in funding_cache:
             funding_cache[perp] = _funding(store, req.source, perp)
         stamps, rates, interval_h = funding_cache[perp]
@@ -220,13 +229,16 @@ def analyze_futures(store: MarketStore, req: FuturesAnalyzeRequest) -> dict[str,
                     "basis": last["basis"],
                 },
                 "settlement_price": price,
-                "settlement_vs_last_spot": None if price is None else price / last["spot_close"] - 1.0,
+                # only when the range reaches the contract's last bar before delivery
+                "settlement_vs_last_spot": (
+                    None if price is None or last["days_to_expiry"] >= 1.0 else price / last["spot_close"] - 1.0
+                ),
             }
         )
     contracts.sort(key=lambda c: c["expiry"])
     by_date: dict[str, list[dict[str, Any]]] = {}
     for row in daily:
-        by_date.setdefault(row["date"], []).append(row)
+        by_date.setdefault(str(row["date"]), []).append(row)
     term = [
         {
             "date": date,
