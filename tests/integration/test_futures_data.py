@@ -41,7 +41,6 @@ def test_the_sample_import_stores_each_contract_with_its_expiry_and_delivery_pri
     assert (c["e1"] == c["e2"]).all()
     assert [str(x) for x in c["e1"]] == ["2021-03-26 08:00:00", "2021-06-25 08:00:00", "2021-09-24 08:00:00"]
     assert int(c["n"].sum()) == len(_csv_rows(FUT)) == 441
-    # the settlements file lists 210625 twice with the same price: stored once
     assert list(s["symbol"]) == ["BTCUSD_210326", "BTCUSD_210625", "BTCUSD_210924"]
     raw = {r["contract"]: float(r["settlement_price"]) for r in _csv_rows(SETTLE)}
     assert list(s["settlement_price"]) == [raw[x] for x in s["symbol"]]
