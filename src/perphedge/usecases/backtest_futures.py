@@ -137,6 +137,15 @@ def run_dated(
     series = found[0]
     perp = registry.get(series.margin_from)
     start, end = str(run_cfg.start), str(run_cfg.end)
+    first_close = _ms(pd.Timestamp(start)) + F.DAY_MS  # the first daily bar's close
+    try:
+        life = F.days_to_expiry(first_close, inst.expiry_ms)
+    except ConfigError:
+        raise ConfigError(
+            f"`hedge.instrument`: {inst.id} delivered on {_iso(inst.expiry_ms)}, before the first close of `start` "
+            f"{start}: name a contract that is listed then"
+        ) from None
+    F.check_roll_days(roll_days, life, "roll.days_before_expiry")
     assets = sorted({h.asset.upper() for h in pfile.holdings if not is_stablecoin(h.asset)})
     if not assets:
         raise ConfigError("the portfolio holds only stablecoins: there is nothing to hedge")
@@ -187,9 +196,6 @@ def run_dated(
             f"no {start} close of {inst.id} in the store (dated futures stored: "
             f"{', '.join(sorted(c.symbol for c in contracts)) or 'none'}; import them with `perphedge data import`)"
         )
-    first_close = day_ms[0] + F.DAY_MS
-    life = F.days_to_expiry(first_close, inst.expiry_ms)
-    F.check_roll_days(roll_days, life, "roll.days_before_expiry")
     # only contracts from the named one on: the leg opens on it
     contracts = [c for c in contracts if c.expiry_ms >= inst.expiry_ms]
     fee = run_cfg.costs.taker_fee if run_cfg.costs.taker_fee is not None else inst.taker_fee
