@@ -82,6 +82,33 @@ def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _fill_spot(store: MarketStore, g: Any, contract: str, source: str) -> Any:
+    """Fetched contracts carry no spot close: take Binance spot's daily close of the same day from ``candles``."""
+    import math as _m
+
+    missing = [i for i, v in enumerate(g["spot_close"]) if v is None or _m.isnan(v)]
+    if not missing:
+        return g
+    from perphedge.specs import default_registry
+
+    base = default_registry().get(f"{source}:{contract}").base
+    spot = store.query(
+        "SELECT ts, close FROM candles WHERE source = 'binance' AND symbol = ? AND timeframe = '1d'", [f"{base}/USDT"]
+    )
+    by_ts = {_ms(t): float(c) for t, c in zip(spot["ts"], spot["close"], strict=True)}
+    g = g.copy()
+    values = list(g["spot_close"])
+    for i in missing:
+        ts = _ms(g["ts"].iloc[i])
+        if ts not in by_ts:
+            raise DataError(
+                f"no spot close of {base} on {_iso(ts)[:10]} for {contract}: import or fetch {base}/USDT daily candles"
+            )
+        values[i] = by_ts[ts]
+    g["spot_close"] = values
+    return g
+
+
 def _perp_symbol(contract: str, source: str, expiry_ms: int) -> str:
     """ccxt symbol of the perpetual whose funding a contract is compared with (same venue, coin, kind);
     DataError when the stored contract is not a known dated future or its stored expiry is not its delivery."""
@@ -170,6 +197,7 @@ def analyze_futures(store: MarketStore, req: FuturesAnalyzeRequest) -> dict[str,
         contract = str(symbol)
         expiry = _ms(g["expiry"].iloc[0])
         perp = _perp_symbol(contract, req.source, expiry)
+        g = _fill_spot(store, g, contract, req.source)
         if perp not in funding_cache:
             funding_cache[perp] = _funding(store, req.source, perp)
         stamps, rates, interval_h = funding_cache[perp]
