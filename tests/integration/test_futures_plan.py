@@ -10,11 +10,16 @@ import pytest
 
 from tests.conftest import REPO, run_cli, sample_dir
 
-EXAMPLE = str(REPO / "examples" / "btc-quarterly.yaml")
+EXAMPLE = str(REPO / "examples" / "btc-quarterly.yaml")  # hedges on BTCUSD_PERP; --instrument picks the quarterly
+DATED = ["--instrument", "binance:BTCUSD_210924"]
+
+
+def _with_dated(args: tuple[str, ...] | list[str]) -> list[str]:
+    return list(args) if "--instrument" in args else [*DATED, *args]
 
 
 def _plan(store: Path, *args: str) -> dict:  # type: ignore[type-arg]
-    r = run_cli("plan", EXAMPLE, "--store", str(store), "-f", "json", *args)
+    r = run_cli("plan", EXAMPLE, "--store", str(store), "-f", "json", *_with_dated(args))
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
@@ -81,7 +86,7 @@ def test_roll_needed_past_delivery(sample_store_path: Path) -> None:
 
 
 def test_table_output(sample_store_path: Path) -> None:
-    r = run_cli("plan", EXAMPLE, "--store", str(sample_store_path), "--as-of", "2021-06-01")
+    r = run_cli("plan", EXAMPLE, "--store", str(sample_store_path), "--as-of", "2021-06-01", *DATED)
     assert r.returncode == 0, r.stderr
     assert "Perpetual vs dated" in r.stdout and "Scenarios with the basis" in r.stdout
 
@@ -103,7 +108,7 @@ def test_table_output(sample_store_path: Path) -> None:
     ],
 )
 def test_wrong_plan_inputs(sample_store_path: Path, args: list[str], message: str) -> None:
-    r = run_cli("plan", EXAMPLE, "--store", str(sample_store_path), *args)
+    r = run_cli("plan", EXAMPLE, "--store", str(sample_store_path), *_with_dated(args))
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert message in r.stderr and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
 
@@ -111,7 +116,7 @@ def test_wrong_plan_inputs(sample_store_path: Path, args: list[str], message: st
 def test_a_dated_leg_needs_its_price(tmp_path: Path) -> None:
     pf = tmp_path / "p.yaml"
     pf.write_text(Path(EXAMPLE).read_text() + "prices: {BTC: 40000}\n")
-    r = run_cli("plan", str(pf), "--future-price", "41000", "-f", "json")
+    r = run_cli("plan", str(pf), *DATED, "--future-price", "41000", "-f", "json")
     # without --as-of, days to delivery run from now: a 2021 contract has expired
     assert r.returncode == 2 and "contract expired" in r.stderr
     r = run_cli("plan", str(pf), "--instrument", "binance:BTCUSD_301227")
