@@ -241,3 +241,43 @@ def test_binance_lists_exactly_the_last_friday_of_each_quarter(day: dt.date) -> 
     nxt = day + dt.timedelta(days=7)
     expected = day.weekday() == 4 and day.month in (3, 6, 9, 12) and nxt.month != day.month
     assert expiry_listed("last_friday_of_quarter", day) is expected
+
+
+@given(st.dates(min_value=dt.date(2019, 1, 1), max_value=dt.date(2035, 12, 31)))
+def test_every_listed_binance_quarterly_resolves_and_round_trips(day: dt.date) -> None:
+    from perphedge.specs.futures import expiry_listed
+
+    registry = default_registry()
+    native = f"binance:BTCUSD_{day.strftime('%y%m%d')}"
+    if not expiry_listed("last_friday_of_quarter", day):
+        with pytest.raises(ConfigError, match="unknown expiry"):
+            registry.get(native)
+        return
+    inst = registry.get(native)
+    assert inst.expiry_ms == int(dt.datetime(day.year, day.month, day.day, 8, tzinfo=dt.UTC).timestamp() * 1000)
+    assert registry.get(f"binance:{inst.ccxt_symbol}") == inst
+    deribit = registry.get(f"deribit:BTC-{day.day}{day.strftime('%b').upper()}{day.strftime('%y')}")
+    assert deribit.expiry_ms == inst.expiry_ms and deribit.ccxt_symbol == inst.ccxt_symbol
+
+
+@given(
+    kind=st.sampled_from(["inverse", "linear"]),
+    entry=prices,
+    near=prices,
+    far=prices,
+    fee=st.floats(min_value=0, max_value=0.01),
+    slip=st.floats(min_value=0, max_value=100),
+)
+def test_roll_costs_are_never_negative_and_vanish_without_slippage(
+    kind: str, entry: float, near: float, far: float, fee: float, slip: float
+) -> None:
+    size = 10_000.0 if kind == "inverse" else 0.5
+    r = F.roll_trade(kind, size, entry, near, far, fee_rate=fee, slippage_bps=slip)
+    assert r.fees >= 0 and r.slippage_cost >= -1e-12
+    assert r.buy_near_price >= near and r.sell_far_price <= far
+    flat = F.roll_trade(kind, size, entry, near, far, fee_rate=fee)
+    assert flat.slippage_cost == pytest.approx(0.0, abs=1e-12)
+    # the short's PnL and the long's are opposite (antisymmetry)
+    assert F.settlement_pnl(kind, "short", size, entry, near) == pytest.approx(
+        -F.settlement_pnl(kind, "long", size, entry, near)
+    )
