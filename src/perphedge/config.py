@@ -854,6 +854,15 @@ class DefiRunModel(BaseModel):
         return data
 
 
+class RollRunModel(BaseModel):
+    """Roll policy of a dated-futures hedge (``roll:``): buy the near contract back and sell the next listed one
+    ``days_before_expiry`` days before each delivery (usecases/backtest_futures.py)."""
+
+    model_config = _STRICT
+    days_before_expiry: int = Field(ge=1, le=365)
+    into: Literal["next"] = "next"
+
+
 class RunFile(BaseModel):
     """A backtest run: portfolio (path or inline), period, step, hedge overrides, policy, costs, margin, funding,
     and the DeFi assumptions (``defi:``)."""
@@ -870,6 +879,7 @@ class RunFile(BaseModel):
     margin: MarginRunModel = Field(default_factory=MarginRunModel)
     funding: FundingRunModel = Field(default_factory=FundingRunModel)
     defi: DefiRunModel | None = None
+    roll: RollRunModel | None = None  # dated-futures hedges only
 
     @field_validator("portfolio")
     @classmethod

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perphedge.data.importer import last_year, parse_file, parse_sample
-from perphedge.data.store import INTERRUPTED, MarketStore
+from perphedge.data.store import INTERRUPTED, SCHEMA_VERSION, MarketStore
 from perphedge.errors import ConfigError, DataError
 from perphedge.usecases.data import CheckRequest, ImportRequest, StatusRequest, import_data, import_frames
 from perphedge.usecases.data import check as check_store
@@ -679,7 +679,7 @@ def test_a_store_of_the_previous_schema_is_upgraded_on_first_read(tmp_path: Path
     doc = store_status(StatusRequest(store=path))
     assert doc["complete"] is True and doc["imports"] == [] and doc["series"][0]["rows"] == 1
     with MarketStore(path, read_only=True) as store:
-        assert len(store.query("SELECT * FROM schema_version")) == 2
+        assert len(store.query("SELECT * FROM schema_version")) == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,8 @@ TABLES = {
     "basis": "source, asset, ts, timeframe, spot_open, spot_close, perp_linear_open, perp_linear_close, "
     "perp_inverse_open, perp_inverse_close",
     "sentiment": "source, name, ts, value",
+    "futures_candles": "source, symbol, timeframe, ts, expiry, open, high, low, close, spot_close, perp_close",
+    "futures_settlements": "source, symbol, expiry, settlement_price",
 }
 
 
@@ -375,16 +377,19 @@ def test_import_sample_equals_importing_the_directory(
     assert doc["store"] == str(path)
     files = doc["files"]
     assert isinstance(files, list)
-    assert {f["file"] for f in files} == {f"sample:{f.csv}" for f in manifest.files if f.csv[:7] != "futures"}
+    assert {f["file"] for f in files} == {f"sample:{f.csv}" for f in manifest.files}  # futures/ too (issue 16)
     ours, theirs = _dump(path), _dump(sample_store_path)  # the session store: import_sample(sample_dir())
     for table in TABLES:
         pd.testing.assert_frame_equal(ours[table], theirs[table], check_exact=True, obj=table)
     rows = {f.csv: f.rows for f in manifest.files}
-    assert len(ours["candles"]) == sum(n for c, n in rows.items() if c.startswith("prices/"))
-    assert len(ours["funding"]) == sum(n for c, n in rows.items() if c.startswith("funding/"))
+    mark, fund = "futures/BINANCE_BTCUSD_PERP_mark_1d_2021.csv", "futures/BINANCE_BTCUSD_PERP_funding_2021.csv"
+    assert len(ours["candles"]) == sum(n for c, n in rows.items() if c.startswith("prices/")) + rows[mark]
+    assert len(ours["funding"]) == sum(n for c, n in rows.items() if c.startswith("funding/")) + rows[fund]
     assert len(ours["basis"]) == sum(n for c, n in rows.items() if c.startswith("basis/"))
     assert len(ours["sentiment"]) == rows["sentiment/fear_greed.csv"]
-    assert doc["rows"] == sum(len(f) for f in ours.values()) == 100_266
+    assert len(ours["futures_candles"]) == rows["futures/BINANCE_BTCUSD_quarterly_1d_2021.csv"] == 441
+    assert len(ours["futures_settlements"]) == rows["futures/BINANCE_BTCUSD_quarterly_2021_settlements.csv"] == 3
+    assert doc["rows"] == sum(len(f) for f in ours.values()) == 100_266 + 273 + 819 + 441 + 3
 
 
 def test_imported_prices_and_funding_equal_the_csvs_exactly(imported: tuple[Path, dict[str, object]]) -> None:

@@ -110,7 +110,8 @@ def _emit(doc: dict[str, Any], fmt: Fmt, renderer: str, piped_width: int = 120) 
         "  perphedge plan examples/altcoins.yaml\n\n"
         "  perphedge plan examples/altcoins.yaml --ratio 0.5 --instrument bybit:BTCUSD --leverage 2\n\n"
         "  perphedge plan examples/alts-40pct.yaml --scenario 'btc-15/alts-20:BTC=-15%,*=-20%' --format json\n\n"
-        "  perphedge plan examples/btc-eth-60pct.yaml --drift BTC=+20% --compare"
+        "  perphedge plan examples/btc-eth-60pct.yaml --drift BTC=+20% --compare\n\n"
+        "  perphedge plan examples/btc-quarterly.yaml --as-of 2021-06-01 --horizon 90d"
     ),
     no_args_is_help=True,
 )
@@ -184,12 +185,36 @@ def plan(
         typer.Option("--plot", help="With hedge.margin_mode: cross: write the liquidation-surface heat map here."),
     ] = None,
     fmt: FormatOpt = Fmt.table,
+    horizon: Annotated[
+        str | None,
+        typer.Option(
+            help="Dated leg: days the hedge is held (90d; default: to delivery); past delivery needs --roll-days."
+        ),
+    ] = None,
+    roll_days: Annotated[
+        int | None, typer.Option("--roll-days", help="Dated leg: roll into the next contract N days before delivery.")
+    ] = None,
+    future_price: Annotated[
+        float | None,
+        typer.Option("--future-price", parser=number, help="Dated leg: its price (default: the --as-of close)."),
+    ] = None,
+    basis_shock: Annotated[
+        float, typer.Option("--basis-shock", parser=number, help="Dated leg: basis change of the shock scenarios.")
+    ] = -0.02,
 ) -> None:
     from perphedge.cli.options import as_of_date, days, output_dir
     from perphedge.core.scenarios import parse_moves, parse_scenario
     from perphedge.specs import default_registry
     from perphedge.usecases.documents import plan_document
     from perphedge.usecases.plan import HedgeOverrides, plan_from_file
+    from perphedge.usecases.plan_futures import DatedOptions, dated_section
+
+    dated_opts = DatedOptions(
+        horizon_days=None if horizon is None else days(horizon, "--horizon"),
+        roll_days=roll_days,
+        future_price=future_price,
+        basis_shock=basis_shock,
+    )
 
     # every flag is checked before any file, store or simulation is touched
     plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None
@@ -224,7 +249,8 @@ def plan(
     )
     from perphedge.cli.account import emit_plan
 
-    emit_plan(plan_document(outcome), outcome.cross_account, plots, fmt.value, lambda d: _emit(d, fmt, "render_plan"))
+    doc = dated_section(plan_document(outcome), outcome, dated_opts, as_of=as_of, store_path=store)
+    emit_plan(doc, outcome.cross_account, plots, fmt.value, lambda d: _emit(d, fmt, "render_plan"))
 
 
 class MarginMode(StrEnum):

@@ -233,7 +233,9 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[str]:
 
 
 def analyze_cmd(
-    assets: Annotated[str, typer.Option(help="Assets, comma-separated: SOL,AVAX,DOT,LINK (not the proxy).")],
+    assets: Annotated[
+        str | None, typer.Option(help="Assets, comma-separated: SOL,AVAX,DOT,LINK (not the proxy).")
+    ] = None,
     proxy: Annotated[str, typer.Option(help="Hedge instrument's coin.")] = "BTC",
     since: Annotated[str | None, typer.Option(help="First UTC day, YYYY-MM-DD.")] = None,
     until: Annotated[str | None, typer.Option(help="Last UTC day, YYYY-MM-DD.")] = None,
@@ -247,6 +249,17 @@ def analyze_cmd(
     no_funding: Annotated[bool, typer.Option("--no-funding", help="Skip the funding and basis statistics.")] = False,
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    futures: Annotated[
+        bool,
+        typer.Option(
+            "--futures",
+            help="Dated futures instead: basis, annualised basis, term structure, carry to delivery vs the "
+            "perpetual's funding (e.g. `perphedge analyze --futures --since 2021-01-01 --until 2021-09-30`).",
+        ),
+    ] = False,
+    min_days: Annotated[
+        float, typer.Option("--min-days", help="With --futures: bars with fewer days to delivery are left out.")
+    ] = 7.0,
 ) -> None:
     from perphedge.cli.options import date_range, days, output_dir, write_plots
     from perphedge.usecases.analyze import AnalyzeRequest, run_analyze
@@ -254,6 +267,11 @@ def analyze_cmd(
     if fmt not in ("table", "json"):
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
     first, last = date_range(since, until)
+    if futures:
+        _futures_cmd(first, last, min_days, assets, plot_dir, store, fmt)
+        return
+    if assets is None:
+        raise ConfigError("analyze needs the option --assets (e.g. --assets SOL,AVAX), or --futures")
     horizons = [h.strip() for h in horizon.split(",")]
     if not all(horizons):
         raise ConfigError(f"invalid `--horizon`: {horizon!r} must be days separated by commas, e.g. 1d,7d")
@@ -279,3 +297,32 @@ def analyze_cmd(
         from perphedge.cli import _console
 
         render(doc, _console(150))
+
+
+def _futures_cmd(
+    since: str | None,
+    until: str | None,
+    min_days: float,
+    assets: str | None,
+    plot_dir: str | None,
+    store: str | None,
+    fmt: str,
+) -> None:
+    """``analyze --futures`` (cli/analyze_futures.py renders and plots)."""
+    from perphedge.cli import analyze_futures as view
+    from perphedge.cli.options import output_dir, write_plots
+    from perphedge.usecases.analyze_futures import FuturesAnalyzeRequest, run_analyze_futures
+
+    if assets is not None:
+        raise ConfigError("invalid `--assets`: analyze --futures reads the stored dated futures; leave --assets out")
+    req = FuturesAnalyzeRequest(since=since, until=until, min_days=min_days, store_path=store)
+    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None
+    doc = run_analyze_futures(req)
+    if plots is not None:
+        doc["plots"] = write_plots(view.plot, doc, output_dir(plots, "--plot"))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(_clean_json(doc), indent=2, allow_nan=False) + "\n")
+    else:
+        from perphedge.cli import _console
+
+        view.render(doc, _console(150))

@@ -131,6 +131,11 @@ def backtest_cmd(
     else:
         from perphedge.cli import _console
 
+        if result.get("schema") == "perphedge.backtest-futures/1":
+            from perphedge.cli.backtest_futures import render as render_dated
+
+            render_dated(result, files, _console())
+            return
         render(result, files, _console())
 
 

@@ -182,10 +182,21 @@ def fetch(
     retries: Annotated[int, typer.Option(help="Retries of a failed request (backoff with jitter).")] = 8,
     store: StoreOpt = None,
     fmt: FormatOpt = "table",
+    futures: Annotated[
+        str | None,
+        typer.Option(
+            "--futures",
+            help="Instead: the dated futures of this coin the venue lists (e.g. BTC: BTCUSD_YYMMDD), their daily "
+            "candles with each contract's expiry.",
+        ),
+    ] = None,
 ) -> None:
     from perphedge.usecases.data import FetchRequest, fetch_data
 
     fmt = _fmt(fmt)
+    if futures is not None:  # dated futures (usecases/data_futures.py)
+        _fetch_futures(exchange, futures, since, until, spot, perps, retries, store, fmt)
+        return
     req = FetchRequest(
         exchange=exchange,
         since=since,
@@ -332,3 +343,46 @@ def check(
         _console().print(t)
     if strict and findings:
         raise typer.Exit(1)
+
+
+def _fetch_futures(
+    exchange: str,
+    underlying: str,
+    since: str,
+    until: str | None,
+    spot: str | None,
+    perps: str | None,
+    retries: int,
+    store: str | None,
+    fmt: str,
+) -> None:
+    from perphedge.errors import ConfigError
+    from perphedge.usecases.data_futures import fetch_futures
+
+    if spot or perps:
+        raise ConfigError("invalid `--futures`: fetch dated futures on their own, without --spot or --perps")
+    _fetch_logging()
+    doc = fetch_futures(
+        exchange=exchange, underlying=underlying, since=since, until=until, store_path=store, retries=retries
+    )
+    if fmt == "json":
+        _json(doc)
+        return
+    from rich.table import Table
+
+    t = Table(
+        title=f"Dated futures of {doc['underlying']} from {doc['exchange']} into {doc['store']}", title_justify="left"
+    )
+    for col in ("contract", "ccxt symbol", "delivery", "listed", "rows written", "first", "last"):
+        t.add_column(col, justify="right" if col == "rows written" else "left")
+    for c in doc["contracts"]:
+        t.add_row(
+            c["contract"],
+            c["ccxt_symbol"],
+            c["expiry"],
+            "yes" if c["listed"] else "delivered",
+            f"{c['rows']:,}",
+            c["first"] or "—",
+            c["last"] or "—",
+        )
+    _console().print(t)

@@ -305,6 +305,10 @@ def render_plan(doc: dict[str, Any], console: Console) -> None:
             )
         console.print(dt)
 
+    if doc.get("dated"):  # a dated-futures leg (cli/plan_futures.py)
+        from perphedge.cli.plan_futures import render_dated
+
+        render_dated(doc["dated"], console)
     for note in doc["notes"]:
         console.print(f"[cyan]note:[/cyan] {note}")
     for w in doc["warnings"]:

@@ -496,7 +496,8 @@ def _size_leg(
         naive_delta = -naive_notional + naive_notional / lev
     else:
         naive_delta = -naive_notional
-    rate_settle = req.funding_rate_8h * inst.funding_interval_hours / 8.0
+    rate_8h = 0.0 if inst.is_dated else req.funding_rate_8h  # a dated future pays no funding: its carry is the basis
+    rate_settle = rate_8h * inst.funding_interval_hours / 8.0
     funding = funding_received(inst.kind, Side.SHORT, size, price, rate_settle)
     per_day = funding * settle_price * 24.0 / inst.funding_interval_hours
 
@@ -529,7 +530,7 @@ def _size_leg(
         liquidation=liq,
         bankruptcy_price=bp,
         delta_usd=delta,
-        funding_rate_8h=req.funding_rate_8h,
+        funding_rate_8h=rate_8h,
         funding_rate_per_settlement=rate_settle,
         funding_per_settlement=funding,
         funding_usd_per_day=per_day,

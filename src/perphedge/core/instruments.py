@@ -244,6 +244,9 @@ class Instrument:
         True where the venue's *isolated* liquidation formula also reserves it (OKX: margin ratio
         ``(margin + PnL) / (value·(MMR + fee))``); :attr:`liquidation_schedule` then adds the taker fee
         to every tier's rate.
+    expiry_ms
+        Delivery time (epoch ms UTC) of a dated future; ``None`` for a perpetual. A dated future
+        pays no funding and settles at the delivery price (see :mod:`perphedge.core.futures`).
     source, as_of
         Where the values come from and when they were read.
     """
@@ -266,6 +269,7 @@ class Instrument:
     ccxt_symbol: str = ""
     closing_fee_in_margin: bool = False
     closing_fee_in_isolated: bool = False
+    expiry_ms: int | None = None
     source: str = ""
     as_of: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -286,6 +290,12 @@ class Instrument:
             raise ConfigError(f"invalid `settle` of {self.id}: an inverse contract settles in {self.base}")
         if self.kind is ContractKind.LINEAR and self.settle != self.quote:
             raise ConfigError(f"invalid `settle` of {self.id}: a linear contract settles in {self.quote}")
+        if self.expiry_ms is not None and (
+            isinstance(self.expiry_ms, bool) or not isinstance(self.expiry_ms, int) or self.expiry_ms <= 0
+        ):
+            raise ConfigError(
+                f"invalid `expiry_ms` of {self.id}: must be epoch milliseconds > 0, was {self.expiry_ms!r}"
+            )
 
     @property
     def id(self) -> str:
@@ -308,6 +318,11 @@ class Instrument:
             for t in self.margin.tiers
         )
         return MarginSchedule(style=self.margin.style, tiers=tiers, slope=self.margin.slope)
+
+    @property
+    def is_dated(self) -> bool:
+        """True for a dated (delivery) future: it has an expiry and pays no funding."""
+        return self.expiry_ms is not None
 
     @property
     def is_inverse(self) -> bool:

@@ -733,7 +733,8 @@ def _infer_interval(ts: pd.Series, path: Path) -> float:
 def _first_last(frame: pd.DataFrame) -> tuple[str | None, str | None]:
     if frame.empty:
         return None, None
-    return str(frame["ts"].min()), str(frame["ts"].max())
+    col = "ts" if "ts" in frame.columns else "expiry"  # futures_settlements: one row per delivery
+    return str(frame[col].min()), str(frame[col].max())
 
 
 def _series_frame(frame: pd.DataFrame, table: str, **key: Any) -> pd.DataFrame:
@@ -822,13 +823,15 @@ def perp_ccxt_symbol(exchange: str, native: str) -> str:
 
 def is_sample_layout(root: Path) -> bool:
     """True if ``root`` looks like the ``../shared/data`` layout."""
-    return root.is_dir() and any((root / d).is_dir() for d in ("prices", "funding", "basis", "sentiment"))
+    return root.is_dir() and any((root / d).is_dir() for d in ("prices", "funding", "basis", "sentiment", "futures"))
 
 
 def sample_files(root: Path) -> list[Path]:
     """The files of the sample layout under ``root`` that an import reads, in import order."""
     if not is_sample_layout(root):
-        raise DataError(f"{root}: not the sample-data layout (expected prices/, funding/, basis/ or sentiment/)")
+        raise DataError(
+            f"{root}: not the sample-data layout (expected prices/, funding/, basis/, sentiment/ or futures/)"
+        )
     files = [
         *sorted((root / "prices").glob("*.csv")),
         *sorted((root / "funding").glob("*.csv")),
@@ -837,6 +840,9 @@ def sample_files(root: Path) -> list[Path]:
     fg = root / "sentiment" / "fear_greed.csv"
     if fg.is_file():
         files.append(fg)
+    from perphedge.data.futures_import import futures_files
+
+    files.extend(futures_files(root))  # dated futures (futures/)
     if not files:
         raise DataError(f"{root}: the sample layout holds no files to import")
     return files
@@ -948,7 +954,13 @@ def parse_sample_member(name: str, raw: pd.DataFrame, *, file: str | None = None
         return ParsedFile(
             file=str(path), table="sentiment", source="alternative.me", symbol="fear_greed", timeframe="1d", frame=out
         )
-    raise DataError(f"{path}: not a file of the sample layout (prices/, funding/, basis/*_8h.csv, sentiment/)")
+    if folder == "futures":
+        from perphedge.data.futures_import import parse_futures_member
+
+        return parse_futures_member(name, raw, path)
+    raise DataError(
+        f"{path}: not a file of the sample layout (prices/, funding/, basis/*_8h.csv, sentiment/, futures/)"
+    )
 
 
 def parse_sample(root: Path, progress: Callable[[str], None] | None = None) -> list[ParsedFile]:

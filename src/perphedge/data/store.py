@@ -77,6 +77,18 @@ MIGRATIONS: tuple[str, ...] = (
         state VARCHAR NOT NULL CHECK (state IN ('running', 'complete', 'failed')), source VARCHAR NOT NULL,
         files INTEGER NOT NULL DEFAULT 0, rows BIGINT NOT NULL DEFAULT 0, detail VARCHAR);
     """,
+    # v3: dated futures (candles of each contract with its delivery time; delivery prices)
+    """
+    CREATE TABLE IF NOT EXISTS futures_candles (
+        source VARCHAR NOT NULL, symbol VARCHAR NOT NULL, timeframe VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+        expiry TIMESTAMP NOT NULL, open DOUBLE NOT NULL, high DOUBLE NOT NULL, low DOUBLE NOT NULL,
+        close DOUBLE NOT NULL, spot_close DOUBLE, perp_close DOUBLE,
+        PRIMARY KEY (source, symbol, timeframe, ts));
+    CREATE TABLE IF NOT EXISTS futures_settlements (
+        source VARCHAR NOT NULL, symbol VARCHAR NOT NULL, expiry TIMESTAMP NOT NULL,
+        settlement_price DOUBLE NOT NULL,
+        PRIMARY KEY (source, symbol));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -21,4 +21,19 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "perp_inverse_close",
     ),
     "sentiment": ("source", "name", "ts", "value"),
+    # dated futures (data/futures_import.py): each contract's candles carry its delivery time
+    "futures_candles": (
+        "source",
+        "symbol",
+        "timeframe",
+        "ts",
+        "expiry",
+        "open",
+        "high",
+        "low",
+        "close",
+        "spot_close",
+        "perp_close",
+    ),
+    "futures_settlements": ("source", "symbol", "expiry", "settlement_price"),
 }

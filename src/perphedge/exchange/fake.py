@@ -178,6 +178,9 @@ class FakeExchange:
         self.private_routes: dict[tuple[str, str], Callable[[PrivateRequest], Reply]] = {}
         self.requests: list[tuple[int, str, str, int]] = []  # (wall ms, method, path, status) of every request
         self.data = _load(self.root)
+        from perphedge.exchange.fake_futures import load_dated
+
+        self.dated = load_dated(self.root)  # Binance COIN-M dated contracts of futures/ (fake_futures.py)
         self.latency = latency
         self.faults: deque[Fault] = deque()
         self.log: list[tuple[str, int]] = []  # (path?query, status)
@@ -608,12 +611,17 @@ class FakeExchange:
             return 200, self.binance_spot_info()
         if path == "/fapi/v1/exchangeInfo":
             return 200, self.binance_futures_info(inverse=False)
-        if path == "/dapi/v1/exchangeInfo":
-            return 200, self.binance_futures_info(inverse=True)
+        if path == "/dapi/v1/exchangeInfo":  # perpetuals and the dated contracts (fake_futures.py)
+            info = self.binance_futures_info(inverse=True)
+            info["symbols"] += self.dated.exchange_info(self._now())
+            return 200, info
         if path == "/api/v3/klines":
             return self.binance_klines("spot", q, overlap)
         if path == "/fapi/v1/klines":
             return self.binance_klines("fapi", q, overlap)
+        if path == "/dapi/v1/klines" and self.dated.is_dated(q.get("symbol", "")):
+            start, end = (int(q[k]) if k in q else None for k in ("startTime", "endTime"))
+            return 200, self.dated.klines(q["symbol"], start, end, self._limit(q, *BINANCE_LIMITS["dapi"]))
         if path == "/dapi/v1/klines":
             return self.binance_klines("dapi", q, overlap)
         if path == "/fapi/v1/fundingRate":

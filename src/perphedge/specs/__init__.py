@@ -237,6 +237,12 @@ class InstrumentRegistry:
         for inst in self.instruments:
             if inst.exchange == exchange and (inst.symbol == sym or inst.ccxt_symbol.upper() == sym):
                 return inst
+        # dated futures (specs/futures.json): BTCUSD_210924, BTC-24SEP21, BTC/USD:BTC-210924, ...
+        from perphedge.specs.futures import resolve_dated
+
+        dated = resolve_dated(self, exchange, sym)
+        if dated is not None:
+            return dated
         known = ", ".join(i.id for i in self.instruments if i.exchange == exchange) or ", ".join(self.ids())
         raise ConfigError(f"unknown instrument {ident!r}: known instruments are {known}")
 

@@ -1123,6 +1123,14 @@ def execute(request: BacktestRequest) -> BacktestOutcome:
     from perphedge.specs import default_registry
 
     run_cfg, pfile, source, digest = load_run(request.run_file)
+    from perphedge.usecases.backtest_futures import execute_dated, is_dated_run
+
+    try:
+        dated = is_dated_run(run_cfg, pfile, default_registry(request.specs))
+    except PerphedgeError as exc:
+        raise type(exc)(f"{source}: {exc}") from None
+    if dated:  # a hedge on dated futures with a roll policy: its own engine (usecases/backtest_futures.py)
+        return execute_dated(request, run_cfg, pfile, source, digest)
     out_dir = check_output_dir(request.out_dir if request.out_dir is not None else default_out_dir(request.run_file))
     try:
         registry = default_registry(request.specs)
