@@ -213,7 +213,7 @@ def run_dated(
         leverage=hb.leverage,
         fee_rate=fee,
         slippage_bps=slip,
-        maintenance_margin=inst.margin.maintenance_margin,
+        maintenance_margin=inst.liquidation_schedule.maintenance_margin,
     )
     # the perpetual: stored mark closes/highs and funding over the same days
     marks = store.query(
@@ -259,7 +259,7 @@ def run_dated(
         leverage=hb.leverage,
         fee_rate=fee,
         slippage_bps=slip,
-        maintenance_margin=perp.margin.maintenance_margin,
+        maintenance_margin=perp.liquidation_schedule.maintenance_margin,
     )
     hedged_usd = [ratio * e for e in exposure]  # the delta the hedge offsets (the collateral's own is inside target)
     return _document(

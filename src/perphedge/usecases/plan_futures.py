@@ -160,7 +160,7 @@ def dated_section(
         size=size,
         entry=future,
         margin=im,
-        schedule=inst.margin,
+        schedule=inst.liquidation_schedule,  # OKX/BitMEX reserve the fee to close, as the perpetual's plan does
     )
     bp = bankruptcy_price(inst.kind, Side.SHORT, size, future, im)
     # expected carry over the horizon
