@@ -451,8 +451,9 @@ def _new_state(fx: FakeExchange) -> HyperliquidState:
 
 def mount_public(fx: FakeExchange) -> None:
     """Serve Hyperliquid's public ``POST /info`` reads (markets, candles, funding history) on a fake started without
-    keys (no ``/exchange``, no ``fx.hyperliquid``)."""
+    keys (no ``/exchange``, no ``fx.hyperliquid``; the state is ``fx.venue_state["hyperliquid"]``)."""
     state = _new_state(fx)
+    fx.venue_state["hyperliquid"] = state
     fx.mount("POST", "/info", lambda req: _info(state, req))
 
 
@@ -745,7 +746,7 @@ def _funding_history(state: HyperliquidState, body: dict[str, Any]) -> Reply:
             continue
         if ms > hi or len(page) >= FUNDING_PAGE:
             break
-        page.append({"coin": coin, "fundingRate": _num(rate), "premium": "0.0", "time": ms})
+        page.append({"coin": coin, "fundingRate": repr(float(rate)), "premium": "0.0", "time": ms})
     return 200, page, {}
 
 
