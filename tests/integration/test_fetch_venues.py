@@ -60,7 +60,7 @@ def sample_rows(name: str) -> list[tuple[int, float]]:
 
 def test_hyperliquid_funding_pages_by_time_500_a_call(fake: FakeExchange) -> None:
     rates = [(T0 + k * HOUR, (k % 97 - 40) / 1_000_000) for k in range(1300)]
-    hl_state(fake).history_overrides["BTC"] = rates + [(T0 + 1300 * HOUR, 0.5)]  # one past the range
+    hl_state(fake).history_overrides["BTC"] = [*rates, (T0 + 1300 * HOUR, 0.5)]  # one past the range
     src = CcxtSource("hyperliquid", client=client(fake, "hyperliquid"), policy=FAST)
     src.markets()
     before = info_calls(fake)
@@ -109,7 +109,10 @@ def test_hyperliquid_fetch_into_store(fake: FakeExchange, tmp_path: Path) -> Non
     btc_f = funding[funding["symbol"] == "BTC/USDC:USDC"].set_index("ts")
     assert btc_f.loc[pd.Timestamp("2024-01-01 05:00"), "rate"] == pytest.approx(binance[t] / 8, rel=1e-12)
     assert set(inst["funding_interval_hours"]) == {1.0}
-    assert dict(zip(inst["symbol"], inst["max_leverage"], strict=True)) == {"AVAX/USDC:USDC": 10.0, "BTC/USDC:USDC": 40.0}
+    assert dict(zip(inst["symbol"], inst["max_leverage"], strict=True)) == {
+        "AVAX/USDC:USDC": 10.0,
+        "BTC/USDC:USDC": 40.0,
+    }
 
 
 def test_hyperliquid_spot_is_refused(fake: FakeExchange, tmp_path: Path) -> None:
@@ -122,9 +125,7 @@ def test_hyperliquid_spot_is_refused(fake: FakeExchange, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("perp", "native"), [("BTC/USDT:USDT", "BTC-USDT-SWAP"), ("BTC/USD:BTC", "BTC-USD-SWAP")])
-def test_okx_linear_and_inverse_candles_and_funding(
-    fake: FakeExchange, tmp_path: Path, perp: str, native: str
-) -> None:
+def test_okx_linear_and_inverse_candles_and_funding(fake: FakeExchange, tmp_path: Path, perp: str, native: str) -> None:
     fake.now_ms = int(pd.Timestamp("2024-07-02").value // 1_000_000)
     req = FetchRequest(exchange="okx", perps=(perp,), since="2023-06-01", until="2024-07-01")
     with MarketStore(tmp_path / "s.duckdb") as store:

@@ -52,8 +52,8 @@ __all__ = [
     "RetryPolicy",
     "funding_intervals",
     "make_exchange",
-    "native_symbol",
     "market_to_instrument",
+    "native_symbol",
 ]
 
 log = logging.getLogger("perphedge.fetch")
@@ -385,7 +385,9 @@ def market_to_instrument(client: Any, market: dict[str, Any], bundled: Instrumen
         max_leverage=max_lev,
         margin=schedule,
         liquidation_method=bundled.liquidation_method if bundled else method,
-        funding_interval_hours=bundled.funding_interval_hours if bundled else (1.0 if client.id == "hyperliquid" else 8.0),
+        funding_interval_hours=bundled.funding_interval_hours
+        if bundled
+        else (1.0 if client.id == "hyperliquid" else 8.0),
         maker_fee=_num(market.get("maker"), 0.0002),
         taker_fee=_num(market.get("taker"), 0.0005),
         ccxt_symbol=str(market["symbol"]),

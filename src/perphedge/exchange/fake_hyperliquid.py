@@ -711,16 +711,16 @@ def funding_history(state: HyperliquidState, coin: str) -> list[tuple[int, float
     out: list[tuple[int, float]] = []
     if rows:
         prev = rows[0][0] - 8 * HOUR_MS
-        for ms, rate in rows:
+        for ms, text in rows:
             hours = max(1, round((ms - prev) / HOUR_MS))
-            out.extend((prev + (k + 1) * HOUR_MS, float(rate) / hours) for k in range(hours))
+            out.extend((prev + (k + 1) * HOUR_MS, float(text) / hours) for k in range(hours))
             prev = ms
     else:
         candles = state.fx.data.candles.get(coin, [])
         if candles:
-            rate = state.funding_rates.get(coin, state.default_funding_rate)
+            hourly = float(state.funding_rates.get(coin, state.default_funding_rate))
             first, last = candles[0][0], candles[-1][0] + 86_400_000
-            out = [(ms, rate) for ms in range(first + HOUR_MS, last + 1, HOUR_MS)]
+            out = [(ms, hourly) for ms in range(first + HOUR_MS, last + 1, HOUR_MS)]
     state.history_cache[coin] = out
     return out
 
@@ -740,7 +740,7 @@ def _funding_history(state: HyperliquidState, body: dict[str, Any]) -> Reply:
     if coin not in state.coins and coin not in state.history_overrides:
         return 200, [], {}
     hi = end if end is not None else 2**62
-    page = []
+    page: list[dict[str, Any]] = []
     for ms, rate in funding_history(state, coin):
         if ms < start:
             continue

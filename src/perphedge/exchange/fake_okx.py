@@ -144,7 +144,7 @@ class OkxVenue:
         return None
 
     def route(
-        self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], *, private: bool = True
+        self, fn: Callable[[dict[str, Any]], list[Any]], *, private: bool = True
     ) -> Callable[[PrivateRequest], Reply]:
         def handler(req: PrivateRequest) -> Reply:
             if private:
@@ -695,7 +695,7 @@ def venue(fx: FakeExchange) -> OkxVenue:
 def mount_public(fx: FakeExchange, v: OkxVenue | None = None) -> None:
     """Add the OKX v5 public routes (markets, tickers, candles, funding history, position tiers) to ``fx``."""
     v = v or OkxVenue(fx)
-    public: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
+    public: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
         "/api/v5/public/instruments": v.instruments,
         "/api/v5/public/time": v.time,
         "/api/v5/market/ticker": v.ticker,
