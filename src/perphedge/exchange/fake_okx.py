@@ -89,10 +89,14 @@ HISTORY_DAYS = 92
 TIER_PRICE = {"BTC": 50_000.0, "ETH": 2_500.0}
 
 
-def _bundled_tiers(symbol: str) -> list[tuple[float, float, float]]:
+def _bundled_instruments() -> tuple[Any, ...]:
     from perphedge.specs import bundled_instruments
 
-    for inst in bundled_instruments():
+    return bundled_instruments()
+
+
+def _bundled_tiers(symbol: str) -> list[tuple[float, float, float]]:
+    for inst in _bundled_instruments():
         if inst.exchange == VENUE and inst.symbol == symbol:
             return [(t.floor, t.mmr, t.max_leverage) for t in inst.margin.tiers]
     return []
@@ -114,6 +118,10 @@ class OkxVenue:
         self.contracts = okx_contracts()
         #: instId -> tiers [(floor, mmr, max leverage)] the position-tiers route serves instead of the bundled ones
         self.tier_overrides: dict[str, list[tuple[float, float, float]]] = {}
+        #: instId -> the max leverage the instruments route lists (the bundled spec's; tests change it)
+        self.max_leverage: dict[str, float] = {
+            i.symbol: i.max_leverage for i in _bundled_instruments() if i.exchange == VENUE
+        }
 
     @property
     def ledger(self) -> PrivateLedger:
@@ -196,7 +204,7 @@ class OkxVenue:
                     "stk": "",
                     "listTime": "1573557408000",
                     "expTime": "",
-                    "lever": "100",
+                    "lever": _num(self.max_leverage.get(c.symbol, 100.0)),
                     "tickSz": _num(c.tick),
                     "lotSz": _num(c.lot),
                     "minSz": _num(c.lot),
@@ -693,8 +701,10 @@ def venue(fx: FakeExchange) -> OkxVenue:
 
 
 def mount_public(fx: FakeExchange, v: OkxVenue | None = None) -> None:
-    """Add the OKX v5 public routes (markets, tickers, candles, funding history, position tiers) to ``fx``."""
+    """Add the OKX v5 public routes (markets, tickers, candles, funding history, position tiers) to ``fx``; the venue
+    is ``fx.venue_state["okx"]``."""
     v = v or OkxVenue(fx)
+    fx.venue_state["okx"] = v
     public: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
         "/api/v5/public/instruments": v.instruments,
         "/api/v5/public/time": v.time,
