@@ -664,7 +664,8 @@ def funding_intervals(
     """The funding interval in force at each settlement of ``stamps`` (ascending epoch ms) and notes on changes.
 
     The interval at a settlement is its spacing from the previous one (``prev_ms`` before the first);
-    the first settlement of a series takes the spacing to the next one (``default`` when it is alone).
+    the first settlement of a series takes the spacing to the next one (``default`` when it is alone, or when the
+    spacing after that is ``default`` and divides it: a gap right after the first settlement).
     A spacing that is a whole multiple (>= 2) of the interval in force, followed by a settlement at that
     interval again, is a gap (missing settlements), not a change: the interval stays. Every change of
     the interval in force is a note ``funding interval changed from 8h to 4h at <time>``.
@@ -679,6 +680,11 @@ def funding_intervals(
         nxt = (stamps[i + 1] - ms) / hour if i + 1 < len(stamps) else None
         if last_ms is None:
             interval = round(nxt, 6) if nxt is not None and nxt > 0 else float(default)
+            after = (stamps[i + 2] - stamps[i + 1]) / hour if i + 2 < len(stamps) else None
+            if nxt is not None and after is not None and 0 < after < nxt and abs(after - default) < 1e-6:
+                slots = nxt / after
+                if abs(slots - round(slots)) < 1e-6:
+                    interval = round(after, 6)  # a gap right after the first settlement: the spec's interval holds
         else:
             gap = round((ms - last_ms) / hour, 6)
             interval = gap
