@@ -244,3 +244,30 @@ def test_cli_fetch_prints_the_interval_notes(fake: FakeExchange, tmp_path: Path)
     table = run_cli(*args, "--until", "2024-01-31", "--store", str(tmp_path / "b.duckdb"), env=env, columns=250)
     assert table.returncode == 0, table.stderr
     assert "note: BTC/USDT:USDT: funding interval changed from 4h to 1h at 2024-01-11 01:00:00" in table.stdout
+
+
+@pytest.mark.parametrize(("exchange", "perp"), [("hyperliquid", "ETH/USDC:USDC"), ("okx", "BTC/USD:BTC")])
+def test_fetch_in_two_runs_equals_one(fake: FakeExchange, tmp_path: Path, exchange: str, perp: str) -> None:
+    fake.now_ms = int(pd.Timestamp("2024-07-02").value // 1_000_000)
+    whole, parts = tmp_path / "whole.duckdb", tmp_path / "parts.duckdb"
+    c = client(fake, exchange)
+    with MarketStore(whole) as store:
+        fetch_into(
+            store, FetchRequest(exchange=exchange, perps=(perp,), since="2024-05-01", until="2024-06-30"), client=c
+        )
+    with MarketStore(parts) as store:
+        for until in ("2024-05-20T13:00", "2024-06-30"):
+            req = FetchRequest(exchange=exchange, perps=(perp,), since="2024-05-01", until=until)
+            fetch_into(store, req, client=c, policy=FAST)
+
+    def dump(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+        with MarketStore(path, read_only=True) as store:
+            return (
+                store.query("SELECT ts, open, high, low, close FROM candles ORDER BY ts"),
+                store.query("SELECT ts, rate, interval_hours FROM funding ORDER BY ts"),
+            )
+
+    a, b = dump(whole), dump(parts)
+    assert len(a[1]) > 100
+    for x, y in zip(a, b, strict=True):
+        pd.testing.assert_frame_equal(x, y, check_exact=True)

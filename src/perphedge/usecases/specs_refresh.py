@@ -278,7 +278,10 @@ def refresh_specs(req: RefreshRequest, *, clients: Mapping[str, Any] | None = No
     _parse_document(json.loads(json.dumps(doc)), "the refreshed specs")  # what --specs will read must load
     written = None
     if target is not None:
-        written = str(write_file_atomic(target, _dump(doc, target), "--write"))
+        try:
+            written = str(write_file_atomic(target, _dump(doc, target), "--write"))
+        except OSError as exc:  # e.g. a place where no temporary file can be made (/proc)
+            raise ConfigError(f"invalid `--write`: cannot write {target}: {exc.strerror or exc}") from None
     out: dict[str, Any] = {
         "schema": "perphedge.instruments-refresh/1",
         "as_of": today,
