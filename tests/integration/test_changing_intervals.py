@@ -4,6 +4,7 @@ book's store feed. Every expected number is worked by hand from the series below
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +26,16 @@ HOUR_MS = 3_600_000
 
 
 def settlements() -> pd.DataFrame:
-    """Days 1-10 every 8h (00, 08, 16), days 11-20 every 4h, days 21-40 every hour; 30 + 60 + 480 settlements."""
-    rows = []
+    """Days 1-10 every 8h (00, 08, 16), days 11-20 every 4h, days 21-40 every hour; 30 + 60 + 480 settlements.
+
+    Each settlement's interval is the time since the previous one (the period it pays for, as ``data fetch``
+    stores it): the 00:00 settlements that open the 4h and 1h stretches still close an 8h and a 4h period."""
+    stamps = []
     for day in range(DAYS):
         hours = 8 if day < 10 else 4 if day < 20 else 1
-        for k in range(24 // hours):
-            rows.append((pd.Timestamp("2024-01-01") + pd.Timedelta(days=day, hours=k * hours), float(hours)))
-    ts, interval = zip(*rows, strict=True)
+        stamps += [pd.Timestamp("2024-01-01") + pd.Timedelta(days=day, hours=k * hours) for k in range(24 // hours)]
+    interval = [8.0] + [(b - a) / pd.Timedelta(hours=1) for a, b in itertools.pairwise(stamps)]
+    ts = stamps
     return pd.DataFrame(
         {
             "source": "binance",
@@ -73,7 +77,15 @@ def store_path(tmp_path: Path) -> Path:
 def test_the_series_is_what_the_tests_say() -> None:
     f = settlements()
     assert len(f) == 30 + 60 + 480
-    assert f["interval_hours"].value_counts().to_dict() == {1.0: 480, 4.0: 60, 8.0: 30}
+    assert f["interval_hours"].value_counts().to_dict() == {1.0: 479, 4.0: 60, 8.0: 31}
+    assert f.set_index("ts").loc[pd.Timestamp("2024-01-11 00:00"), "interval_hours"] == 8.0
+    assert f.set_index("ts").loc[pd.Timestamp("2024-01-11 04:00"), "interval_hours"] == 4.0
+
+
+def test_data_check_sees_no_gap_at_the_changes(store_path: Path) -> None:
+    from perphedge.usecases.data import CheckRequest, check
+
+    assert [f for f in check(CheckRequest(store=store_path))["findings"] if f["table"] == "funding"] == []
 
 
 def test_analyze_annual_carry_sums_the_settlements_in_force(store_path: Path) -> None:
