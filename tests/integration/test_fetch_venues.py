@@ -271,3 +271,16 @@ def test_fetch_in_two_runs_equals_one(fake: FakeExchange, tmp_path: Path, exchan
     assert len(a[1]) > 100
     for x, y in zip(a, b, strict=True):
         pd.testing.assert_frame_equal(x, y, check_exact=True)
+
+
+def test_a_series_at_another_interval_than_the_spec_is_noted(fake: FakeExchange, tmp_path: Path) -> None:
+    fake.data.funding[("binance", "BTCUSDT")] = [(T0 + k * 4 * HOUR, "0.0001") for k in range(1, 40)]
+    req = FetchRequest(exchange="binance", perps=("BTC/USDT:USDT",), since="2024-01-01", until="2024-01-08")
+    with MarketStore(tmp_path / "s.duckdb") as store:
+        res = fetch_into(store, req, client=client(fake, "binance"), policy=FAST)
+        got = store.query("SELECT interval_hours FROM funding")["interval_hours"]
+    assert set(got) == {4.0} and len(got) == 39
+    assert res.series[-1].notes == [
+        "funding settles every 4h at 2024-01-07 12:00:00 but the instrument spec says 8h: the stored interval is "
+        "used per settlement (plan --as-of reads it)"
+    ]

@@ -451,6 +451,12 @@ def _fetch_all(
             _store_page(store, page, res)
             tick(page.newest_ms)
         tick(until_ms)
+        now = _last_interval(store, src.id, sym) if res.rows else None
+        if now is not None and abs(now - inst.funding_interval_hours) > 1e-9:
+            res.notes.append(
+                f"funding settles every {now:g}h at {res.last} but the instrument spec says "
+                f"{inst.funding_interval_hours:g}h: the stored interval is used per settlement (plan --as-of reads it)"
+            )
 
 
 def _last_interval(store: MarketStore, source: str, symbol: str) -> float | None:
