@@ -12,7 +12,7 @@ import typer
 
 from perphedge import __version__
 from perphedge.cli.options import number
-from perphedge.errors import PerphedgeError
+from perphedge.errors import ConfigError, PerphedgeError
 
 __all__ = ["app", "main", "register_commands"]
 
@@ -388,10 +388,46 @@ def calc(
 
 
 @app.command(
-    help="List the instrument specs (bundled, plus --specs FILE).\n\nExample:\n\n  perphedge instruments --format json"
+    help=(
+        "List the instrument specs (bundled, plus --specs FILE); with --refresh, read them again from the venues' "
+        "public APIs (ccxt: markets and, where public, margin tiers), --diff them against the bundled specs and "
+        "--write them to a spec file of yours for --specs.\n\nExample:\n\n  perphedge instruments --format json\n\n"
+        "  perphedge instruments --refresh --diff --exchange okx,hyperliquid --write my-specs.yaml"
+    )
 )
-def instruments(specs: SpecsOpt = None, fmt: FormatOpt = Fmt.table) -> None:
+def instruments(
+    specs: SpecsOpt = None,
+    fmt: FormatOpt = Fmt.table,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Read the specs again from the venues (network, no keys).")
+    ] = False,
+    diff: Annotated[
+        bool, typer.Option("--diff", help="With --refresh: list what differs from the bundled specs.")
+    ] = False,
+    exchange: Annotated[
+        str | None,
+        typer.Option(help="With --refresh: venues to read, comma-separated (binance, bybit, okx, hyperliquid)."),
+    ] = None,
+    write: Annotated[
+        str | None, typer.Option(help="With --refresh: write the refreshed specs to this .yaml/.json file.")
+    ] = None,
+) -> None:
     from perphedge.specs import default_registry
+
+    if refresh:
+        if specs is not None:
+            raise ConfigError("`--specs` is not read by `--refresh` (it diffs against the bundled specs); drop it")
+        from perphedge.usecases.specs_refresh import RefreshRequest, refresh_specs
+
+        names = tuple(x.strip() for x in exchange.split(",")) if exchange is not None else ()
+        if exchange is not None and not all(names):
+            raise ConfigError(f"invalid `--exchange`: an empty name between commas, was {exchange!r}")
+        doc = refresh_specs(RefreshRequest(exchanges=names, write=write, diff=diff))
+        _emit(doc, fmt, "render_refresh")
+        return
+    for flag, given in (("--diff", diff), ("--exchange", exchange is not None), ("--write", write is not None)):
+        if given:
+            raise ConfigError(f"`{flag}` applies to `--refresh`; add `--refresh` (reads the venues' public APIs)")
 
     rows = []
     for inst in sorted(default_registry(specs).instruments, key=lambda i: i.id):

@@ -168,7 +168,7 @@ def _fetch_logging() -> None:
     no_args_is_help=True,
 )
 def fetch(
-    exchange: Annotated[str, typer.Option(help="binance or bybit.")],
+    exchange: Annotated[str, typer.Option(help="binance, bybit, okx or hyperliquid.")],
     since: Annotated[str, typer.Option(help="First date (UTC, ISO 8601), e.g. 2020-01-01.")],
     spot: Annotated[str | None, typer.Option(help="Spot symbols, comma-separated: BTC/USDT,SOL/USDT.")] = None,
     perps: Annotated[
@@ -247,6 +247,8 @@ def fetch(
         )
     console = _console()
     console.print(t)
+    for note in doc.get("notes", []):
+        console.print(f"note: {note}")
     console.print(f"{doc['instruments']} instrument specs stored; {doc['seconds']:.1f} s")
 
 

@@ -411,3 +411,26 @@ def render_instruments(rows: list[dict[str, Any]], console: Console) -> None:
             f"{r['maker_fee'] * 100:.3g}/{r['taker_fee'] * 100:.3g}",
         )
     console.print(t)
+
+
+def render_refresh(doc: dict[str, Any], console: Console) -> None:
+    """Print an ``instruments --refresh``: what was read, the notes, and (``--diff``) what differs from the bundle."""
+    from rich import box
+
+    console.print(
+        f"Refreshed {len(doc['refreshed'])} instrument specs from {', '.join(doc['exchanges'])} on {doc['as_of']}"
+        + (f"; written to {doc['written']} (use it with --specs)" if doc["written"] else "")
+    )
+    for note in doc["notes"]:
+        console.print(f"note: {note}")
+    if "differences" not in doc:
+        return
+    if not doc["differences"]:
+        console.print("no differences from the bundled specs")
+        return
+    t = Table(title="Differences from the bundled specs", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("instrument", "field", "bundled", "venue"):
+        t.add_column(col, no_wrap=True)
+    for r in doc["differences"]:
+        t.add_row(r["instrument"], r["field"], f"{r['bundled']}", f"{r['venue']}")
+    console.print(t)

@@ -46,11 +46,14 @@ __all__ = [
     "PAGE_LIMITS",
     "SUPPORTED",
     "TIMEFRAME_MS",
+    "VENUES",
     "CcxtSource",
     "Page",
     "RetryPolicy",
+    "funding_intervals",
     "make_exchange",
     "market_to_instrument",
+    "native_symbol",
 ]
 
 log = logging.getLogger("perphedge.fetch")
@@ -59,8 +62,26 @@ TIMEFRAME_MS = {name: seconds * 1000 for name, seconds in TIMEFRAME_SECONDS.item
 PAGE_LIMITS = {  # (ohlcv, funding) page sizes the exchanges accept
     "binance": {"spot": (1000, 0), "linear": (1500, 1000), "inverse": (1500, 1000)},
     "bybit": {"spot": (1000, 0), "linear": (1000, 200), "inverse": (1000, 200)},
+    # OKX: market/history-candles up to 300 a call (ccxt okx.fetch_ohlcv), public/funding-rate-history 100
+    "okx": {"spot": (300, 0), "linear": (300, 100), "inverse": (300, 100)},
+    # Hyperliquid: candleSnapshot up to 5000 candles, fundingHistory at most 500 records a call (oldest first)
+    "hyperliquid": {"spot": (5000, 0), "linear": (5000, 500), "inverse": (5000, 500)},
 }
+#: venues the live ticker feed reads (``ccxt_feed``)
 SUPPORTED = ("binance", "bybit")
+#: venues ``data fetch`` and ``instruments --refresh`` read
+VENUES = ("binance", "bybit", "okx", "hyperliquid")
+#: venues whose funding history pages come newest first (a full page may not reach back to the window's start)
+_NEWEST_FIRST = ("bybit", "okx")
+#: how far back OKX keeps funding history (its API docs: "the last 3 months"), in days
+OKX_FUNDING_DAYS = 92
+#: ccxt market types each venue loads for fetching
+_MARKET_TYPES: dict[str, list[str]] = {
+    "binance": ["spot", "linear", "inverse"],
+    "bybit": ["spot", "linear", "inverse"],
+    "okx": ["spot", "swap"],
+    "hyperliquid": ["swap"],
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +135,7 @@ class Page:
     timeframe: str | None
     frame: pd.DataFrame
     newest_ms: int
+    notes: tuple[str, ...] = ()  # what the page revealed about the series (funding interval changes, gaps)
 
     @property
     def table(self) -> str:
@@ -172,9 +194,9 @@ _URL_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 
 def make_exchange(exchange_id: str, *, base_url: str | None = None, timeout_ms: int | None = None) -> Any:
     """A ccxt client for public endpoints (no keys), optionally routed to a mirror URL."""
-    name = exchange_id.lower()
-    if name not in SUPPORTED:
-        raise ConfigError(f"invalid `--exchange`: fetching supports {', '.join(SUPPORTED)}, was {exchange_id!r}")
+    name = str(exchange_id).lower()
+    if name not in VENUES:
+        raise ConfigError(f"invalid `--exchange`: fetching supports {', '.join(VENUES)}, was {exchange_id!r}")
     base = base_url or os.environ.get("PERPHEDGE_EXCHANGE_URL")
     if base:
         check_url(base, "PERPHEDGE_EXCHANGE_URL" if not base_url else "the exchange URL")
@@ -183,7 +205,7 @@ def make_exchange(exchange_id: str, *, base_url: str | None = None, timeout_ms: 
     import ccxt
 
     cls = getattr(ccxt, name)
-    options: dict[str, Any] = {"fetchCurrencies": False, "fetchMarkets": {"types": ["spot", "linear", "inverse"]}}
+    options: dict[str, Any] = {"fetchCurrencies": False, "fetchMarkets": {"types": list(_MARKET_TYPES[name])}}
     client = cls({"enableRateLimit": True, "options": options})
     client.has["fetchCurrencies"] = False
     if base:
@@ -315,6 +337,14 @@ def _num(value: Any, default: float) -> float:
     return default if value is None else float(value)
 
 
+def native_symbol(exchange_id: str, market: dict[str, Any]) -> str:
+    """The venue's own name of a ccxt market, as the bundled specs key it (Hyperliquid: the coin, e.g. ``BTC``;
+    ccxt's ``id`` there is the asset index)."""
+    if exchange_id == "hyperliquid":
+        return str(market.get("baseName") or (market.get("info") or {}).get("name") or market.get("base"))
+    return str(market.get("id"))
+
+
 def market_to_instrument(client: Any, market: dict[str, Any], bundled: Instrument | None) -> Instrument:
     """An :class:`Instrument` from a ccxt market (margin tiers from the bundled spec when it is the same contract)."""
     from perphedge.core.instruments import (
@@ -326,7 +356,8 @@ def market_to_instrument(client: Any, market: dict[str, Any], bundled: Instrumen
 
     inverse = bool(market.get("inverse"))
     kind = ContractKind.INVERSE if inverse else ContractKind.LINEAR
-    if client.id == "binance":
+    if client.id in ("binance", "okx", "hyperliquid"):
+        # OKX: MM at the liquidation price as Binance USDⓈ-M; Hyperliquid: the same closed form (specs source)
         method = LiquidationMethod.MM_AT_LIQUIDATION_PRICE if inverse else LiquidationMethod.BINANCE_USDM
     else:
         method = LiquidationMethod.MM_AT_LIQUIDATION_PRICE if inverse else LiquidationMethod.BYBIT_LINEAR
@@ -337,12 +368,13 @@ def market_to_instrument(client: Any, market: dict[str, Any], bundled: Instrumen
         schedule = bundled.margin
     else:
         info = market.get("info") or {}
-        mmr = float(info.get("maintMarginPercent") or 0) / 100 or 1.0 / max(max_lev, 2.0) / 2.0
+        # Hyperliquid (and the fallback): maintenance margin = half the initial margin at max leverage
+        mmr = float(info.get("maintMarginPercent") or 0) / 100 or 1.0 / max(max_lev, 1.0) / 2.0
         schedule = MarginSchedule.single(min(max(mmr, 0.001), 0.5), max_leverage=max_lev)
     contract_size = float(market.get("contractSize") or 1.0)
     return Instrument(
         exchange=client.id,
-        symbol=str(market.get("id")),
+        symbol=native_symbol(client.id, market),
         kind=kind,
         base=str(market["base"]),
         quote=str(market["quote"]),
@@ -353,7 +385,9 @@ def market_to_instrument(client: Any, market: dict[str, Any], bundled: Instrumen
         max_leverage=max_lev,
         margin=schedule,
         liquidation_method=bundled.liquidation_method if bundled else method,
-        funding_interval_hours=bundled.funding_interval_hours if bundled else 8.0,
+        funding_interval_hours=bundled.funding_interval_hours
+        if bundled
+        else (1.0 if client.id == "hyperliquid" else 8.0),
         maker_fee=_num(market.get("maker"), 0.0002),
         taker_fee=_num(market.get("taker"), 0.0005),
         ccxt_symbol=str(market["symbol"]),
@@ -389,7 +423,7 @@ class CcxtSource:
         self.client = client if client is not None else make_exchange(exchange_id)
         self.id: str = str(self.client.id)
         if self.id not in PAGE_LIMITS:
-            raise ConfigError(f"invalid `--exchange`: fetching supports {', '.join(SUPPORTED)}, was {self.id!r}")
+            raise ConfigError(f"invalid `--exchange`: fetching supports {', '.join(VENUES)}, was {self.id!r}")
         self.policy = policy or RetryPolicy()
         self.rng = random.Random(self.policy.seed)
         self._markets: dict[str, Any] | None = None
@@ -440,7 +474,7 @@ class CcxtSource:
             market = markets[sym]
             bundled = None
             try:
-                candidate = registry.get(f"{self.id}:{market['id']}")
+                candidate = registry.get(f"{self.id}:{native_symbol(self.id, market)}")
                 bundled = candidate if candidate.ccxt_symbol == sym else None
             except ConfigError:
                 bundled = None
@@ -477,7 +511,13 @@ class CcxtSource:
             rows = self.call(
                 f"fetch_ohlcv {symbol} {timeframe} since {cursor}",
                 functools.partial(
-                    self.client.fetch_ohlcv, symbol, timeframe, since=cursor, limit=limit, params={"until": end}
+                    self.client.fetch_ohlcv,
+                    symbol,
+                    timeframe,
+                    since=cursor,
+                    limit=limit,
+                    # OKX's `after` (ccxt's `until`) is exclusive: one past the window's end keeps its last candle
+                    params={"until": end + 1 if self.id == "okx" else end},
                 ),
                 counter,
             )
@@ -492,6 +532,12 @@ class CcxtSource:
             )
             cursor = max(newest + step, cursor + step)
 
+    def _funding_params(self, end_ms: int) -> dict[str, Any]:
+        """The extra request parameters bounding a funding page at ``end_ms`` (inclusive)."""
+        if self.id == "okx":
+            return {"after": end_ms + 1}  # OKX: records earlier than `after` (ccxt maps `since` to `before`)
+        return {"until": end_ms}
+
     def funding_pages(
         self,
         symbol: str,
@@ -500,32 +546,62 @@ class CcxtSource:
         *,
         default_interval: float,
         resume_ms: int | None = None,
+        resume_interval: float | None = None,
         counter: RetryCounter | None = None,
+        now_ms: int | None = None,
     ) -> Iterator[Page]:
         """Funding settlements of ``symbol`` after ``resume_ms`` (or from ``since_ms``) to ``until_ms``.
 
-        Each row's ``interval_hours`` is the spacing to the previous settlement (ccxt's history rows
-        carry none). Pages forward in windows of ``limit`` settlements; a full page from an exchange
-        that answers newest first (Bybit) may hide older rows of a shorter interval, so the window is
-        halved and asked again.
+        Each row's ``interval_hours`` is the interval in force at that settlement, read from the spacing
+        of the settlements (ccxt's history rows carry none; :func:`funding_intervals`): a change of
+        interval (8h → 4h → 1h) is kept per settlement and stated in the page's ``notes``, a missing
+        settlement is not taken for a change. Paging:
+
+        * Binance: forward in windows of ``limit`` settlements (oldest first);
+        * Bybit and OKX answer newest first: a full page may hide older rows of a shorter interval, so
+          the window is halved and asked again; OKX keeps only the last 3 months (stated in ``notes``);
+        * Hyperliquid answers at most 500 records from ``startTime``, oldest first: paged by time from
+          the newest record received, until a page comes back short.
         """
         import pandas as pd
 
         limit = self.page_limit(symbol, "funding")
-        newest_first = self.id == "bybit"
+        newest_first = self.id in _NEWEST_FIRST
+        by_time = self.id == "hyperliquid"
         full_window = int(limit * default_interval * 3_600_000)
         window = full_window
         cursor = since_ms
         prev_ms: int | None = None
+        prev_interval = resume_interval
         if resume_ms is not None:
             cursor = max(since_ms, resume_ms + 1)
             prev_ms = resume_ms
+        if self.id == "okx":
+            now = int(time.time() * 1000) if now_ms is None else now_ms
+            oldest = now - OKX_FUNDING_DAYS * 86_400_000
+            if cursor < oldest:
+                note = (
+                    f"okx keeps funding history for the last 3 months only: settlements before "
+                    f"{pd.Timestamp(oldest, unit='ms'):%Y-%m-%d} may be missing"
+                )
+                yield Page(
+                    kind="funding",
+                    symbol=symbol,
+                    timeframe=None,
+                    frame=pd.DataFrame(columns=["source", "symbol", "ts", "rate", "interval_hours", "mark_price"]),
+                    newest_ms=cursor,
+                    notes=(note,),
+                )
         while cursor <= until_ms:
-            end = min(until_ms, cursor + window - 1)
+            end = until_ms if by_time else min(until_ms, cursor + window - 1)
             rows = self.call(
                 f"fetch_funding_rate_history {symbol} since {cursor}",
                 functools.partial(
-                    self.client.fetch_funding_rate_history, symbol, since=cursor, limit=limit, params={"until": end}
+                    self.client.fetch_funding_rate_history,
+                    symbol,
+                    since=cursor,
+                    limit=limit,
+                    params=self._funding_params(end),
                 ),
                 counter,
             )
@@ -541,18 +617,15 @@ class CcxtSource:
                 window //= 2  # the page may not reach back to `cursor`: ask for less
                 continue
             if not recs:
+                if by_time:
+                    break  # nothing from `cursor` to the end
                 cursor = end + 1
                 window = full_window
                 continue
+            stamps = [int(r["timestamp"]) for r in recs]
+            intervals, notes = funding_intervals(stamps, prev_ms, prev_interval, default_interval)
             out = []
-            for i, r in enumerate(recs):
-                ms = int(r["timestamp"])
-                if prev_ms is not None:
-                    interval = round((ms - prev_ms) / 3_600_000, 6)
-                elif i + 1 < len(recs):
-                    interval = round((int(recs[i + 1]["timestamp"]) - ms) / 3_600_000, 6)
-                else:
-                    interval = default_interval
+            for r, ms, interval in zip(recs, stamps, intervals, strict=True):
                 mark = (r.get("info") or {}).get("markPrice")
                 mark_f = float(mark) if mark not in (None, "") else math.nan
                 out.append(
@@ -561,12 +634,76 @@ class CcxtSource:
                         "symbol": symbol,
                         "ts": pd.Timestamp(ms, unit="ms"),
                         "rate": float(r["fundingRate"]),
-                        "interval_hours": interval if interval > 0 else default_interval,
+                        "interval_hours": interval,
                         "mark_price": mark_f if mark_f > 0 else math.nan,
                     }
                 )
-                prev_ms = ms
-            newest = int(recs[-1]["timestamp"])
-            yield Page(kind="funding", symbol=symbol, timeframe=None, frame=pd.DataFrame(out), newest_ms=newest)
+            prev_ms, prev_interval = stamps[-1], intervals[-1]
+            newest = stamps[-1]
+            yield Page(
+                kind="funding",
+                symbol=symbol,
+                timeframe=None,
+                frame=pd.DataFrame(out),
+                newest_ms=newest,
+                notes=tuple(notes),
+            )
             cursor = newest + 1
             window = full_window
+            if by_time and len(rows) < limit:
+                break  # a short page: the venue has nothing more up to `until`
+
+
+def _hours(value: float) -> str:
+    return f"{value:g}h"
+
+
+def funding_intervals(
+    stamps: Sequence[int], prev_ms: int | None, prev_interval: float | None, default: float
+) -> tuple[list[float], list[str]]:
+    """The funding interval in force at each settlement of ``stamps`` (ascending epoch ms) and notes on changes.
+
+    The interval at a settlement is its spacing from the previous one (``prev_ms`` before the first);
+    the first settlement of a series takes the spacing to the next one (``default`` when it is alone, or when the
+    spacing after that is ``default`` and divides it: a gap right after the first settlement).
+    A spacing that is a whole multiple (>= 2) of the interval in force, followed by a settlement at that
+    interval again, is a gap (missing settlements), not a change: the interval stays. Every change of
+    the interval in force is a note ``funding interval changed from 8h to 4h at <time>``.
+    """
+    import pandas as pd
+
+    hour = 3_600_000
+    out: list[float] = []
+    notes: list[str] = []
+    last_ms, current = prev_ms, prev_interval
+    for i, ms in enumerate(stamps):
+        nxt = (stamps[i + 1] - ms) / hour if i + 1 < len(stamps) else None
+        if last_ms is None:
+            interval = round(nxt, 6) if nxt is not None and nxt > 0 else float(default)
+            after = (stamps[i + 2] - stamps[i + 1]) / hour if i + 2 < len(stamps) else None
+            if nxt is not None and after is not None and 0 < after < nxt and abs(after - default) < 1e-6:
+                slots = nxt / after
+                if abs(slots - round(slots)) < 1e-6:
+                    interval = round(after, 6)  # a gap right after the first settlement: the spec's interval holds
+        else:
+            gap = round((ms - last_ms) / hour, 6)
+            interval = gap
+            if current is not None and gap > current:
+                slots = gap / current
+                whole = abs(slots - round(slots)) < 1e-6 and round(slots) >= 2
+                if whole and nxt is not None and abs(nxt - current) < 1e-6:
+                    interval = current
+                    notes.append(
+                        f"{round(slots) - 1} funding settlement(s) missing before {pd.Timestamp(ms, unit='ms')} "
+                        f"(every {_hours(current)})"
+                    )
+            if interval <= 0:
+                interval = float(default)
+            if current is not None and abs(interval - current) > 1e-6:
+                notes.append(
+                    f"funding interval changed from {_hours(current)} to {_hours(interval)} at "
+                    f"{pd.Timestamp(ms, unit='ms')}"
+                )
+        out.append(float(interval))
+        last_ms, current = ms, interval
+    return out, notes

@@ -199,6 +199,11 @@ class FakeExchange:
 
             for name in PRIVATE_VENUES:
                 importlib.import_module(f"perphedge.exchange.{name}").mount(self)
+        else:  # the public market-data routes of OKX and Hyperliquid (data fetch, instruments --refresh)
+            from perphedge.exchange import fake_hyperliquid, fake_okx
+
+            fake_okx.mount_public(self)
+            fake_hyperliquid.mount_public(self)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="fake-exchange", daemon=True)
 

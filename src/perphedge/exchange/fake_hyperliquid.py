@@ -47,12 +47,26 @@ from perphedge.exchange.fake_ledger import Contract, LedgerOrder, LedgerReject, 
 if TYPE_CHECKING:
     from perphedge.exchange.fake import FakeExchange, PrivateRequest, Reply
 
-__all__ = ["COIN_SPECS", "VENUE", "HyperliquidState", "hyperliquid_state", "mount"]
+__all__ = ["COIN_SPECS", "VENUE", "HyperliquidState", "funding_history", "hyperliquid_state", "mount", "mount_public"]
 
 VENUE = "hyperliquid"
 HOUR_MS = 3_600_000
-#: coin -> (szDecimals, max leverage) as Hyperliquid's meta lists them; other sample coins get (2, 10)
-COIN_SPECS: dict[str, tuple[int, int]] = {"BTC": (5, 40), "ETH": (4, 25), "SOL": (2, 20)}
+#: coin -> (szDecimals, max leverage) as Hyperliquid's meta lists them (the bundled specs' values); other sample
+#: coins get (2, 10)
+COIN_SPECS: dict[str, tuple[int, int]] = {
+    "BTC": (5, 40),
+    "ETH": (4, 25),
+    "SOL": (2, 20),
+    "AAVE": (2, 10),
+    "ADA": (0, 20),
+    "AVAX": (2, 10),
+    "BNB": (3, 10),
+    "DOGE": (0, 20),
+    "DOT": (1, 20),
+    "LINK": (1, 20),
+    "UNI": (1, 20),
+    "XRP": (0, 20),
+}
 _FIRST = ("BTC", "ETH", "SOL")
 _MIN_VALUE = 10.0  # USDC: "Order must have minimum value of $10"
 _NONCE_PAST_MS = 2 * 86_400_000
@@ -126,6 +140,9 @@ class HyperliquidState:
     funding_szi: dict[str, float] = field(default_factory=dict)  # funding entry id -> signed size then
     liquidations: dict[str, float] = field(default_factory=dict)  # trade id -> mark of a liquidation fill
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: coin -> hourly funding history [(ms, rate)] that ``fundingHistory`` serves instead of the derived one
+    history_overrides: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    history_cache: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     _client: Any = None
 
     # ------------------------------------------------------------------ helpers
@@ -417,8 +434,7 @@ def _is_address(text: str) -> bool:
     return len(text) == 42 and text[:2].lower() == "0x" and all(c in "0123456789abcdefABCDEF" for c in text[2:])
 
 
-def mount(fx: FakeExchange) -> None:
-    """Serve Hyperliquid's ``POST /info`` and ``POST /exchange`` on ``fx`` and keep its state on ``fx.hyperliquid``."""
+def _new_state(fx: FakeExchange) -> HyperliquidState:
     assets = fx._spot_assets()
     coins = [c for c in _FIRST if c in assets] + [c for c in assets if c not in _FIRST]
     contracts = {}
@@ -430,7 +446,20 @@ def mount(fx: FakeExchange) -> None:
     ledger = fx.ledger(VENUE, contracts, fee_rate=0.00045)
     signer = _address_of(fx.private_key)
     address = fx.api_key.lower() if _is_address(fx.api_key) else signer
-    state = HyperliquidState(fx=fx, address=address, signer=signer, coins=coins, ledger=ledger)
+    return HyperliquidState(fx=fx, address=address, signer=signer, coins=coins, ledger=ledger)
+
+
+def mount_public(fx: FakeExchange) -> None:
+    """Serve Hyperliquid's public ``POST /info`` reads (markets, candles, funding history) on a fake started without
+    keys (no ``/exchange``, no ``fx.hyperliquid``; the state is ``fx.venue_state["hyperliquid"]``)."""
+    state = _new_state(fx)
+    fx.venue_state["hyperliquid"] = state
+    fx.mount("POST", "/info", lambda req: _info(state, req))
+
+
+def mount(fx: FakeExchange) -> None:
+    """Serve Hyperliquid's ``POST /info`` and ``POST /exchange`` on ``fx`` and keep its state on ``fx.hyperliquid``."""
+    state = _new_state(fx)
     fx.hyperliquid = state  # type: ignore[attr-defined]
     fx.mount("POST", "/info", lambda req: _info(state, req))
     fx.mount("POST", "/exchange", lambda req: _exchange(state, req))
@@ -538,6 +567,10 @@ def _info(state: HyperliquidState, req: PrivateRequest) -> Reply:
             return 200, [_spot_meta(), [ctx]], {}
         if kind == "perpDexs":
             return 200, [None], {}
+        if kind == "candleSnapshot":
+            return _candles(state, body)
+        if kind == "fundingHistory":
+            return _funding_history(state, body)
         if kind == "allMids":
             return 200, {c: _asset_ctx(state, c)["midPx"] for c in state.coins}, {}
         if kind == "exchangeStatus":
@@ -616,6 +649,105 @@ def _info(state: HyperliquidState, req: PrivateRequest) -> Reply:
             ]
             return 200, rows[:500], {}
     return _deserialize_error(f"unknown variant `{kind}`")
+
+
+#: the most records one ``fundingHistory`` answer carries (Hyperliquid API docs: 500 per response)
+FUNDING_PAGE = 500
+#: the most candles one ``candleSnapshot`` answer carries (Hyperliquid API docs: 5000)
+CANDLE_PAGE = 5000
+
+
+def _int_field(body: dict[str, Any], name: str, default: int | None = None) -> int | None:
+    value = body.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(name)
+    return value
+
+
+def _candles(state: HyperliquidState, body: dict[str, Any]) -> Reply:
+    """``candleSnapshot``: daily candles of the sample's spot history for a coin, oldest first, at most 5000."""
+    req = body.get("req")
+    if not isinstance(req, dict) or not isinstance(req.get("coin"), str):
+        return _deserialize_error("missing field `req`")
+    try:
+        start = _int_field(req, "startTime", 0) or 0
+        end = _int_field(req, "endTime", 2**62)
+    except ValueError as exc:
+        return _deserialize_error(f"invalid type for `{exc}`")
+    coin, interval = req["coin"], str(req.get("interval", ""))
+    if interval != "1d" or coin not in state.coins:
+        return 200, [], {}
+    rows = [r for r in state.fx.data.candles.get(coin, []) if start <= r[0] <= (end if end is not None else 2**62)]
+    out = [
+        {
+            "t": r[0],
+            "T": r[0] + 86_400_000 - 1,
+            "s": coin,
+            "i": interval,
+            "o": r[1],
+            "c": r[4],
+            "h": r[2],
+            "l": r[3],
+            "v": r[5],
+            "n": 0,
+        }
+        for r in rows[:CANDLE_PAGE]
+    ]
+    return 200, out, {}
+
+
+def funding_history(state: HyperliquidState, coin: str) -> list[tuple[int, float]]:
+    """The fake's hourly funding history of ``coin`` (cached): each hour of the sample's Binance USDⓈ-M funding of
+    the coin gets its settlement's rate spread over the settlement's hours; other coins the coin's set rate (or
+    the default) every hour of the coin's candle history. ``state.history_overrides[coin]`` replaces it."""
+    if coin in state.history_overrides:
+        return state.history_overrides[coin]
+    cached = state.history_cache.get(coin)
+    if cached is not None:
+        return cached
+    rows = state.fx.data.funding.get(("binance", f"{coin}USDT"), [])
+    out: list[tuple[int, float]] = []
+    if rows:
+        prev = rows[0][0] - 8 * HOUR_MS
+        for ms, text in rows:
+            hours = max(1, round((ms - prev) / HOUR_MS))
+            out.extend((prev + (k + 1) * HOUR_MS, float(text) / hours) for k in range(hours))
+            prev = ms
+    else:
+        candles = state.fx.data.candles.get(coin, [])
+        if candles:
+            hourly = float(state.funding_rates.get(coin, state.default_funding_rate))
+            first, last = candles[0][0], candles[-1][0] + 86_400_000
+            out = [(ms, hourly) for ms in range(first + HOUR_MS, last + 1, HOUR_MS)]
+    state.history_cache[coin] = out
+    return out
+
+
+def _funding_history(state: HyperliquidState, body: dict[str, Any]) -> Reply:
+    """``fundingHistory``: the records of ``coin`` from ``startTime`` (to ``endTime``), oldest first, at most 500."""
+    coin = body.get("coin")
+    if not isinstance(coin, str):
+        return _deserialize_error("missing field `coin`")
+    try:
+        start = _int_field(body, "startTime")
+        end = _int_field(body, "endTime", 2**62)
+    except ValueError as exc:
+        return _deserialize_error(f"invalid type for `{exc}`")
+    if start is None:
+        return _deserialize_error("missing field `startTime`")
+    if coin not in state.coins and coin not in state.history_overrides:
+        return 200, [], {}
+    hi = end if end is not None else 2**62
+    page: list[dict[str, Any]] = []
+    for ms, rate in funding_history(state, coin):
+        if ms < start:
+            continue
+        if ms > hi or len(page) >= FUNDING_PAGE:
+            break
+        page.append({"coin": coin, "fundingRate": repr(float(rate)), "premium": "0.0", "time": ms})
+    return 200, page, {}
 
 
 def _order_status(state: HyperliquidState, o: LedgerOrder) -> dict[str, Any]:

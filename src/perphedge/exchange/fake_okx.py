@@ -83,12 +83,45 @@ class _OkxError(Exception):
         self.data = data or []
 
 
+#: days of funding history OKX serves ("the last 3 months")
+HISTORY_DAYS = 92
+#: the base price at which the fake turns the bundled tier floors into OKX's contract counts
+TIER_PRICE = {"BTC": 50_000.0, "ETH": 2_500.0}
+
+
+def _bundled_instruments() -> tuple[Any, ...]:
+    from perphedge.specs import bundled_instruments
+
+    return bundled_instruments()
+
+
+def _bundled_tiers(symbol: str) -> list[tuple[float, float, float]]:
+    for inst in _bundled_instruments():
+        if inst.exchange == VENUE and inst.symbol == symbol:
+            return [(t.floor, t.mmr, t.max_leverage) for t in inst.margin.tiers]
+    return []
+
+
+def _to_contracts(c: Contract, floor: float) -> float:
+    """A tier floor (quote value for linear, coin for inverse) in contracts at the base's ``TIER_PRICE``."""
+    price = TIER_PRICE.get(c.base, 100.0)
+    if c.kind == "linear":
+        return round(floor / price / c.contract_size, 8)
+    return round(floor * price / c.contract_size, 8)
+
+
 class OkxVenue:
     """The OKX side of one fake: its ledger and routes."""
 
     def __init__(self, fx: FakeExchange) -> None:
         self.fx = fx
         self.contracts = okx_contracts()
+        #: instId -> tiers [(floor, mmr, max leverage)] the position-tiers route serves instead of the bundled ones
+        self.tier_overrides: dict[str, list[tuple[float, float, float]]] = {}
+        #: instId -> the max leverage the instruments route lists (the bundled spec's; tests change it)
+        self.max_leverage: dict[str, float] = {
+            i.symbol: i.max_leverage for i in _bundled_instruments() if i.exchange == VENUE
+        }
 
     @property
     def ledger(self) -> PrivateLedger:
@@ -119,7 +152,7 @@ class OkxVenue:
         return None
 
     def route(
-        self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], *, private: bool = True
+        self, fn: Callable[[dict[str, Any]], list[Any]], *, private: bool = True
     ) -> Callable[[PrivateRequest], Reply]:
         def handler(req: PrivateRequest) -> Reply:
             if private:
@@ -171,7 +204,7 @@ class OkxVenue:
                     "stk": "",
                     "listTime": "1573557408000",
                     "expTime": "",
-                    "lever": "100",
+                    "lever": _num(self.max_leverage.get(c.symbol, 100.0)),
                     "tickSz": _num(c.tick),
                     "lotSz": _num(c.lot),
                     "minSz": _num(c.lot),
@@ -186,6 +219,92 @@ class OkxVenue:
 
     def time(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"ts": str(int(time.time() * 1000))}]
+
+    @staticmethod
+    def _bound(p: dict[str, Any], name: str) -> int | None:
+        text = p.get(name)
+        if text in (None, ""):
+            return None
+        try:
+            return int(str(text))
+        except ValueError:
+            raise _OkxError("51000", f"Parameter {name} error") from None
+
+    @staticmethod
+    def _page_limit(p: dict[str, Any], default: int, maximum: int) -> int:
+        try:
+            n = int(str(p.get("limit", default)))
+        except ValueError:
+            raise _OkxError("51000", "Parameter limit error") from None
+        return max(1, min(n, maximum))
+
+    def _newest(self, rows: list[Any], p: dict[str, Any], default: int, maximum: int) -> list[Any]:
+        """OKX paging: rows with ts > ``before`` and ts < ``after``, the newest ``limit`` of them, newest first."""
+        before, after = self._bound(p, "before"), self._bound(p, "after")
+        window = [r for r in rows if (before is None or r[0] > before) and (after is None or r[0] < after)]
+        return list(reversed(window[-self._page_limit(p, default, maximum) :]))
+
+    def candles(self, p: dict[str, Any]) -> list[list[str]]:
+        """``market/candles`` and ``market/history-candles`` (perpetual candles = the sample's spot candles, daily)."""
+        c = self._inst(p.get("instId"))
+        if str(p.get("bar", "")) not in ("1D", "1Dutc"):
+            return []
+        rows = self.fx.data.candles.get(c.base, [])
+        page = self._newest(rows, p, 100, 300)
+        return [[str(r[0]), r[1], r[2], r[3], r[4], r[5], r[5], r[5], "1"] for r in page]
+
+    def funding_history(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """``public/funding-rate-history``: 100 a page at most, newest first, the last 3 months only (as OKX)."""
+        c = self._inst(p.get("instId"))
+        oldest = self.fx._now() - HISTORY_DAYS * 86_400_000
+        rows = [r for r in self.fx.data.funding.get(("okx", c.symbol), []) if r[0] >= oldest]
+        return [
+            {
+                "instType": "SWAP",
+                "instId": c.symbol,
+                "formulaType": "withRate",
+                "fundingRate": r[1],
+                "realizedRate": r[1],
+                "fundingTime": str(r[0]),
+                "method": "current_period",
+            }
+            for r in self._newest(rows, p, 100, 100)
+        ]
+
+    def position_tiers(self, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """``public/position-tiers`` of a SWAP family from the bundled tiers (``tier_overrides`` replaces them).
+
+        OKX sizes tiers in contracts: a bundled floor (quote value for linear, coin for inverse) is turned
+        into contracts at ``TIER_PRICE`` of the base, so the refresh's diff can be checked exactly.
+        """
+        if str(p.get("instType", "")).upper() != "SWAP":
+            raise _OkxError("51000", "Parameter instType error")
+        family = str(p.get("instFamily") or p.get("uly") or "")
+        found = [c for c in self.contracts.values() if c.symbol.rsplit("-", 1)[0] == family]
+        if not found:
+            raise _OkxError("51001", f"Instrument family {family} does not exist")
+        c = found[0]
+        tiers = self.tier_overrides.get(c.symbol) or _bundled_tiers(c.symbol)
+        rows = []
+        for i, (floor, mmr, lev) in enumerate(tiers):
+            cap = tiers[i + 1][0] if i + 1 < len(tiers) else None
+            rows.append(
+                {
+                    "instId": c.symbol,
+                    "instFamily": family,
+                    "uly": family,
+                    "tier": str(i + 1),
+                    "minSz": _num(_to_contracts(c, floor)),
+                    "maxSz": _num(_to_contracts(c, cap)) if cap is not None else "100000000",
+                    "mmr": _num(mmr),
+                    "imr": _num(1.0 / lev),
+                    "maxLever": _num(lev),
+                    "optMgnFactor": "0",
+                    "quoteMaxLoan": "",
+                    "baseMaxLoan": "",
+                }
+            )
+        return rows
 
     def ticker(self, p: dict[str, Any]) -> list[dict[str, Any]]:
         c = self._inst(p.get("instId"))
@@ -581,18 +700,30 @@ def venue(fx: FakeExchange) -> OkxVenue:
         raise LookupError("the fake exchange was not started with credentials: no OKX routes") from None
 
 
-def mount(fx: FakeExchange) -> None:
-    """Add the OKX v5 public (markets) and private routes to ``fx``."""
-    v = OkxVenue(fx)
-    _VENUES[fx] = v
-    public: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
+def mount_public(fx: FakeExchange, v: OkxVenue | None = None) -> None:
+    """Add the OKX v5 public routes (markets, tickers, candles, funding history, position tiers) to ``fx``; the venue
+    is ``fx.venue_state["okx"]``."""
+    v = v or OkxVenue(fx)
+    fx.venue_state["okx"] = v
+    public: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
         "/api/v5/public/instruments": v.instruments,
         "/api/v5/public/time": v.time,
         "/api/v5/market/ticker": v.ticker,
         "/api/v5/public/funding-rate": v.funding_rate,
+        "/api/v5/market/candles": v.candles,
+        "/api/v5/market/history-candles": v.candles,
+        "/api/v5/public/funding-rate-history": v.funding_history,
+        "/api/v5/public/position-tiers": v.position_tiers,
     }
     for path, fn in public.items():
         fx.mount("GET", path, v.route(fn, private=False))
+
+
+def mount(fx: FakeExchange) -> None:
+    """Add the OKX v5 public and private routes to ``fx``."""
+    v = OkxVenue(fx)
+    _VENUES[fx] = v
+    mount_public(fx, v)
     gets: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
         "/api/v5/account/balance": v.balance,
         "/api/v5/account/positions": v.positions,

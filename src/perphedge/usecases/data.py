@@ -257,6 +257,7 @@ class SeriesResult:
     first: str | None = None
     last: str | None = None
     resumed_from: str | None = None
+    notes: list[str] = field(default_factory=list)  # funding interval changes, gaps, venue limits
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -269,6 +270,7 @@ class SeriesResult:
             "first": self.first,
             "last": self.last,
             "resumed_from": self.resumed_from,
+            "notes": list(self.notes),
         }
 
 
@@ -442,16 +444,34 @@ def _fetch_all(
             until_ms,
             default_interval=inst.funding_interval_hours,
             resume_ms=None if last is None else _ms(last),
+            resume_interval=None if last is None else _last_interval(store, src.id, sym),
             counter=res,
         )
         for page in pages:
             _store_page(store, page, res)
             tick(page.newest_ms)
         tick(until_ms)
+        now = _last_interval(store, src.id, sym) if res.rows else None
+        if now is not None and abs(now - inst.funding_interval_hours) > 1e-9:
+            res.notes.append(
+                f"funding settles every {now:g}h at {res.last} but the instrument spec says "
+                f"{inst.funding_interval_hours:g}h: the stored interval is used per settlement (plan --as-of reads it)"
+            )
+
+
+def _last_interval(store: MarketStore, source: str, symbol: str) -> float | None:
+    """The funding interval in force at the newest stored settlement of ``source`` ``symbol`` (None: none stored)."""
+    rows = store.query(
+        "SELECT interval_hours FROM funding WHERE source = ? AND symbol = ? ORDER BY ts DESC LIMIT 1", [source, symbol]
+    )
+    return None if rows.empty else float(rows["interval_hours"].iloc[0])
 
 
 def _store_page(store: MarketStore, page: Any, res: SeriesResult) -> None:
     """One page, one transaction: a kill loses at most the page in flight."""
+    res.notes.extend(getattr(page, "notes", ()))
+    if page.frame.empty:
+        return  # a page of notes only (e.g. the venue's history limit)
     store.upsert(page.table, page.frame)
     res.rows += len(page.frame)
     res.pages += 1
@@ -483,6 +503,7 @@ def fetch_data(
         "fetch_id": result.run_id,
         "instruments": result.instruments,
         "series": [s.as_dict() for s in result.series],
+        "notes": [f"{s.symbol}: {n}" for s in result.series for n in s.notes],
         "seconds": round(time.perf_counter() - t0, 3),
     }
 

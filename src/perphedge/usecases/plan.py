@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perphedge.core.contracts import (
@@ -414,6 +415,9 @@ def plan_portfolio(
             instrument_spec, legs, overrides.proxy or hb.proxy, portfolio, registry
         )
         req = _request(pfile, overrides, proxy_legs, direct)
+        if as_of:
+            req, interval_notes = _funding_intervals_in_force(req, as_of, store_path)
+            notes += interval_notes
         req, estimation = _estimate_missing_betas(req, portfolio, overrides, as_of, store_path)
         recommendation = None
         if auto_leverage and portfolio.positions:
@@ -566,6 +570,63 @@ def _auto_leverage(
         "history": mc["history"],
     }
     return replace(req, leverage=lev), info
+
+
+def _funding_intervals_in_force(
+    req: HedgeRequest, as_of: str, store_path: str | None
+) -> tuple[HedgeRequest, list[tuple[str, str]]]:
+    """Each leg's funding interval as the market store has it in force on ``as_of`` (its newest settlement up to
+    the end of that UTC day) where it differs from the spec's (Binance and Bybit moved contracts from 8h to 4h or
+    1h): per-settlement figures and settlements per day follow it, and a note says so. Legs without stored
+    funding keep the spec's interval."""
+    from perphedge.data.store import MarketStore, default_store_path
+
+    path = store_path or default_store_path()
+    if not path or not Path(path).is_file():
+        return req, []
+    insts = {leg.instrument.id: leg.instrument for leg in req.proxy_legs}
+    insts.update({inst.id: inst for inst in req.direct.values()})
+    sql = "SELECT ts, interval_hours FROM funding WHERE source = ? AND symbol = ?"
+    bound: list[Any] = []
+    if as_of != "latest":
+        sql += " AND ts < CAST(? AS TIMESTAMP) + INTERVAL 1 DAY"
+        bound = [f"{as_of} 00:00:00"]
+    found: dict[str, tuple[float, Any]] = {}
+    try:
+        with MarketStore(path, read_only=True) as store:
+            for inst in insts.values():
+                if not inst.ccxt_symbol:
+                    continue
+                rows = store.con.execute(
+                    sql + " ORDER BY ts DESC LIMIT 1", [inst.exchange, inst.ccxt_symbol, *bound]
+                ).fetchall()
+                if rows and rows[0][1] and abs(float(rows[0][1]) - inst.funding_interval_hours) > 1e-9:
+                    found[inst.id] = (float(rows[0][1]), rows[0][0])
+    except DataError as exc:
+        return req, [
+            ("funding_interval_unchecked", f"--as-of {as_of}: funding intervals not read from the store: {exc}")
+        ]
+    if not found:
+        return req, []
+
+    def swap(inst: Instrument) -> Instrument:
+        return replace(inst, funding_interval_hours=found[inst.id][0]) if inst.id in found else inst
+
+    req = replace(
+        req,
+        proxy_legs=tuple(replace(leg, instrument=swap(leg.instrument)) for leg in req.proxy_legs),
+        direct={asset: swap(inst) for asset, inst in req.direct.items()},
+    )
+    notes = [
+        (
+            "funding_interval_in_force",
+            f"{ident}: funding settles every {hours:g}h on {as_of} (store: settlement {ts:%Y-%m-%d %H:%M} UTC), "
+            f"not every {insts[ident].funding_interval_hours:g}h as its spec says; per-settlement figures use "
+            f"{hours:g}h",
+        )
+        for ident, (hours, ts) in sorted(found.items())
+    ]
+    return req, notes
 
 
 def _estimate_missing_betas(
