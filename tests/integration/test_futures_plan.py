@@ -124,3 +124,17 @@ def test_a_dated_leg_needs_its_price(tmp_path: Path) -> None:
     r = run_cli("plan", str(pf), "--instrument", "binance:BTCUSD_301227", "--future-price", "41000", "-f", "json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["dated"]["basis"] == pytest.approx(0.025)
+
+
+def test_calc_of_a_dated_future_has_no_funding() -> None:
+    """`calc` on a quarterly: no funding (its cost is the basis), the delivery time instead; a perpetual keeps it."""
+    args = ("calc", "--side", "short", "--contracts", "10", "--entry", "35000", "--leverage", "2")
+    r = run_cli(*args, "--instrument", "binance:BTCUSD_210924", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["expiry"] == "2021-09-24T08:00:00Z" and doc["funding_interval_hours"] is None
+    assert doc["funding"]["value"] == 0 and doc["funding_per_day"]["value"] == 0 and doc["funding_rate"] == 0
+    table = run_cli(*args, "--instrument", "binance:BTCUSD_210924")
+    assert table.returncode == 0 and "none: a dated future" in table.stdout, table.stderr
+    perp = json.loads(run_cli(*args, "--instrument", "binance:BTCUSD_PERP", "-f", "json").stdout)
+    assert perp["expiry"] is None and perp["funding"]["value"] > 0 and perp["funding_interval_hours"] == 8

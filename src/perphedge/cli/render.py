@@ -363,6 +363,12 @@ def render_calc(doc: dict[str, Any], console: Console) -> None:
         ]
     else:
         rows += [("fee to open", amt("fee_open"))]
+    if doc.get("expiry"):
+        rows += [("funding", f"none: a dated future, delivered {doc['expiry']} at the delivery price")]
+        for k, v in rows:
+            t.add_row(k, v)
+        console.print(t)
+        return
     rows += [
         ("funding rate per settlement", f"{doc['funding_rate'] * 100:.4f}% every {doc['funding_interval_hours']:g}h"),
         ("funding per settlement (+ = received)", amt("funding")),

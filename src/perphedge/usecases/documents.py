@@ -6,6 +6,7 @@ Amounts carry their unit in the name (``_usd``) or in a sibling ``*_asset`` fiel
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from perphedge import __version__
@@ -386,8 +387,11 @@ def calc_document(res: CalcResult) -> dict[str, Any]:
         "fee_open": _money(res.fee_open),
         "fee_close": _money(res.fee_close),
         "net_pnl": _money(res.net_pnl),
-        "funding_rate": ci.funding_rate,
-        "funding_interval_hours": inst.funding_interval_hours,
+        "funding_rate": 0.0 if inst.is_dated else ci.funding_rate,
+        "funding_interval_hours": None if inst.is_dated else inst.funding_interval_hours,
+        "expiry": None
+        if inst.expiry_ms is None
+        else datetime.fromtimestamp(inst.expiry_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "funding": _money(res.funding),
         "funding_usd": _money(res.funding_usd),
         "funding_per_day": _money(res.funding_per_day),

@@ -1062,7 +1062,8 @@ def calc(ci: CalcInput) -> CalcResult:
         roe = pnl_settle.amount / im
         fee_close = money(fee(inst.kind, size, ci.exit, fee_rate))
         net = pnl_settle - fee_open - fee_close
-    funding = money(funding_received(inst.kind, ci.side, size, mark, ci.funding_rate))
+    # a dated future pays no funding: its cost is the basis, settled at delivery
+    funding = money(0.0 if inst.is_dated else funding_received(inst.kind, ci.side, size, mark, ci.funding_rate))
     return CalcResult(
         input=ci,
         size=size,
