@@ -100,7 +100,7 @@ def create_app(cfg: WebConfig) -> FastAPI:  # noqa: C901 - one route table
         title="perphedge web",
         version=__version__,
         description="The perphedge JSON API: the same documents as the CLI's `--format json`.",
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -181,6 +181,16 @@ def create_app(cfg: WebConfig) -> FastAPI:  # noqa: C901 - one route table
             **ctx,
         )
         return HTMLResponse(html)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> Response:
+        """The OpenAPI description as a page (Swagger UI would load its code from the internet)."""
+        schema = app.openapi()
+        ops = []
+        for path, item in sorted(schema.get("paths", {}).items()):
+            for method, op in item.items():
+                ops.append({"method": method.upper(), "path": path, "summary": op.get("summary", ""), "tag": (op.get("tags") or [""])[0]})
+        return page(request, "docs", ops=ops, title=schema["info"]["title"], description=schema["info"].get("description", ""))
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
