@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -63,12 +64,38 @@ def web_cmd(
     for b in books:  # a broken book is refused now, not on its page
         load_book(b)
     app = create_app(cfg)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    sock = _listen(host, port)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     shown = f"[{host}]" if ":" in host else host
     typer.echo(
         f"perphedge web: serving http://{shown}:{port}/ "
         f"({'token required' if token else 'this machine only'}; trading {'ON' if allow_trading else 'off'}); "
         "Ctrl-C stops"
     )
-    server.run()
-    typer.echo("perphedge web: stopped")
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled (shut down already): a normal stop
+        pass
+    finally:
+        sock.close()
+        typer.echo("perphedge web: stopped")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket (so ``--port 0`` can print the port it got, and a busy port is one line)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"invalid `--host`: {host!r} cannot be resolved ({exc.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"invalid `--port`: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
