@@ -388,6 +388,7 @@ async function stressPage() {
 
 async function dataPage() {
   const load = async () => {
+    $("data-error").hidden = true;
     try {
       const s = await api("GET", "/api/data/status");
       $("data-store").textContent = s.store;
