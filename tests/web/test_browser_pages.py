@@ -43,7 +43,9 @@ def test_the_book_page_updates_itself_after_a_paper_rebalance(browser: Any, tmp_
         assert page.url.endswith("/book/paper")
         page.wait_for_selector("#achieved-ratio")
         assert page.inner_text("#achieved-ratio") == "0.000"
-        assert page.locator("#no-legs").count() == 1
+        first = page.locator("#legs-table tbody tr").first
+        assert first.locator(".contracts").inner_text() == "0"  # the flat leg: no liquidation price yet
+        assert "no liquidation price" in first.inner_text()
         seq = page.evaluate("document.body.dataset.bookSeq")
         r = run_cli("book", "rebalance", str(book), "--execute", "--yes", "--format", "json", home=home())
         assert r.returncode == 0, r.stderr
@@ -169,7 +171,7 @@ def test_the_stress_page_draws_its_charts(browser: Any, tmp_path: Path, sample_s
         before = page.evaluate("document.body.dataset.stressDone || ''")
         page.click("#stress-run")
         wait_changed(page, "stressDone", before)
-        assert page.inner_text("#stress-error") == "invalid value for --paths: 'abc' is not a valid integer"
+        assert page.inner_text("#stress-error") == "invalid value for --paths: 'abc' is not a whole number"
 
 
 def test_the_data_page_imports_the_sample_with_one_click(browser: Any, tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ def integer(params: Mapping[str, Any], name: str, default: int) -> int:
     try:
         return int(text.strip())
     except ValueError:
-        raise _bad(name, f"{text!r} is not a valid integer") from None
+        raise _bad(name, f"{text!r} is not a whole number") from None
 
 
 def text(params: Mapping[str, Any], name: str, *, required: bool = False, max_len: int = 500) -> str | None:
