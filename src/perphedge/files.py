@@ -120,7 +120,9 @@ def decode_text(raw: bytes, source: str, what: str = "a file") -> str:
     The checks :func:`read_text` makes on a file's bytes, for text that arrives another way (``perphedge web``).
     """
     if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{source}: is {len(raw):,} bytes, more than any {what[2:].lstrip()} can be ({MAX_FILE_BYTES:,})")
+        raise ConfigError(
+            f"{source}: is {len(raw):,} bytes, more than any {what[2:].lstrip()} can be ({MAX_FILE_BYTES:,})"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

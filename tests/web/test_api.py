@@ -41,7 +41,9 @@ def cli_error(*args: str, cwd: Path) -> str:
         ("--funding-rate-8h", "0.0002", "--method", "notional"),
     ],
 )
-def test_post_plan_is_byte_for_byte_the_cli(served: Path, make_client: Callable[..., Any], flags: tuple[str, ...]) -> None:
+def test_post_plan_is_byte_for_byte_the_cli(
+    served: Path, make_client: Callable[..., Any], flags: tuple[str, ...]
+) -> None:
     rel = "examples/altcoins.yaml"
     want = cli("plan", rel, *flags, "--format", "json", cwd=served)
     assert want.returncode == 0, want.stderr

@@ -169,7 +169,11 @@ def test_pages_load_nothing_from_the_internet(make_client: Callable[..., Any]) -
         html = c.get(page).text
         assert "https://" not in html and "//cdn" not in html, page
     js = c.get("/static/plotly.min.js")
-    assert js.status_code == 200 and len(js.content) > 1_000_000 and js.headers["content-type"].startswith("text/javascript")
+    assert (
+        js.status_code == 200
+        and len(js.content) > 1_000_000
+        and js.headers["content-type"].startswith("text/javascript")
+    )
     for bad in ("../app.py", "..%2Fapp.py", "nope.js", "app.py", "%2e%2e%2fsettings.py"):
         assert c.get(f"/static/{bad}").status_code in (404, 422)
 

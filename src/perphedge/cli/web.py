@@ -32,7 +32,9 @@ def web_cmd(
     ] = None,
     allow_trading: Annotated[
         bool,
-        typer.Option("--allow-trading", help="Offer trading actions (rebalance --execute, halt, resume) on book pages."),
+        typer.Option(
+            "--allow-trading", help="Offer trading actions (rebalance --execute, halt, resume) on book pages."
+        ),
     ] = False,
 ) -> None:
     import uvicorn

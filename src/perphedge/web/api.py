@@ -112,9 +112,7 @@ def plan_doc(cfg: WebConfig, q: Mapping[str, Any], *, body: bytes | None = None)
         safe_relative(source, "source")  # a label, but one line of plain text
         text = decode_text(body, source, "a portfolio file")
         pfile = parse_portfolio(load_yaml_text(text, source), source)
-    outcome = plan_portfolio(
-        pfile, source=source, registry=default_registry(None), store_path=cfg.store, **kwargs
-    )
+    outcome = plan_portfolio(pfile, source=source, registry=default_registry(None), store_path=cfg.store, **kwargs)
     return plan_document(outcome)
 
 
@@ -327,9 +325,7 @@ def backtest_document(cfg: WebConfig, run: str, *, report: bool = True) -> dict[
     path = cfg.runs.resolve(run, "run")
     with HEAVY:
         outcome = execute(
-            BacktestRequest(
-                run_file=path, store_path=cfg.store, specs=None, out_dir=cfg.out / path.stem, report=report
-            )
+            BacktestRequest(run_file=path, store_path=cfg.store, specs=None, out_dir=cfg.out / path.stem, report=report)
         )
     return dict(outcome.document) | {"files": outcome.files}
 

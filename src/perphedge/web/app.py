@@ -88,7 +88,7 @@ def _query(request: Request) -> dict[str, Any]:
     return out
 
 
-def create_app(cfg: WebConfig) -> FastAPI:  # noqa: C901 - one route table
+def create_app(cfg: WebConfig) -> FastAPI:
     """The application for ``cfg`` (routes that trade exist only with ``cfg.allow_trading``)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -189,8 +189,17 @@ def create_app(cfg: WebConfig) -> FastAPI:  # noqa: C901 - one route table
         ops = []
         for path, item in sorted(schema.get("paths", {}).items()):
             for method, op in item.items():
-                ops.append({"method": method.upper(), "path": path, "summary": op.get("summary", ""), "tag": (op.get("tags") or [""])[0]})
-        return page(request, "docs", ops=ops, title=schema["info"]["title"], description=schema["info"].get("description", ""))
+                ops.append(
+                    {
+                        "method": method.upper(),
+                        "path": path,
+                        "summary": op.get("summary", ""),
+                        "tag": (op.get("tags") or [""])[0],
+                    }
+                )
+        return page(
+            request, "docs", ops=ops, title=schema["info"]["title"], description=schema["info"].get("description", "")
+        )
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
@@ -207,14 +216,20 @@ def create_app(cfg: WebConfig) -> FastAPI:  # noqa: C901 - one route table
         if not cfg.token:
             return RedirectResponse("/", status_code=303)
         raw = await request.body()
-        form = urllib.parse.parse_qs(raw.decode("utf-8", errors="replace"), max_num_fields=5)
+        try:
+            form = urllib.parse.parse_qs(raw.decode("utf-8", errors="replace"), max_num_fields=5)
+        except ValueError:
+            return _error(422, "invalid login form: too many fields")
         nxt = _local_next((form.get("next") or ["/"])[0])
         if not guard.csrf_ok(request.cookies.get(COOKIE), (form.get("csrf_token") or [""])[0]):
             return _error(403, "refused: missing or wrong CSRF token (reload the page)")
         if not guard.token_ok((form.get("token") or [""])[0]):
-            resp = page(request, "login", next=nxt, failed=True)
-            resp.status_code = 401
-            return resp
+            import asyncio
+
+            await asyncio.sleep(0.5)  # a guesser gets two tries a second per connection
+            failed = page(request, "login", next=nxt, failed=True)
+            failed.status_code = 401
+            return failed
         resp = RedirectResponse(nxt, status_code=303)
         resp.set_cookie(COOKIE, guard.new_session(), httponly=True, samesite="strict", path="/")
         return resp
@@ -313,7 +328,9 @@ def create_app(cfg: WebConfig) -> FastAPI:  # noqa: C901 - one route table
     async def plan_post(request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/yaml", "application/x-yaml", "text/yaml", "text/plain"):
-            raise ConfigError(f"invalid Content-Type {ctype or '(none)'!r}: send the portfolio file as application/yaml")
+            raise ConfigError(
+                f"invalid Content-Type {ctype or '(none)'!r}: send the portfolio file as application/yaml"
+            )
         body = await request.body()
         if len(body) > MAX_BODY:
             raise ConfigError(f"refused: the request body is larger than {MAX_BODY:,} bytes")
@@ -377,7 +394,7 @@ def create_app(cfg: WebConfig) -> FastAPI:  # noqa: C901 - one route table
                 try:
                     body = json.loads(raw)
                 except ValueError:
-                    raise ConfigError("invalid body: send {\"run\": \"<run file>\"} as JSON") from None
+                    raise ConfigError('invalid body: send {"run": "<run file>"} as JSON') from None
                 if isinstance(body, dict):
                     q = {str(k): str(v) for k, v in body.items() if v is not None}
         from perphedge.web import params as P
@@ -444,7 +461,9 @@ def _histograms(doc: dict[str, Any], bins: int = 60) -> dict[str, Any] | None:
     import numpy as np
 
     samples = (doc.get("monte_carlo") or {}).get("_samples") or {}
-    arrays = {k: np.asarray(v, dtype=float) for k, v in samples.items() if v is not None and k in ("hedged", "unhedged")}
+    arrays = {
+        k: np.asarray(v, dtype=float) for k, v in samples.items() if v is not None and k in ("hedged", "unhedged")
+    }
     if not arrays:
         return None
     both = np.concatenate(list(arrays.values()))
