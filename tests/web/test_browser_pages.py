@@ -51,9 +51,13 @@ def test_the_book_page_updates_itself_after_a_paper_rebalance(browser: Any, tmp_
         assert r.returncode == 0, r.stderr
         done = time.monotonic()
         wait_changed(page, "bookSeq", seq, timeout_s=10)
+        journal = json.loads(run_cli("book", "journal", str(book), "--format", "json", home=home()).stdout)
+        last = journal[-1]["seq"]  # the page may have shown a row written midway: wait for the last one
+        wait_until(page, f"document.body.dataset.bookSeq === '{last}'", timeout_s=10)
         latency = time.monotonic() - done
         want = json.loads(run_cli("book", "status", str(book), "--format", "json", home=home()).stdout)
-        assert page.inner_text("#achieved-ratio") == f"{want['hedge']['achieved_ratio']:.3f}"
+        ratio = f"{want['hedge']['achieved_ratio']:.3f}"  # the status part may be drawn just after the journal
+        wait_until(page, f"document.getElementById('achieved-ratio').textContent === '{ratio}'", timeout_s=10)
         (pos,) = want["accounts"][0]["positions"]
         row = page.locator("#legs-table tbody tr").first
         assert row.locator(".contracts").inner_text() == f"{pos['contracts']:,.0f}"

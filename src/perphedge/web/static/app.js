@@ -63,7 +63,30 @@ function distanceBar(d, amber, red) {
   return `<div class="bar ${cls}" data-level="${cls}"><span style="width:${w}%"></span></div> <b>${pct(d)}</b>`;
 }
 
-function renderBook(doc, journal, cfg) {
+function renderJournal(journal) {
+  const perDay = {};
+  journal.filter((r) => r.kind === "funding").forEach((r) => {
+    const day = r.ts.slice(0, 10);
+    const v = Number((r.data && (r.data.amount_usd ?? r.data.usd)) || 0);
+    perDay[day] = (perDay[day] || 0) + v;
+  });
+  const days = Object.keys(perDay).sort().reverse();
+  $("book-funding-days").innerHTML = days.length
+    ? table([["day (UTC)", (d) => d], ["funding USD", (d) => num(perDay[d], 2), "n"]], days)
+    : '<span class="muted">no funding settlement journaled yet</span>';
+  $("book-journal").innerHTML = table([
+    ["seq", (r) => r.seq, "n"], ["time (UTC)", (r) => esc(r.ts)], ["kind", (r) => esc(r.kind)],
+    ["instrument", (r) => esc(r.instrument || "")], ["client id", (r) => esc(r.client_id || "")],
+    ["details", (r) => `<code>${esc(JSON.stringify(r.data)).slice(0, 300)}</code>`],
+  ], journal.slice().reverse(), "journal-table");
+  const seq = String(journal.length ? journal[journal.length - 1].seq : 0);
+  if (seq !== document.body.dataset.bookSeq) {  // when the page first showed this row (epoch ms)
+    document.body.dataset.bookSeqAt = String(performance.timeOrigin + performance.now());
+  }
+  document.body.dataset.bookSeq = seq;
+}
+
+function renderBook(doc, cfg) {
   $("book-error").hidden = true;
   $("book-updated").textContent = "as of " + doc.as_of + (doc.feed.stale ? " (feed STALE)" : "");
   $("book-value").innerHTML = kv([
@@ -112,23 +135,8 @@ function renderBook(doc, journal, cfg) {
       ["funding/day", (r) => usd(r.funding_usd_per_day, 2), "n"],
     ], legs, "legs-table")
     : '<span class="muted" id="no-legs">no open hedge leg</span>';
-  const perDay = {};
-  journal.filter((r) => r.kind === "funding").forEach((r) => {
-    const day = r.ts.slice(0, 10);
-    const v = Number((r.data && (r.data.amount_usd ?? r.data.usd)) || 0);
-    perDay[day] = (perDay[day] || 0) + v;
-  });
-  const days = Object.keys(perDay).sort().reverse();
-  $("book-funding-days").innerHTML = days.length
-    ? table([["day (UTC)", (d) => d], ["funding USD", (d) => num(perDay[d], 2), "n"]], days)
-    : '<span class="muted">no funding settlement journaled yet</span>';
-  $("book-journal").innerHTML = table([
-    ["seq", (r) => r.seq, "n"], ["time (UTC)", (r) => esc(r.ts)], ["kind", (r) => esc(r.kind)],
-    ["instrument", (r) => esc(r.instrument || "")], ["client id", (r) => esc(r.client_id || "")],
-    ["details", (r) => `<code>${esc(JSON.stringify(r.data)).slice(0, 300)}</code>`],
-  ], journal.slice().reverse(), "journal-table");
   $("book-warnings").innerHTML = doc.warnings.map((w) => `<li>${esc(w)}</li>`).join("");
-  document.body.dataset.bookSeq = String(doc.journal.last_seq);
+  // the newest journal row shown (the journal is read after the status: it is at least as new)
 }
 
 async function bookPage() {
@@ -138,8 +146,11 @@ async function bookPage() {
   let lastFull = 0;
   async function refresh() {
     try {
-      const [doc, journal] = await Promise.all([api("GET", base), api("GET", base + "/journal?limit=200")]);
-      renderBook(doc, journal, cfg);
+      // each part is drawn as soon as it arrives (the journal is the quicker read)
+      await Promise.all([
+        api("GET", base + "/journal?limit=200").then(renderJournal),
+        api("GET", base).then((doc) => renderBook(doc, cfg)),
+      ]);
     } catch (e) { $("book-error").textContent = e.message; $("book-error").hidden = false; }
     lastFull = Date.now();
   }
@@ -148,7 +159,7 @@ async function bookPage() {
       const v = (await api("GET", base + "/version")).version;
       if (v !== version || Date.now() - lastFull > 15000) { version = v; await refresh(); }
     } catch (e) { $("book-error").textContent = e.message; $("book-error").hidden = false; }
-    setTimeout(poll, 250);
+    setTimeout(poll, 200);
   }
   poll();
   const act = (id, path, confirmText) => {
