@@ -312,3 +312,37 @@ def test_openapi_page_lists_every_route_and_loads_nothing_from_outside(make_clie
     page = c.get("/docs").text
     assert "/api/plan" in page and "http://" not in page.replace("http://127.0.0.1:8765", "")
     assert "https://" not in page
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status"),
+    [
+        ("POST", "/api/calc", "{bad json", 422),
+        ("POST", "/api/calc", "[1, 2]", 422),
+        ("POST", "/api/calc", "\xff", 422),
+        ("GET", "/api/nope", None, 404),
+        ("DELETE", "/api/plan", None, 405),
+        ("GET", "/api/book/..%2f..%2fetc", None, 404),
+        ("GET", "/api/plan?file=examples/altcoins.yaml&ratio=1&ratio=2", None, 422),
+        ("GET", "/api/plan?file=examples/altcoins.yaml&compare=maybe", None, 422),
+        ("GET", "/api/plan?file=examples/altcoins.yaml&as_of=2099-01-01", None, 422),
+        ("GET", "/api/plan", None, 422),
+        ("GET", "/api/plan?file=runs/grid.yaml", None, 422),
+        ("GET", "/api/stress?file=examples/altcoins.yaml&paths=0", None, 422),
+        ("GET", "/api/stress?file=examples/altcoins.yaml&seed=-1&paths=100", None, 422),
+        ("GET", "/api/stress?file=examples/altcoins.yaml&sigma=nan", None, 422),
+    ],
+)
+def test_every_refusal_is_one_json_line(
+    make_client: Callable[..., Any], method: str, url: str, body: str | None, status: int
+) -> None:
+    c = make_client()
+    r = c.request(method, url, content=body, headers={"Content-Type": "application/json"} if body else {})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err and "\n" not in err and "Traceback" not in r.text
+
+
+def test_a_bad_content_length_is_refused(make_client: Callable[..., Any]) -> None:
+    r = make_client().get("/api/files", headers={"Content-Length": "abc"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid Content-Length 'abc'"

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from perphedge import __version__
 from perphedge.errors import ConfigError, PerphedgeError
@@ -137,13 +138,20 @@ def create_app(cfg: WebConfig) -> FastAPI:
                 resp = _error(403, "refused: missing or wrong CSRF token (reload the page)")
             else:
                 length = request.headers.get("content-length")
-                if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+                if length is not None and not length.isdigit():
+                    resp = _error(400, f"invalid Content-Length {length[:40]!r}")
+                elif length is not None and int(length) > MAX_BODY:
                     resp = _error(413, f"refused: the request body is larger than {MAX_BODY:,} bytes")
                 else:
                     resp = await call_next(request)
         for k, v in security_headers(path).items():
             resp.headers.setdefault(k, v)
         return resp
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        what = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail).lower())
+        return _error(exc.status_code, f"{what}: {request.method} {request.url.path}")
 
     @app.exception_handler(ConfigError)
     async def _config_error(request: Request, exc: ConfigError) -> JSONResponse:
@@ -343,7 +351,11 @@ def create_app(cfg: WebConfig) -> FastAPI:
 
     @app.post("/api/calc", tags=["calc"], summary="as GET, the flags as a JSON object")
     async def calc_post(request: Request) -> Response:
-        body = await request.json() if await request.body() else {}
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise ConfigError("invalid body: send a JSON object of the calc flags") from None
         if not isinstance(body, dict):
             raise ConfigError("invalid body: send a JSON object of the calc flags")
         q = {str(k): ("" if v is None else str(v)) for k, v in body.items()}

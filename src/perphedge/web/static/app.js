@@ -374,7 +374,7 @@ async function stressPage() {
         type: "heatmap", x: levs.map((l) => l + "x"), y: scen,
         z: scen.map((s) => levs.map((l) => (cell(s, l) ? cell(s, l).net_pnl_pct * 100 : null))),
         text: scen.map((s) => levs.map((l) => (cell(s, l) && cell(s, l).liquidated ? "L" : ""))), texttemplate: "%{z:.1f}% %{text}",
-        colorscale: "RdYlGn", zmid: 0,
+        colorscale: [[0, "#d0342c"], [0.5, "#f7f7f7"], [1, "#2e9d57"]], zmid: 0,
       }], { margin: { t: 10, l: 160 }, height: 60 + 28 * scen.length }, { displaylogo: false, responsive: true });
       if (d.histogram) {
         const e = d.histogram.edges_usd, mid = e.slice(0, -1).map((x, i) => (x + e[i + 1]) / 2);
