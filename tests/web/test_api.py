@@ -346,3 +346,21 @@ def test_every_refusal_is_one_json_line(
 def test_a_bad_content_length_is_refused(make_client: Callable[..., Any]) -> None:
     r = make_client().get("/api/files", headers={"Content-Length": "abc"})
     assert r.status_code == 400 and r.json()["error"] == "invalid Content-Length 'abc'"
+
+
+@pytest.mark.sample_data
+def test_a_sweeps_ranking_is_listed(
+    served: Path, make_client: Callable[..., Any], sample_store_path: Path, tmp_path: Path
+) -> None:
+    grid = served / "runs" / "small-grid.yaml"
+    grid.write_text("base: altcoins-50pct.yaml\ngrid:\n  policy.ratio: [0.5, 1.0]\nrank_by: hedged.sharpe\n")
+    out = tmp_path / "results"
+    r = cli(
+        "sweep", str(grid), "--workers", "1", "--store", str(sample_store_path), "--out", str(out / "sweep.json"),
+        "--format", "json", cwd=served,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    written = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+    listed = make_client(out=out).get("/api/backtest/results").json()["sweeps"]
+    assert [s["file"] for s in listed] == ["sweep.json"]
+    assert listed[0]["top"] == written["top"] and len(written["top"]) == 2
