@@ -220,43 +220,63 @@ KEY = "PHWEBSENTINELKEY0123456789"
 SECRET = "PHWEBSENTINELSECRET987654"
 
 
+@pytest.mark.parametrize("venue_up", [True, False])
 def test_no_key_or_secret_reaches_the_browser(
-    make_client: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_client: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, venue_up: bool
 ) -> None:
-    """A live (read-only) book whose keys are in the environment: every page and API answer, including the
-    refusals (the venue is unreachable), is free of the values in any form."""
+    """A live trading book whose keys are in the environment, on the fake exchange started with those keys (so every
+    request to it is really signed with them) or on an unreachable venue: every page and API answer, the trading
+    actions and the refusals included, is free of the values in any form (plain, URL-encoded, base64, hex)."""
     import base64
+    import contextlib
 
     from perphedge.exchange.credentials import register_secret
+    from perphedge.exchange.fake import FakeExchange
+    from tests.conftest import sample_dir
 
     monkeypatch.setenv("WEB_KEY", KEY)
     monkeypatch.setenv("WEB_SECRET", SECRET)
-    monkeypatch.setenv("PERPHEDGE_EXCHANGE_URL", "http://127.0.0.1:9")  # nothing listens: the venue fails
-    book = tmp_path / "live.book.yaml"
-    r = run_cli(
-        "book", "init", str(book), "--portfolio", str(Path(__file__).parents[2] / "examples" / "altcoins.yaml"),
-        "--exchange", "binance_coinm", "--key-env", "WEB_KEY", "--secret-env", "WEB_SECRET", home=home(),
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    register_secret(KEY)
-    register_secret(SECRET)
+    monkeypatch.setenv("PERPHEDGE_LOOKUP_SETTLE_S", "0.1")
     forms = []
     for v in (KEY, SECRET):
-        forms += [v, urllib.parse.quote(v), base64.b64encode(v.encode()).decode().rstrip("="), v.encode().hex()]
-    c = make_client(books=(book,), allow_trading=True)
-    csrf = c.app.state.guard.csrf_token(None)  # type: ignore[attr-defined]
-    answers = [
-        c.get(u)
-        for u in ("/book/live", "/api/book/live", "/api/book/live/journal", "/api/book/live/version", "/api/book",
-                  "/plan", "/calc", "/backtests", "/stress", "/data", "/docs", "/openapi.json", "/api/files")
-    ]  # fmt: skip
-    answers += [c.post(f"/api/book/live/{a}", headers={"X-CSRF-Token": csrf}) for a in ("rebalance", "halt", "resume")]
-    for r in answers:
-        assert r.status_code < 500 or "internal error" in r.text, r.text
-        text = r.content.decode("latin-1")
-        assert not [f for f in forms if f in text], (r.url, r.status_code)
-        assert "Traceback" not in text
-    assert os.environ["WEB_KEY"] == KEY
+        raw = v.encode()
+        forms += [v, urllib.parse.quote(v), base64.b64encode(raw).decode().rstrip("="), raw.hex(), raw.hex().upper()]
+    venue = (
+        FakeExchange(sample_dir(), api_key=KEY, api_secret=SECRET, balances={"USDT": 1e5, "BTC": 2.0})
+        if venue_up
+        else contextlib.nullcontext()
+    )
+    with venue as fx:
+        if fx is not None:
+            fx.marks.update({"BTC": 60_000.0, "ETH": 3_000.0, "SOL": 150.0})
+        monkeypatch.setenv("PERPHEDGE_EXCHANGE_URL", fx.url if fx is not None else "http://127.0.0.1:9")
+        book = tmp_path / "live.book.yaml"
+        r = run_cli(
+            "book", "init", str(book), "--portfolio", str(Path(__file__).parents[2] / "examples" / "altcoins.yaml"),
+            "--exchange", "binance_coinm", "--key-env", "WEB_KEY", "--secret-env", "WEB_SECRET", "--sandbox",
+            "--trading", home=home(),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        register_secret(KEY)
+        register_secret(SECRET)
+        c = make_client(books=(book,), allow_trading=True)
+        csrf = c.app.state.guard.csrf_token(None)  # type: ignore[attr-defined]
+        urls = ("/book/live", "/api/book/live", "/api/book/live/journal", "/api/book/live/version", "/api/book",
+                "/plan", "/calc", "/backtests", "/stress", "/data", "/docs", "/openapi.json", "/api/files")  # fmt: skip
+        answers = [c.get(u) for u in urls]
+        answers += [
+            c.post(f"/api/book/live/{a}", headers={"X-CSRF-Token": csrf}) for a in ("rebalance", "halt", "resume")
+        ]
+        answers += [c.get(u) for u in ("/api/book/live", "/api/book/live/journal")]
+        if venue_up:
+            status = c.get("/api/book/live")
+            assert status.status_code == 200, status.text
+            assert status.json()["accounts"][0]["kind"] == "exchange"  # the venue was read: signed requests
+            assert answers[-5].status_code == 200, answers[-5].text  # the rebalance went to the venue
+        for r in answers:
+            text = r.content.decode("latin-1")
+            assert not [f for f in forms if f in text], (r.url, r.status_code)
+            assert "Traceback" not in text
 
 
 # ------------------------------------------------------------------------------------------------ files
