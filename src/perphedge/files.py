@@ -31,6 +31,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "YamlList",
     "YamlMap",
+    "decode_text",
     "line_of",
     "load_json_text",
     "load_yaml_text",
@@ -110,18 +111,31 @@ def read_text(path: str | Path, what: str = "a file") -> str:
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    return decode_text(raw, str(p), what)
+
+
+def decode_text(raw: bytes, source: str, what: str = "a file") -> str:
+    """``raw`` as UTF-8 text (a leading BOM dropped); ConfigError naming ``source`` if it is binary or empty.
+
+    The checks :func:`read_text` makes on a file's bytes, for text that arrives another way (``perphedge web``).
+    """
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{source}: is {len(raw):,} bytes, more than any {what[2:].lstrip()} can be ({MAX_FILE_BYTES:,})"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{p}: is not a text file (not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}), expected {what}"
+            f"{source}: is not a text file (not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start}), "
+            f"expected {what}"
         ) from None
     if "\x00" in text:
-        raise ConfigError(f"{p}: is not a text file (it contains NUL bytes), expected {what}")
+        raise ConfigError(f"{source}: is not a text file (it contains NUL bytes), expected {what}")
     if text.startswith("\ufeff"):
         text = text[1:]
     if not text.strip():
-        raise ConfigError(f"{p}: is empty, expected {what}")
+        raise ConfigError(f"{source}: is empty, expected {what}")
     return text
 
 

@@ -560,6 +560,19 @@ def _register_book() -> None:
     app.add_typer(book_app, name="book")
 
 
+def _register_web() -> None:
+    from perphedge.cli.web import web_cmd
+
+    app.command(
+        "web",
+        help=(
+            "Serve a local dashboard (book, plan, calculator, backtests, stress, data) and a JSON API with the "
+            "CLI's documents, on 127.0.0.1 by default.\n\nExample:\n\n"
+            "  perphedge web --runs examples --runs runs --book my.book.yaml"
+        ),
+    )(web_cmd)
+
+
 #: name -> registration, in the order `perphedge --help` lists them (after plan, calc, instruments)
 _LAZY_COMMANDS = {
     "data": _register_data,
@@ -569,6 +582,7 @@ _LAZY_COMMANDS = {
     "stress": _register_stress,
     "optimize": _register_optimize,
     "book": _register_book,
+    "web": _register_web,
 }
 _registered: set[str] = set()
 
