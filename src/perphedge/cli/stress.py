@@ -244,8 +244,8 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[str]:
         counts = np.concatenate([uc, hc]).astype(float)
         order = np.argsort(values)
         cum = np.cumsum(counts[order]) / counts.sum()
-        lo = values[order][min(np.searchsorted(cum, 0.005), len(cum) - 1)]
-        hi = values[order][min(np.searchsorted(cum, 0.995), len(cum) - 1)]
+        lo = float(values[order][min(int(np.searchsorted(cum, 0.005)), len(cum) - 1)])
+        hi = float(values[order][min(int(np.searchsorted(cum, 0.995)), len(cum) - 1)])
         bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 80)
         axes[0].hist(uv, bins=bins, weights=uc, alpha=0.5, label="unhedged", color="#999999")
         axes[0].hist(hv, bins=bins, weights=hc, alpha=0.6, label="hedged", color="#1f77b4")
