@@ -5,8 +5,8 @@ as batches finish (in any order). ``shared`` is the read-only data every batch n
 simulation inputs): it is shipped once per worker, never per task.
 
 * :class:`InProcessEngine` — this process, one batch after the other (``--workers 1`` without ``--cluster``).
-* :class:`PoolEngine` — a fork pool of ``--workers N`` processes on this machine (``--workers N`` without
-  ``--cluster``); the shared data is inherited by the fork.
+* :class:`PoolEngine` — a pool of ``--workers N`` processes on this machine (``--workers N`` without
+  ``--cluster``); the shared data is inherited (fork) or sent to each worker once when it starts (spawn).
 * :class:`DaskEngine` — ``dask.distributed``: ``--cluster local`` starts a ``LocalCluster`` of ``--workers N``
   processes with one thread each (``NUMBA_NUM_THREADS=1``), ``--cluster tcp://host:port`` connects to an existing
   scheduler. The same code path for both: the shared data is scattered to every worker
@@ -109,8 +109,21 @@ class InProcessEngine(Engine):
             yield i, fn(shared, batch)
 
 
-def _pool_init(parent: int) -> None:
+def _pool_init(parent: int, fn: Callable[[Any, Any], Any] | None, shared: Any) -> None:
     die_with_parent(parent)
+    _single_thread_kernels()
+    if fn is not None:  # spawned: the shared data came with the start-up arguments
+        _SHARED.update(fn=fn, shared=shared)
+
+
+def _single_thread_kernels() -> None:
+    """One numba thread per worker process (the workers are the parallelism)."""
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):  # pragma: no cover - numba absent or disabled
+        pass
 
 
 def _pool_call(item: tuple[int, Any]) -> tuple[int, Any]:
@@ -119,23 +132,32 @@ def _pool_call(item: tuple[int, Any]) -> tuple[int, Any]:
 
 
 class PoolEngine(Engine):
-    """``workers`` forked processes on this machine (the shared data is inherited by the fork)."""
+    """``workers`` processes on this machine. ``start="fork"`` (the sweep: its backtest kernels are
+    single-threaded) inherits the shared data; ``start="spawn"`` (the Monte Carlo: a fork of a process whose
+    numba thread pool has run can deadlock) starts fresh interpreters and sends the shared data once to each."""
 
     name = "pool"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, start: str = "fork") -> None:
+        if start not in ("fork", "spawn"):
+            raise ValueError(f"start must be fork or spawn, was {start!r}")
         self.workers = workers
+        self.start = start
 
     def map_batches(
         self, fn: Callable[[Any, Any], Any], batches: Iterable[Any], shared: Any
     ) -> Iterator[tuple[int, Any]]:
         import multiprocessing as mp
 
-        _SHARED.clear()
-        _SHARED.update(fn=fn, shared=shared)
+        ctx = mp.get_context(self.start)
+        if self.start == "fork":
+            _SHARED.clear()
+            _SHARED.update(fn=fn, shared=shared)
+            init: tuple[Any, ...] = (os.getpid(), None, None)
+        else:
+            init = (os.getpid(), fn, shared)
         try:
-            ctx = mp.get_context("fork")
-            with ctx.Pool(self.workers, initializer=_pool_init, initargs=(os.getpid(),)) as pool:
+            with ctx.Pool(self.workers, initializer=_pool_init, initargs=init) as pool:
                 yield from pool.imap_unordered(_pool_call, enumerate(batches))
         finally:
             _SHARED.clear()
@@ -276,12 +298,14 @@ def _indexed(fn: Callable[[Any, Any], Any], shared: Any, index: int, batch: Any)
     return index, fn(shared, batch)
 
 
-def make_engine(cluster: str | None, workers: int | None, *, default_workers: int | None = None) -> Engine:
+def make_engine(
+    cluster: str | None, workers: int | None, *, default_workers: int | None = None, start: str = "fork"
+) -> Engine:
     """The engine for ``--cluster`` / ``--workers``: Dask when a cluster is named, a fork pool for
     ``--workers N > 1``, else this process. ``default_workers`` applies when ``--workers`` is not given
-    (None: the machine's cores)."""
+    (None: the machine's cores); ``start`` is the pool's start method (see :class:`PoolEngine`)."""
     check_cluster(cluster, workers)
     if cluster is not None:
         return DaskEngine(cluster, workers)
     n = workers if workers is not None else (default_workers or os.cpu_count() or 1)
-    return PoolEngine(n) if n > 1 else InProcessEngine()
+    return PoolEngine(n, start) if n > 1 else InProcessEngine()

@@ -140,7 +140,7 @@ def run_stress(req: StressRequest) -> dict[str, Any]:
         raise DataError(f"invalid `--store`: no market store file at {path}")
     from perphedge.usecases.engine import make_engine
 
-    engine = make_engine(req.cluster, req.workers, default_workers=1 if req.cluster is None else None)
+    engine = make_engine(req.cluster, req.workers, default_workers=1 if req.cluster is None else None, start="spawn")
     try:
         # no store: the parametric models still run (replays and the bootstrap need history)
         with MarketStore(path, read_only=True) if path.exists() else contextlib.nullcontext() as st:

@@ -835,7 +835,7 @@ def run_sweep(
     buffer: list[dict[str, Any]] = []
     schema = _schema(space) if directory is not None else None
     completed = len(done)
-    t0 = time.perf_counter()
+    t0 = last_flush = time.perf_counter()
 
     def ranges() -> Iterator[tuple[int, int]]:  # runs of consecutive missing configurations, at most `size` long
         start = prev = None
@@ -859,9 +859,10 @@ def run_sweep(
             completed += len(part)
             if directory is not None:
                 buffer.extend(part)
-                if len(buffer) >= 4096:
+                # a part every 4,096 rows or 2 seconds: memory bounded, and a kill loses at most that much
+                if len(buffer) >= 4096 or time.perf_counter() - last_flush >= 2.0:
                     _write_part(directory, buffer, space, schema)
-                    buffer = []
+                    buffer, last_flush = [], time.perf_counter()
             else:
                 rows.extend(part)
             if on_result:
