@@ -243,6 +243,12 @@ class DaskEngine(Engine):
             what = "start a local Dask cluster" if cluster == "local" else f"reach the Dask scheduler at {cluster}"
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"invalid `--cluster`: could not {what} within {timeout:g} s ({reason})") from None
+        except Exception as exc:
+            self.close()
+            reason = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:160]
+            raise ConfigError(
+                f"invalid `--cluster`: {cluster} did not answer as a Dask scheduler ({type(exc).__name__}: {reason})"
+            ) from None
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -581,6 +581,10 @@ def check(request: SweepRequest) -> int:
     space.data_indices()  # refuses too many distinct data sets
     if request.dataset is not None:
         _open_dataset(Path(request.dataset), _fingerprint(gdoc, base_doc), space, create=False)
+    if request.cluster is not None and request.cluster != "local":  # an unreachable scheduler: refused up front
+        from perphedge.usecases.engine import DaskEngine
+
+        DaskEngine(request.cluster, request.workers).close()
     return space.size
 
 
@@ -622,11 +626,14 @@ def _open_dataset(directory: Path, fingerprint: str, space: Space, *, create: bo
                 f"invalid `{flag}`: {directory} holds a sweep of another grid, samples or base run "
                 "(fingerprint differs); use a new directory"
             )
-    if not create:
-        check_writable(directory if directory.is_dir() else directory.absolute().parent, flag)
-        return set()
-    directory.mkdir(parents=True, exist_ok=True)
-    check_writable(directory, flag)
+    try:
+        if not create:
+            check_writable(directory if directory.is_dir() else directory.absolute().parent, flag)
+            return set()
+        directory.mkdir(parents=True, exist_ok=True)
+        check_writable(directory, flag)
+    except OSError as exc:
+        raise ConfigError(f"invalid `{flag}`: cannot create {directory}: {exc.strerror or exc}") from None
     if not manifest.is_file():
         from perphedge.usecases.outputs import write_file_atomic
 
@@ -859,8 +866,8 @@ def run_sweep(
             completed += len(part)
             if directory is not None:
                 buffer.extend(part)
-                # a part every 4,096 rows or 2 seconds: memory bounded, and a kill loses at most that much
-                if len(buffer) >= 4096 or time.perf_counter() - last_flush >= 2.0:
+                # a part every 4,096 rows or second: memory bounded, and a kill loses at most that much
+                if len(buffer) >= 4096 or time.perf_counter() - last_flush >= 1.0:
                     _write_part(directory, buffer, space, schema)
                     buffer, last_flush = [], time.perf_counter()
             else:
