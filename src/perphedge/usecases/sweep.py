@@ -599,8 +599,10 @@ def _fingerprint(gdoc: dict[str, Any], base_doc: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(json_safe(keep), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _open_dataset(directory: Path, fingerprint: str, space: Space, *, create: bool) -> set[int]:
-    """Check (and with ``create``, create) the dataset directory; the configuration numbers already done."""
+def _open_dataset(directory: Path, fingerprint: str, space: Space, *, create: bool) -> Any:
+    """Check (and with ``create``, create) the dataset directory; a mask of the configurations already done
+    (None when not created)."""
+    import numpy as np
     import pyarrow.parquet as pq
 
     from perphedge.usecases.outputs import check_writable
@@ -629,7 +631,7 @@ def _open_dataset(directory: Path, fingerprint: str, space: Space, *, create: bo
     try:
         if not create:
             check_writable(directory if directory.is_dir() else directory.absolute().parent, flag)
-            return set()
+            return None
         directory.mkdir(parents=True, exist_ok=True)
         check_writable(directory, flag)
     except OSError as exc:
@@ -644,12 +646,15 @@ def _open_dataset(directory: Path, fingerprint: str, space: Space, *, create: bo
         write_file_atomic(manifest, text + "\n", flag)
     for tmp in directory.glob(".part-*.tmp"):  # a part being written when the last run was killed
         tmp.unlink(missing_ok=True)
-    done: set[int] = set()
+    done = np.zeros(space.size, dtype=bool)  # one byte per configuration, whatever the row width
     for part in sorted(directory.glob("part-*.parquet")):
-        try:
-            done.update(int(i) for i in pq.read_table(part, columns=["index"]).column("index").to_pylist())
+        try:  # pyarrow raises several kinds of error for a damaged file
+            idx = pq.read_table(part, columns=["index"]).column("index").to_numpy()
         except Exception as exc:
             raise ConfigError(f"invalid `{flag}`: {part} is not a readable Parquet part ({exc}); remove it") from None
+        if len(idx) and (idx.min() < 0 or idx.max() >= space.size):
+            raise ConfigError(f"invalid `{flag}`: {part} has configuration numbers outside this sweep; remove it")
+        done[idx] = True
     return done
 
 
@@ -742,26 +747,42 @@ def rank_dataset(
     directory: str | Path, space: Space, *, rank_by: str, descending: bool, top: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, int]:
     """The ``top`` rows by ``rank_by`` (missing values last), the first 100 failed rows, and the counts of
-    succeeded and failed rows: read column by column from the dataset, the rows never all held as dicts."""
+    succeeded and failed rows: the dataset is scanned batch by batch keeping only the best ``top`` (memory
+    bounded whatever its size), then those rows are read whole."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.dataset as ds
 
-    table = read_dataset(directory, columns=["index", "error", rank_by])
-    failed_mask = pc.is_valid(table.column("error")).to_numpy(zero_copy_only=False)
-    values = table.column(rank_by).to_numpy(zero_copy_only=False).astype(float)
-    index = table.column("index").to_numpy()
-    ok = ~failed_mask
-    score = np.where(np.isnan(values), -np.inf, values * (1 if descending else -1))
-    order = np.lexsort((index[ok], -score[ok]))  # best first, ties by configuration number
-    chosen = index[ok][order][:top].tolist()
-    failed_idx = index[failed_mask][:100].tolist()
-    full = read_dataset(directory)
-    wanted = set(chosen) | set(failed_idx)
+    d = Path(directory)
+    parts = sorted(str(p) for p in d.glob("part-*.parquet"))
+    best_i = np.zeros(0, dtype=np.int64)
+    best_s = np.zeros(0)
+    failed_idx: list[int] = []
+    n_ok = n_failed = 0
+    for rb in ds.dataset(parts, format="parquet").to_batches(columns=["index", "error", rank_by]) if parts else []:
+        failed_mask = pc.is_valid(rb.column(1)).to_numpy(zero_copy_only=False)
+        index = rb.column(0).to_numpy()
+        values = rb.column(2).to_numpy(zero_copy_only=False).astype(float)
+        ok = ~failed_mask
+        n_ok += int(ok.sum())
+        n_failed += int(failed_mask.sum())
+        failed_idx = sorted([*failed_idx, *index[failed_mask].tolist()])[:100]
+        score = np.where(np.isnan(values), -np.inf, values * (1 if descending else -1))
+        best_i = np.concatenate([best_i, index[ok]])
+        best_s = np.concatenate([best_s, score[ok]])
+        keep = np.lexsort((best_i, -best_s))[:top]  # best first, ties by configuration number
+        best_i, best_s = best_i[keep], best_s[keep]
+    chosen = best_i.tolist()
+    wanted = pa.array(sorted(set(chosen) | set(failed_idx)), pa.int64())
     types = _param_types(space)
-    picked = full.filter(pc.is_in(full.column("index"), value_set=pa.array(sorted(wanted), pa.int64())))
-    by_index = {rec["index"]: _row_from_record(rec, types) for rec in picked.to_pylist()}
-    return [by_index[i] for i in chosen], [by_index[i] for i in failed_idx], int(ok.sum()), int(failed_mask.sum())
+    picked = (
+        ds.dataset(parts, format="parquet").to_table(filter=pc.is_in(pc.field("index"), value_set=wanted))
+        if parts
+        else None
+    )
+    by_index = {rec["index"]: _row_from_record(rec, types) for rec in (picked.to_pylist() if picked else [])}
+    return [by_index[i] for i in chosen], [by_index[i] for i in failed_idx], n_ok, n_failed
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -821,32 +842,33 @@ def run_sweep(
     descending = bool(gdoc.get("descending", True))
     top = int(gdoc.get("top", 20))
     n = space.size
-    done: set[int] = set()
+    n_done = 0
     directory = Path(dataset) if dataset is not None else None
+    done = None
     if directory is not None:
         done = _open_dataset(directory, _fingerprint(gdoc, base_doc), space, create=True)
-    todo = [i for i in range(n) if i not in done] if done else range(n)
+        n_done = int(done.sum())
+    n_todo = n - n_done
     shared = {
         "space": space,
         "base": base_doc,
-        "prepared": _prepare_all(space, base_doc, str(store_path or default_store_path()), registry)
-        if len(todo)
-        else {},
+        "prepared": _prepare_all(space, base_doc, str(store_path or default_store_path()), registry) if n_todo else {},
     }
     own = engine is None
     if engine is None:
-        n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1)) if cluster is None else workers
+        n_workers = max(1, min(workers or os.cpu_count() or 1, n_todo or 1)) if cluster is None else workers
         engine = make_engine(cluster, n_workers)
-    size = _batch_size(len(todo), engine.workers, batch)
+    size = _batch_size(n_todo, engine.workers, batch)
     rows: list[dict[str, Any]] = []
     buffer: list[dict[str, Any]] = []
     schema = _schema(space) if directory is not None else None
-    completed = len(done)
+    completed = n_done
     t0 = last_flush = time.perf_counter()
 
     def ranges() -> Iterator[tuple[int, int]]:  # runs of consecutive missing configurations, at most `size` long
         start = prev = None
         count = 0
+        todo = range(n) if done is None else (i for i in range(n) if not done[i])
         for i in todo:
             if start is None:
                 start, prev, count = i, i, 1
@@ -889,7 +911,7 @@ def run_sweep(
         "engine": engine.describe(),
         "rank_by": rank_by,
         "descending": descending,
-        "computed": len(todo),
+        "computed": n_todo,
         "seconds": round(elapsed, 3),
     }
     if directory is not None:
@@ -899,7 +921,7 @@ def run_sweep(
         result.update(
             {
                 "dataset": str(directory),
-                "resumed": len(done),
+                "resumed": n_done,
                 "succeeded": n_ok,
                 "failed_count": n_failed,
                 "top": top_rows,
