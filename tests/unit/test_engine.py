@@ -309,3 +309,55 @@ def test_every_grid_value_combination_is_enumerated_once() -> None:
     space = Space(grid, None)
     got = [tuple(space.overrides(i).values()) for i in range(space.size)]
     assert got == list(itertools.product(*grid.values()))
+
+
+# ------------------------------------------------------------------------------- grid files with `sample:`
+
+BASE = "runs/altcoins-50pct.yaml"
+
+
+@pytest.mark.parametrize(
+    ("sample", "needle"),
+    [
+        ("5", "field `sample`: must be a mapping"),
+        ("{method: sobol, n: 5, ranges: {policy.band: [0.1, 0.2]}}", "`sample.method`: must be random or lhs"),
+        ("{n: 0, ranges: {policy.band: [0.1, 0.2]}}", "`sample.n`: must be a whole number >= 1"),
+        ("{n: -3, ranges: {policy.band: [0.1, 0.2]}}", "`sample.n`"),
+        ("{n: 2.5, ranges: {policy.band: [0.1, 0.2]}}", "`sample.n`"),
+        ("{n: true, ranges: {policy.band: [0.1, 0.2]}}", "`sample.n`"),
+        ("{n: 5, seed: -1, ranges: {policy.band: [0.1, 0.2]}}", "`sample.seed`"),
+        ("{n: 5, seed: abc, ranges: {policy.band: [0.1, 0.2]}}", "`sample.seed`"),
+        ("{n: 5, ranges: {}}", "`sample.ranges`: must map"),
+        ("{n: 5, ranges: {policy.band: [0.2, 0.1]}}", "low < high"),
+        ("{n: 5, ranges: {policy.band: [0.1, .nan]}}", "low < high"),
+        ("{n: 5, ranges: {policy.band: [0.1, .inf]}}", "low < high"),
+        ("{n: 5, ranges: {policy.band: [0.1]}}", "low < high"),
+        ("{n: 5, ranges: {policy.band: ['0.1', 0.2]}}", "low < high"),
+        ("{n: 5, ranges: {policy.bnad: [0.1, 0.2]}}", "unknown key"),
+        ("{n: 5, ranges: {policy.kind: [0.1, 0.2]}}", "not a number to sample"),
+        ("{n: 5, ranges: {policy.ratio: [-5, 0.2]}}", "-5 is not a valid value"),
+        ("{n: 5, ranges: {policy.band: [0.1, 0.2]}, extra: 1}", "`sample.extra`: unknown key"),
+        ("{n: 20000, ranges: {policy.band: [0.1, 0.2]}}", "more than --max-configs 10,000"),
+    ],
+)
+def test_bad_sample_blocks_are_refused_in_one_line(sample: str, needle: str, tmp_path: Any) -> None:
+    from perphedge.usecases.sweep import DEFAULT_MAX_CONFIGS, load_grid
+    from tests.conftest import REPO
+
+    g = tmp_path / "g.yaml"
+    g.write_text(f"base: {REPO / BASE}\nsample: {sample}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_grid(g, DEFAULT_MAX_CONFIGS)
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_key_both_gridded_and_sampled_is_refused(tmp_path: Any) -> None:
+    from perphedge.usecases.sweep import load_grid
+    from tests.conftest import REPO
+
+    g = tmp_path / "g.yaml"
+    g.write_text(
+        f"base: {REPO / BASE}\ngrid: {{policy.band: [0.1]}}\nsample: {{n: 3, ranges: {{policy.band: [0.1, 0.2]}}}}\n"
+    )
+    with pytest.raises(ConfigError, match="also in `grid:`"):
+        load_grid(g)
