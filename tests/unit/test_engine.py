@@ -305,7 +305,7 @@ def test_binned_quantiles_of_a_real_run_are_close_to_exact_ones() -> None:
 
 
 def test_every_grid_value_combination_is_enumerated_once() -> None:
-    grid = {"a.x": [1, 2, 3], "a.y": [True, False], "b.z": ["p", "q"]}
+    grid: dict[str, list[Any]] = {"a.x": [1, 2, 3], "a.y": [True, False], "b.z": ["p", "q"]}
     space = Space(grid, None)
     got = [tuple(space.overrides(i).values()) for i in range(space.size)]
     assert got == list(itertools.product(*grid.values()))
