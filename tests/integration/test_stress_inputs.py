@@ -201,7 +201,7 @@ def test_monte_carlo_over_the_memory_bound_is_refused_with_the_figure(empty_home
         "64MB",
         home=empty_home,
     )
-    refused(r, "--max-memory", "64.0 MB", "needs about", "335.2 MB", "200,000 paths")
+    refused(r, "--max-memory", "64.0 MB", "needs about", "116.5 MB", "200,000 paths")
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-4GB", "4XB", ""])

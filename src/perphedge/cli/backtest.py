@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -146,13 +148,37 @@ def sweep_cmd(
     ] = None,
     out: Annotated[str | None, typer.Option(help="Write sweep.json here.")] = None,
     max_configs: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--max-configs",
             parser=positive_whole,
-            help="Refuse grids of more combinations than this (before any work).",
+            help="Refuse grids of more combinations than this, before any work (default 10,000; "
+            "100,000,000 with --dataset).",
         ),
-    ] = 10_000,
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run on Dask: local (a local cluster of --workers processes) or tcp://scheduler:8786.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="Stream one row per configuration to a Parquet dataset in this directory; "
+            "run again with the same directory to compute only the missing rows.",
+        ),
+    ] = None,
+    batch: Annotated[
+        int | None,
+        typer.Option(parser=positive_whole, help="Configurations per task (default: up to 64)."),
+    ] = None,
+    plot_dir: Annotated[
+        str | None,
+        typer.Option("--plot", help="Write the Pareto front (max drawdown vs return) as PNG + HTML here."),
+    ] = None,
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
@@ -167,8 +193,19 @@ def sweep_cmd(
 
     err = Console(stderr=True)
     request = SweepRequest(
-        grid_file=grid_file, store_path=store, specs=specs, workers=workers, max_configs=max_configs, out=out
+        grid_file=grid_file,
+        store_path=store,
+        specs=specs,
+        workers=workers,
+        max_configs=max_configs,
+        out=out,
+        cluster=cluster,
+        dataset=dataset,
+        batch=batch,
     )
+    from perphedge.cli.options import output_dir
+
+    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None
     check(request)  # refusals come before the progress bar
     with Progress(
         TextColumn("sweep"),
@@ -184,6 +221,10 @@ def sweep_cmd(
             progress.update(task, completed=done, total=total)
 
         result = execute(request, on_result=tick)
+    if plots is not None:
+        from perphedge.cli.options import write_plots
+
+        result["plots"] = write_plots(plot_pareto, result, output_dir(plots, "--plot"))
     if fmt == "json":
         from perphedge.jsonsafe import json_safe
 
@@ -239,5 +280,84 @@ def _render_sweep(result: dict[str, Any]) -> None:
         )
     for r in result["failed"][:10]:
         console.print(f"[yellow]failed:[/yellow] {r['overrides']}: {r['error']}")
+    if result.get("dataset"):
+        console.print(
+            f"dataset {result['dataset']}: {result['computed']:,} computed now, {result['resumed']:,} already there"
+        )
     if result.get("file"):
         console.print(f"wrote {result['file']}")
+    for p in result.get("plots", []):
+        console.print(f"plot: {p}")
+
+
+def plot_pareto(result: dict[str, Any], out_dir: Path) -> list[str]:
+    """The Pareto front of hedged max drawdown (smaller magnitude is better) vs hedged annual return: PNG + HTML.
+
+    With a dataset every configuration is plotted (read column by column); otherwise the rows in ``all``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    from perphedge.usecases.sweep import pareto_front, read_dataset
+
+    x_key, y_key = "hedged.max_drawdown", "hedged.annual_return"
+    if result.get("dataset"):
+        table = read_dataset(result["dataset"], columns=["index", x_key, y_key])
+        idx = table.column("index").to_pylist()
+        xs = table.column(x_key).to_pylist()
+        ys = table.column(y_key).to_pylist()
+    else:
+        rows = [r for r in result.get("all", []) if "error" not in r]
+        idx = [r["index"] for r in rows]
+        xs = [r[x_key] for r in rows]
+        ys = [r[y_key] for r in rows]
+    pts = [
+        (abs(x) if x is not None else math.nan, y if y is not None else math.nan) for x, y in zip(xs, ys, strict=True)
+    ]
+    front = pareto_front(pts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.scatter(
+        [p[0] * 100 for p in pts], [p[1] * 100 for p in pts], s=6, alpha=0.35, color="#999999", label="configurations"
+    )
+    ax.plot(
+        [pts[i][0] * 100 for i in front], [pts[i][1] * 100 for i in front], "o-", color="#d62728", label="Pareto front"
+    )
+    ax.set_xlabel("max drawdown, hedged (%)")
+    ax.set_ylabel("annual return, hedged (%)")
+    ax.set_title(f"Sweep: {len(pts):,} configurations, {len(front)} on the Pareto front")
+    ax.legend()
+    fig.tight_layout()
+    png = out_dir / "pareto.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    g = go.Figure()
+    g.add_trace(
+        go.Scattergl(
+            x=[p[0] * 100 for p in pts],
+            y=[p[1] * 100 for p in pts],
+            mode="markers",
+            marker={"size": 4, "color": "#999999"},
+            text=[f"#{i}" for i in idx],
+            name="configurations",
+        )
+    )
+    g.add_trace(
+        go.Scatter(
+            x=[pts[i][0] * 100 for i in front],
+            y=[pts[i][1] * 100 for i in front],
+            mode="lines+markers",
+            text=[f"#{idx[i]}" for i in front],
+            name="Pareto front",
+        )
+    )
+    g.update_layout(
+        title="Sweep: max drawdown vs annual return (hedged)",
+        xaxis_title="max drawdown (%)",
+        yaxis_title="annual return (%)",
+    )
+    html = out_dir / "pareto.html"
+    g.write_html(html, include_plotlyjs=True, full_html=True)
+    return [str(png), str(html)]

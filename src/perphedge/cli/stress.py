@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from perphedge.cli.options import positive_whole
 from perphedge.errors import ConfigError
 
 
@@ -234,13 +235,20 @@ def plot(doc: dict[str, Any], out_dir: Path) -> list[str]:
     hm.write_html(html, include_plotlyjs=True, full_html=True)
     files += [str(png), str(html)]
     mc = doc["monte_carlo"]
-    samples = mc.get("_samples", {})
+    hists = mc.get("_histograms", {})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    if samples.get("hedged") is not None:
-        lo, hi = np.quantile(np.concatenate([samples["unhedged"], samples["hedged"]]), [0.005, 0.995])
-        bins = np.linspace(lo, hi, 80)
-        axes[0].hist(samples["unhedged"], bins=bins, alpha=0.5, label="unhedged", color="#999999")
-        axes[0].hist(samples["hedged"], bins=bins, alpha=0.6, label="hedged", color="#1f77b4")
+    if hists.get("hedged") is not None:
+        uv, uc = hists["unhedged"]
+        hv, hc = hists["hedged"]
+        values = np.concatenate([uv, hv])
+        counts = np.concatenate([uc, hc]).astype(float)
+        order = np.argsort(values)
+        cum = np.cumsum(counts[order]) / counts.sum()
+        lo = float(values[order][min(int(np.searchsorted(cum, 0.005)), len(cum) - 1)])
+        hi = float(values[order][min(int(np.searchsorted(cum, 0.995)), len(cum) - 1)])
+        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 80)
+        axes[0].hist(uv, bins=bins, weights=uc, alpha=0.5, label="unhedged", color="#999999")
+        axes[0].hist(hv, bins=bins, weights=hc, alpha=0.6, label="hedged", color="#1f77b4")
         axes[0].legend()
         axes[0].set_title(f"PnL over {mc['horizon_days']} days ({mc['model']}, {mc['paths']:,} paths)")
         axes[0].set_xlabel("USD")
@@ -279,7 +287,7 @@ def stress_cmd(
     correlation: Annotated[
         float | None, typer.Option(help="Correlation between every pair of assets, in [-1, 1] (gbm, student_t).")
     ] = None,
-    paths: Annotated[int, typer.Option(help="Monte Carlo paths (100 … 2,000,000).")] = 20_000,
+    paths: Annotated[int, typer.Option(help="Monte Carlo paths (100 … 100,000,000).")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed (>= 0).")] = 0,
     leverage: Annotated[str | None, typer.Option(help="Leverages to test, e.g. 1,2,3,5 (default: a grid).")] = None,
     max_liq_prob: Annotated[float, typer.Option("--max-liq-prob", help="Target P(liquidation), in (0, 1).")] = 0.01,
@@ -291,6 +299,21 @@ def stress_cmd(
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run the Monte Carlo chunks on Dask: local (a local cluster of --workers processes) or "
+            "tcp://scheduler:8786 (an existing cluster).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            parser=positive_whole,
+            help="Worker processes, >= 1 (default: 1 without --cluster; the machine's cores with --cluster local).",
+        ),
+    ] = None,
 ) -> None:
     from perphedge.usecases.analyze import parse_days
     from perphedge.usecases.montecarlo import parse_bytes
@@ -324,6 +347,8 @@ def stress_cmd(
         as_of=as_of,
         store_path=store,
         specs=specs,
+        cluster=cluster,
+        workers=workers,
     )
     from perphedge.cli.options import output_dir, write_plots
 

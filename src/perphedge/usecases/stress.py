@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from perphedge.config import PortfolioFile
     from perphedge.data.store import MarketStore
     from perphedge.specs import InstrumentRegistry
+    from perphedge.usecases.engine import Engine
 
 __all__ = ["NAMED_WINDOWS", "STRESS_SCHEMA", "StressRequest", "replays", "run_stress", "shock_grid", "stress"]
 
-MAX_PATHS = 2_000_000
+MAX_PATHS = 100_000_000  # memory is bounded by one chunk per worker (see usecases/montecarlo.py)
 MAX_HORIZON_DAYS = 3650
 
 STRESS_SCHEMA = "perphedge.stress/1"
@@ -48,7 +49,9 @@ class StressRequest:
     """What to stress: a portfolio file's hedge plan, the Monte Carlo set-up, and where the market store is.
 
     ``sigma``, ``drift`` (annual, fractions) and ``correlation`` (between every pair of assets) are for the
-    parametric models only; ``max_memory`` is in bytes (``None``: half the machine's RAM).
+    parametric models only; ``max_memory`` is in bytes (``None``: half the machine's RAM). ``cluster``
+    (``local`` or ``tcp://host:port``) and ``workers`` choose where the Monte Carlo chunks run (see
+    :func:`perphedge.usecases.engine.make_engine`; ``None``/``None``: this process).
     """
 
     file: str
@@ -65,8 +68,14 @@ class StressRequest:
     as_of: str | None = None
     store_path: str | None = None
     specs: str | None = None
+    cluster: str | None = None
+    workers: int | None = None
 
     def __post_init__(self) -> None:
+        from perphedge.usecases.engine import check_cluster
+
+        check_cluster(self.cluster, self.workers)
+
         def finite(name: str, x: float | None) -> None:
             if x is not None and (isinstance(x, bool) or not math.isfinite(x)):
                 raise ConfigError(f"invalid `{name}`: must be a finite number, was {x}")
@@ -129,6 +138,9 @@ def run_stress(req: StressRequest) -> dict[str, Any]:
     path = Path(req.store_path) if req.store_path else default_store_path()
     if req.store_path and not path.is_file():
         raise DataError(f"invalid `--store`: no market store file at {path}")
+    from perphedge.usecases.engine import make_engine
+
+    engine = make_engine(req.cluster, req.workers, default_workers=1 if req.cluster is None else None, start="spawn")
     try:
         # no store: the parametric models still run (replays and the bootstrap need history)
         with MarketStore(path, read_only=True) if path.exists() else contextlib.nullcontext() as st:
@@ -148,11 +160,15 @@ def run_stress(req: StressRequest) -> dict[str, Any]:
                 correlation=req.correlation,
                 max_liq_prob=req.max_liq_prob,
                 max_memory=req.max_memory,
+                engine=engine,
             )
     except PerphedgeError as exc:
         msg = str(exc)
         raise type(exc)(msg if msg.startswith(req.file) else f"{req.file}: {msg}") from None
+    finally:
+        engine.close()
     doc["source"] = req.file
+    doc["engine"] = engine.describe()
     return doc
 
 
@@ -316,8 +332,9 @@ def stress(
     correlation: float | None = None,
     max_liq_prob: float = 0.01,
     max_memory: int | None = None,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
-    """The ``perphedge.stress/1`` document."""
+    """The ``perphedge.stress/1`` document (the Monte Carlo chunks run on ``engine``; None: this process)."""
     if not plan.legs:
         raise InfeasibleHedgeError("the plan has no hedge leg to stress (ratio 0?)")
     levs = leverage_candidates(plan, leverages)
@@ -349,6 +366,7 @@ def stress(
         correlation=correlation,
         max_liq_prob=max_liq_prob,
         max_memory=max_memory,
+        engine=engine,
     )
     per_model = {}
     for m in MODELS:
@@ -371,6 +389,7 @@ def stress(
             correlation=correlation if parametric else None,
             max_liq_prob=max_liq_prob,
             max_memory=max_memory,
+            engine=engine,
         )
         per_model[m] = res["recommended"]
     doc["recommended_leverage"] = doc["monte_carlo"]["recommended"]["without_top_up"]
