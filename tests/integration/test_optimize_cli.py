@@ -119,6 +119,10 @@ def test_table_output(home_and_run: tuple[Path, Path, dict]) -> None:
         (["--format", "xml"], "--format"),
         (["--write", "/dev/null"], "not a regular file"),
         (["--kinds", "inverse", "--collateral", "stable"], "no design"),
+        (["--workers", "0"], "--workers"),
+        (["--workers", "two"], "--workers"),
+        (["--cluster", "somewhere"], "--cluster"),
+        (["--cluster", "tcp://127.0.0.1:0"], "--cluster"),
     ],
 )
 def test_refusals(home_and_run: tuple[Path, Path, dict], args: list[str], needle: str) -> None:
@@ -158,3 +162,15 @@ def test_file_refusals(home_and_run: tuple[Path, Path, dict], tmp_path: Path) ->
         r = run_cli("optimize", *args, home=home)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("engine", [["--workers", "2"], ["--cluster", "local", "--workers", "2"]], ids=["pool", "dask"])
+def test_engines_give_the_same_document(home_and_run: tuple[Path, Path, dict], engine: list[str]) -> None:
+    """The designs run on a process pool or a real local Dask cluster of 2 workers: the same document as in one
+    process (only the timings differ)."""
+    home, _, doc = home_and_run
+    r = run_cli("optimize", str(REPO / "examples/altcoins.yaml"), *SMALL, "--format", "json", *engine, home=home)
+    assert r.returncode == 0, r.stderr
+    other = json.loads(r.stdout)
+    strip = {"timing", "plots", "written"}
+    assert {k: v for k, v in other.items() if k not in strip} == {k: v for k, v in doc.items() if k not in strip}

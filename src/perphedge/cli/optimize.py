@@ -123,6 +123,19 @@ def optimize_cmd(
     plot_dir: Annotated[str | None, typer.Option("--plot", help="Write the Pareto plot (PNG, HTML) here.")] = None,
     store: Annotated[str | None, typer.Option("--store", help="Market store file.")] = None,
     specs: Annotated[str | None, typer.Option("--specs", help="Extra instrument spec file.")] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Run the designs on Dask: local (a local cluster of --workers processes) or tcp://scheduler:8786.",
+        ),
+    ] = None,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            "--workers", help="Processes, >= 1 (default: this process only; with --cluster local: the machine's cores)."
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:
     from perphedge.cli.options import iso_date, output_dir, write_plots
@@ -154,6 +167,14 @@ def optimize_cmd(
             raise ConfigError(f"invalid `{flag}`: must be a whole number >= 0, was {text!r}")
         return int(s)
 
+    from perphedge.usecases.engine import check_cluster
+
+    n_workers = None
+    if workers is not None:
+        if not workers.strip().isdigit() or int(workers.strip()) < 1:
+            raise ConfigError(f"invalid `--workers`: must be a whole number >= 1, was {workers!r}")
+        n_workers = int(workers.strip())
+    check_cluster(cluster, n_workers)
     start_d = iso_date(start, "--start")
     end_d = iso_date(end, "--end")
     vs = None
@@ -186,6 +207,8 @@ def optimize_cmd(
         end=end_d,
         store_path=store,
         specs=specs,
+        cluster=cluster,
+        workers=n_workers,
     )
     plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None
     doc = run_optimize(req, write=write)

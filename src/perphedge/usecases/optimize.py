@@ -102,6 +102,8 @@ class OptimizeRequest:
     btc_eth_weight: float = 0.5
     store_path: str | None = None
     specs: str | None = None
+    cluster: str | None = None  # Dask: local or tcp://host:port (None: this process, or a pool for workers > 1)
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         def num(name: str, v: Any, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> None:
@@ -676,8 +678,37 @@ def evaluate(market: Market, req: OptimizeRequest) -> tuple[list[Design], list[_
         )
     if len(designs) > MAX_DESIGNS:
         raise ConfigError(f"the search has {len(designs):,} designs, more than {MAX_DESIGNS:,}: narrow the grids")
+    return designs, _run_designs(market, designs, req), dropped
+
+
+def _run_batch(shared: tuple[Market, OptimizeRequest, list[Design]], batch: list[int]) -> list[tuple[int, _Path]]:
+    """One engine task: the designs numbered in ``batch`` (module level: pickled to pool and Dask workers)."""
+    market, req, designs = shared
     caches = _Caches()
-    return designs, [_run_design(market, d, req, caches) for d in designs], dropped
+    return [(i, _run_design(market, designs[i], req, caches)) for i in batch]
+
+
+def _run_designs(market: Market, designs: list[Design], req: OptimizeRequest) -> list[_Path]:
+    """Every design's kernel run, here or on the engine of ``--cluster``/``--workers`` (the same numbers either way:
+    each run depends only on the prepared market and its design)."""
+    if req.cluster is None and (req.workers or 1) <= 1:
+        caches = _Caches()
+        return [_run_design(market, d, req, caches) for d in designs]
+    from perphedge.usecases.engine import make_engine
+
+    with make_engine(req.cluster, req.workers, default_workers=1, start="spawn") as engine:
+        size = max(1, math.ceil(len(designs) / (4 * max(1, engine.workers))))
+        batches = [list(range(a, min(a + size, len(designs)))) for a in range(0, len(designs), size)]
+        out: list[_Path | None] = [None] * len(designs)
+        for _, rows in engine.map_batches(_run_batch, batches, (market, req, designs)):
+            for i, path in rows:
+                out[i] = path
+    missing = [i for i, p in enumerate(out) if p is None]
+    if missing:
+        raise DataError(
+            f"the engine returned no result for {len(missing)} design(s) (first: {designs[missing[0]].key})"
+        )
+    return [p for p in out if p is not None]
 
 
 def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[str, Any]:
