@@ -95,6 +95,9 @@ def render(doc: dict[str, Any], console: Any) -> None:
         console.print(f"portfolio file written: {doc['written']} (try `perphedge plan {doc['written']}`)")
     for f in doc.get("plots", []):
         console.print(f"plot: {f}")
+    timing = doc.get("timing")
+    if timing:
+        console.print(f"searched in {timing['total_seconds']:.1f} s (designs: {timing['evaluate_seconds']:.1f} s)")
 
 
 def optimize_cmd(

@@ -216,12 +216,14 @@ def _mm_at(venue: CrossVenue, pos: CrossPosition, price: float) -> float:
     """Maintenance requirement of ``pos`` with its mark at ``price`` (fee to close included where reserved).
 
     Bybit classic takes it on the entry value (price-independent) and adds the fee at ``price``.
+    A maintenance margin is never negative: a tier override whose amount exceeds ``value × mmr`` at
+    ``price`` counts as 0 there (the account layer refuses such an override at a liquidation price).
     """
     fee = _fee_rate(venue, pos)
     if venue.mm_on_entry:
-        return pos.margin.maintenance_margin(pos.value(pos.entry)) + fee * pos.value(price)
+        return max(pos.margin.maintenance_margin(pos.value(pos.entry)), 0.0) + fee * pos.value(price)
     value = pos.value(price)
-    return pos.margin.maintenance_margin(value) + fee * value
+    return max(pos.margin.maintenance_margin(value), 0.0) + fee * value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

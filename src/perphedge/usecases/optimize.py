@@ -927,7 +927,11 @@ def plan_yaml(doc: dict[str, Any], plan: dict[str, Any]) -> str:
 
 def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
     """The Pareto front (risk vs carry, colour = P(liq)) as PNG and self-contained HTML (plotly inlined)."""
+    import io
+
     import matplotlib
+
+    from perphedge.usecases.outputs import write_file_atomic
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -957,8 +961,10 @@ def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     png = out_dir / "optimize_pareto.png"
-    fig.savefig(png, dpi=100)
+    buf = io.BytesIO()  # rendered in memory and renamed into place: a kill midway leaves no half-written plot
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    write_file_atomic(png, buf.getvalue(), "--plot")
     text = [f"{r['key']}<br>objective {r['objective']:.5g}" for r in rows]
     f = go.Figure(
         go.Scatter3d(
@@ -976,7 +982,7 @@ def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
         scene={"xaxis_title": f"risk ({label})", "yaxis_title": "carry, % of book", "zaxis_title": "P(liq), %"},
     )
     html = out_dir / "optimize_pareto.html"
-    f.write_html(html, include_plotlyjs=True, full_html=True)
+    write_file_atomic(html, f.to_html(include_plotlyjs=True, full_html=True), "--plot")
     return [str(png), str(html)]
 
 
@@ -1009,7 +1015,8 @@ def run_optimize(req: OptimizeRequest, *, write: str | None = None) -> dict[str,
 
 
 def to_json(doc: dict[str, Any]) -> str:
-    """The document as JSON (NaN → null)."""
+    """The document as JSON (NaN → null), without the run's wall-clock ``timing`` (deterministic output)."""
     from perphedge.jsonsafe import json_safe
 
-    return json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
+    # the wall-clock `timing` stays out: the same inputs and seed give byte-identical JSON
+    return json.dumps(json_safe({k: v for k, v in doc.items() if k != "timing"}), indent=2, allow_nan=False) + "\n"
