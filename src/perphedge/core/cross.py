@@ -395,6 +395,8 @@ def _solve(venue: CrossVenue, pos: CrossPosition, margin: float, others_fee_free
             if price is None:
                 continue
             value = pos.value(price)
+            if value * tier.mmr < tier.maintenance_amount:  # negative MM there (an override): counts as 0
+                continue
             if tier.floor <= value < schedule.cap(idx) or math.isclose(value, tier.floor, rel_tol=1e-12):
                 return price
     return _bisect(venue, pos, margin)
