@@ -253,3 +253,23 @@ def test_optimize_json_leaves_out_wall_clock_timing() -> None:
     assert to_json(a) == to_json(b)
     assert "timing" not in json.loads(to_json(a)) and json.loads(to_json(a))["x"] == [1.0, None]
     assert "timing" in a  # the caller's document (benchmarks read it) keeps it
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", str(REPO / "examples" / "btc-eth-cross.yaml"), "--plot", ""],
+        ["optimize", str(REPO / "examples" / "altcoins.yaml"), "--plot", ""],
+        ["optimize", str(REPO / "examples" / "altcoins.yaml"), "--write", ""],
+        ["optimize", str(REPO / "examples" / "altcoins.yaml"), "--write", " "],
+    ],
+)
+def test_empty_output_flags_are_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """An empty --plot was silently dropped by plan and optimize (no plot, exit 0); now a one-line refusal."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PERPHEDGE_HOME", str(tmp_path / "home"))  # no store: the refusal comes before any work
+    line = _one_line_refusal(*_run(capsys, *args))
+    assert f"`{args[2]}`" in line and ("directory name" in line or "file name" in line)
+    assert list(tmp_path.iterdir()) == []

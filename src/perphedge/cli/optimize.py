@@ -190,7 +190,7 @@ def optimize_cmd(
         store_path=store,
         specs=specs,
     )
-    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None
+    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir is not None else None
     doc = run_optimize(req, write=write)
     if plots is not None:
         doc["plots"] = write_plots(plot, doc, output_dir(plots, "--plot"))
