@@ -10,6 +10,7 @@ with one seed (wall-clock timing).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -273,3 +274,77 @@ def test_empty_output_flags_are_refused_not_ignored(
     line = _one_line_refusal(*_run(capsys, *args))
     assert f"`{args[2]}`" in line and ("directory name" in line or "file name" in line)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- any account document
+
+
+_VENUE_INSTRUMENTS = {
+    "binance_usdm": ["binance:BTCUSDT", "binance:ETHUSDT", "binance:SOLUSDT"],
+    "binance_coinm": ["binance:BTCUSD_PERP", "binance:ETHUSD_PERP"],
+    "bybit_unified": ["bybit:BTCUSDT", "bybit:ETHUSDT", "bybit:SOLUSDT"],
+    "bybit_classic": ["bybit:BTCUSD", "bybit:ETHUSD"],
+    "okx": ["okx:BTC-USD-SWAP", "okx:BTC-USDT-SWAP", "binance:BTCUSDT"],
+    "hyperliquid": ["hyperliquid:BTC", "hyperliquid:ETH", "hyperliquid:SOL"],
+}
+_ANY = st.one_of(
+    st.floats(0.5, 1e5),
+    st.floats(0.5, 1e5),
+    st.floats(0.5, 1e5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-10, 10**16),
+    st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+)
+
+
+@st.composite
+def _account_doc(draw: st.DrawFn) -> dict[str, Any]:
+    venue = draw(st.sampled_from(sorted(_VENUE_INSTRUMENTS)))
+    insts = draw(st.lists(st.sampled_from(_VENUE_INSTRUMENTS[venue]), min_size=1, max_size=2, unique=True))
+    positions = []
+    for inst in insts:
+        p: dict[str, Any] = {
+            "instrument": inst,
+            "side": draw(st.sampled_from(["long", "short"])),
+            "contracts": draw(_ANY),
+            "entry": draw(_ANY),
+            "mark": draw(_ANY),
+        }
+        if draw(st.booleans()):
+            p["mmr"] = draw(st.one_of(st.floats(1e-4, 0.99), _ANY))
+            if draw(st.booleans()):
+                p["maintenance_amount"] = draw(st.one_of(st.floats(0.0, 1e6), _ANY))
+        positions.append(p)
+    return {"venue": venue, "wallet_balance": draw(_ANY), "positions": positions}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_account_doc())
+def test_any_account_document_is_refused_on_one_line_or_answered_consistently(doc: dict[str, Any]) -> None:
+    """Any document: a one-line ConfigError, or a JSON-safe answer in which no long is liquidated below its
+    bankruptcy price (no short above it) while the account is healthy, every price > 0, and a surface."""
+    from perphedge.config import parse_account
+    from perphedge.core.cross import liquidation_surface
+    from perphedge.errors import PerphedgeError
+    from perphedge.usecases.account import account_document, build_account
+
+    try:
+        account = build_account(parse_account(doc, "acct.yaml"), default_registry(), "acct.yaml")
+    except PerphedgeError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("acct.yaml")
+        return
+    out = account_document(account)
+    json.dumps(out, allow_nan=False)
+    for row in out["positions"]:
+        lp, bp = row["liquidation_price"], row["bankruptcy_price"]
+        assert lp is None or (math.isfinite(lp) and lp > 0)
+        if lp is not None and bp is not None and not out["liquidated"]:
+            if row["side"] == "long":
+                assert lp >= bp * (1 - 1e-9), row
+            else:
+                assert lp <= bp * (1 + 1e-9), row
+    if len(account.positions) >= 2:
+        surf = liquidation_surface(account, 0, 1, (-0.5, 0.0, 0.5), (-0.5, 0.0, 0.5))
+        assert all(r is None or r >= 0 for row in surf.margin_ratio for r in row)
