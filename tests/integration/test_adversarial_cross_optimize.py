@@ -62,8 +62,10 @@ def test_override_negative_mm_at_liquidation_price_is_refused(
     # ≈ 9,961 × 0.01 = 99.6 < 139: the override would put liquidation past bankruptcy (1,000). Was answered 996.06.
     path = _account(
         tmp_path,
-        ["{instrument: binance:ETHUSDT, side: long, contracts: 10, entry: 1500, mark: 1400, mmr: 0.01, "
-         "maintenance_amount: 139}"],
+        [
+            "{instrument: binance:ETHUSDT, side: long, contracts: 10, entry: 1500, mark: 1400, mmr: 0.01, "
+            "maintenance_amount: 139}"
+        ],
     )
     line = _one_line_refusal(*_run(capsys, "calc", "--account", path, "--format", "json"))
     assert "positions[0].maintenance_amount" in line and "liquidation price" in line and "negative" in line
@@ -75,8 +77,10 @@ def test_override_consistent_at_liquidation_price_is_answered(
 ) -> None:
     path = _account(
         tmp_path,
-        ["{instrument: binance:ETHUSDT, side: long, contracts: 10, entry: 1500, mark: 1400, mmr: 0.01, "
-         "maintenance_amount: 50}"],
+        [
+            "{instrument: binance:ETHUSDT, side: long, contracts: 10, entry: 1500, mark: 1400, mmr: 0.01, "
+            "maintenance_amount: 50}"
+        ],
     )
     code, out, err = _run(capsys, "calc", "--account", path, "--format", "json")
     assert code == 0, err
@@ -94,7 +98,9 @@ def test_override_consistent_at_liquidation_price_is_answered(
     contracts=st.floats(0.01, 100.0),
     side=st.sampled_from([Side.LONG, Side.SHORT]),
 )
-def test_maintenance_margin_never_negative(mmr: float, share: float, cover: float, contracts: float, side: Side) -> None:
+def test_maintenance_margin_never_negative(
+    mmr: float, share: float, cover: float, contracts: float, side: Side
+) -> None:
     """Whatever override is given, the account's maintenance requirement is >= 0 at every price, and a long's
     liquidation price is never below its bankruptcy price (a short's never above)."""
     inst = default_registry().get("binance:ETHUSDT")
@@ -199,10 +205,9 @@ def _die_midway(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_surface_plot_is_never_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from perphedge.cli.account import plot_surface
-    from perphedge.usecases.account import account_document, load_account, surface_document
-    from perphedge.cli.account import SURFACE_MOVES
+    from perphedge.cli.account import SURFACE_MOVES, plot_surface
     from perphedge.core.cross import liquidation_surface
+    from perphedge.usecases.account import account_document, load_account, surface_document
 
     acct = load_account(EXAMPLE, default_registry())
     doc = account_document(acct)
