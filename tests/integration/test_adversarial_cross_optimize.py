@@ -353,3 +353,17 @@ def test_any_account_document_is_refused_on_one_line_or_answered_consistently(do
     if len(account.positions) >= 2:
         surf = liquidation_surface(account, 0, 1, (-0.5, 0.0, 0.5), (-0.5, 0.0, 0.5))
         assert all(r is None or r >= 0 for row in surf.margin_ratio for r in row)
+
+
+def test_hedge_mode_pair_is_refused_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A long and a short of one instrument (hedge mode) was told to "merge them"; the refusal now names the
+    mode perphedge models and asks for the net position."""
+    path = _account(
+        tmp_path,
+        [
+            "{instrument: binance:ETHUSDT, side: long, contracts: 10, entry: 1500, mark: 1400}",
+            "{instrument: binance:ETHUSDT, side: short, contracts: 4, entry: 1450, mark: 1400}",
+        ],
+    )
+    line = _one_line_refusal(*_run(capsys, "calc", "--account", path))
+    assert "positions[1].instrument" in line and "hedge mode" in line and "net position" in line

@@ -170,7 +170,7 @@ class CrossAccount:
             raise ConfigError("invalid `positions`: a cross account needs at least one position")
         if not (math.isfinite(self.wallet_balance) and self.wallet_balance >= 0):
             raise ConfigError(f"invalid `wallet_balance`: must be >= 0, was {self.wallet_balance!r}")
-        seen: set[str] = set()
+        seen: dict[str, Side] = {}
         settle = self.positions[0].instrument.settle
         for i, pos in enumerate(self.positions):
             inst = pos.instrument
@@ -192,11 +192,17 @@ class CrossAccount:
                     "(give each settle coin its own account file)"
                 )
             if inst.id in seen:
+                if seen[inst.id] is not pos.side:
+                    raise ConfigError(
+                        f"invalid `positions[{i}].instrument`: {inst.id} is given twice, long and short (hedge "
+                        "mode); perphedge models one-way mode, one net position per instrument: give the net "
+                        "position"
+                    )
                 raise ConfigError(
                     f"invalid `positions[{i}].instrument`: {inst.id} is given twice (one-way mode holds one "
                     "net position per instrument: merge them)"
                 )
-            seen.add(inst.id)
+            seen[inst.id] = pos.side
 
     @property
     def settle(self) -> str:
