@@ -367,3 +367,25 @@ def test_hedge_mode_pair_is_refused_as_such(tmp_path: Path, capsys: pytest.Captu
     )
     line = _one_line_refusal(*_run(capsys, "calc", "--account", path))
     assert "positions[1].instrument" in line and "hedge mode" in line and "net position" in line
+
+
+# --------------------------------------------------------------------------- optimize: a book too small to hedge
+
+
+@pytest.mark.parametrize("value", ["1e-9", "0.01"])
+def test_optimize_refuses_a_book_smaller_than_any_lot(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    sample_store_path: Path,
+    value: str,
+) -> None:
+    """A basket worth less than half a lot of every hedge instrument was "recommended" a hedge that rounds to
+    nothing (risk = unhedged, P(liq) 0, so it looked feasible); now a one-line refusal naming the smallest lot."""
+    pf = tmp_path / "small.yaml"
+    pf.write_text(f"name: small\nholdings:\n  - {{asset: SOL, value_usd: {value}}}\n", encoding="utf-8")
+    args = ["optimize", str(pf), "--hedges", "btc", "--methods", "notional", "--collateral", "stable"]
+    args += ["--policies", "band", "--ratios", "1", "--leverages", "1", "--paths", "100"]
+    line = _one_line_refusal(*_run(capsys, *args, "--store", str(sample_store_path), "--format", "json"))
+    assert "less than half a lot of every hedge instrument" in line and "binance:BTCUSDT" in line
+    assert str(pf) in line

@@ -360,7 +360,7 @@ def prepare_market(
             f"the period {start} → {end} has {len(first.dates)} days, fewer than --train {req.train}d + --test "
             f"{req.test}d: shorten the windows or extend the period"
         )
-    return Market(
+    market = Market(
         dates=first.dates,
         closes=closes,
         highs=highs,
@@ -374,6 +374,34 @@ def prepare_market(
         warnings=warnings,
         not_available=missing,
     )
+    _check_hedgeable(market, req)
+    return market
+
+
+def _check_hedgeable(market: Market, req: OptimizeRequest) -> None:
+    """Refuse a book smaller than half a lot of every hedge instrument on every day (each design would round its
+    hedge to nothing, and the "recommendation" would be a hedge that cannot be placed)."""
+    exposure = np.zeros(market.n)
+    for a, q in market.quantities.items():
+        if a in market.closes:
+            exposure = exposure + abs(q) * market.closes[a]
+    smallest: tuple[float, str] | None = None
+    for prep in market.preps.values():
+        for leg in prep.legs:
+            inst = leg.instrument
+            lot_usd = np.array([inst.notional_usd(inst.lot_size, float(c)) for c in leg.c])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if np.nanmax(exposure / lot_usd) >= 0.5:
+                    return
+            low = float(np.nanmin(lot_usd))
+            if smallest is None or low < smallest[0]:
+                smallest = (low, f"{inst.id} ({inst.lot_size:g} contract{'s' if inst.lot_size != 1 else ''})")
+    if smallest is not None:
+        raise ConfigError(
+            f"{req.file}: the holdings are worth at most {float(np.nanmax(exposure)):.4g} USD, less than half a lot of "
+            f"every hedge instrument tried (the smallest lot: {smallest[1]}, {smallest[0]:.4g} USD): no hedge can "
+            "be placed; hedge a larger book"
+        )
 
 
 # ------------------------------------------------------------------------------------------- design paths
