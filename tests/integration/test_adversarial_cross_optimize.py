@@ -313,7 +313,7 @@ def _account_doc(draw: st.DrawFn) -> dict[str, Any]:
         p: dict[str, Any] = {
             "instrument": inst,
             "side": draw(st.sampled_from(["long", "short"])),
-            "contracts": draw(_ANY),
+            "contracts": draw(st.one_of(st.integers(1, 10**5), st.integers(1, 10**5), _ANY)),
             "entry": draw(_ANY),
             "mark": draw(_ANY),
         }
@@ -389,3 +389,17 @@ def test_optimize_refuses_a_book_smaller_than_any_lot(
     line = _one_line_refusal(*_run(capsys, *args, "--store", str(sample_store_path), "--format", "json"))
     assert "less than half a lot of every hedge instrument" in line and "binance:BTCUSDT" in line
     assert str(pf) in line
+
+
+@pytest.mark.parametrize(
+    ("contracts", "nearest"), [("0.0001", "0.001"), ("1e-300", "0.001"), ("0.0015", "0.001 or 0.002")]
+)
+def test_contracts_off_the_lot_grid_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], contracts: str, nearest: str
+) -> None:
+    """`calc --contracts` refuses sizes off the lot grid; the account file took them (1e-300 BTC answered)."""
+    path = _account(
+        tmp_path, [f"{{instrument: binance:BTCUSDT, side: long, contracts: {contracts}, entry: 60000, mark: 60000}}"]
+    )
+    line = _one_line_refusal(*_run(capsys, "calc", "--account", path))
+    assert "positions[0].contracts" in line and "lot 0.001" in line and line.endswith(f"nearest {nearest}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,15 @@ def build_account(model: CrossAccountFile, registry: InstrumentRegistry, source:
             inst = registry.get(p.instrument)
         except ConfigError as exc:
             raise ConfigError(f"{where(i, 'instrument')}: {exc}") from None
+        lots = p.contracts / inst.lot_size
+        nearest = round(lots)
+        if nearest < 1 or abs(lots - nearest) > 1e-9 * max(1.0, lots):
+            options = [f"{round(x * inst.lot_size, 12):.12g}" for x in (math.floor(lots), math.ceil(lots)) if x >= 1]
+            raise ConfigError(
+                f"{where(i, 'contracts')}: {p.contracts:g} is not a whole number of lots of {inst.id} (lot "
+                f"{inst.lot_size:g} {'contracts' if inst.lot_size != 1 else 'contract'}): nearest "
+                f"{' or '.join(options)}"
+            )
         schedule = None
         if p.mmr is not None and p.maintenance_amount:
             floor_mm = inst.position_value(p.contracts, p.mark) * p.mmr
