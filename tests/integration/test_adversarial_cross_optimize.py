@@ -403,3 +403,28 @@ def test_contracts_off_the_lot_grid_are_refused(
     )
     line = _one_line_refusal(*_run(capsys, "calc", "--account", path))
     assert "positions[0].contracts" in line and "lot 0.001" in line and line.endswith(f"nearest {nearest}")
+
+
+def test_optimize_says_why_no_design_is_feasible() -> None:
+    """With no feasible design the output only said "raise --max-liq-prob or change the grids", whatever the
+    cause; the document's `rejected` now counts each kind of violation (numbers and dates folded together)."""
+    from perphedge.usecases.optimize import _why_rejected
+
+    def score(*violations: str, risk: float = 0.01) -> dict[str, Any]:
+        return {"risk": risk, "violations": list(violations), "feasible": False}
+
+    out = _why_rejected(
+        [
+            score("P(liquidation) 16.00% > 1.00%"),
+            score("P(liquidation) 8.00% > 1.00%", "liquidated 2 time(s) in the window"),
+            score("the hedged book is wiped out on 2021-01-06"),
+            score("P(liquidation) 2.50% > 1.00%"),
+            score(risk=float("nan")),
+        ]
+    )
+    assert out[0] == {"violation": "P(liquidation) 16.00% > 1.00%", "designs": 3}
+    assert {r["violation"]: r["designs"] for r in out[1:]} == {
+        "liquidated 2 time(s) in the window": 1,
+        "the hedged book is wiped out on 2021-01-06": 1,
+        "no risk can be measured (missing prices in the window)": 1,
+    }

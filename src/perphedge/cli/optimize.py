@@ -82,7 +82,10 @@ def render(doc: dict[str, Any], console: Any) -> None:
     console.print(p)
     rec = doc["recommended"]
     if rec is None:
-        console.print("[bold]no design meets the constraints[/bold]: raise --max-liq-prob or change the grids")
+        console.print("[bold]no design meets the constraints[/bold] on the latest training window:")
+        for r in doc.get("rejected", [])[:5]:
+            console.print(f"  {r['designs']:,} design(s): {r['violation']}")
+        console.print("  relax that constraint (--max-liq-prob, lower --leverages or --ratios) or change the grids")
     else:
         ins = rec["in_sample"]
         console.print(

@@ -658,6 +658,22 @@ _RISK_TEXT = {
 }
 
 
+def _why_rejected(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """When no design is feasible on the latest window: each kind of violation, how many designs it rejects, and
+    one example (most frequent first), so the user knows which constraint to relax."""
+    import re
+
+    kinds: dict[str, dict[str, Any]] = {}
+    for sc in scores:
+        if not math.isfinite(sc["risk"]) and not sc["violations"]:
+            sc = {**sc, "violations": ["no risk can be measured (missing prices in the window)"]}
+        for v in dict.fromkeys(sc["violations"]):
+            key = re.sub(r"[-+]?\d[\d,.]*%?", "#", v)
+            k = kinds.setdefault(key, {"violation": v, "designs": 0})
+            k["designs"] += 1
+    return sorted(kinds.values(), key=lambda k: -k["designs"])
+
+
 def _nanmean(xs: list[float]) -> float | None:
     a = np.array(xs, dtype=float)
     return float(np.nanmean(a)) if np.isfinite(a).any() else None
@@ -796,6 +812,7 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
     baselines_latest = [
         {"name": name} | _metrics(_score(bp, lo, hi, mh, col, req, hi - 1)) for name, _, bp in baselines
     ]
+    rejected = _why_rejected(final) if best is None else []
     idx = [j for j in range(len(designs)) if feas[j]]
     pts = np.array([[final[j]["risk"], -final[j]["carry"], final[j]["p_liq"]] for j in idx]).reshape(-1, 3)
     front = [idx[j] for j in pareto_front(pts)]
@@ -877,6 +894,7 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
             "stability": stability(chosen_keys),
         },
         "recommended": recommended,
+        "rejected": rejected,
         "baselines": baselines_latest,
         "pareto": pareto,
         "assumptions": [
