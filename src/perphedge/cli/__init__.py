@@ -217,7 +217,7 @@ def plan(
     )
 
     # every flag is checked before any file, store or simulation is touched
-    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None
+    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir is not None else None
     lev, auto = _leverage_opt(leverage)
     window_days = None if window is None else days(window, "--window")
     as_of = as_of_date(as_of, "--as-of")

@@ -121,7 +121,7 @@ def render_account(doc: dict[str, Any], console: Any) -> None:
     head.add_row("total maintenance margin", f"{_amount(doc['total_maintenance_margin'])} {settle}")
     head.add_row(
         "margin ratio (MM / equity)",
-        "equity <= 0" if ratio is None else f"{ratio * 100:.2f}%" + (" LIQUIDATED" if doc["liquidated"] else ""),
+        ("equity <= 0" if ratio is None else f"{ratio * 100:.2f}%") + (" LIQUIDATED" if doc["liquidated"] else ""),
     )
     console.print(head)
     t = Table(title="positions (each liquidation price holds the others at their marks)", title_justify="left")
@@ -174,12 +174,18 @@ def render_account(doc: dict[str, Any], console: Any) -> None:
         console.print(s)
     for p in doc.get("plots", []):
         console.print(f"plot: {p}")
+    for w in doc.get("warnings", []):
+        console.print(f"[yellow]warning[/yellow]: {w}")
 
 
 def plot_surface(doc: dict[str, Any], out_dir: Path) -> list[str]:
     """Heat map of the margin ratio over the surface (PNG and interactive HTML); liquidated cells at >= 100 %."""
+    import io
+
     import matplotlib
     import numpy as np
+
+    from perphedge.usecases.outputs import write_file_atomic
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -204,8 +210,10 @@ def plot_surface(doc: dict[str, Any], out_dir: Path) -> list[str]:
     ax.set_title(f"Cross account liquidation surface ({doc['venue']}); black line = liquidation")
     fig.tight_layout()
     png = out_dir / "liquidation_surface.png"
-    fig.savefig(png, dpi=100)
+    buf = io.BytesIO()  # rendered in memory and renamed into place: a kill midway leaves no half-written plot
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    write_file_atomic(png, buf.getvalue(), "--plot")
     hm = go.Figure(
         go.Heatmap(
             z=z,
@@ -224,7 +232,7 @@ def plot_surface(doc: dict[str, Any], out_dir: Path) -> list[str]:
         yaxis_title=f"{surf['leg_a']} move",
     )
     html = out_dir / "liquidation_surface.html"
-    hm.write_html(html, include_plotlyjs=True, full_html=True)
+    write_file_atomic(html, hm.to_html(include_plotlyjs=True, full_html=True), "--plot")
     return [str(png), str(html)]
 
 

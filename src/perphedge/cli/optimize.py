@@ -82,7 +82,10 @@ def render(doc: dict[str, Any], console: Any) -> None:
     console.print(p)
     rec = doc["recommended"]
     if rec is None:
-        console.print("[bold]no design meets the constraints[/bold]: raise --max-liq-prob or change the grids")
+        console.print("[bold]no design meets the constraints[/bold] on the latest training window:")
+        for r in doc.get("rejected", [])[:5]:
+            console.print(f"  {r['designs']:,} design(s): {r['violation']}")
+        console.print("  relax that constraint (--max-liq-prob, lower --leverages or --ratios) or change the grids")
     else:
         ins = rec["in_sample"]
         console.print(
@@ -95,6 +98,9 @@ def render(doc: dict[str, Any], console: Any) -> None:
         console.print(f"portfolio file written: {doc['written']} (try `perphedge plan {doc['written']}`)")
     for f in doc.get("plots", []):
         console.print(f"plot: {f}")
+    timing = doc.get("timing")
+    if timing:
+        console.print(f"searched in {timing['total_seconds']:.1f} s (designs: {timing['evaluate_seconds']:.1f} s)")
 
 
 def optimize_cmd(
@@ -210,7 +216,7 @@ def optimize_cmd(
         cluster=cluster,
         workers=n_workers,
     )
-    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir else None
+    plots = output_dir(plot_dir, "--plot", create=False) if plot_dir is not None else None
     doc = run_optimize(req, write=write)
     if plots is not None:
         doc["plots"] = write_plots(plot, doc, output_dir(plots, "--plot"))

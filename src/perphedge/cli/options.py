@@ -155,6 +155,8 @@ def output_dir(path: str | Path, flag: str, *, create: bool = True) -> Path:
     """
     from perphedge.usecases.outputs import check_writable
 
+    if not str(path).strip():  # Path("") is the working directory: an empty flag is a mistake, not "here"
+        raise ConfigError(f"invalid `{flag}`: give a directory name, was {str(path)!r}")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"invalid `{flag}`: {p} is a file, not a directory")

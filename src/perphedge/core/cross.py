@@ -170,7 +170,7 @@ class CrossAccount:
             raise ConfigError("invalid `positions`: a cross account needs at least one position")
         if not (math.isfinite(self.wallet_balance) and self.wallet_balance >= 0):
             raise ConfigError(f"invalid `wallet_balance`: must be >= 0, was {self.wallet_balance!r}")
-        seen: set[str] = set()
+        seen: dict[str, Side] = {}
         settle = self.positions[0].instrument.settle
         for i, pos in enumerate(self.positions):
             inst = pos.instrument
@@ -192,11 +192,17 @@ class CrossAccount:
                     "(give each settle coin its own account file)"
                 )
             if inst.id in seen:
+                if seen[inst.id] is not pos.side:
+                    raise ConfigError(
+                        f"invalid `positions[{i}].instrument`: {inst.id} is given twice, long and short (hedge "
+                        "mode); perphedge models one-way mode, one net position per instrument: give the net "
+                        "position"
+                    )
                 raise ConfigError(
                     f"invalid `positions[{i}].instrument`: {inst.id} is given twice (one-way mode holds one "
                     "net position per instrument: merge them)"
                 )
-            seen.add(inst.id)
+            seen[inst.id] = pos.side
 
     @property
     def settle(self) -> str:
@@ -216,12 +222,14 @@ def _mm_at(venue: CrossVenue, pos: CrossPosition, price: float) -> float:
     """Maintenance requirement of ``pos`` with its mark at ``price`` (fee to close included where reserved).
 
     Bybit classic takes it on the entry value (price-independent) and adds the fee at ``price``.
+    A maintenance margin is never negative: a tier override whose amount exceeds ``value × mmr`` at
+    ``price`` counts as 0 there (the account layer refuses such an override at a liquidation price).
     """
     fee = _fee_rate(venue, pos)
     if venue.mm_on_entry:
-        return pos.margin.maintenance_margin(pos.value(pos.entry)) + fee * pos.value(price)
+        return max(pos.margin.maintenance_margin(pos.value(pos.entry)), 0.0) + fee * pos.value(price)
     value = pos.value(price)
-    return pos.margin.maintenance_margin(value) + fee * value
+    return max(pos.margin.maintenance_margin(value), 0.0) + fee * value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -393,6 +401,8 @@ def _solve(venue: CrossVenue, pos: CrossPosition, margin: float, others_fee_free
             if price is None:
                 continue
             value = pos.value(price)
+            if value * tier.mmr < tier.maintenance_amount:  # negative MM there (an override): counts as 0
+                continue
             if tier.floor <= value < schedule.cap(idx) or math.isclose(value, tier.floor, rel_tol=1e-12):
                 return price
     return _bisect(venue, pos, margin)

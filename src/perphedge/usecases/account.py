@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,15 @@ def build_account(model: CrossAccountFile, registry: InstrumentRegistry, source:
             inst = registry.get(p.instrument)
         except ConfigError as exc:
             raise ConfigError(f"{where(i, 'instrument')}: {exc}") from None
+        lots = p.contracts / inst.lot_size
+        nearest = round(lots)
+        if nearest < 1 or abs(lots - nearest) > 1e-9 * max(1.0, lots):
+            options = [f"{round(x * inst.lot_size, 12):.12g}" for x in (math.floor(lots), math.ceil(lots)) if x >= 1]
+            raise ConfigError(
+                f"{where(i, 'contracts')}: {p.contracts:g} is not a whole number of lots of {inst.id} (lot "
+                f"{inst.lot_size:g} {'contracts' if inst.lot_size != 1 else 'contract'}): nearest "
+                f"{' or '.join(options)}"
+            )
         schedule = None
         if p.mmr is not None and p.maintenance_amount:
             floor_mm = inst.position_value(p.contracts, p.mark) * p.mmr
@@ -73,7 +84,7 @@ def build_account(model: CrossAccountFile, registry: InstrumentRegistry, source:
             )
         )
     try:
-        return CrossAccount(venue=venue, wallet_balance=model.wallet_balance, positions=tuple(positions))
+        account = CrossAccount(venue=venue, wallet_balance=model.wallet_balance, positions=tuple(positions))
     except ConfigError as exc:
         text = str(exc)
         if text.startswith("invalid `positions["):
@@ -83,6 +94,31 @@ def build_account(model: CrossAccountFile, registry: InstrumentRegistry, source:
             rest = text[text.index("`:", len("invalid `")) + 2 :].strip()
             raise ConfigError(f"{source}: {f'line {line}: ' if line else ''}field `{field}`: {rest}") from None
         raise ConfigError(f"{source}: {text}") from None
+    _check_overrides(account, model, where)
+    return account
+
+
+def _check_overrides(account: CrossAccount, model: CrossAccountFile, where: Callable[[int, str], str]) -> None:
+    """Refuse a tier override whose maintenance margin is negative at the position's liquidation price.
+
+    ``maintenance_amount`` belongs to the tier that holds the position's value; below ``amount / mmr`` the
+    venue applies a lower tier, so the override cannot describe the position there (its liquidation price
+    would fall past the bankruptcy price).
+    """
+    result = cross_liquidation(account)
+    for i, (pos, liq) in enumerate(zip(account.positions, result.positions, strict=True)):
+        amount = model.positions[i].maintenance_amount
+        if pos.schedule is None or not amount or liq.liquidation_price is None:
+            continue
+        basis = pos.value(pos.entry) if account.venue.mm_on_entry else pos.value(liq.liquidation_price)
+        if pos.schedule.maintenance_margin(basis) < 0:
+            inst = pos.instrument
+            raise ConfigError(
+                f"{where(i, 'maintenance_amount')}: {amount:g} is more than the position's value × mmr at its "
+                f"liquidation price {liq.liquidation_price:.8g} ({basis:.8g} × {model.positions[i].mmr:g} "
+                f"{inst.settle}): the maintenance margin would be negative there (the amount belongs to the "
+                "tier that holds the position's value at the liquidation price; give that tier's mmr and amount)"
+            )
 
 
 def load_account(path: str | Path, registry: InstrumentRegistry) -> CrossAccount:
@@ -125,6 +161,13 @@ def account_document(account: CrossAccount, result: CrossResult | None = None) -
             }
         )
     st = res.state
+    warnings: list[str] = []
+    if st.liquidated:
+        warnings.append(
+            f"the account is already liquidated at the marks: equity {st.equity:.8g} {account.settle} <= total "
+            f"maintenance margin {st.total_maintenance:.8g} {account.settle}; each liquidation price on the far "
+            "side of its mark is where the account would stop being liquidated"
+        )
     return {
         "venue": account.venue.value,
         "settle": account.settle,
@@ -134,6 +177,7 @@ def account_document(account: CrossAccount, result: CrossResult | None = None) -
         "margin_ratio": st.margin_ratio,
         "liquidated": st.liquidated,
         "positions": rows,
+        "warnings": warnings,
         "notes": [
             "each liquidation price holds the other positions at their marks",
             "margin_ratio = total maintenance margin / account equity; the account is liquidated at >= 1",

@@ -362,7 +362,7 @@ def prepare_market(
             f"the period {start} → {end} has {len(first.dates)} days, fewer than --train {req.train}d + --test "
             f"{req.test}d: shorten the windows or extend the period"
         )
-    return Market(
+    market = Market(
         dates=first.dates,
         closes=closes,
         highs=highs,
@@ -376,6 +376,34 @@ def prepare_market(
         warnings=warnings,
         not_available=missing,
     )
+    _check_hedgeable(market, req)
+    return market
+
+
+def _check_hedgeable(market: Market, req: OptimizeRequest) -> None:
+    """Refuse a book smaller than half a lot of every hedge instrument on every day (each design would round its
+    hedge to nothing, and the "recommendation" would be a hedge that cannot be placed)."""
+    exposure = np.zeros(market.n)
+    for a, q in market.quantities.items():
+        if a in market.closes:
+            exposure = exposure + abs(q) * market.closes[a]
+    smallest: tuple[float, str] | None = None
+    for prep in market.preps.values():
+        for leg in prep.legs:
+            inst = leg.instrument
+            lot_usd = np.array([inst.notional_usd(inst.lot_size, float(c)) for c in leg.c])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if np.nanmax(exposure / lot_usd) >= 0.5:
+                    return
+            low = float(np.nanmin(lot_usd))
+            if smallest is None or low < smallest[0]:
+                smallest = (low, f"{inst.id} ({inst.lot_size:g} contract{'s' if inst.lot_size != 1 else ''})")
+    if smallest is not None:
+        raise ConfigError(
+            f"{req.file}: the holdings are worth at most {float(np.nanmax(exposure)):.4g} USD, less than half a lot of "
+            f"every hedge instrument tried (the smallest lot: {smallest[1]}, {smallest[0]:.4g} USD): no hedge can "
+            "be placed; hedge a larger book"
+        )
 
 
 # ------------------------------------------------------------------------------------------- design paths
@@ -632,6 +660,22 @@ _RISK_TEXT = {
 }
 
 
+def _why_rejected(scores: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """When no design is feasible on the latest window: each kind of violation, how many designs it rejects, and
+    one example (most frequent first), so the user knows which constraint to relax."""
+    import re
+
+    kinds: dict[str, dict[str, Any]] = {}
+    for sc in scores:
+        if not math.isfinite(sc["risk"]) and not sc["violations"]:
+            sc = {**sc, "violations": ["no risk can be measured (missing prices in the window)"]}
+        for v in dict.fromkeys(sc["violations"]):
+            key = re.sub(r"[-+]?\d[\d,.]*%?", "#", v)
+            k = kinds.setdefault(key, {"violation": v, "designs": 0})
+            k["designs"] += 1
+    return sorted(kinds.values(), key=lambda k: -k["designs"])
+
+
 def _nanmean(xs: list[float]) -> float | None:
     a = np.array(xs, dtype=float)
     return float(np.nanmean(a)) if np.isfinite(a).any() else None
@@ -799,6 +843,7 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
     baselines_latest = [
         {"name": name} | _metrics(_score(bp, lo, hi, mh, col, req, hi - 1)) for name, _, bp in baselines
     ]
+    rejected = _why_rejected(final) if best is None else []
     idx = [j for j in range(len(designs)) if feas[j]]
     pts = np.array([[final[j]["risk"], -final[j]["carry"], final[j]["p_liq"]] for j in idx]).reshape(-1, 3)
     front = [idx[j] for j in pareto_front(pts)]
@@ -880,6 +925,7 @@ def optimize(market: Market, req: OptimizeRequest, *, source: str = "") -> dict[
             "stability": stability(chosen_keys),
         },
         "recommended": recommended,
+        "rejected": rejected,
         "baselines": baselines_latest,
         "pareto": pareto,
         "assumptions": [
@@ -958,7 +1004,11 @@ def plan_yaml(doc: dict[str, Any], plan: dict[str, Any]) -> str:
 
 def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
     """The Pareto front (risk vs carry, colour = P(liq)) as PNG and self-contained HTML (plotly inlined)."""
+    import io
+
     import matplotlib
+
+    from perphedge.usecases.outputs import write_file_atomic
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -988,8 +1038,10 @@ def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     png = out_dir / "optimize_pareto.png"
-    fig.savefig(png, dpi=100)
+    buf = io.BytesIO()  # rendered in memory and renamed into place: a kill midway leaves no half-written plot
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    write_file_atomic(png, buf.getvalue(), "--plot")
     text = [f"{r['key']}<br>objective {r['objective']:.5g}" for r in rows]
     f = go.Figure(
         go.Scatter3d(
@@ -1007,7 +1059,7 @@ def write_plots(doc: dict[str, Any], out_dir: Path) -> list[str]:
         scene={"xaxis_title": f"risk ({label})", "yaxis_title": "carry, % of book", "zaxis_title": "P(liq), %"},
     )
     html = out_dir / "optimize_pareto.html"
-    f.write_html(html, include_plotlyjs=True, full_html=True)
+    write_file_atomic(html, f.to_html(include_plotlyjs=True, full_html=True), "--plot")
     return [str(png), str(html)]
 
 
@@ -1040,7 +1092,8 @@ def run_optimize(req: OptimizeRequest, *, write: str | None = None) -> dict[str,
 
 
 def to_json(doc: dict[str, Any]) -> str:
-    """The document as JSON (NaN → null)."""
+    """The document as JSON (NaN → null), without the run's wall-clock ``timing`` (deterministic output)."""
     from perphedge.jsonsafe import json_safe
 
-    return json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n"
+    # the wall-clock `timing` stays out: the same inputs and seed give byte-identical JSON
+    return json.dumps(json_safe({k: v for k, v in doc.items() if k != "timing"}), indent=2, allow_nan=False) + "\n"

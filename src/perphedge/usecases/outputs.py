@@ -99,6 +99,8 @@ def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
 def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     """Refuse, before any work, an output file that cannot be written (a directory, an uncreatable or read-only
     parent). Creates nothing."""
+    if not str(path).strip():
+        raise ConfigError(f"invalid `{flag}`: give a file name, was {str(path)!r}")
     out = Path(path)
     if out.is_dir():
         raise ConfigError(f"invalid `{flag}`: {out} is a directory, not a file")
@@ -110,14 +112,14 @@ def check_output_file(path: str | Path, flag: str = "--out") -> Path:
     return out
 
 
-def write_file_atomic(path: str | Path, text: str, flag: str = "--out") -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+def write_file_atomic(path: str | Path, text: str | bytes, flag: str = "--out") -> Path:
+    """Write ``text`` (or bytes) to a temporary file beside ``path`` and rename it into place."""
     out = check_output_file(path, flag)
     _make_parent(out.absolute().parent, flag)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.absolute().parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8") if isinstance(text, str) else text)
         os.chmod(tmp, _file_mode())
         os.replace(tmp, out)
     except OSError as exc:
