@@ -105,7 +105,7 @@ def _check_supported(run_cfg: RunFile, hb: Any, inst: Instrument) -> None:
     if inst.is_inverse and hb.leverage <= 1:
         raise ConfigError(
             "`hedge.leverage`: an inverse short on bought collateral at 1x hedges nothing (the collateral is as "
-            "long as the short is short); use 2 or more"
+            "long as the short is short); use more than 1x, e.g. 1.5 or 2"
         )
     if hb.leverage > inst.max_leverage:
         raise ConfigError(f"`hedge.leverage`: {inst.id} allows at most {inst.max_leverage:g}x, was {hb.leverage:g}")
