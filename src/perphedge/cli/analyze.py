@@ -268,8 +268,28 @@ def analyze_cmd(
         raise ConfigError(f"invalid `--format`: must be table or json, was {fmt!r}")
     first, last = date_range(since, until)
     if futures:
+        # the options of the beta analysis do nothing here: refuse them rather than ignore them silently
+        ignored = [
+            name
+            for name, given in (
+                ("--proxy", proxy != "BTC"),
+                ("--window", window != "180d"),
+                ("--horizon", horizon != "1d,7d"),
+                ("--factors", factors is not None),
+                ("--nonneg", nonneg),
+                ("--no-funding", no_funding),
+            )
+            if given
+        ]
+        if ignored:
+            raise ConfigError(
+                f"invalid `{ignored[0]}`: analyze --futures does not use it (its options: --since, --until, "
+                "--min-days, --plot, --store, --format); leave it out"
+            )
         _futures_cmd(first, last, min_days, assets, plot_dir, store, fmt)
         return
+    if min_days != 7.0:
+        raise ConfigError(f"invalid `--min-days`: it applies to analyze --futures only, was {min_days!r}")
     if assets is None:
         raise ConfigError("analyze needs the option --assets (e.g. --assets SOL,AVAX), or --futures")
     horizons = [h.strip() for h in horizon.split(",")]

@@ -195,6 +195,11 @@ def fetch(
 
     fmt = _fmt(fmt)
     if futures is not None:  # dated futures (usecases/data_futures.py)
+        from perphedge.errors import ConfigError
+
+        if timeframe != "1d" or not funding:  # they fetch daily candles only: refuse rather than ignore
+            flag = "--timeframe" if timeframe != "1d" else "--no-funding"
+            raise ConfigError(f"invalid `{flag}`: --futures fetches the contracts' daily candles only; leave it out")
         _fetch_futures(exchange, futures, since, until, spot, perps, retries, store, fmt)
         return
     req = FetchRequest(

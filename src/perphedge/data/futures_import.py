@@ -25,7 +25,12 @@ if TYPE_CHECKING:
 
     from perphedge.data.importer import ParsedFile
 
-__all__ = ["FUTURES_FILE", "futures_files", "parse_futures_member"]
+__all__ = ["CANDLE_COLUMNS", "FUTURES_FILE", "MAX_BASIS", "SETTLEMENT_COLUMNS", "futures_files", "parse_futures_member"]
+
+CANDLE_COLUMNS = ("timestamp", "contract", "expiry", "open", "high", "low", "close", "spot_close", "perp_close")
+SETTLEMENT_COLUMNS = ("contract", "expiry", "settlement_price")
+#: A contract's (or the perpetual's) close further than this from spot (F/S − 1) is refused as a wrong price.
+MAX_BASIS = 0.5
 
 FUTURES_FILE = re.compile(
     r"(?P<ex>[A-Z]+)_(?:(?P<q>[A-Z0-9]+)_quarterly_(?:1d_(?P<y1>\d{4})|(?P<y2>\d{4})_settlements)"
@@ -122,9 +127,13 @@ def parse_futures_member(name: str, raw: pd.DataFrame, path: Path) -> ParsedFile
         )
     frame = raw.reset_index(drop=True).copy()
     _has_rows(frame, path)
-    for col in ("contract", "expiry"):
-        if col not in frame.columns:
-            raise DataError(f"{path}: missing column `{col}`")
+    required = SETTLEMENT_COLUMNS if m.group("y2") else CANDLE_COLUMNS
+    absent = [c for c in required if c not in frame.columns]
+    if absent:
+        raise DataError(
+            f"{path}: missing column `{absent[0]}` (a futures {'settlements' if m.group('y2') else 'candles'} file "
+            f"has the columns {', '.join(required)}; it has {', '.join(map(str, raw.columns))})"
+        )
     frame["contract"] = frame["contract"].astype(str).str.strip().str.upper()
     frame["expiry_ts"] = _expiry_ms(frame["expiry"].astype(str), path)
     for contract, group in frame.groupby("contract", sort=True):
@@ -168,8 +177,6 @@ def parse_futures_member(name: str, raw: pd.DataFrame, path: Path) -> ParsedFile
         if bad.any():
             i = int(bad.to_numpy().argmax())
             raise DataError(f"{_line(path, i)}: `{col}` must be > 0, was {frame[col].iloc[i]}")
-    if "timestamp" not in frame.columns:
-        raise DataError(f"{path}: missing column `timestamp`")
     values = ["open", "high", "low", "close", "spot_close", "perp_close"]
     keyed = frame.assign(_t=frame["timestamp"].astype(str).str.strip())
     dup = keyed.duplicated(["contract", "_t"], keep=False)
@@ -199,6 +206,15 @@ def parse_futures_member(name: str, raw: pd.DataFrame, path: Path) -> ParsedFile
             text = re.sub(r"line (\d+)", _file_line, str(exc), count=1)
             raise DataError(text) from None
         notes.extend(f"{contract}: {n}" for n in more)
+        for col in ("close", "perp_close"):  # a wrong column or digit would show as a basis of -99% or +900%
+            off = ~((rows[col] / rows["spot_close"] - 1.0).abs() < MAX_BASIS)
+            if off.any():
+                i = int(off.to_numpy().argmax())
+                raise DataError(
+                    f"{path}: contract {contract}: on {rows['ts'].iloc[i].date()} `{col}` {rows[col].iloc[i]:,.6g} is "
+                    f"{rows[col].iloc[i] / rows['spot_close'].iloc[i] - 1:+.1%} from `spot_close` "
+                    f"{rows['spot_close'].iloc[i]:,.6g}; more than ±{MAX_BASIS:.0%} is not a basis but a wrong price"
+                )
         close = rows["ts"] + pd.Timedelta(days=1)
         late = close > rows["expiry_ts"]
         if late.any():

@@ -34,7 +34,7 @@ class DatedContract:
 def listed_contracts(source: CcxtSource, underlying: str) -> list[DatedContract]:
     """The dated contracts of ``underlying`` the venue lists (delivered ones too, as its markets say), by expiry."""
     code = underlying.strip().upper()
-    if not code.isalnum():
+    if not (code.isascii() and code.isalnum()):
         raise ConfigError(f"invalid `--futures`: an underlying coin such as BTC, was {underlying!r}")
     out = []
     for sym, m in source.markets().items():

@@ -64,7 +64,7 @@ class FuturesSeries:
         text = re.escape(pattern)
         for token, group in _TOKENS.items():
             text = text.replace(re.escape(token), group)
-        return re.compile(text)
+        return re.compile(text, re.ASCII)  # ASCII digits only: `\\d` would take ２１０９２４ too
 
     def match(self, symbol: str) -> dt.date | None:
         """The delivery date in ``symbol`` if it is this series' native or ccxt symbol, else None.

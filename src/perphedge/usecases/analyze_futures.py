@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from perphedge.core import futures as F
+from perphedge.data.futures_import import MAX_BASIS
 from perphedge.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -207,6 +208,11 @@ def analyze_futures(store: MarketStore, req: FuturesAnalyzeRequest) -> dict[str,
             close_ms = _ms(r.ts) + F.DAY_MS
             days = F.days_to_expiry(close_ms, expiry)
             b = F.basis(float(r.close), float(r.spot_close))
+            if not abs(b) < MAX_BASIS:  # a wrong stored price, not a basis: refuse rather than average it in
+                raise DataError(
+                    f"stored contract {req.source}:{contract} on {r.ts.date()}: close {float(r.close):,.6g} is "
+                    f"{b:+.1%} from spot {float(r.spot_close):,.6g}, more than ±{MAX_BASIS:.0%}: re-import its candles"
+                )
             ann = F.annualize(b, days)
             row = {
                 "date": str(r.ts.date()),
@@ -242,6 +248,12 @@ def analyze_futures(store: MarketStore, req: FuturesAnalyzeRequest) -> dict[str,
         daily.extend(rows)
         last = rows[-1]
         price = settlements.get(contract)
+        if price is not None and last["days_to_expiry"] < 1.0 and not abs(price / last["spot_close"] - 1) < MAX_BASIS:
+            raise DataError(
+                f"stored settlement of {req.source}:{contract}: {price:,.6g} is {price / last['spot_close'] - 1:+.1%} "
+                f"from the last spot close {last['spot_close']:,.6g} before delivery: a wrong delivery price "
+                "(re-import the settlements file)"
+            )
         contracts.append(
             {
                 "contract": contract,

@@ -105,7 +105,7 @@ def _check_supported(run_cfg: RunFile, hb: Any, inst: Instrument) -> None:
     if inst.is_inverse and hb.leverage <= 1:
         raise ConfigError(
             "`hedge.leverage`: an inverse short on bought collateral at 1x hedges nothing (the collateral is as "
-            "long as the short is short); use 2 or more"
+            "long as the short is short); use more than 1x, e.g. 1.5 or 2"
         )
     if hb.leverage > inst.max_leverage:
         raise ConfigError(f"`hedge.leverage`: {inst.id} allows at most {inst.max_leverage:g}x, was {hb.leverage:g}")
@@ -167,6 +167,12 @@ def run_dated(
     scale = hb.leverage / (hb.leverage - 1.0) if inst.is_inverse else 1.0
     target = [ratio * e * scale for e in exposure]
     # the contracts of the series stored for the period
+    present = store.query("SELECT table_name FROM information_schema.tables WHERE table_name = 'futures_candles'")
+    if present.empty:  # a store written before dated futures, opened read-only (not migrated), or tables dropped
+        raise DataError(
+            f"{getattr(store, 'path', None) or 'the store'} holds no dated-futures table: import the contracts' "
+            "candles into it (`perphedge data import --sample` or `perphedge data fetch --futures`)"
+        )
     frame = store.query(
         "SELECT symbol, ts, expiry, close, high FROM futures_candles WHERE source = ? AND timeframe = '1d' "
         "AND ts >= CAST(? AS TIMESTAMP) AND ts <= CAST(? AS TIMESTAMP) ORDER BY symbol, ts",

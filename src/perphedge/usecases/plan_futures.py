@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from perphedge.core.instruments import Instrument
     from perphedge.usecases.plan import PlanOutcome
 
-__all__ = ["DatedOptions", "dated_section"]
+__all__ = ["MAX_BASIS", "DatedOptions", "dated_section", "roll_schedule"]
+
+#: A future further than this from spot (F/S − 1) is refused as a wrong price, not planned.
+MAX_BASIS = 0.5
 
 
 class DatedOptions:
@@ -46,7 +49,7 @@ class DatedOptions:
         basis_shock: float = -0.02,
     ) -> None:
         if future_price is not None and not (math.isfinite(future_price) and 0 < future_price < 1e12):
-            raise ConfigError(f"invalid `--future-price`: must be a price > 0, was {future_price!r}")
+            raise ConfigError(f"invalid `--future-price`: must be a finite price > 0 and < 1e12, was {future_price!r}")
         if roll_days is not None and (isinstance(roll_days, bool) or roll_days < 1):
             raise ConfigError(f"invalid `--roll-days`: must be a whole number of days >= 1, was {roll_days!r}")
         if not (math.isfinite(basis_shock) and -0.5 < basis_shock < 0.5):
@@ -62,6 +65,36 @@ class DatedOptions:
     @property
     def given(self) -> bool:
         return any(v is not None for v in (self.horizon_days, self.roll_days, self.future_price))
+
+
+def roll_schedule(inst: Instrument, now_ms: int, horizon_days: float, roll_days: int) -> list[tuple[int, str, str]]:
+    """Every roll of a short on ``inst`` held ``horizon_days`` from ``now_ms``: (roll time, from, into).
+
+    Each roll goes ``roll_days`` before the held contract's delivery into the venue's next quarterly (last
+    Friday of March/June/September/December) that delivers more than ``roll_days`` after the roll, so a
+    horizon of a year on a quarterly rolls about four times, each paying both legs' fees.
+    """
+    from perphedge.specs.futures import dated_symbol, expiry_listed, series_for
+
+    assert inst.expiry_ms is not None
+    found = series_for(inst.exchange, inst.symbol)
+    if found is None:
+        raise ConfigError(f"{inst.id}: not a dated future of a known series: cannot plan its rolls")
+    series = found[0]
+    end_ms = now_ms + round(horizon_days * F.DAY_MS)
+    out: list[tuple[int, str, str]] = []
+    expiry = inst.expiry_ms
+    near = inst.id
+    while (when := F.roll_date_ms(expiry, roll_days)) < end_ms:
+        day = dt.datetime.fromtimestamp(when / 1000, tz=dt.UTC).date() + dt.timedelta(days=1)
+        while not (
+            expiry_listed("last_friday_of_quarter", day) and series.expiry_ms(day) - when > roll_days * F.DAY_MS
+        ):
+            day += dt.timedelta(days=1)
+        far = dated_symbol(series, day)
+        out.append((when, near, far))
+        near, expiry = far, series.expiry_ms(day)
+    return out
 
 
 def _iso(ms: int) -> str:
@@ -147,6 +180,14 @@ def dated_section(
         assert options.roll_days is not None
         F.check_roll_days(options.roll_days, left, "--roll-days")
     b0 = F.basis(future, spot)
+    if not -MAX_BASIS < b0 < MAX_BASIS:  # 1e-300 or a mistyped digit: refuse, never a table of infinities
+        raise ConfigError(
+            f"invalid `--future-price` of {inst.id}: {future:,.6g} is {b0:+.1%} from spot {spot:,.2f}; a dated future "
+            f"trades within ±{MAX_BASIS:.0%} of spot (check the price, or the contract)"
+            if price_source == "--future-price"
+            else f"{inst.id}: its stored close {future:,.6g} ({price_source}) is {b0:+.1%} from spot {spot:,.2f}, "
+            f"more than ±{MAX_BASIS:.0%}: the stored candles are wrong (re-import them) or give --future-price"
+        )
     b_ann = F.annualize(b0, left)
     size = leg.size
     notional = leg.notional_usd
@@ -173,12 +214,14 @@ def dated_section(
         dated_fraction = b0 * held / left + b_ann * (horizon - held) / 365.0
         rolls = [
             {
-                "date": _iso(F.roll_date_ms(inst.expiry_ms, options.roll_days))[:10],
+                "date": _iso(when)[:10],
+                "from": near,
+                "into": far,
                 "days_before_expiry": options.roll_days,
-                "into": "the next listed contract",
                 "assumed_basis_annualized": b_ann,
                 "fees_usd": 2 * inst.taker_fee * notional,
             }
+            for when, near, far in roll_schedule(inst, now, horizon, options.roll_days)
         ]
     from perphedge.core.hedge import CollateralSource
 
