@@ -189,6 +189,8 @@ def test_spec_files_with_duplicates_binary_or_directory(tmp_path: Path) -> None:
         (["--contracts", "1", "--fee-rate", "0.5"], "`--fee-rate`: must be in [-0.001, 0.01]"),
         (["--contracts", "1", "--fee-rate", "nan"], "--fee-rate: 'nan' is not a finite number"),
         (["--contracts", "0.1234"], "not a multiple of the lot 0.001 of binance:BTCUSDT: nearest 0.123 or 0.124"),
+        (["--contracts", "1e-300"], "1e-300 is less than one lot (0.001) of binance:BTCUSDT"),
+        (["--contracts", "0.0004"], "0.0004 is less than one lot (0.001) of binance:BTCUSDT"),
         (["--contracts", "nan"], "--contracts: 'nan' is not a finite number"),
         (["--contracts", "1", "--mark", "200000", "--leverage", "2"], "past the liquidation price"),
     ],

@@ -483,7 +483,7 @@ def test_calc_refuses_impossible_values(kw: dict[str, Any], flag: str) -> None:
     "ident,contracts,nearest",
     [
         ("binance:BTCUSDT", 0.1234, "nearest 0.123 or 0.124"),
-        ("binance:BTCUSDT", 0.0004, "nearest 0.001"),
+        ("binance:BTCUSDT", 0.0006, "nearest 0.001"),
         ("binance:BTCUSD_PERP", 1.5, "nearest 1 or 2"),
         ("bitmex:XBTUSD", 150.0, "nearest 100 or 200"),
         ("bybit:SOLUSDT", 2.25, "nearest 2.2 or 2.3"),
@@ -492,6 +492,27 @@ def test_calc_refuses_impossible_values(kw: dict[str, Any], flag: str) -> None:
 def test_contracts_off_the_lot_grid(ident: str, contracts: float, nearest: str) -> None:
     msg = refused(calc, calc_input(ident, contracts=contracts, entry=100.0))
     assert "not a multiple of the lot" in msg and nearest in msg, msg
+
+
+def test_override_that_puts_liquidation_past_bankruptcy_is_refused() -> None:
+    """MMR 1% and maintenance amount 9.5 USDT on a 1,000 USDT long at 10x: MM at entry 0.5 > 0, but at the formula's
+    liquidation price 899.49 it is -0.5, past the bankruptcy price 900: refused. The same override on a short is
+    consistent (MM grows with the price) and answered."""
+    from perphedge.usecases.plan import calc_instrument
+
+    inst = calc_instrument(REG, "binance:ETHUSDT", mmr=0.01, maintenance_amount=9.5, method=None, face_value=None)
+    base = {"instrument": inst, "contracts": 1.0, "entry": 1000.0, "leverage": 10.0}
+    msg = refused(calc, CalcInput(side=Side.LONG, **base))
+    assert "past the bankruptcy price 900" in msg and "899.49" in msg, msg
+    res = calc(CalcInput(side=Side.SHORT, **base))
+    assert res.liquidation.price == pytest.approx(1098.5148514851485)
+
+
+@pytest.mark.parametrize("contracts", [0.0004, 1e-300, 5e-324])
+def test_contracts_below_one_lot(contracts: float) -> None:
+    """A size that rounds to zero lots is refused (it was taken as a whole number of lots: zero)."""
+    msg = refused(calc, calc_input("binance:BTCUSDT", contracts=contracts, entry=100.0))
+    assert "less than one lot (0.001) of binance:BTCUSDT" in msg, msg
 
 
 def test_lot_multiples_with_float_dust_pass() -> None:

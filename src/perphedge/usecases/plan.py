@@ -929,8 +929,13 @@ def _lot_multiple(inst: Instrument, contracts: float) -> None:
     """Refuse a size that is not a whole number of lots, naming the nearest valid sizes."""
     lots = contracts / inst.lot_size
     nearest = round(lots)
-    if abs(lots - nearest) <= 1e-9 * max(1.0, abs(lots)):
+    if nearest >= 1 and abs(lots - nearest) <= 1e-9 * max(1.0, abs(lots)):
         return
+    if nearest < 1 and contracts > 0:
+        raise ConfigError(
+            f"invalid `--contracts`: {contracts:g} is less than one lot ({inst.lot_size:g}) of {inst.id}: "
+            f"the smallest position is {inst.lot_size:g}"
+        )
     below, above = math.floor(lots) * inst.lot_size, math.ceil(lots) * inst.lot_size
     options = [f"{round(x, 12):.12g}" for x in (below, above) if x > 0]
     raise ConfigError(
@@ -1042,6 +1047,14 @@ def calc(ci: CalcInput) -> CalcResult:
             "(it would already be liquidated)"
         )
     bp = bankruptcy_price(inst.kind, ci.side, size, ci.entry, margin)
+    if liq.price is not None and bp is not None and ci.side.sign * (bp - liq.price) > 1e-9 * abs(bp):
+        # past bankruptcy: the maintenance margin at the liquidation price is negative (an override's
+        # maintenance amount larger than value x MMR there)
+        raise ConfigError(
+            f"invalid `--maintenance-amount`: with it the liquidation price {liq.price:,.8g} lies past the bankruptcy "
+            f"price {bp:,.8g}: the maintenance margin would be negative at the liquidation price; give the tier's "
+            "MMR and maintenance amount together"
+        )
     fee_rate = inst.taker_fee if ci.fee_rate is None else ci.fee_rate
     settle = Asset(code=inst.settle)
     usd = Asset(code="USD" if inst.is_inverse else inst.quote)
