@@ -4,6 +4,7 @@ reported, against the fake exchange."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,9 @@ def mangle_call(c: Any, method: str, n: int, change: Callable[[Any], Any]) -> No
 def hl_pages(fx: FakeExchange, c: Any, n: int) -> tuple[list[tuple[int, float]], list[str]]:
     src = CcxtSource("hyperliquid", client=c, policy=FAST)
     src.markets()
-    pages = list(src.funding_pages("BTC/USDC:USDC", T0, T0 + (n - 1) * HOUR, default_interval=1.0, now_ms=T0 + n * HOUR))
+    pages = list(
+        src.funding_pages("BTC/USDC:USDC", T0, T0 + (n - 1) * HOUR, default_interval=1.0, now_ms=T0 + n * HOUR)
+    )
     frame = pd.concat([p.frame for p in pages], ignore_index=True)
     got = [(int(t.value // 1_000_000), float(r)) for t, r in zip(frame["ts"], frame["rate"], strict=True)]
     return got, [note for p in pages for note in p.notes]
@@ -121,7 +124,7 @@ def test_dropping_the_last_settlement_before_any_change_keeps_every_interval(
     del stamps[drop], truth[drop]
     got, notes = funding_intervals(stamps, None, None, 8.0)
     assert got == truth
-    changes = sum(1 for a, b in zip(truth, truth[1:], strict=False) if a != b)
+    changes = sum(1 for a, b in itertools.pairwise(truth) if a != b)
     assert len([n for n in notes if "changed" in n]) == changes
 
 
@@ -211,7 +214,9 @@ def test_an_earlier_since_fetches_the_older_part_too(
             )
 
     with MarketStore(tmp_path / "whole.duckdb") as store:
-        fetch_into(store, FetchRequest(exchange=exchange, perps=(perp,), since="2024-03-01", until="2024-04-30"), client=c)
+        fetch_into(
+            store, FetchRequest(exchange=exchange, perps=(perp,), since="2024-03-01", until="2024-04-30"), client=c
+        )
     with MarketStore(tmp_path / "parts.duckdb") as store:
         for since in ("2024-04-01", "2024-03-01"):  # the later start first: resuming would skip March
             req = FetchRequest(exchange=exchange, perps=(perp,), since=since, until="2024-04-30")
@@ -270,6 +275,8 @@ def test_garbage_markets_are_reported_never_written(
         # Hyperliquid's tick and lot come from szDecimals, not ccxt's precision: a garbled precision changes nothing
         assert getattr(inst, spec_field) == getattr(old, spec_field)
         # the tiers' rates and leverages stay (OKX's floors are converted from contracts at the last price)
-        assert [(t.mmr, t.max_leverage) for t in inst.margin.tiers] == [(t.mmr, t.max_leverage) for t in old.margin.tiers]
+        assert [(t.mmr, t.max_leverage) for t in inst.margin.tiers] == [
+            (t.mmr, t.max_leverage) for t in old.margin.tiers
+        ]
     if venue == "okx" or field in ("max_leverage", "contract_size"):
         assert any(f"`{spec_field}`" in n and "bundled value kept" in n for n in doc["notes"])

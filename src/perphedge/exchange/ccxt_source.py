@@ -638,8 +638,8 @@ class CcxtSource:
                     if len(rows) == 0 and last_full and not reasked:
                         reasked = True  # an empty page right after a full one: ask once more before believing it
                         continue
-                    note = self._ended_early(symbol, cursor - 1, until_ms, default_interval, now_ms)
-                    if note:
+                    end_note = self._ended_early(symbol, cursor - 1, until_ms, default_interval, now_ms)
+                    if end_note:
                         yield Page(
                             kind="funding",
                             symbol=symbol,
@@ -648,7 +648,7 @@ class CcxtSource:
                                 columns=["source", "symbol", "ts", "rate", "interval_hours", "mark_price"]
                             ),
                             newest_ms=cursor,
-                            notes=(note,),
+                            notes=(end_note,),
                         )
                     break  # nothing from `cursor` to the end
                 cursor = end + 1
@@ -705,15 +705,15 @@ class CcxtSource:
             window = full_window
             last_full, reasked = len(rows) >= limit, False
             if by_time and len(rows) < limit:
-                note = self._ended_early(symbol, newest, until_ms, default_interval, now_ms)
-                if note:
+                end_note = self._ended_early(symbol, newest, until_ms, default_interval, now_ms)
+                if end_note:
                     yield Page(
                         kind="funding",
                         symbol=symbol,
                         timeframe=None,
                         frame=pd.DataFrame(columns=["source", "symbol", "ts", "rate", "interval_hours", "mark_price"]),
                         newest_ms=newest,
-                        notes=(note,),
+                        notes=(end_note,),
                     )
                 break  # a short page: the venue has nothing more up to `until`
 

@@ -472,7 +472,7 @@ def _resume_point(
     (the upserts make fetching the stored part again harmless)."""
     args: list[Any] = [source, symbol] + ([timeframe] if timeframe is not None else [])
     where = "source = ? AND symbol = ?" + (" AND timeframe = ?" if timeframe is not None else "")
-    rows = store.query(f"SELECT min(ts) AS first, max(ts) AS last FROM {table} WHERE {where}", args)  # noqa: S608
+    rows = store.query(f"SELECT min(ts) AS first, max(ts) AS last FROM {table} WHERE {where}", args)
     if rows.empty or rows["last"].isna().iloc[0]:
         return None
     if _ms(rows["first"].iloc[0]) > since_ms + step_ms:
