@@ -280,3 +280,20 @@ def test_garbage_markets_are_reported_never_written(
         ]
     if venue == "okx" or field in ("max_leverage", "contract_size"):
         assert any(f"`{spec_field}`" in n and "bundled value kept" in n for n in doc["notes"])
+
+
+@pytest.mark.parametrize("missing", [498, 499, 500, 999])
+def test_a_settlement_missing_at_a_page_boundary_is_a_gap_not_two_changes(fake: FakeExchange, missing: int) -> None:
+    rates = [(T0 + k * HOUR, 1e-5) for k in range(1200)]
+    del rates[missing]
+    hl_state(fake).history_overrides["BTC"] = rates
+    src = CcxtSource("hyperliquid", client=client(fake, "hyperliquid"), policy=FAST)
+    src.markets()
+    pages = list(
+        src.funding_pages("BTC/USDC:USDC", T0, T0 + 1199 * HOUR, default_interval=1.0, now_ms=T0 + 1200 * HOUR)
+    )
+    frame = pd.concat([p.frame for p in pages], ignore_index=True)
+    assert [int(t.value // 1_000_000) for t in frame["ts"]] == [ms for ms, _ in rates]  # each once, in order
+    assert set(frame["interval_hours"]) == {1.0}
+    notes = [n for p in pages for n in p.notes]
+    assert len(notes) == 1 and "1 funding settlement(s) missing" in notes[0]

@@ -674,6 +674,15 @@ class CcxtSource:
                 window = full_window
                 continue
             stamps = [int(r["timestamp"]) for r in recs]
+            held: int | None = None
+            more = stamps[-1] < until_ms and (not by_time or len(rows) >= limit)
+            for _ in range(3):
+                if not (more and len(stamps) >= 3 and stamps[-1] - stamps[-2] != stamps[-2] - stamps[-3]):
+                    break
+                # the page's last spacing differs from the one before: a change or a gap, which only the
+                # settlements after it tell apart; that record goes with the next page
+                held = stamps[-1]
+                recs, stamps = recs[:-1], stamps[:-1]
             intervals, notes = funding_intervals(stamps, prev_ms, prev_interval, default_interval)
             notes = skipped + notes
             out = []
@@ -701,7 +710,7 @@ class CcxtSource:
                 newest_ms=newest,
                 notes=tuple(notes),
             )
-            cursor = newest + 1
+            cursor = newest + 1 if held is None else held
             window = full_window
             last_full, reasked = len(rows) >= limit, False
             if by_time and len(rows) < limit:
