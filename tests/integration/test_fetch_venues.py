@@ -82,8 +82,11 @@ def test_hyperliquid_page_counts(fake: FakeExchange, n: int) -> None:
     before = info_calls(fake)
     pages = list(src.funding_pages("ETH/USDC:USDC", T0, T0 + 10_000 * HOUR, default_interval=1.0))
     assert sum(len(p.frame) for p in pages) == n
-    # full pages, then one short page (an empty one when the last page was full)
-    assert info_calls(fake) - before == n // 500 + 1
+    # full pages, then one short page (an empty one when the last page was full: asked twice before believing it)
+    assert info_calls(fake) - before == n // 500 + 1 + (n % 500 == 0)
+    # the history ends long before `until`: said so, never silently
+    notes = [note for p in pages for note in p.notes]
+    assert len(notes) == 1 and "answered no funding after" in notes[0]
 
 
 def test_hyperliquid_fetch_into_store(fake: FakeExchange, tmp_path: Path) -> None:

@@ -538,6 +538,22 @@ class CcxtSource:
             return {"after": end_ms + 1}  # OKX: records earlier than `after` (ccxt maps `since` to `before`)
         return {"until": end_ms}
 
+    def _ended_early(
+        self, symbol: str, newest_ms: int, until_ms: int, interval_hours: float, now_ms: int | None
+    ) -> str | None:
+        """A note when a series paged by time ends more than two intervals before ``until`` (and before now)."""
+        import pandas as pd
+
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        end = min(until_ms, now)
+        if end - newest_ms <= 2 * interval_hours * 3_600_000:
+            return None
+        return (
+            f"{self.id} answered no funding after {pd.Timestamp(newest_ms, unit='ms')} up to "
+            f"{pd.Timestamp(end, unit='ms')}: the venue's history ends there (a delisted coin) or it dropped "
+            f"a page; fetch again to retry"
+        )
+
     def funding_pages(
         self,
         symbol: str,
@@ -592,6 +608,7 @@ class CcxtSource:
                     newest_ms=cursor,
                     notes=(note,),
                 )
+        last_full, reasked = False, False
         while cursor <= until_ms:
             end = until_ms if by_time else min(until_ms, cursor + window - 1)
             rows = self.call(
@@ -618,16 +635,61 @@ class CcxtSource:
                 continue
             if not recs:
                 if by_time:
+                    if len(rows) == 0 and last_full and not reasked:
+                        reasked = True  # an empty page right after a full one: ask once more before believing it
+                        continue
+                    end_note = self._ended_early(symbol, cursor - 1, until_ms, default_interval, now_ms)
+                    if end_note:
+                        yield Page(
+                            kind="funding",
+                            symbol=symbol,
+                            timeframe=None,
+                            frame=pd.DataFrame(
+                                columns=["source", "symbol", "ts", "rate", "interval_hours", "mark_price"]
+                            ),
+                            newest_ms=cursor,
+                            notes=(end_note,),
+                        )
                     break  # nothing from `cursor` to the end
                 cursor = end + 1
                 window = full_window
                 continue
+            bad = [r for r in recs if _finite(r.get("fundingRate")) is None]
+            recs = [r for r in recs if _finite(r.get("fundingRate")) is not None]
+            skipped = [
+                f"the venue's funding record at {pd.Timestamp(int(r['timestamp']), unit='ms')} has no valid "
+                f"rate ({str(r.get('fundingRate'))[:20]!r}): skipped (not stored)"
+                for r in bad
+            ]
+            if not recs:
+                yield Page(
+                    kind="funding",
+                    symbol=symbol,
+                    timeframe=None,
+                    frame=pd.DataFrame(columns=["source", "symbol", "ts", "rate", "interval_hours", "mark_price"]),
+                    newest_ms=cursor,
+                    notes=tuple(skipped),
+                )
+                cursor = max(int(r["timestamp"]) for r in bad) + 1
+                window = full_window
+                continue
             stamps = [int(r["timestamp"]) for r in recs]
+            held: int | None = None
+            more = stamps[-1] < until_ms and (not by_time or len(rows) >= limit)
+            for _ in range(3):
+                if not (more and len(stamps) >= 3 and stamps[-1] - stamps[-2] != stamps[-2] - stamps[-3]):
+                    break
+                # the page's last spacing differs from the one before: a change or a gap, which only the
+                # settlements after it tell apart; that record goes with the next page
+                held = stamps[-1]
+                recs, stamps = recs[:-1], stamps[:-1]
             intervals, notes = funding_intervals(stamps, prev_ms, prev_interval, default_interval)
+            notes = skipped + notes
             out = []
             for r, ms, interval in zip(recs, stamps, intervals, strict=True):
-                mark = (r.get("info") or {}).get("markPrice")
-                mark_f = float(mark) if mark not in (None, "") else math.nan
+                mark_f = _finite((r.get("info") or {}).get("markPrice"))
+                if mark_f is None:
+                    mark_f = math.nan
                 out.append(
                     {
                         "source": self.id,
@@ -648,14 +710,57 @@ class CcxtSource:
                 newest_ms=newest,
                 notes=tuple(notes),
             )
-            cursor = newest + 1
+            cursor = newest + 1 if held is None else held
             window = full_window
+            last_full, reasked = len(rows) >= limit, False
             if by_time and len(rows) < limit:
+                end_note = self._ended_early(symbol, newest, until_ms, default_interval, now_ms)
+                if end_note:
+                    yield Page(
+                        kind="funding",
+                        symbol=symbol,
+                        timeframe=None,
+                        frame=pd.DataFrame(columns=["source", "symbol", "ts", "rate", "interval_hours", "mark_price"]),
+                        newest_ms=newest,
+                        notes=(end_note,),
+                    )
                 break  # a short page: the venue has nothing more up to `until`
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, empty, not a number, NaN, inf: a garbled record)."""
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _hours(value: float) -> str:
     return f"{value:g}h"
+
+
+def _missing_split(gap: float, current: float, nxt: float) -> tuple[float, int] | None:
+    """How ``gap`` hours splits into ``a`` settlements every ``current`` hours then ``b >= 1`` every ``nxt`` (or,
+    failing that, ``a >= 2`` every ``current``) with the fewest settlements: (interval at the end, missing count),
+    or None when it does not split (then the spacing is taken as a change of interval)."""
+    best: tuple[float, int] | None = None
+    if current <= 0 or nxt <= 0:
+        return None
+    for a in range(int(gap // current + 1e-9) + 1):
+        rest = gap - a * current
+        b = rest / nxt
+        if rest > 1e-6 and abs(b - round(b)) < 1e-6 and a + round(b) >= 2:
+            missing = a + round(b) - 1
+            if best is None or missing < best[1]:
+                best = (nxt, missing)
+    if best is None:
+        slots = gap / current
+        if abs(slots - round(slots)) < 1e-6 and round(slots) >= 2:
+            best = (current, round(slots) - 1)
+    return best
 
 
 def funding_intervals(
@@ -666,8 +771,10 @@ def funding_intervals(
     The interval at a settlement is its spacing from the previous one (``prev_ms`` before the first);
     the first settlement of a series takes the spacing to the next one (``default`` when it is alone, or when the
     spacing after that is ``default`` and divides it: a gap right after the first settlement).
-    A spacing that is a whole multiple (>= 2) of the interval in force, followed by a settlement at that
-    interval again, is a gap (missing settlements), not a change: the interval stays. Every change of
+    A spacing unlike both the interval in force and the spacing after it is a gap (missing settlements), not a
+    change: when it splits into settlements at the interval in force then at the next spacing (8h, 8h | 4h: a
+    settlement missing right at a change), the next spacing holds there; when it is a whole multiple (>= 2) of
+    the interval in force, that interval stays. Every change of
     the interval in force is a note ``funding interval changed from 8h to 4h at <time>``.
     """
     import pandas as pd
@@ -688,14 +795,15 @@ def funding_intervals(
         else:
             gap = round((ms - last_ms) / hour, 6)
             interval = gap
-            if current is not None and gap > current:
-                slots = gap / current
-                whole = abs(slots - round(slots)) < 1e-6 and round(slots) >= 2
-                if whole and nxt is not None and abs(nxt - current) < 1e-6:
-                    interval = current
+            if current is not None and nxt is not None and abs(gap - current) > 1e-6 and abs(gap - nxt) > 1e-6:
+                # a spacing unlike both the interval in force and the next one: settlements are missing (a one-off
+                # interval, a change at once followed by another, is not how venues change it), also right at a change
+                found = _missing_split(gap, current, round(nxt, 6))
+                if found is not None:
+                    interval, missing = found
                     notes.append(
-                        f"{round(slots) - 1} funding settlement(s) missing before {pd.Timestamp(ms, unit='ms')} "
-                        f"(every {_hours(current)})"
+                        f"{missing} funding settlement(s) missing before {pd.Timestamp(ms, unit='ms')} "
+                        f"(every {_hours(interval)})"
                     )
             if interval <= 0:
                 interval = float(default)

@@ -334,7 +334,10 @@ def _window(req: FetchRequest) -> tuple[int, int]:
     if both:
         raise ConfigError(f"{sorted(both)[0]} is given as both --spot and --perps")
     since_ms = _utc_ms(req.since, "--since")
-    until_ms = _utc_ms(req.until, "--until") if req.until else int(time.time() * 1000)
+    now_ms = int(time.time() * 1000)
+    until_ms = _utc_ms(req.until, "--until") if req.until else now_ms
+    if since_ms > now_ms:
+        raise ConfigError(f"invalid `--since`: {req.since} is in the future (there is nothing to fetch yet)")
     if until_ms < since_ms:
         if not req.until:
             raise ConfigError(f"invalid `--since`: {req.since} is in the future (there is nothing to fetch yet)")
@@ -418,7 +421,7 @@ def _fetch_all(
     for sym in [*req.spot, *req.perps]:
         res = SeriesResult(kind="ohlcv", symbol=sym, timeframe=req.timeframe)
         result.series.append(res)
-        last = store.last_ts("candles", src.id, sym, req.timeframe)
+        last = _resume_point(store, "candles", src.id, sym, since_ms, step, req.timeframe)
         if last is not None:
             res.resumed_from = str(last)
         tick = task(f"{sym} {req.timeframe}", step)
@@ -434,7 +437,9 @@ def _fetch_all(
     for inst, sym in zip(instruments, req.perps, strict=True):
         res = SeriesResult(kind="funding", symbol=sym, timeframe=None)
         result.series.append(res)
-        last = store.last_ts("funding", src.id, sym)
+        last = _resume_point(
+            store, "funding", src.id, sym, since_ms, int(inst.funding_interval_hours * 3_600_000) * 2, None
+        )
         if last is not None:
             res.resumed_from = str(last)
         tick = task(f"{sym} funding", int(inst.funding_interval_hours * 3_600_000))
@@ -457,6 +462,22 @@ def _fetch_all(
                 f"funding settles every {now:g}h at {res.last} but the instrument spec says "
                 f"{inst.funding_interval_hours:g}h: the stored interval is used per settlement (plan --as-of reads it)"
             )
+
+
+def _resume_point(
+    store: MarketStore, table: str, source: str, symbol: str, since_ms: int, step_ms: int, timeframe: str | None
+) -> Any:
+    """The newest stored timestamp to resume the series from, or None to fetch it from ``--since``: when the stored
+    series starts later than ``--since`` (an earlier start asked for), resuming would leave the older part out
+    (the upserts make fetching the stored part again harmless)."""
+    args: list[Any] = [source, symbol] + ([timeframe] if timeframe is not None else [])
+    where = "source = ? AND symbol = ?" + (" AND timeframe = ?" if timeframe is not None else "")
+    rows = store.query(f"SELECT min(ts) AS first, max(ts) AS last FROM {table} WHERE {where}", args)
+    if rows.empty or rows["last"].isna().iloc[0]:
+        return None
+    if _ms(rows["first"].iloc[0]) > since_ms + step_ms:
+        return None
+    return rows["last"].iloc[0]
 
 
 def _last_interval(store: MarketStore, source: str, symbol: str) -> float | None:

@@ -128,6 +128,24 @@ def _hyperliquid_tiers(raw: Mapping[str, Any], max_lev: float) -> tuple[list[lis
     )
 
 
+#: The highest max leverage any venue offers on a perpetual (Binance/OKX 125x, Bybit 100x-200x, Hyperliquid 50x)
+#: with room; a venue answer above it (or below 1x) is garbage, not a spec.
+MAX_LEVERAGE_CAP = 250.0
+#: How far (a factor) a refreshed contract size, tick or lot may move from the bundled value before it is taken
+#: for garbage (venues change a tick by 10x, not by 1000x).
+PLAUSIBLE_FACTOR = 1000.0
+
+
+def _implausible(name: str, value: float, bundled: Any) -> str | None:
+    """Why a venue's value for ``name`` cannot be a spec value (None: plausible)."""
+    if name == "max_leverage" and not 1.0 <= value <= MAX_LEVERAGE_CAP:
+        return f"outside 1..{MAX_LEVERAGE_CAP:g}"
+    old = _num(bundled)
+    if name != "max_leverage" and old is not None and not 1 / PLAUSIBLE_FACTOR <= value / old <= PLAUSIBLE_FACTOR:
+        return f"more than {PLAUSIBLE_FACTOR:g}x away from the bundled {old:g}"
+    return None
+
+
 def _refresh_venue(
     venue: str, raws: Sequence[dict[str, Any]], client: Any, today: str, notes: list[str]
 ) -> list[dict[str, Any]]:
@@ -164,6 +182,13 @@ def _refresh_venue(
         for name, value in values.items():
             if value is None:
                 notes.append(f"{venue}:{raw['symbol']}: {venue} does not state `{name}`: bundled value kept")
+                continue
+            why = _implausible(name, value, raw.get(name))
+            if why:
+                notes.append(
+                    f"{venue}:{raw['symbol']}: {venue} states `{name}` {value:g}, {why}: not taken, bundled value kept"
+                )
+                values[name] = None
                 continue
             new[name] = _clean(value)
             changed.append(name)
