@@ -377,3 +377,13 @@ def test_any_relative_name_stays_inside(one_root: Path, name: str) -> None:
         return
     assert one_root.resolve() in path.parents
     safe_relative(name + ".yaml")
+
+
+@pytest.mark.parametrize(
+    "host_header",
+    ["localhost:1@evil.example", "127.0.0.1:8765, evil.example", "127.0.0.1:x", "localhost evil", "[::1", "::1"],
+)
+def test_a_malformed_host_is_refused_without_a_token(make_client: Callable[..., Any], host_header: str) -> None:
+    """Only an exact ``name[:port]`` / ``[v6][:port]`` counts: a loopback name followed by junk was let through."""
+    c = make_client()
+    assert c.get("/api/files", headers={"host": host_header}).status_code == 421
