@@ -226,6 +226,9 @@ def test_book_status_and_journal_are_the_cli_documents(tmp_path: Path, make_clie
     assert c.get("/api/book/nope").status_code == 404
     assert c.get("/api/book/paper/journal", params={"limit": "x"}).status_code == 422
     assert c.get("/api/book/paper/journal", params={"limit": "0"}).status_code == 422
+    for digits in ("\u00b2", "\u0661\u0662", "\uff15"):  # str.isdigit() but not ASCII: was a 500 (int('²'))
+        r = c.get("/api/book/paper/journal", params={"limit": digits})
+        assert r.status_code == 422 and "--limit" in r.json()["error"], r.text
     v1 = c.get("/api/book/paper/version").json()["version"]
     assert c.get("/api/book/paper/version").json()["version"] == v1  # reading changes nothing
     assert cli("book", "halt", str(book), cwd=tmp_path).returncode == 0

@@ -138,7 +138,7 @@ def create_app(cfg: WebConfig) -> FastAPI:
                 resp = _error(403, "refused: missing or wrong CSRF token (reload the page)")
             else:
                 length = request.headers.get("content-length")
-                if length is not None and not length.isdigit():
+                if length is not None and not (length.isascii() and length.isdigit()):
                     resp = _error(400, f"invalid Content-Length {length[:40]!r}")
                 elif length is not None and int(length) > MAX_BODY:
                     resp = _error(413, f"refused: the request body is larger than {MAX_BODY:,} bytes")
@@ -375,7 +375,7 @@ def create_app(cfg: WebConfig) -> FastAPI:
 
     @app.get("/api/book/{name}/journal", tags=["book"], summary="perphedge book journal BOOK --limit N --format json")
     async def book_journal(name: str, limit: str = "100") -> Response:
-        if not limit.isdigit():
+        if not (limit.isascii() and limit.isdigit()):  # '²'.isdigit() is True, int('²') fails
             raise ConfigError(f"invalid value for --limit: {limit!r} is not a valid integer")
         return _doc(await run_in_threadpool(api.book_journal, cfg, name, int(limit)))
 
