@@ -369,3 +369,25 @@ def test_a_sweeps_ranking_is_listed(
     listed = make_client(out=out).get("/api/backtest/results").json()["sweeps"]
     assert [s["file"] for s in listed] == ["sweep.json"]
     assert listed[0]["top"] == written["top"] and len(written["top"]) == 2
+
+
+def test_a_yaml_bomb_is_refused_fast(make_client: Callable[..., Any]) -> None:
+    """Billion laughs: 600 bytes whose aliases expand to 387 million values held the server for ~3 minutes."""
+    import time
+
+    from perphedge.errors import ConfigError
+    from perphedge.files import load_yaml_text
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, cur in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = "\n".join(lines) + "\n"
+    t0 = time.monotonic()
+    r = make_client().post("/api/plan", content=bomb.encode(), headers=YAML)
+    assert r.status_code == 422 and "YAML bomb" in r.json()["error"], r.text
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ConfigError, match="expand it to more than"):
+        load_yaml_text(bomb, "bomb.yaml")
+    # a file that uses aliases modestly still loads (and one alias of a small list is not a bomb)
+    doc = load_yaml_text("base: &b [1, 2, 3]\ncopy: *b\n", "ok.yaml")
+    assert doc["copy"] == [1, 2, 3]
