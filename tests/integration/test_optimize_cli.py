@@ -121,6 +121,11 @@ def test_table_output(home_and_run: tuple[Path, Path, dict]) -> None:
         (["--kinds", "inverse", "--collateral", "stable"], "no design"),
         (["--workers", "0"], "--workers"),
         (["--workers", "two"], "--workers"),
+        # non-ASCII digits pass str.isdigit() but not int(): was "internal error: ValueError"
+        (["--workers", "\u00b2"], "--workers"),
+        (["--workers", "\u0661\u0662"], "--workers"),
+        (["--seed", "\u00b2"], "--seed"),
+        (["--paths", "\uff15"], "--paths"),
         (["--cluster", "somewhere"], "--cluster"),
         (["--cluster", "tcp://127.0.0.1:0"], "--cluster"),
     ],

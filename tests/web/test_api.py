@@ -226,6 +226,9 @@ def test_book_status_and_journal_are_the_cli_documents(tmp_path: Path, make_clie
     assert c.get("/api/book/nope").status_code == 404
     assert c.get("/api/book/paper/journal", params={"limit": "x"}).status_code == 422
     assert c.get("/api/book/paper/journal", params={"limit": "0"}).status_code == 422
+    for digits in ("\u00b2", "\u0661\u0662", "\uff15"):  # str.isdigit() but not ASCII: was a 500 (int('²'))
+        r = c.get("/api/book/paper/journal", params={"limit": digits})
+        assert r.status_code == 422 and "--limit" in r.json()["error"], r.text
     v1 = c.get("/api/book/paper/version").json()["version"]
     assert c.get("/api/book/paper/version").json()["version"] == v1  # reading changes nothing
     assert cli("book", "halt", str(book), cwd=tmp_path).returncode == 0
@@ -366,3 +369,25 @@ def test_a_sweeps_ranking_is_listed(
     listed = make_client(out=out).get("/api/backtest/results").json()["sweeps"]
     assert [s["file"] for s in listed] == ["sweep.json"]
     assert listed[0]["top"] == written["top"] and len(written["top"]) == 2
+
+
+def test_a_yaml_bomb_is_refused_fast(make_client: Callable[..., Any]) -> None:
+    """Billion laughs: 600 bytes whose aliases expand to 387 million values held the server for ~3 minutes."""
+    import time
+
+    from perphedge.errors import ConfigError
+    from perphedge.files import load_yaml_text
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, cur in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = "\n".join(lines) + "\n"
+    t0 = time.monotonic()
+    r = make_client().post("/api/plan", content=bomb.encode(), headers=YAML)
+    assert r.status_code == 422 and "YAML bomb" in r.json()["error"], r.text
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ConfigError, match="expand it to more than"):
+        load_yaml_text(bomb, "bomb.yaml")
+    # a file that uses aliases modestly still loads (and one alias of a small list is not a bomb)
+    doc = load_yaml_text("base: &b [1, 2, 3]\ncopy: *b\n", "ok.yaml")
+    assert doc["copy"] == [1, 2, 3]

@@ -83,6 +83,11 @@ def test_token_from_the_environment(tmp_path: Path) -> None:
         (("--store", ""), "invalid `--store`"),
         (("--out", str(REPO / "README.md")), "invalid `--out`"),
         (("--host", "no-such-host.invalid"), "invalid `--host`"),
+        # an empty path is '.', which served the current directory (--runs, --out) instead of refusing
+        (("--runs", ""), "invalid `--runs`: must be a path, was ''"),
+        (("--runs", "  "), "invalid `--runs`"),
+        (("--out", ""), "invalid `--out`: must be a path, was ''"),
+        (("--book", ""), "invalid `--book`: must be a path, was ''"),
     ],
 )
 def test_bad_options_are_one_line(args: tuple[str, ...], message: str) -> None:

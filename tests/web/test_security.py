@@ -377,3 +377,38 @@ def test_any_relative_name_stays_inside(one_root: Path, name: str) -> None:
         return
     assert one_root.resolve() in path.parents
     safe_relative(name + ".yaml")
+
+
+@pytest.mark.parametrize(
+    "host_header",
+    ["localhost:1@evil.example", "127.0.0.1:8765, evil.example", "127.0.0.1:x", "localhost evil", "[::1", "::1"],
+)
+def test_a_malformed_host_is_refused_without_a_token(make_client: Callable[..., Any], host_header: str) -> None:
+    """Only an exact ``name[:port]`` / ``[v6][:port]`` counts: a loopback name followed by junk was let through."""
+    c = make_client()
+    assert c.get("/api/files", headers={"host": host_header}).status_code == 421
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"\xb9\xb2", b"-1", b"1e3", b" "])
+def test_a_content_length_that_is_not_ascii_digits_is_a_400(make_client: Callable[..., Any], length: bytes) -> None:
+    """A latin-1 superscript digit passed str.isdigit() and then int() raised inside the middleware (a 500)."""
+    import asyncio
+
+    app = make_client().app
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/api/calc", "raw_path": b"/api/calc", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8765"), (b"content-length", length)],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8765),
+    }  # fmt: skip
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400, sent
+    assert b"invalid Content-Length" in sent[1]["body"]

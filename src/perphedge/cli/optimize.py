@@ -169,7 +169,7 @@ def optimize_cmd(
 
     def whole(text: str, flag: str) -> int:
         s = text.strip()
-        if not s.isdigit():
+        if not (s.isascii() and s.isdigit()):  # '²'.isdigit() is True, int('²') fails
             raise ConfigError(f"invalid `{flag}`: must be a whole number >= 0, was {text!r}")
         return int(s)
 
@@ -177,7 +177,8 @@ def optimize_cmd(
 
     n_workers = None
     if workers is not None:
-        if not workers.strip().isdigit() or int(workers.strip()) < 1:
+        w = workers.strip()
+        if not (w.isascii() and w.isdigit()) or int(w) < 1:
             raise ConfigError(f"invalid `--workers`: must be a whole number >= 1, was {workers!r}")
         n_workers = int(workers.strip())
     check_cluster(cluster, n_workers)

@@ -42,6 +42,10 @@ def web_cmd(
     from perphedge.web import Folders, WebConfig, create_app
 
     token = token if token is not None else (os.environ.get("PERPHEDGE_WEB_TOKEN") or None)
+    for flag, values in (("--book", book or ()), ("--runs", runs or ()), ("--out", (out,))):
+        for v in values:
+            if not str(v).strip():  # Path('') is '.', which would silently serve the current directory
+                raise ConfigError(f"invalid `{flag}`: must be a path, was ''")
     books = tuple(Path(b) for b in book or ())
     for b in books:
         if not b.is_file():

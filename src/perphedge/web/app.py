@@ -138,7 +138,7 @@ def create_app(cfg: WebConfig) -> FastAPI:
                 resp = _error(403, "refused: missing or wrong CSRF token (reload the page)")
             else:
                 length = request.headers.get("content-length")
-                if length is not None and not length.isdigit():
+                if length is not None and not (length.isascii() and length.isdigit()):
                     resp = _error(400, f"invalid Content-Length {length[:40]!r}")
                 elif length is not None and int(length) > MAX_BODY:
                     resp = _error(413, f"refused: the request body is larger than {MAX_BODY:,} bytes")
@@ -375,7 +375,7 @@ def create_app(cfg: WebConfig) -> FastAPI:
 
     @app.get("/api/book/{name}/journal", tags=["book"], summary="perphedge book journal BOOK --limit N --format json")
     async def book_journal(name: str, limit: str = "100") -> Response:
-        if not limit.isdigit():
+        if not (limit.isascii() and limit.isdigit()):  # '²'.isdigit() is True, int('²') fails
             raise ConfigError(f"invalid value for --limit: {limit!r} is not a valid integer")
         return _doc(await run_in_threadpool(api.book_journal, cfg, name, int(limit)))
 
@@ -472,21 +472,25 @@ def _histograms(doc: dict[str, Any], bins: int = 60) -> dict[str, Any] | None:
     """Counts of the Monte Carlo PnL samples (hedged, unhedged) on shared bins, for the page's chart."""
     import numpy as np
 
-    samples = (doc.get("monte_carlo") or {}).get("_samples") or {}
-    arrays = {
-        k: np.asarray(v, dtype=float) for k, v in samples.items() if v is not None and k in ("hedged", "unhedged")
-    }
+    # the Monte Carlo keeps (bin values, path counts) of its fixed bins, not the samples (issue 15's engine)
+    hists = (doc.get("monte_carlo") or {}).get("_histograms") or {}
+    pairs = {k: v for k, v in hists.items() if v is not None and k in ("hedged", "unhedged")}
+    arrays = {k: np.asarray(v[0], dtype=float) for k, v in pairs.items()}
+    weights = {k: np.asarray(v[1], dtype=float) for k, v in pairs.items()}
     if not arrays:
         return None
     both = np.concatenate(list(arrays.values()))
     both = both[np.isfinite(both)]
     if both.size == 0:
         return None
-    lo, hi = np.quantile(both, [0.005, 0.995])
+    lo, hi = float(both.min()), float(both.max())
     if hi <= lo:
         hi = lo + 1.0
     edges = np.linspace(lo, hi, bins + 1)
     return {
         "edges_usd": [float(x) for x in edges],
-        **{k: [int(c) for c in np.histogram(np.clip(v, lo, hi), bins=edges)[0]] for k, v in arrays.items()},
+        **{
+            k: [int(c) for c in np.histogram(np.clip(v, lo, hi), bins=edges, weights=weights[k])[0]]
+            for k, v in arrays.items()
+        },
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -55,12 +56,19 @@ def security_headers(path: str) -> dict[str, str]:
     }
 
 
+_HOST_RE = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::[0-9]{1,5})?")
+
+
 def _host_name(host_header: str) -> str:
-    """``127.0.0.1:8765`` → ``127.0.0.1``; ``[::1]:8765`` → ``::1``."""
+    """``127.0.0.1:8765`` → ``127.0.0.1``; ``[::1]:8765`` → ``::1``.
+
+    A header that is not exactly ``name[:port]`` / ``[v6][:port]`` (``localhost:1@evil``, ``127.0.0.1:80, evil``,
+    a non-numeric port) gives ``""``, which no check accepts."""
     h = host_header.strip()
-    if h.startswith("["):
-        return h[1 : h.find("]")] if "]" in h else h
-    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+    m = _HOST_RE.fullmatch(h)
+    if m is None:
+        return ""
+    return m.group("v6") if m.group("v6") is not None else (m.group("name") or "")
 
 
 @dataclass
