@@ -164,7 +164,7 @@ def test_the_stress_page_draws_its_charts(browser: Any, tmp_path: Path, sample_s
         )  # fmt: skip
         rec = want["monte_carlo"]["recommended"]["without_top_up"]
         if rec is not None:
-            assert page.inner_text("#rec-lev") == f"{rec}x"
+            assert page.inner_text("#rec-lev") == f"{rec:g}x"
         assert page.locator("#liq-table tbody tr").count() == len(want["monte_carlo"]["liquidation"])
         assert page.locator("#replays-table tbody tr").count() == len(want["replays"])
         assert page.locator("#stress-grid .main-svg").count() >= 1
