@@ -139,7 +139,8 @@ def check(
         )
     dups = store.query("""
       SELECT 'candles' AS tbl, source, symbol, count(*) - count(DISTINCT (timeframe, ts)) AS n FROM candles GROUP BY ALL
-      UNION ALL SELECT 'funding', source, symbol, count(*) - count(DISTINCT ts) FROM funding GROUP BY ALL""")
+      UNION ALL SELECT 'funding', source, symbol, count(*) - count(DISTINCT ts) FROM funding GROUP BY ALL
+      ORDER BY 1, 2, 3""")
     for r in dups[dups["n"] > 0].itertuples(index=False):
         findings.append(
             Finding(
@@ -168,7 +169,8 @@ def check(
         )
     rets = store.query("""
       SELECT source, symbol, timeframe, ts, ln(close / lag(close) OVER w) AS r FROM candles
-      WINDOW w AS (PARTITION BY source, symbol, timeframe ORDER BY ts)""").dropna()
+      WINDOW w AS (PARTITION BY source, symbol, timeframe ORDER BY ts)
+      ORDER BY source, symbol, timeframe, ts""").dropna()  # ordered: the examples are the first hits in time
     for (src, sym, tf), g in rets.groupby(["source", "symbol", "timeframe"], sort=True):
         med = g["r"].median()
         mad = (g["r"] - med).abs().median() * 1.4826

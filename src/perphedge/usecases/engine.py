@@ -213,8 +213,9 @@ class DaskEngine(Engine):
         self.kind = "local" if cluster == "local" else "tcp"
         self._cluster: Any = None
         self.client: Any = None
-        # the worker processes inherit this (the numba kernels get one thread per worker)
-        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+        # The local workers get NUMBA_NUM_THREADS=1 through LocalCluster's `env` (one numba thread per worker).
+        # Never set it in this process: numba refuses a changed NUMBA_NUM_THREADS once its threads have started,
+        # so every later compile here would fail.
         try:
             if cluster == "local":
                 self.workers = workers or os.cpu_count() or 1
