@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -75,18 +76,19 @@ def die_with_parent(parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), name="perphedge-parent-watchdog", daemon=True).start()
 
 
-class Engine:
+class Engine(ABC):
     """The interface: ``map_batches`` and ``close`` (also a context manager)."""
 
     name = "engine"
     workers = 1
 
+    @abstractmethod
     def map_batches(
         self, fn: Callable[[Any, Any], Any], batches: Iterable[Any], shared: Any
     ) -> Iterator[tuple[int, Any]]:
-        raise NotImplementedError
+        """``(index, fn(shared, batch))`` for every batch, in any order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default no-op, not abstract: in-process has nothing to release
         """Release the workers (nothing to do in-process)."""
 
     def describe(self) -> dict[str, Any]:
