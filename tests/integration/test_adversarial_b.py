@@ -321,9 +321,20 @@ def _session(sid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_during_a_parallel_sweep_is_one_line_and_leaves_no_worker(store_home: Path) -> None:
-    """Ctrl-C signals the whole foreground process group: workers used to print their KeyboardInterrupt."""
-    cmd = [str(Path(sys.executable).parent / "perphedge"), "sweep", str(RUNS / "grid.yaml"), "--workers", "2"]
+def test_ctrl_c_during_a_parallel_sweep_is_one_line_and_leaves_no_worker(store_home: Path, tmp_path: Path) -> None:
+    """Ctrl-C signals the whole foreground process group: workers used to print their KeyboardInterrupt.
+
+    A grid of 1,280 configurations, so the sweep is still running when the signal comes (the workers start only
+    after the data is loaded; the 48 of runs/grid.yaml could all finish within the half second)."""
+    grid = tmp_path / "big-grid.yaml"
+    grid.write_text(
+        f"base: {RUNS / 'altcoins-50pct.yaml'}\n"
+        "grid:\n"
+        "  policy.ratio: [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]\n"
+        "  policy.band: [0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.14, 0.16]\n"
+        "  hedge.leverage: [1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9, 10, 11, 12, 13]\n"
+    )
+    cmd = [str(Path(sys.executable).parent / "perphedge"), "sweep", str(grid), "--workers", "2"]
     env = dict(os.environ, PERPHEDGE_HOME=str(store_home))
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
